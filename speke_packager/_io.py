@@ -1,0 +1,102 @@
+"""Atomic output: write to a temporary path on the same file system, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[object]:
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        _unlink(tmp)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)  # type: ignore[attr-defined]
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _unlink(p: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(p)
+
+
+class AtomicDirectory:
+    """Build a directory under a temporary name beside ``target``; ``commit()`` renames it.
+
+    If ``target`` exists and is non-empty, it is refused unless ``force``; with ``force`` the old
+    directory is replaced only at commit time (an error leaves it intact)."""
+
+    def __init__(self, target: str | os.PathLike[str], *, force: bool = False) -> None:
+        self.target = Path(target).absolute()
+        if self.target.exists():
+            if not self.target.is_dir():
+                raise OutputError(f"{self.target} exists and is not a directory")
+            if any(self.target.iterdir()) and not force:
+                raise OutputError(f"{self.target} is not empty (use --force to replace it)")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path = Path(
+                tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".partial",
+                                 dir=self.target.parent)
+            )
+        except OSError as exc:
+            raise OutputError(f"cannot create a folder beside {self.target}: {exc}") from exc
+        self._done = False
+
+    def commit(self) -> Path:
+        old: Path | None = None
+        try:
+            if self.target.exists():
+                old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+                os.replace(self.target, old)
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            if old is not None and not self.target.exists():
+                os.replace(old, self.target)
+            raise OutputError(f"cannot publish {self.target}: {exc}") from exc
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._done = True
+        return self.target
+
+    def abort(self) -> None:
+        if not self._done:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._done = True
+
+    def __enter__(self) -> AtomicDirectory:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.commit()

@@ -1,0 +1,89 @@
+"""Command-line interface: argparse -> typed options -> one library call.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; the parser sets
+``func`` on the namespace. Only :class:`~speke_packager.errors.SpekePackagerError` is caught and
+turned into one line on stderr with a non-zero exit; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import SpekePackagerError
+
+# Sub-command modules, in help order. Each defines register(subparsers).
+_COMMAND_MODULES = (
+    "keys_cmd",  # keys, cpix
+    "keyserver_cmd",  # keyserver
+    "vod_cmd",  # encrypt-vod
+    "verify_cmd",  # verify, serve
+    "demo_cmd",  # demo
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+log = logging.getLogger("speke_packager")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="speke-packager",
+        description="SPEKE key acquisition, media encryption and DRM signaling for HLS and DASH.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level (default: warning); logs never contain content keys",
+    )
+    parser.add_argument("--log-file", help="also write logs to this file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level, args.log_file)
+    func: Handler | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args)
+    except SpekePackagerError as exc:
+        print(f"speke-packager: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("speke-packager: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
