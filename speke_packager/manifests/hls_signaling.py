@@ -1,0 +1,145 @@
+"""HLS key tags for one content key: the key server's lines verbatim, else built per DRM.
+
+SPEKE v2 sends complete ``EXT-X-KEY`` / ``EXT-X-SESSION-KEY`` lines (HLSSignalingData); SPEKE v1
+sends URIExtXKey, KeyFormat and KeyFormatVersions, from which we build the tag; raw keys get an
+``identity`` tag pointing at the user's key URI (media-encryption.md §8.1, speke.md §8).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from ..constants import (
+    DRM_KEYFORMAT,
+    KEYFORMAT_CLEARKEY,
+    KEYFORMAT_FAIRPLAY,
+    KEYFORMAT_IDENTITY,
+    DrmSystem,
+    Scheme,
+)
+from ..drm.pssh import parse_pssh
+from ..errors import ManifestError
+from ..model import DrmSignal, KeyEntry
+from .hls import HlsKey, parse_key_lines
+
+_FMP4_ONLY = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY)
+
+
+def _data_uri(payload: bytes, charset: str | None = None) -> str:
+    cs = f";charset={charset}" if charset else ""
+    return f"data:text/plain{cs};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def _check_method(keys: list[HlsKey], scheme: Scheme, drm: DrmSystem) -> list[HlsKey]:
+    for k in keys:
+        if k.method != scheme.hls_method:
+            raise ManifestError(
+                f"the key server's HLS signaling for {drm.label} uses METHOD={k.method}, but the "
+                f"package is encrypted with {scheme.value} (METHOD={scheme.hls_method})"
+            )
+    return keys
+
+
+def _tag_iv(scheme: Scheme, iv: bytes | None) -> bytes | None:
+    if scheme is Scheme.CENC:
+        return None
+    if iv is None:
+        raise ManifestError(f"{scheme.value} HLS tags need an explicit IV")
+    if len(iv) != 16:
+        raise ManifestError("an HLS IV must be 16 bytes")
+    return iv
+
+
+def _built(sig: DrmSignal, entry: KeyEntry, scheme: Scheme, iv: bytes | None,
+           key_uri: str | None) -> HlsKey:
+    method = scheme.hls_method
+    drm = sig.drm
+    if drm in _FMP4_ONLY and scheme in (Scheme.AES_128, Scheme.SAMPLE_AES):
+        raise ManifestError(f"{drm.label} cannot be signalled for {scheme.value}; it needs "
+                            "fMP4 with cenc or cbcs")
+    if drm is DrmSystem.FAIRPLAY and scheme in (Scheme.CENC, Scheme.AES_128):
+        raise ManifestError(f"FairPlay cannot be used with {scheme.value}; FairPlay uses cbcs "
+                            "(fMP4) or SAMPLE-AES (TS)")
+    if sig.uri_ext_x_key:  # SPEKE v1: URIExtXKey + KeyFormat + KeyFormatVersions
+        keyformat = sig.key_format or None
+        fairplay = (keyformat or DRM_KEYFORMAT[drm]) == KEYFORMAT_FAIRPLAY
+        return HlsKey(method=method, uri=sig.uri_ext_x_key,
+                      iv=None if fairplay else _tag_iv(scheme, iv), keyformat=keyformat,
+                      keyformatversions=sig.key_format_versions or None)
+    kid = entry.kid.bytes
+    if drm is DrmSystem.WIDEVINE:
+        if not sig.pssh:
+            raise ManifestError(f"no Widevine pssh for KID {entry.kid}")
+        return HlsKey(method=method, uri=_data_uri(sig.pssh), iv=_tag_iv(scheme, iv),
+                      keyformat=DRM_KEYFORMAT[drm], keyformatversions="1", keyid=kid)
+    if drm is DrmSystem.PLAYREADY:
+        pro = sig.playready_object or (parse_pssh(sig.pssh).data if sig.pssh else None)
+        if not pro:
+            raise ManifestError(f"no PlayReady Object for KID {entry.kid}")
+        return HlsKey(method=method, uri=_data_uri(pro, "UTF-16"), iv=_tag_iv(scheme, iv),
+                      keyformat=DRM_KEYFORMAT[drm], keyformatversions="1", keyid=kid)
+    if drm is DrmSystem.CLEARKEY:
+        return HlsKey(method=method, uri=_data_uri(kid), iv=_tag_iv(scheme, iv),
+                      keyformat=KEYFORMAT_CLEARKEY, keyformatversions="1", keyid=kid)
+    if drm is DrmSystem.FAIRPLAY:
+        raise ManifestError(f"no skd:// URI from the key server for FairPlay KID {entry.kid}")
+    return identity_key(scheme, iv=iv, key_uri=key_uri, kid=str(entry.kid))
+
+
+def identity_key(scheme: Scheme, *, iv: bytes | None, key_uri: str | None, kid: str) -> HlsKey:
+    """An ``identity`` tag: the URI serves the 16 raw key bytes."""
+    if not key_uri:
+        raise ManifestError(f"no key URI for KID {kid}: pass --key-uri (the URL that serves the "
+                            "16-byte key)")
+    return HlsKey(method=scheme.hls_method, uri=key_uri, iv=_tag_iv(scheme, iv),
+                  keyformat=KEYFORMAT_IDENTITY, keyformatversions="1")
+
+
+def hls_keys(
+    entry: KeyEntry,
+    scheme: Scheme,
+    *,
+    iv: bytes | None,
+    key_uri: str | None = None,
+    drms: Sequence[DrmSystem] | None = None,
+) -> list[HlsKey]:
+    """Every ``EXT-X-KEY`` for ``entry`` (one per KEYFORMAT), in the key server's DRM order.
+
+    ``iv`` is written for every non-FairPlay tag except SAMPLE-AES-CTR; for cbcs it must be the
+    tenc constant IV. ``drms`` limits the DRMs signalled (None: all the key carries). A key with no
+    DRM signaling (raw keys) gets one identity tag for ``key_uri``."""
+    out: list[HlsKey] = []
+    signals = [s for s in entry.drm if drms is None or s.drm in drms]
+    for sig in signals:
+        if sig.hls_media:
+            out.extend(_check_method(parse_key_lines(sig.hls_media), scheme, sig.drm))
+        else:
+            out.append(_built(sig, entry, scheme, iv, key_uri))
+    if not signals:
+        out.append(identity_key(scheme, iv=iv, key_uri=key_uri, kid=str(entry.kid)))
+    return out
+
+
+def hls_session_keys(
+    entry: KeyEntry,
+    scheme: Scheme,
+    *,
+    iv: bytes | None,
+    key_uri: str | None = None,
+    drms: Sequence[DrmSystem] | None = None,
+) -> list[HlsKey]:
+    """``EXT-X-SESSION-KEY`` entries for ``entry``: the key server's master lines verbatim, else
+    the same attributes as the media tags."""
+    out: list[HlsKey] = []
+    signals = [s for s in entry.drm if drms is None or s.drm in drms]
+    for sig in signals:
+        if sig.hls_master:
+            out.extend(_check_method(parse_key_lines(sig.hls_master), scheme, sig.drm))
+        elif sig.hls_media:
+            out.extend(_check_method(parse_key_lines(sig.hls_media), scheme, sig.drm))
+        else:
+            out.append(_built(sig, entry, scheme, iv, key_uri))
+    if not signals:
+        out.append(identity_key(scheme, iv=iv, key_uri=key_uri, kid=str(entry.kid)))
+    return out
