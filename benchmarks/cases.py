@@ -1,0 +1,250 @@
+"""The measured cases: our segment API (1 core and a process pool), ``encrypt-vod`` and Shaka.
+
+Every case runs in a child process, waited for with ``os.wait4`` so its peak RSS (``ru_maxrss``:
+the largest of the child and of the processes it waited for) is its own. Each case runs ``runs``
+times; the table reports the median.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .assets import AssetSet
+from .keys import BenchKeys
+from .shaka import shaka_command
+
+SCHEMES = ("cenc", "cbcs", "sample-aes", "aes-128")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Proc:
+    """A finished child process."""
+
+    returncode: int
+    wall: float
+    maxrss_kb: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str] | None = None
+                 ) -> Proc:
+    """Run ``cmd``; wall time, exit code and peak RSS (KiB) of the child and its children."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                             cwd=ROOT, start_new_session=True)
+        timer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Proc(p.returncode, wall, usage.ru_maxrss, out.read().decode(errors="replace"),
+                    err.read().decode(errors="replace"))
+
+
+@dataclass
+class CaseResult:
+    """All runs of one (tool, scheme) case."""
+
+    tool: str  # "segment-api-1core" | "segment-api-pool" | "encrypt-vod" | "shaka-packager"
+    scheme: str
+    media_bytes: int
+    status: str = "ok"  # "ok" | "unavailable" | "error"
+    note: str = ""
+    seconds: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def median_seconds(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+    @property
+    def mbps(self) -> float | None:
+        s = self.median_seconds
+        return self.media_bytes / s / 1e6 if s else None
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        return max(self.rss_kb) / 1024 if self.rss_kb else None
+
+    def to_json(self) -> dict[str, object]:
+        return {"tool": self.tool, "scheme": self.scheme, "status": self.status,
+                "note": self.note, "media_bytes": self.media_bytes, "seconds": self.seconds,
+                "median_seconds": self.median_seconds, "mb_per_s": self.mbps,
+                "peak_rss_kb": self.rss_kb, "peak_rss_mb": self.peak_rss_mb, **self.extra}
+
+
+def media_bytes(asset: AssetSet, scheme: str) -> int:
+    return asset.cmaf_bytes if scheme in ("cenc", "cbcs") else asset.ts_bytes
+
+
+@dataclass
+class Context:
+    """What every case needs: the asset, the keys, a scratch directory, the run count."""
+
+    asset: AssetSet
+    keys: BenchKeys
+    key_file: Path
+    scratch: Path
+    runs: int
+    jobs: int
+    packager: str | None
+    log: bool = True
+
+    def out_dir(self, name: str) -> Path:
+        d = self.scratch / name
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    def say(self, text: str) -> None:
+        if self.log:
+            print(f"[bench] {text}", flush=True)
+
+
+def _worker_spec(ctx: Context, scheme: str, jobs: int, out: Path,
+                 profile: Path | None = None, limit: int | None = None) -> Path:
+    spec = {"scheme": scheme, "jobs": jobs, "out": str(out), "keys": str(ctx.key_file),
+            "asset_root": str(ctx.asset.root), "asset_spec": ctx.asset.spec.__dict__,
+            "profile": str(profile) if profile else None, "limit_segments": limit}
+    path = ctx.scratch / f"spec-{scheme}-{jobs}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def segment_api(ctx: Context, scheme: str, jobs: int) -> CaseResult:
+    """Our encryptors in-process over every segment, in a fresh interpreter per run."""
+    tool = "segment-api-1core" if jobs <= 1 else "segment-api-pool"
+    res = CaseResult(tool, scheme, media_bytes(ctx.asset, scheme), extra={"jobs": jobs})
+    for run in range(ctx.runs):
+        out = ctx.out_dir(f"{tool}-{scheme}")
+        spec = _worker_spec(ctx, scheme, jobs, out)
+        p = run_measured([sys.executable, "-m", "benchmarks.worker", str(spec)])
+        shutil.rmtree(out, ignore_errors=True)
+        if p.returncode != 0:
+            res.status, res.note = "error", _last_line(p.stderr)
+            return res
+        doc = json.loads(p.stdout.strip().splitlines()[-1])
+        if "unavailable" in doc:
+            res.status, res.note = "unavailable", str(doc["unavailable"])
+            return res
+        if int(doc["bytes_out"]) < int(doc["bytes_in"]):
+            res.status = "error"
+            res.note = f"output ({doc['bytes_out']} B) smaller than input ({doc['bytes_in']} B)"
+            return res
+        res.seconds.append(float(doc["seconds"]))
+        res.rss_kb.append(p.maxrss_kb)
+        res.extra.update(bytes_out=doc["bytes_out"], segments=doc["segments"],
+                         total_rss_estimate_kb=doc["total_rss_estimate_kb"])
+        ctx.say(f"{tool} {scheme} run {run + 1}: {res.media_bytes / doc['seconds'] / 1e6:.0f} MB/s")
+    return res
+
+
+_VOD_FORMAT = {"cenc": "dash", "cbcs": "hls", "sample-aes": "hls", "aes-128": "hls"}
+
+
+def encrypt_vod_available() -> str | None:
+    """None if ``speke-packager encrypt-vod`` exists, else why not."""
+    p = subprocess.run([sys.executable, "-m", "speke_packager", "encrypt-vod", "--help"],
+                       capture_output=True, text=True, check=False, cwd=ROOT)
+    if p.returncode != 0:
+        return "not available yet (speke-packager encrypt-vod: " + _last_line(p.stderr) + ")"
+    return None
+
+
+def encrypt_vod(ctx: Context, scheme: str) -> CaseResult:
+    """The whole ``encrypt-vod`` CLI (a subprocess) from the progressive MP4 source."""
+    res = CaseResult("encrypt-vod", scheme, ctx.asset.source.stat().st_size,
+                     extra={"jobs": ctx.jobs, "format": _VOD_FORMAT[scheme]})
+    why = encrypt_vod_available()
+    if why:
+        res.status, res.note = "unavailable", why
+        return res
+    key = ctx.keys.ts if scheme in ("sample-aes", "aes-128") else ctx.keys.video
+    for run in range(ctx.runs):
+        out = ctx.out_dir(f"vod-{scheme}")
+        iv = ctx.keys.cenc_iv if scheme == "cenc" else ctx.keys.ts_iv
+        cmd = [sys.executable, "-m", "speke_packager", "encrypt-vod", str(ctx.asset.source),
+               "--output", str(out), "--scheme", scheme, "--format", _VOD_FORMAT[scheme],
+               "--key", f"{key.kid.hex}:{key.key.hex()}", "--iv", iv.hex(),
+               "--jobs", str(ctx.jobs), "--quiet", "--force"]
+        p = run_measured(cmd)
+        shutil.rmtree(out, ignore_errors=True)
+        if p.returncode != 0:
+            res.status, res.note = "error", _scrub(_last_line(p.stderr), ctx.keys)
+            return res
+        res.seconds.append(p.wall)
+        res.rss_kb.append(p.maxrss_kb)
+        ctx.say(f"encrypt-vod {scheme} run {run + 1}: {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+    return res
+
+
+def shaka(ctx: Context, scheme: str) -> CaseResult:
+    """Shaka Packager with the same keys on the clear CMAF / TS (whole asset, wall time)."""
+    res = CaseResult("shaka-packager", scheme, media_bytes(ctx.asset, scheme))
+    if not ctx.packager:
+        res.status, res.note = "unavailable", "Shaka Packager not found"
+        return res
+    for run in range(ctx.runs):
+        out = ctx.out_dir(f"shaka-{scheme}")
+        p = run_measured(shaka_command(ctx.packager, ctx.asset, scheme, ctx.keys, out))
+        shutil.rmtree(out, ignore_errors=True)
+        if p.returncode != 0:
+            res.status, res.note = "error", _scrub(_last_line(p.stderr), ctx.keys)
+            return res
+        res.seconds.append(p.wall)
+        res.rss_kb.append(p.maxrss_kb)
+        ctx.say(f"shaka {scheme} run {run + 1}: {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+    return res
+
+
+def profile_segment_api(ctx: Context, scheme: str, out: Path, limit: int | None) -> str:
+    """cProfile one single-core run of ``scheme``; returns the top functions as text."""
+    import io
+    import pstats
+
+    prof = out / f"profile-{scheme}.pstats"
+    work = ctx.out_dir(f"profile-{scheme}")
+    spec = _worker_spec(ctx, scheme, 1, work, profile=prof, limit=limit)
+    p = run_measured([sys.executable, "-m", "benchmarks.worker", str(spec)])
+    shutil.rmtree(work, ignore_errors=True)
+    if p.returncode != 0:
+        return f"{scheme}: error: {_last_line(p.stderr)}"
+    if "unavailable" in p.stdout:
+        return f"{scheme}: {json.loads(p.stdout.strip().splitlines()[-1])['unavailable']}"
+    buf = io.StringIO()
+    st = pstats.Stats(str(prof), stream=buf)
+    st.strip_dirs().sort_stats("tottime").print_stats(15)
+    text = buf.getvalue()
+    (out / f"profile-{scheme}.txt").write_text(text)
+    return text
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _scrub(text: str, keys: BenchKeys) -> str:
+    """Remove any key (hex) from a message before it reaches the table or the JSON."""
+    for k in (keys.video, keys.audio, keys.ts):
+        text = text.replace(k.key.hex(), "<key>").replace(k.key.hex().upper(), "<key>")
+    return text

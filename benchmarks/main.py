@@ -1,0 +1,214 @@
+"""``python -m benchmarks``: media MB/s and peak RSS of our encryptors next to Shaka Packager and
+one-thread OpenSSL AES, measured in the same run on the same machine; key acquisition latency and
+key server throughput. Prints a table and writes ``benchmarks/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from speke_packager._tools import find_tool
+
+from . import cases
+from .assets import CACHE, AssetSpec, ensure_asset
+from .cases import SCHEMES, CaseResult, Context
+from .keybench import measure_keys
+from .keys import BenchKeys
+from .limits import measure_limits
+from .report import print_report, targets
+
+HERE = Path(__file__).resolve().parent
+TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--smoke", action="store_true",
+                   help="a 12-second 360p asset, one run, few key requests (checks the harness)")
+    p.add_argument("--minutes", type=float, nargs="+", default=None,
+                   help="asset length(s) in minutes (default 5); e.g. --minutes 5 50 also "
+                        "checks that peak RSS does not grow with the asset")
+    p.add_argument("--runs", type=int, default=None, help="runs per case; the median counts (3)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes of the pool and encrypt-vod --jobs (default: all cores)")
+    p.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES))
+    p.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    p.add_argument("--output", type=Path, default=None,
+                   help="results JSON (default benchmarks/results.json; with --smoke "
+                        "benchmarks/.cache/results-smoke.json)")
+    p.add_argument("--cache", type=Path, default=CACHE, help="asset cache directory")
+    p.add_argument("--skip-keys", action="store_true", help="no key acquisition measurement")
+    p.add_argument("--key-requests", type=int, default=None,
+                   help="sequential SPEKE round trips for p50/p95 (200)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8],
+                   help="concurrent clients for the key server's requests per second")
+    p.add_argument("--profile", action="store_true",
+                   help="also cProfile one single-core run per scheme (top functions in the JSON)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+    except OSError:
+        return "missing"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def machine() -> dict[str, object]:
+    """CPU, cores, memory and the versions of every tool in the run."""
+    cpu, flags = "unknown", set[str]()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name") and cpu == "unknown":
+                cpu = ln.split(":", 1)[1].strip()
+            elif ln.startswith("flags") and not flags:
+                flags = set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for ln in Path("/proc/meminfo").read_text().splitlines():
+            if ln.startswith("MemTotal"):
+                mem = f"{int(ln.split()[1]) // 1024} MiB"
+    except OSError:
+        pass
+    ffmpeg = find_tool("ffmpeg", required=False)
+    packager = find_tool("packager", required=False)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_flags": sorted(flags & {"aes", "vaes", "avx2", "avx512f", "pclmulqdq", "sha_ni"}),
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "ffmpeg": _first_line([ffmpeg, "-version"]) if ffmpeg else "missing",
+        "packager": _first_line([packager, "--version"]) if packager else "missing",
+        "openssl": _first_line(["openssl", "version"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    runs = args.runs or (1 if args.smoke else 3)
+    minutes = args.minutes or [5.0]
+    specs = [AssetSpec.smoke()] if args.smoke else [AssetSpec(minutes=m) for m in minutes]
+    output = args.output or (args.cache / "results-smoke.json" if args.smoke
+                             else HERE / "results.json")
+    log = not args.quiet
+    started = time.time()
+
+    scratch = args.cache / f"scratch-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        keys = BenchKeys.random()
+        key_file = scratch / "keys.json"
+        keys.save(key_file)
+        if log:
+            print("[bench] measuring the limits (openssl speed, memory copy, file I/O)", flush=True)
+        limits = measure_limits(scratch, smoke=args.smoke)
+        packager = find_tool("packager", required=False)
+
+        per_asset: list[dict[str, object]] = []
+        all_cases: list[tuple[float, CaseResult]] = []
+        for spec in specs:
+            asset = ensure_asset(spec, args.cache, log=log)
+            ctx = Context(asset, keys, key_file, scratch, runs, args.jobs, packager, log)
+            results: list[CaseResult] = []
+            for scheme in args.schemes:
+                for tool in args.tools:
+                    if tool == "shaka-packager":
+                        results.append(cases.shaka(ctx, scheme))
+                    elif tool == "segment-api-1core":
+                        results.append(cases.segment_api(ctx, scheme, 1))
+                    elif tool == "segment-api-pool":
+                        results.append(cases.segment_api(ctx, scheme, args.jobs))
+                    else:
+                        results.append(cases.encrypt_vod(ctx, scheme))
+            all_cases += [(spec.minutes, r) for r in results]
+            profiles: dict[str, str] = {}
+            if args.profile:
+                for scheme in args.schemes:
+                    profiles[scheme] = cases.profile_segment_api(
+                        ctx, scheme, scratch.parent, limit=None)
+            per_asset.append({"asset": asset.describe(),
+                              "cases": [_with_ratios(r, results, limits) for r in results],
+                              "profiles": profiles})
+
+        keyres: dict[str, object] = {"status": "skipped"}
+        if not args.skip_keys:
+            if log:
+                print("[bench] key acquisition (SPEKE v2 round trips, key server load)", flush=True)
+            n = args.key_requests or (10 if args.smoke else 200)
+            total = 20 if args.smoke else 400
+            keyres = measure_keys(n, tuple(args.clients), total)
+
+        doc: dict[str, object] = {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "duration_s": round(time.time() - started, 1),
+            "command": " ".join(["python -m benchmarks", *(argv if argv is not None
+                                                            else sys.argv[1:])]),
+            "runs": runs,
+            "jobs": args.jobs,
+            "smoke": args.smoke,
+            "machine": machine(),
+            "limits": limits,
+            "assets": per_asset,
+            "rss_vs_length": _rss_vs_length(all_cases),
+            "keys": keyres,
+        }
+        doc["targets"] = targets(doc)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(output)
+        print_report(doc)
+        if log:
+            print(f"[bench] results written to {output}")
+        return 0
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _with_ratios(r: CaseResult, results: list[CaseResult], limits: dict[str, object]
+                 ) -> dict[str, object]:
+    doc = r.to_json()
+    ref = next((x for x in results if x.tool == "shaka-packager" and x.scheme == r.scheme), None)
+    mbps = r.mbps
+    doc["x_shaka"] = mbps / ref.mbps if mbps and ref and ref.mbps else None
+    lim_name = "aes_128_ctr_1thread" if r.scheme == "cenc" else "aes_128_cbc_1thread"
+    lim = limits.get(lim_name)
+    doc["aes_limit"] = lim_name
+    doc["x_aes_limit"] = mbps / lim if mbps and isinstance(lim, float) and lim else None
+    return doc
+
+
+def _rss_vs_length(all_cases: list[tuple[float, CaseResult]]) -> list[dict[str, object]]:
+    """Peak RSS of each (tool, scheme) per asset length, when more than one length ran."""
+    lengths = sorted({m for m, _ in all_cases})
+    if len(lengths) < 2:
+        return []
+    rows = []
+    for tool in TOOLS:
+        for scheme in SCHEMES:
+            per = {m: r.peak_rss_mb for m, r in all_cases
+                   if r.tool == tool and r.scheme == scheme and r.peak_rss_mb}
+            if len(per) == len(lengths):
+                vals = list(per.values())
+                rows.append({"tool": tool, "scheme": scheme,
+                             "peak_rss_mb": {f"{m:g}min": v for m, v in per.items()},
+                             "growth": max(vals) / min(vals),
+                             "median_mb": statistics.median(vals)})
+    return rows

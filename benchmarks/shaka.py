@@ -1,0 +1,59 @@
+"""Shaka Packager command lines for the reference runs (raw-key encryption, no clear lead).
+
+Keys go into a 0600 ``--flagfile``, never into argv (they would show in ``ps``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .assets import SEGMENT_SECONDS, AssetSet
+from .keys import BenchKeys
+
+# scheme -> (input kind, Shaka --protection_scheme)
+SHAKA_SCHEME = {
+    "cenc": ("cmaf", "cenc"),
+    "cbcs": ("cmaf", "cbcs"),
+    "sample-aes": ("ts", "cbcs"),
+    "aes-128": ("ts", "aes128"),
+}
+
+
+def shaka_command(packager: str, asset: AssetSet, scheme: str, keys: BenchKeys,
+                  out: Path) -> list[str]:
+    """The packager argv for ``scheme``; writes the key flagfile into ``out``."""
+    kind, protection = SHAKA_SCHEME[scheme]
+    out.mkdir(parents=True, exist_ok=True)
+    streams: list[str] = []
+    flags = [
+        "--enable_raw_key_encryption",
+        f"--protection_scheme={protection}",
+        "--clear_lead=0",
+        f"--segment_duration={SEGMENT_SECONDS}",
+    ]
+    if kind == "cmaf":
+        for track in asset.cmaf:
+            label = track.kind.upper()
+            d = out / track.kind
+            streams.append(f"in={track.full},stream={track.kind},init_segment={d}/init.mp4,"
+                           f"segment_template={d}/$Number%05d$.m4s,drm_label={label}")
+        key_v, key_a = keys.video, keys.audio
+        flags.append(f"--keys=label=VIDEO:key_id={key_v.kid.hex}:key={key_v.key.hex()},"
+                     f"label=AUDIO:key_id={key_a.kid.hex}:key={key_a.key.hex()}")
+        iv = keys.cbcs_iv if scheme == "cbcs" else keys.cenc_iv
+        flags += [f"--iv={iv.hex()}", f"--mpd_output={out}/manifest.mpd"]
+    else:
+        for sel in ("video", "audio"):
+            streams.append(f"in={asset.ts_full},stream={sel},"
+                           f"segment_template={out}/{sel}_$Number%05d$.ts,"
+                           f"playlist_name={sel}.m3u8")
+        k = keys.ts
+        flags += [f"--keys=key_id={k.kid.hex}:key={k.key.hex()}", f"--iv={keys.ts_iv.hex()}",
+                  f"--hls_master_playlist_output={out}/master.m3u8",
+                  "--hls_key_uri=https://127.0.0.1/key"]
+    flagfile = out / "shaka.flags"
+    fd = os.open(flagfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(flags) + "\n")
+    return [packager, *streams, f"--flagfile={flagfile}", "--quiet"]

@@ -1,0 +1,33 @@
+"""The benchmark harness runs end to end on a tiny asset and writes its JSON (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_smoke_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--quiet", "--output", str(out),
+         "--cache", str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["smoke"] is True
+    assert {"machine", "limits", "assets", "keys", "targets"} <= doc.keys()
+    assert doc["machine"]["cores"] >= 1
+    cases = doc["assets"][0]["cases"]
+    assert {(c["tool"], c["scheme"]) for c in cases} == {
+        (t, s) for t in ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod")
+        for s in ("cenc", "cbcs", "sample-aes", "aes-128")}
+    for c in cases:
+        assert c["status"] in ("ok", "unavailable", "error"), c
+        if c["status"] == "ok":
+            assert c["mb_per_s"] > 0 and c["peak_rss_mb"] > 0
+    assert "targets (issue 9)" in proc.stdout
+    assert not list((tmp_path / "cache").glob("scratch-*")), "scratch directory left behind"
