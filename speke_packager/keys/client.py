@@ -1,0 +1,225 @@
+"""SpekeClient: POST a CPIX request, retry what is worth retrying, validate the answer.
+
+The only module that imports ``requests``. Transport errors are translated here, once, into
+:mod:`speke_packager.errors` types. Retries resend the identical document, re-signed, and never
+downgrade the SPEKE version (speke.md §11).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import requests
+
+from ..errors import KeyServerError, KeyServerHTTPError, KeyServerTimeout, UsageError
+from ..model import KeyEntry, KeyPeriod, KeySet
+from .auth import Auth, NoAuth
+from .cpix.parse import parse_cpix
+from .envelope import DeliveryKey
+from .request import EncryptionContract, SpekeRequest, build_request
+from .validate import validate_response
+
+__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys"]
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# SPEKE v2 fixed error strings (speke.md §11): a 5xx carrying one of them is final.
+_FINAL_MESSAGES = (
+    "Missing CPIX@", "Unsupported CPIX@version", "Missing ContentKey@commonEncryptionScheme",
+    "Non compliant ContentKey@commonEncryptionScheme", "non compatible with DRMSystem",
+    "Unsupported SPEKE version", "Malformed encryption contract",
+    "Requested CPIX encryption contract not supported", "Missing CPIX encryption contract",
+)
+_MAX_RETRY_AFTER = 60.0
+
+
+class _Retry(Exception):
+    def __init__(self, error: Exception, delay: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.delay = delay
+
+
+class SpekeClient:
+    """A SPEKE v1/v2.0/v2.1 client over a :class:`requests.Session`.
+
+    ``retries`` is the number of extra attempts after the first one (so 3 means at most four
+    POSTs), on connection errors, timeouts, 408, 429 (honouring ``Retry-After``), 500 and
+    502-504 only, with exponential back-off (``backoff * 2**n``) and full jitter."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: Auth | None = None,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        retries: int = 3,
+        backoff: float = 0.5,
+        delivery_key: DeliveryKey | None = None,
+        verify_tls: bool | str = True,
+        max_response_bytes: int = 8 << 20,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not url.lower().startswith(("http://", "https://")):
+            raise UsageError(f"SPEKE URL must be http(s): {url[:80]!r}")
+        if retries < 0 or backoff < 0:
+            raise UsageError("retries and backoff must not be negative")
+        self.url = url
+        self.auth = auth or NoAuth()
+        self._session = session or requests.Session()
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.delivery_key = delivery_key
+        self.verify_tls = verify_tls
+        self.max_response_bytes = max_response_bytes
+        self._sleep = sleep
+        self.attempts = 0  # POSTs made by the last fetch (diagnostics)
+        if verify_tls is False:
+            log.warning("TLS certificate verification of the key server is DISABLED (--insecure)")
+
+    def __repr__(self) -> str:
+        return f"SpekeClient({self.url!r}, auth={self.auth.describe()})"
+
+    # ---- public API ----------------------------------------------------------------------
+
+    def prepare(self, contract: EncryptionContract) -> SpekeRequest:
+        """The request that :meth:`fetch` sends (adds our delivery certificate if we hold a
+        delivery key and the contract names none)."""
+        if self.delivery_key is not None and contract.delivery_cert_der is None:
+            contract = replace(contract, delivery_cert_der=self.delivery_key.certificate_der)
+        return build_request(contract)
+
+    def fetch(self, contract: EncryptionContract) -> KeySet:
+        """Request keys for ``contract``; returns the validated key set with keys decrypted."""
+        req = self.prepare(contract)
+        body, headers = self.post(req)
+        doc = parse_cpix(body, max_bytes=self.max_response_bytes)
+        return validate_response(req, doc, headers=headers, delivery_key=self.delivery_key)
+
+    def fetch_periods(self, contract: EncryptionContract, periods: Sequence[KeyPeriod]
+                      ) -> KeySet:
+        """One request per key period (SPEKE v2: one period per document); merged key set."""
+        if not periods:
+            raise UsageError("at least one key period is required")
+        entries: list[KeyEntry] = []
+        for p in periods:
+            ks = self.fetch(replace(contract, period=p))
+            entries.extend(ks.entries)
+        return KeySet(content_id=contract.content_id, scheme=contract.scheme,
+                      entries=tuple(entries), version=contract.version)
+
+    def post(self, req: SpekeRequest) -> tuple[bytes, dict[str, str]]:
+        """POST ``req`` with retries; returns (body, headers) of the 200 answer."""
+        self.attempts = 0
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = self._delay(attempt, last)
+                log.info("retrying SPEKE request in %.2fs (attempt %d of %d)", delay,
+                         attempt + 1, self.retries + 1)
+                self._sleep(delay)
+            try:
+                return self._once(req)
+            except _Retry as r:
+                last = r
+                log.warning("SPEKE request failed: %s", r.error)
+        assert isinstance(last, _Retry)
+        raise last.error
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _delay(self, attempt: int, last: Exception | None) -> float:
+        if isinstance(last, _Retry) and last.delay is not None:
+            return min(last.delay, _MAX_RETRY_AFTER)
+        return float(self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2))
+
+    def _verify(self) -> bool | str:
+        bundle = self.auth.ca_bundle()
+        if bundle is not None and self.verify_tls is not False:
+            return bundle
+        return self.verify_tls
+
+    def _once(self, req: SpekeRequest) -> tuple[bytes, dict[str, str]]:
+        self.attempts += 1
+        headers = self.auth.sign("POST", self.url, req.headers, req.body)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # urllib3's InsecureRequestWarning: logged above
+                resp = self._session.post(
+                    self.url, data=req.body, headers=headers, timeout=self.timeout,
+                    verify=self._verify(), cert=self.auth.client_cert(), stream=True,
+                    allow_redirects=False,
+                )
+                try:
+                    body = self._read(resp)
+                finally:
+                    resp.close()
+        except requests.exceptions.SSLError as exc:
+            raise KeyServerError(f"TLS error talking to the key server: {_short(exc)}",
+                                 url=self.url) from None
+        except requests.Timeout as exc:
+            raise _Retry(KeyServerTimeout(
+                f"key server timed out (connect {self.timeout[0]}s, read {self.timeout[1]}s)",
+                url=self.url)) from exc
+        except requests.ConnectionError as exc:
+            raise _Retry(KeyServerError(f"cannot reach the key server: {_short(exc)}",
+                                        url=self.url)) from exc
+        except requests.RequestException as exc:
+            raise KeyServerError(f"HTTP error talking to the key server: {_short(exc)}",
+                                 url=self.url) from None
+        rheaders = {k: v for k, v in resp.headers.items()}
+        if resp.status_code == 200:
+            return body, rheaders
+        message = body[:1024].decode("utf-8", errors="replace")
+        message = " ".join(message.split())[:300]
+        agent = resp.headers.get("x-speke-user-agent") or resp.headers.get("speke-user-agent")
+        who = f" ({agent[:60]})" if agent else ""
+        err = KeyServerHTTPError(
+            f"key server answered HTTP {resp.status_code}{who}: {message or resp.reason}",
+            url=self.url, status=resp.status_code, server_message=message)
+        if resp.status_code in RETRY_STATUSES and not any(m in message for m in _FINAL_MESSAGES):
+            raise _Retry(err, _retry_after(resp.headers.get("retry-after")))
+        raise err
+
+    def _read(self, resp: requests.Response) -> bytes:
+        cap = self.max_response_bytes
+        length = resp.headers.get("content-length")
+        if length and length.isdigit() and int(length) > cap:
+            raise KeyServerError(f"key server answer is {length} bytes, over the {cap} limit",
+                                 url=self.url)
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in resp.iter_content(65536):
+            total += len(chunk)
+            if total > cap:
+                raise KeyServerError(f"key server answer exceeds the {cap}-byte limit",
+                                     url=self.url)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own back-off
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def fetch_keys(url: str, contract: EncryptionContract, **kw: object) -> KeySet:
+    """One-shot: ``SpekeClient(url, **kw).fetch(contract)``."""
+    return SpekeClient(url, **kw).fetch(contract)  # type: ignore[arg-type]
