@@ -159,7 +159,8 @@ def _accepted_keyformats(drm: DrmSystem) -> set[str]:
     return {DRM_KEYFORMAT[drm]}
 
 
-def _check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme, kid: str) -> None:
+def _check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme | None, kid: str
+               ) -> None:
     pairs = (("media", media, "#EXT-X-KEY:"), ("master", master, "#EXT-X-SESSION-KEY:"))
     attrs: dict[str, dict[str, str]] = {}
     for name, text, prefix in pairs:
@@ -179,7 +180,7 @@ def _check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme, kid: str
         if a.get(field) != b.get(field):
             raise _fail("hls", f"{drm.label} media and master lines differ in {field}", kid)
     method = a.get("METHOD", "")
-    if method != scheme.hls_method:
+    if scheme is not None and method != scheme.hls_method:
         raise _fail("hls", f"{drm.label} METHOD={method} does not fit scheme {scheme.value} "
                            f"(expected {scheme.hls_method})", kid)
     if not a.get("URI"):
@@ -233,7 +234,7 @@ def _cpd_pssh(cpd: str, kid: str) -> tuple[list[bytes], list[bytes]]:
 
 def _decode_drm(
     ds: CpixDrmSystem, drm: DrmSystem, wanted: tuple[Placeholder, ...], *,
-    version: SpekeVersion, scheme: Scheme, kid: str,
+    version: SpekeVersion, scheme: Scheme | None, kid: str,
 ) -> _Decoded:
     out = _Decoded()
     for ph in Placeholder:
