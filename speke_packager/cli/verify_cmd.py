@@ -1,0 +1,126 @@
+"""``verify`` and ``serve`` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from uuid import UUID
+
+from ..errors import UsageError, VerificationError
+
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def parse_key_option(text: str) -> tuple[UUID, bytes]:
+    """``KID:KEY`` (KID as 32 hex digits or a UUID, KEY as 32 hex digits). The error never
+    repeats the key."""
+    kid_s, sep, key_s = text.partition(":")
+    if not sep:
+        raise UsageError("--key expects KID:KEY")
+    try:
+        kid = UUID(kid_s.strip())
+    except ValueError:
+        raise UsageError(f"--key: KID {kid_s!r} is not 32 hex digits or a UUID") from None
+    if not _HEX32.fullmatch(key_s.strip()):
+        raise UsageError(f"--key for KID {kid}: the key must be 32 hex digits")
+    return kid, bytes.fromhex(key_s.strip())
+
+
+def _keys(values: list[str] | None) -> dict[UUID, bytes]:
+    out: dict[UUID, bytes] = {}
+    for v in values or []:
+        kid, key = parse_key_option(v)
+        out[kid] = key
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    v = subparsers.add_parser(
+        "verify",
+        help="decrypt a package with independent tools and compare it with the clear input",
+        description="For each rendition: decrypt with FFmpeg (>= 8), decode, compare decoded "
+        "frame hashes with the clear reference, and check the DRM signaling (KIDs in the MPD "
+        "and playlists against tenc/seig, pssh boxes, PlayReady KID byte order, EXT-X-KEY "
+        "attributes). Exits non-zero on any mismatch. Keys are never printed.",
+    )
+    v.add_argument("directory", type=Path, help="the package folder (MPD and/or HLS playlists)")
+    v.add_argument("--reference", required=True, type=Path, help="the clear input it was made from")
+    v.add_argument("--key", action="append", metavar="KID:KEY",
+                   help="a content key (repeatable); hex KID or UUID, hex key")
+    v.add_argument("--clearkey-license-url", metavar="URL",
+                   help="get keys from a W3C ClearKey licence server (as a player would)")
+    v.add_argument("--no-fetch-key-uris", action="store_true",
+                   help="never read HLS key URIs (data:, local files, http)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=_verify)
+
+    s = subparsers.add_parser(
+        "serve",
+        help="serve a package with a local key server and a browser player page",
+        description="Serve DIR with CORS, the ClearKey licence (POST /clearkey/license) and "
+        "raw-key (GET /keys/KID) endpoints, and player pages for Shaka Player, hls.js and dash.js "
+        "from node_modules. --check plays it in headless Chromium and prints JSON.",
+    )
+    s.add_argument("directory", type=Path, help="the package folder")
+    s.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1 (0: any)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--player", choices=["shaka", "hlsjs", "dashjs"], default="shaka")
+    s.add_argument("--manifest", help="manifest path inside DIR (default: the first MPD for "
+                   "shaka/dashjs, the master playlist for hlsjs)")
+    s.add_argument("--key", action="append", metavar="KID:KEY",
+                   help="a key the local key server hands out (repeatable)")
+    s.add_argument("--check", action="store_true",
+                   help="play in headless Chromium, print JSON, exit non-zero if playback fails")
+    s.add_argument("--seconds", type=float, default=5.0, help="how long --check plays")
+    s.add_argument("--chromium", default=None,
+                   help="Chromium executable (default /usr/bin/chromium)")
+    s.set_defaults(func=_serve)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..verify import verify_package
+
+    report = verify_package(
+        args.directory, args.reference, keys=_keys(args.key),
+        clearkey_license_url=args.clearkey_license_url, fetch_key_uris=not args.no_fetch_key_uris,
+    )
+    if args.json:
+        print(report.to_json())
+    else:
+        console = Console(soft_wrap=False)
+        for r in report.renditions:
+            t = Table(title=f"{r.name}  [{'OK' if r.ok else 'FAIL'}]", title_justify="left")
+            t.add_column("check")
+            t.add_column("result")
+            t.add_column("detail", overflow="fold")
+            for c in r.checks:
+                t.add_row(c.name, "ok" if c.ok else "FAIL", c.detail)
+            console.print(t)
+        n_bad = len(report.failed())
+        console.print(f"{len(report.renditions) - n_bad}/{len(report.renditions)} renditions OK")
+    report.raise_for_failure()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..verify.serve import PackageServer, check_playback
+
+    keys = _keys(args.key)
+    with PackageServer(args.directory, keys=keys, host=args.host, port=args.port) as srv:
+        url = srv.player_url(args.player, args.manifest)
+        if args.check:
+            result = check_playback(url, seconds=args.seconds, chromium=args.chromium)
+            print(json.dumps(result.to_dict(), indent=2))
+            if not result.ok:
+                raise VerificationError(f"playback failed: {result.reason}")
+            return 0
+        print(f"serving {args.directory} at {srv.url}", file=sys.stderr)
+        print(f"player: {url}", file=sys.stderr)
+        srv.serve_until_interrupted()
+    return 0

@@ -1,0 +1,8 @@
+"""End-to-end verification: independent decryption (``verify``) and browser playback (``serve``).
+"""
+
+from __future__ import annotations
+
+from .verify import Check, RenditionReport, VerifyReport, verify_package
+
+__all__ = ["Check", "RenditionReport", "VerifyReport", "verify_package"]

@@ -1,0 +1,71 @@
+"""Independent decryption and decoding with FFmpeg >= 8: decoded-frame hashes per stream.
+
+Keys reach ffmpeg only through its argv inside our own process tree (``-decryption_key``) or a
+key file in a private (0700) temporary folder; command lines are never logged, and ffmpeg's
+messages are scrubbed of key material before they reach an exception.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+from .._tools import find_tool
+from ..errors import ToolError
+
+FFMPEG_TIMEOUT = 600
+
+
+def scrub(text: str, secrets: Sequence[bytes]) -> str:
+    """``text`` with every secret (hex, either case) replaced by ``<key>``."""
+    for s in secrets:
+        for form in (s.hex(), s.hex().upper()):
+            text = text.replace(form, "<key>")
+    return text
+
+
+def _run(cmd: list[str], secrets: Sequence[bytes], what: str) -> bytes:
+    try:
+        res = subprocess.run(cmd, capture_output=True, check=False, timeout=FFMPEG_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(f"{what}: ffmpeg did not finish in {FFMPEG_TIMEOUT} s") from exc
+    if res.returncode != 0:
+        err = scrub(res.stderr.decode(errors="replace"), secrets).strip().splitlines()
+        tail = err[-1] if err else f"exit status {res.returncode}"
+        raise ToolError(f"{what}: ffmpeg failed: {tail}")
+    return res.stdout
+
+
+def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> list[str]:
+    """Codec types ('video', 'audio', ...) of the streams of an input, in order."""
+    ffprobe = find_tool("ffprobe")
+    assert ffprobe is not None
+    out = _run([ffprobe, "-v", "error", *input_args, "-show_entries", "stream=codec_type",
+                "-of", "csv=p=0"], secrets, "probe")
+    return [ln.strip().strip(",") for ln in out.decode().splitlines() if ln.strip().strip(",")]
+
+
+def frame_hashes(input_args: Sequence[str], stream: str, *, secrets: Sequence[bytes] = (),
+                 decode: bool = True, what: str = "decode") -> list[str]:
+    """MD5 of each decoded frame (``decode=False``: of each packet) of ``stream`` (``v:0``)."""
+    ffmpeg = find_tool("ffmpeg")
+    assert ffmpeg is not None
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
+           "-map", f"0:{stream}"]
+    if not decode:
+        cmd += ["-c", "copy"]
+    cmd += ["-f", "framemd5", "-"]
+    out = _run(cmd, secrets, what)
+    return [ln.rsplit(",", 1)[-1].strip() for ln in out.decode().splitlines()
+            if ln and not ln.startswith("#")]
+
+
+def align(got: Sequence[str], ref: Sequence[str], max_shift: int = 3) -> tuple[int, int]:
+    """Best (matched frames, shift) of ``got`` against ``ref`` for shifts up to ``max_shift``."""
+    best = (0, 0)
+    for shift in range(-max_shift, max_shift + 1):
+        matched = sum(1 for i, h in enumerate(got)
+                      if 0 <= i + shift < len(ref) and ref[i + shift] == h)
+        if matched > best[0]:
+            best = (matched, shift)
+    return best

@@ -1,0 +1,439 @@
+"""``serve``: a package, a local key server and browser player pages on one loopback origin.
+
+Routes (all with CORS):
+
+- ``/package/<path>``            the package files (byte ranges supported)
+- ``POST /clearkey/license``     W3C ClearKey licence for the keys given (EME JSON)
+- ``GET /keys/<kid-hex>``        the raw 16-byte key (HLS AES-128 / SAMPLE-AES / identity)
+- ``/player/<shaka|hlsjs|dashjs>.html?manifest=...``  player pages (``verify/static``)
+- ``/lib/<player>.js``           the player from ``node_modules`` (never a CDN)
+
+:func:`check_playback` opens a player page in headless Chromium (playwright driving the system
+Chromium) and reports decoded frames, current time, errors and key-system events.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+from uuid import UUID
+
+from ..errors import OutputError, ToolError, UsageError
+
+STATIC = Path(__file__).resolve().parent / "static"
+PLAYERS: Mapping[str, str] = {
+    "shaka": "shaka-player/dist/shaka-player.compiled.js",
+    "hlsjs": "hls.js/dist/hls.min.js",
+    "dashjs": "dashjs/dist/dash.all.min.js",
+}
+NODE_MODULES_ENV = "SPEKE_PACKAGER_NODE_MODULES"
+CHROMIUM_ARGS = (
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+)
+_MIME = {".mpd": "application/dash+xml", ".m3u8": "application/vnd.apple.mpegurl",
+         ".m4s": "video/iso.segment", ".mp4": "video/mp4", ".ts": "video/mp2t",
+         ".js": "text/javascript", ".html": "text/html; charset=utf-8",
+         ".aac": "audio/aac", ".m4a": "audio/mp4", ".key": "application/octet-stream",
+         ".bin": "application/octet-stream"}
+
+
+def find_node_modules() -> Path:
+    """The ``node_modules`` folder holding the players: ``$SPEKE_PACKAGER_NODE_MODULES``, else
+    the nearest one above the package or the current folder. :class:`ToolError` if missing."""
+    env = os.environ.get(NODE_MODULES_ENV)
+    candidates = [Path(env)] if env else []
+    for start in (Path(__file__).resolve(), Path.cwd().resolve()):
+        candidates.extend(p / "node_modules" for p in [start, *start.parents])
+    for c in candidates:
+        if all((c / rel).is_file() for rel in PLAYERS.values()):
+            return c
+    raise ToolError("the npm players (shaka-player, hls.js, dashjs) are not installed: run "
+                    f"`npm ci` in the project root (make node) or set {NODE_MODULES_ENV}")
+
+
+def _b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _b64url_decode(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: paths may carry KIDs, never keys, but keep stderr for the JSON report
+
+    def _cors(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Headers", "*")
+        self.send_header("Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS")
+        self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+        self.send_header("Cache-Control", "no-store")
+
+    def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8",
+              extra: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self._cors()
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self._cors()
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        path = unquote(urlsplit(self.path).path)
+        srv = self.server
+        if path in ("/", "/index.html"):
+            self._send(200, srv.index_html().encode(), _MIME[".html"])
+        elif path.startswith("/package/"):
+            self._file(srv.root, path[len("/package/"):])
+        elif path.startswith("/player/") or path.startswith("/static/"):
+            self._file(STATIC, path.split("/", 2)[2])
+        elif path.startswith("/lib/") and path[5:-3] in PLAYERS and path.endswith(".js"):
+            rel = PLAYERS[path[5:-3]]
+            self._file(srv.node_modules, rel)
+        elif path.startswith("/keys/"):
+            self._key(path[len("/keys/"):])
+        else:
+            self._send(404, b"not found\n")
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(min(length, 1 << 16))
+        if path != "/clearkey/license":
+            self._send(404, b"not found\n")
+            return
+        try:
+            req = json.loads(body)
+            kids = [UUID(bytes=_b64url_decode(k)) for k in req["kids"]]
+        except (ValueError, KeyError, TypeError):
+            self._send(400, b'{"error":"expected {\\"kids\\":[base64url KID, ...]}"}',
+                       "application/json")
+            return
+        self.server.note("license", [str(k) for k in kids])
+        keys = [{"kty": "oct", "kid": _b64url(k.bytes), "k": _b64url(self.server.keys[k])}
+                for k in kids if k in self.server.keys]
+        if not keys:
+            self._send(404, b'{"error":"unknown KID"}', "application/json")
+            return
+        answer = {"keys": keys, "type": req.get("type", "temporary")}
+        self._send(200, json.dumps(answer).encode(), "application/json")
+
+    def _key(self, name: str) -> None:
+        stem = name.split(".", 1)[0].replace("-", "")
+        try:
+            kid = UUID(hex=stem)
+        except ValueError:
+            self._send(400, b"expected /keys/<32 hex KID>\n")
+            return
+        self.server.note("key", [str(kid)])
+        key = self.server.keys.get(kid)
+        if key is None:
+            self._send(404, b"unknown KID\n")
+        else:
+            self._send(200, key, "application/octet-stream")
+
+    def _file(self, base: Path, rel: str) -> None:
+        target = (base / rel).resolve()
+        if base not in target.parents or not target.is_file():
+            self._send(404, b"not found\n")
+            return
+        ctype = _MIME.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0] or \
+            "application/octet-stream"
+        size = target.stat().st_size
+        rng = self.headers.get("Range")
+        start, end = 0, size - 1
+        status = 200
+        if rng and rng.startswith("bytes="):
+            a, _, b = rng[6:].split(",")[0].partition("-")
+            try:
+                if a:
+                    start, end = int(a), min(int(b) if b else size - 1, size - 1)
+                else:
+                    start, end = max(0, size - int(b)), size - 1
+            except ValueError:
+                start, end = 0, size - 1
+            if start > end:
+                self._send(416, b"", extra={"Content-Range": f"bytes */{size}"})
+                return
+            status = 206
+        self.send_response(status)
+        self._cors()
+        self.send_header("Content-Type", ctype)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with target.open("rb") as fh:
+            fh.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = fh.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], root: Path, keys: Mapping[UUID, bytes],
+                 node_modules: Path) -> None:
+        super().__init__(addr, _Handler)
+        self.root = root
+        self.keys = dict(keys)
+        self.node_modules = node_modules
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def note(self, kind: str, kids: list[str]) -> None:
+        with self._lock:
+            self.requests.append({"type": kind, "kids": kids})
+
+    def index_html(self) -> str:
+        items = []
+        for m in sorted([*self.root.rglob("*.mpd"), *self.root.rglob("*.m3u8")]):
+            rel = quote(m.relative_to(self.root).as_posix())
+            links = " ".join(f'<a href="/player/{p}.html?manifest=/package/{rel}">{p}</a>'
+                             for p in PLAYERS)
+            items.append(f"<li>{rel}: {links}</li>")
+        return ("<!doctype html><title>speke-packager serve</title><h1>Package</h1><ul>"
+                + "".join(items) + "</ul>")
+
+
+class PackageServer:
+    """Serve ``directory`` with key endpoints and player pages on ``host:port`` (0 = any).
+
+    A context manager; ``url`` is the origin, :meth:`player_url` a player page for a manifest.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *,
+                 keys: Mapping[UUID, bytes] | None = None,
+                 host: str = "127.0.0.1", port: int = 0,
+                 node_modules: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(directory).resolve()
+        if not self.root.is_dir():
+            raise UsageError(f"{self.root} is not a directory")
+        for k, v in (keys or {}).items():
+            if len(v) != 16:
+                raise UsageError(f"key for KID {k} must be 16 bytes")
+        nm = Path(node_modules) if node_modules else find_node_modules()
+        try:
+            self._server = _Server((host, port), self.root, keys or {}, nm)
+        except OSError as exc:
+            raise OutputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def clearkey_license_url(self) -> str:
+        return f"{self.url}/clearkey/license"
+
+    def key_url(self, kid: UUID) -> str:
+        return f"{self.url}/keys/{kid.hex}"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Key requests seen so far (type and KIDs; never keys)."""
+        return list(self._server.requests)
+
+    def set_keys(self, keys: Mapping[UUID, bytes]) -> None:
+        """Replace the keys handed out (tests: serve the same package with a wrong key)."""
+        self._server.keys = dict(keys)
+
+    def manifest(self, player: str, manifest: str | None = None) -> str:
+        """The manifest path (relative to the package) a player should load."""
+        if manifest:
+            if not (self.root / manifest).is_file():
+                raise UsageError(f"manifest {manifest} not found in {self.root}")
+            return manifest
+        mpds = sorted(self.root.rglob("*.mpd"))
+        masters = [p for p in sorted(self.root.rglob("*.m3u8"))
+                   if "#EXT-X-STREAM-INF" in p.read_text(errors="replace")]
+        order = [*masters, *mpds] if player == "hlsjs" else [*mpds, *masters]
+        if not order:
+            raise UsageError(f"no MPD or master playlist in {self.root} for {player}")
+        return order[0].relative_to(self.root).as_posix()
+
+    def player_url(self, player: str, manifest: str | None = None) -> str:
+        if player not in PLAYERS:
+            raise UsageError(f"unknown player {player!r} (choose {', '.join(PLAYERS)})")
+        rel = quote(self.manifest(player, manifest))
+        return (f"{self.url}/player/{player}.html?manifest=/package/{rel}"
+                f"&license=/clearkey/license")
+
+    def start(self) -> PackageServer:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever,
+                                            name="speke-serve", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._server.server_close()
+
+    def serve_until_interrupted(self) -> None:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return
+
+    def __enter__(self) -> PackageServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+@dataclass(slots=True)
+class PlaybackResult:
+    """What the page reported after ``seconds`` of playback."""
+
+    url: str
+    frames: int = 0
+    dropped: int = 0
+    current_time: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    key_system_events: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    min_frames: int = 10
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.frames >= self.min_frames and self.current_time > 0.2
+
+    @property
+    def reason(self) -> str:
+        if self.errors:
+            return self.errors[0]
+        if self.ok:
+            return "played"
+        return f"only {self.frames} frames decoded, currentTime {self.current_time:.2f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "ok": self.ok, "frames_decoded": self.frames,
+                "frames_dropped": self.dropped, "current_time": round(self.current_time, 3),
+                "errors": self.errors, "key_system_events": self.key_system_events,
+                "events": self.events}
+
+
+class Browser:
+    """One headless system Chromium driven by playwright; reuse it for several checks."""
+
+    def __init__(self, chromium: str | None = None) -> None:
+        exe = chromium or os.environ.get("SPEKE_PACKAGER_CHROMIUM") or "/usr/bin/chromium"
+        if not (os.path.isfile(exe) or shutil.which(exe)):
+            raise ToolError(f"Chromium not found at {exe}: install the Debian package chromium")
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError as exc:
+            raise ToolError("playwright is not installed (pip install playwright)") from exc
+        self._profile = tempfile.mkdtemp(prefix="speke-chromium-")
+        self._pw = sync_playwright().start()
+        try:
+            self._ctx = self._pw.chromium.launch_persistent_context(
+                self._profile, executable_path=exe, headless=True, args=list(CHROMIUM_ARGS))
+        except Exception as exc:
+            self._pw.stop()
+            shutil.rmtree(self._profile, ignore_errors=True)
+            raise ToolError(f"Chromium did not start: {str(exc).splitlines()[0]}") from exc
+
+    def check(self, url: str, seconds: float = 5.0, *, min_frames: int = 10) -> PlaybackResult:
+        """Open ``url`` (a player page) and watch playback for ``seconds``."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        page = self._ctx.new_page()
+        res = PlaybackResult(url, min_frames=min_frames)
+        try:
+            page.on("pageerror", lambda e: res.errors.append(f"page error: {e}"))
+            page.goto(url, wait_until="load", timeout=30_000)
+            deadline = time.monotonic() + seconds
+            state: dict[str, Any] = {}
+            while True:
+                state = page.evaluate("() => window.__speke ? window.__speke.snapshot() : null")
+                if state and state.get("errors"):
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                page.wait_for_timeout(250)
+            if state:
+                res.frames = int(state.get("frames", 0))
+                res.dropped = int(state.get("dropped", 0))
+                res.current_time = float(state.get("currentTime", 0.0))
+                res.errors.extend(str(e) for e in state.get("errors", []))
+                res.key_system_events = [str(e) for e in state.get("keySystem", [])]
+                res.events = [str(e) for e in state.get("events", [])]
+            else:
+                res.errors.append("the player page did not start (window.__speke missing)")
+        except PlaywrightError as exc:
+            res.errors.append(f"browser: {str(exc).splitlines()[0]}")
+        finally:
+            page.close()
+        return res
+
+    def close(self) -> None:
+        try:
+            self._ctx.close()
+        finally:
+            self._pw.stop()
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def check_playback(
+    url: str, *, seconds: float = 5.0, chromium: str | None = None
+) -> PlaybackResult:
+    """Play a player page in a fresh headless Chromium for ``seconds``; see :class:`Browser`."""
+    with Browser(chromium) as b:
+        return b.check(url, seconds)
