@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="concurrent clients for the key server's requests per second")
     p.add_argument("--profile", action="store_true",
                    help="also cProfile one single-core run per scheme (top functions in the JSON)")
+    p.add_argument("--profile-segments", type=int, default=10,
+                   help="segments per stream in the profiled run (cProfile is slow; 10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 for scheme in args.schemes:
                     profiles[scheme] = cases.profile_segment_api(
-                        ctx, scheme, scratch.parent, limit=None)
+                        ctx, scheme, _mkdir(args.cache / "profiles"), limit=args.profile_segments)
             per_asset.append({"asset": asset.describe(),
                               "cases": [_with_ratios(r, results, limits) for r in results],
                               "profiles": profiles})
@@ -212,3 +214,8 @@ def _rss_vs_length(all_cases: list[tuple[float, CaseResult]]) -> list[dict[str, 
                              "growth": max(vals) / min(vals),
                              "median_mb": statistics.median(vals)})
     return rows
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
