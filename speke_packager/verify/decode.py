@@ -7,6 +7,7 @@ messages are scrubbed of key material before they reach an exception.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
 
@@ -40,9 +41,13 @@ def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> li
     """Codec types ('video', 'audio', ...) of the streams of an input, in order."""
     ffprobe = find_tool("ffprobe")
     assert ffprobe is not None
-    out = _run([ffprobe, "-v", "error", *input_args, "-show_entries", "stream=codec_type",
-                "-of", "csv=p=0"], secrets, "probe")
-    return [ln.strip().strip(",") for ln in out.decode().splitlines() if ln.strip().strip(",")]
+    out = _run([ffprobe, "-v", "error", *input_args, "-show_streams", "-of", "json"], secrets,
+               "probe")
+    try:
+        streams = json.loads(out)["streams"]
+        return [str(s.get("codec_type", "")) for s in streams]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ToolError("probe: ffprobe printed no stream list") from exc
 
 
 def frame_hashes(input_args: Sequence[str], stream: str, *, secrets: Sequence[bytes] = (),
