@@ -1,0 +1,229 @@
+"""Per-track encryption contexts: which key a track gets (from its real media properties), the
+IVs, and the transforms that turn clear init sections and segments into encrypted ones."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from ..constants import W3C_COMMON, DrmSystem, Scheme
+from ..drm.pssh import build_pssh
+from ..errors import UnsupportedMediaError, UsageError
+from ..media.aes128 import encrypt_aes128
+from ..media.mp4 import Mp4Encryptor, probe_init
+from ..media.ts import SampleAesEncryptor, probe_ts
+from ..model import ContentKey, KeyEntry, KeySet, TrackInfo, TrackKind
+from .plan import Transform
+
+# DRM systems each scheme can be signalled with (media-encryption.md §8).
+HLS_DRMS: dict[Scheme, frozenset[DrmSystem]] = {
+    Scheme.CBCS: frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.FAIRPLAY,
+                            DrmSystem.CLEARKEY, DrmSystem.AES128}),
+    Scheme.CENC: frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY,
+                            DrmSystem.AES128}),
+    Scheme.AES_128: frozenset({DrmSystem.AES128}),
+    Scheme.SAMPLE_AES: frozenset({DrmSystem.FAIRPLAY, DrmSystem.AES128}),
+}
+
+
+def container_of(head: bytes) -> str:
+    """'ts', 'mp4', 'webvtt' or 'unknown' from the first bytes of a segment."""
+    if len(head) >= 189 and head[0] == 0x47 and head[188] == 0x47:
+        return "ts"
+    if len(head) >= 1 and head[0] == 0x47 and len(head) % 188 == 0:
+        return "ts"
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"styp", b"moof", b"sidx", b"emsg", b"prft",
+                                        b"moov", b"free"):
+        return "mp4"
+    text = head.lstrip(b"\xef\xbb\xbf")
+    if text.startswith(b"WEBVTT"):
+        return "webvtt"
+    return "unknown"
+
+
+@dataclass(slots=True)
+class KeyChoice:
+    """The key set of the run and one IV per KID (shared by HLS and DASH)."""
+
+    keyset: KeySet
+    scheme: Scheme
+    explicit_iv: bytes | None
+    iv_source: Callable[[int], bytes]
+    key_uri: str | None = None
+    _ivs: dict[UUID, bytes] = field(default_factory=dict)
+    _seeds: dict[UUID, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def select(self, track: TrackInfo) -> KeyEntry | None:
+        return self.keyset.select(track)
+
+    def iv(self, key: ContentKey) -> bytes:
+        """The 16-byte IV for ``key``: the key server's, else ``--iv``, else a random one."""
+        with self._lock:
+            if key.kid not in self._ivs:
+                if key.iv is not None:
+                    iv = key.iv.ljust(16, b"\x00")
+                elif self.explicit_iv is not None:
+                    iv = self.explicit_iv
+                else:
+                    iv = self.iv_source(16)
+                if len(iv) != 16:
+                    raise UsageError("the IV must be 16 bytes (32 hex digits)")
+                self._ivs[key.kid] = iv
+            return self._ivs[key.kid]
+
+    def seed(self, key: ContentKey) -> bytes:
+        """The cenc per-sample IV seed (8 bytes) for ``key``."""
+        with self._lock:
+            if key.kid not in self._seeds:
+                self._seeds[key.kid] = self.iv_source(8)
+            return self._seeds[key.kid]
+
+    def uri_for(self, entry: KeyEntry) -> str | None:
+        if self.key_uri is None:
+            return None
+        return self.key_uri.replace("{kid}", entry.kid.hex)
+
+    def pssh_boxes(self, entries: Sequence[KeyEntry]) -> list[bytes]:
+        """pssh boxes for an init section: the key server's, else a W3C common one."""
+        out: list[bytes] = []
+        for e in entries:
+            for s in e.drm:
+                if s.pssh and s.drm in (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY,
+                                        DrmSystem.CLEARKEY) and s.pssh not in out:
+                    out.append(s.pssh)
+        if not any(s.drm is DrmSystem.CLEARKEY and s.pssh for e in entries for s in e.drm):
+            kids = sorted({e.kid for e in entries}, key=str)
+            if kids:
+                out.append(build_pssh(W3C_COMMON, kids=kids))
+        return out
+
+
+def _one_entry(tracks: Sequence[TrackInfo], entries: dict[int, KeyEntry], what: str
+               ) -> KeyEntry | None:
+    distinct = {e.kid: e for e in entries.values()}
+    if len(distinct) > 1:
+        raise UsageError(f"{what} holds several tracks that select different keys "
+                         f"({', '.join(str(k) for k in distinct)}); HLS and DASH need one key "
+                         "per rendition: give one key for all tracks or demuxed renditions")
+    return next(iter(distinct.values()), None)
+
+
+class Mp4Context:
+    """One fMP4 init section and the encryptor for the segments that use it."""
+
+    def __init__(self, init: bytes, choice: KeyChoice, *, what: str) -> None:
+        self.what = what
+        self.scheme = choice.scheme
+        if choice.scheme is Scheme.SAMPLE_AES:
+            raise UnsupportedMediaError(
+                f"{what}: SAMPLE-AES is for MPEG-TS segments; fMP4 segments use cbcs "
+                "(HLS METHOD=SAMPLE-AES on fMP4 is cbcs): use --scheme cbcs")
+        self.tracks: list[TrackInfo] = probe_init(init)
+        self.entries: dict[int, KeyEntry] = {}
+        for t in self.tracks:
+            e = choice.select(t)
+            if e is not None:
+                self.entries[t.track_id] = e
+        self.entry = _one_entry(self.tracks, self.entries, what)
+        self._init = init
+        self._enc: Mp4Encryptor | None = None
+        self._init_out: bytes | None = None
+        self._aes_key: bytes | None = None
+        self._aes_iv: bytes | None = None
+        if not self.entries:
+            return
+        if choice.scheme is Scheme.AES_128:
+            assert self.entry is not None
+            self._aes_key = self.entry.key.key
+            self._aes_iv = choice.iv(self.entry.key)
+            return
+        keys = {tid: e.key for tid, e in self.entries.items()}
+        first = next(iter(self.entries.values())).key
+        if choice.scheme is Scheme.CBCS:
+            self._enc = Mp4Encryptor(init, choice.scheme, keys,
+                                     pssh=choice.pssh_boxes(list(self.entries.values())),
+                                     iv_size=0, constant_iv=choice.iv(first))
+        else:
+            self._enc = Mp4Encryptor(init, choice.scheme, keys,
+                                     pssh=choice.pssh_boxes(list(self.entries.values())),
+                                     iv_seed=choice.seed(first), iv_size=8)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.entries)
+
+    @property
+    def kind(self) -> str:
+        kinds = {t.kind for t in self.tracks}
+        return (TrackKind.VIDEO if TrackKind.VIDEO in kinds else next(iter(kinds),
+                                                                      TrackKind.OTHER)).value
+
+    def init_transform(self) -> Transform | None:
+        if self._enc is None:
+            return None
+        enc = self._enc
+
+        def run(_data: bytes) -> bytes:
+            if self._init_out is None:
+                self._init_out = enc.encrypted_init()
+            return self._init_out
+
+        return run
+
+    def segment_transform(self, index: int, *, clear: bool) -> Transform | None:
+        if not self.entries:
+            return None
+        if self._aes_key is not None:
+            if clear:
+                return None
+            key, iv = self._aes_key, self._aes_iv
+            assert iv is not None
+            return lambda data: encrypt_aes128(data, key, iv)
+        enc = self._enc
+        assert enc is not None
+        return lambda data: enc.encrypt_segment(data, segment_index=index, clear=clear)
+
+
+class TsContext:
+    """One HLS TS rendition: its tracks (from the first segment) and its one key."""
+
+    def __init__(self, first_segment: bytes, choice: KeyChoice, *, what: str) -> None:
+        self.what = what
+        if choice.scheme in (Scheme.CENC, Scheme.CBCS):
+            raise UnsupportedMediaError(
+                f"{what}: MPEG-TS segments cannot carry {choice.scheme.value}; use --scheme "
+                "aes-128 or sample-aes for TS, or give fMP4/media-file input for cenc/cbcs")
+        self.tracks = probe_ts(first_segment)
+        entries: dict[int, KeyEntry] = {}
+        for t in self.tracks:
+            e = choice.select(t)
+            if e is not None:
+                entries[t.track_id] = e
+        self.entry = _one_entry(self.tracks, entries, what)
+        self.scheme = choice.scheme
+        self._key = self.entry.key.key if self.entry else None
+        self._iv = choice.iv(self.entry.key) if self.entry else None
+        self._sae = (SampleAesEncryptor(self._key, self._iv)
+                     if self._key is not None and self._iv is not None
+                     and choice.scheme is Scheme.SAMPLE_AES else None)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.entry is not None
+
+    @property
+    def kind(self) -> str:
+        kinds = {t.kind for t in self.tracks}
+        return (TrackKind.VIDEO if TrackKind.VIDEO in kinds else next(iter(kinds),
+                                                                      TrackKind.OTHER)).value
+
+    def segment_transform(self, *, clear: bool) -> Transform | None:
+        if clear or self._key is None or self._iv is None:
+            return None
+        if self._sae is not None:
+            return self._sae.encrypt_segment
+        key, iv = self._key, self._iv
+        return lambda data: encrypt_aes128(data, key, iv)

@@ -1,0 +1,106 @@
+"""Typed options and result of ``encrypt-vod``."""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..constants import Scheme
+from ..model import KeySet
+
+# progress(done, total): called from the caller's thread after each written piece
+ProgressCallback = Callable[[int, int], None]
+
+
+class OutputFormat(enum.Enum):
+    HLS = "hls"
+    DASH = "dash"
+    BOTH = "both"
+
+    @property
+    def hls(self) -> bool:
+        return self is not OutputFormat.DASH
+
+    @property
+    def dash(self) -> bool:
+        return self is not OutputFormat.HLS
+
+
+class KeySource(Protocol):
+    """Anything that turns the scheme into a key set (a SPEKE fetch, or fixed raw keys)."""
+
+    def __call__(self, scheme: Scheme) -> KeySet: ...
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+@dataclass(frozen=True, slots=True)
+class VodOptions:
+    """What ``encrypt_vod`` does. ``format=None`` means: as the input (both for a media file)."""
+
+    input: Path
+    output: Path
+    scheme: Scheme = Scheme.CBCS
+    format: OutputFormat | None = None
+    segment_duration: float = 6.0
+    clear_lead: float = 0.0
+    jobs: int = field(default_factory=_cores)
+    force: bool = False
+    key_uri: str | None = None  # HLS identity key URI; "{kid}" is replaced by the KID (hex)
+    clearkey_license_url: str | None = None
+    iv: bytes | None = field(default=None, repr=False)  # explicit 16-byte IV for every key
+    iv_source: Callable[[int], bytes] = os.urandom  # tests pass a fixed source
+    progress: ProgressCallback | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSummary:
+    """One encrypted (or clear) rendition of the output."""
+
+    manifest: str  # media playlist or Representation id
+    kind: str
+    codec: str
+    width: int = 0
+    height: int = 0
+    channels: int = 0
+    kid: str | None = None  # None: left clear (no key selected it)
+    track_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VodResult:
+    output: Path
+    scheme: Scheme
+    format: OutputFormat
+    manifests: tuple[str, ...]
+    tracks: tuple[TrackSummary, ...]
+    segments: int
+    bytes_in: int
+    bytes_out: int
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (KIDs only, never keys)."""
+        return {
+            "output": str(self.output),
+            "scheme": self.scheme.value,
+            "format": self.format.value,
+            "manifests": list(self.manifests),
+            "segments": self.segments,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "tracks": [
+                {"manifest": t.manifest, "kind": t.kind, "codec": t.codec, "width": t.width,
+                 "height": t.height, "channels": t.channels, "kid": t.kid,
+                 "track_type": t.track_type}
+                for t in self.tracks
+            ],
+            "warnings": list(self.warnings),
+        }

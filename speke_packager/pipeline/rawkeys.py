@@ -1,0 +1,60 @@
+"""Raw keys given by the user (``--key KID:KEY``, ``--key video=KID:KEY``) as a KeySet."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from uuid import UUID
+
+from ..constants import Scheme
+from ..errors import UsageError
+from ..model import AudioFilter, ContentKey, KeyEntry, KeySet, VideoFilter
+
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_LABELS = {"video": "VIDEO", "audio": "AUDIO", "all": "ALL"}
+
+
+def parse_raw_key(text: str) -> tuple[str, UUID, bytes]:
+    """``[video=|audio=|all=]KID:KEY`` -> (track type, KID, key). Errors never echo the key."""
+    label = "ALL"
+    spec = text.strip()
+    if "=" in spec.split(":", 1)[0]:
+        name, _, spec = spec.partition("=")
+        if name.strip().lower() not in _LABELS:
+            raise UsageError(f"--key: unknown track label {name!r} (use video=, audio= or all=)")
+        label = _LABELS[name.strip().lower()]
+    kid_s, sep, key_s = spec.partition(":")
+    if not sep:
+        raise UsageError("--key expects KID:KEY (32 hex digits each)")
+    try:
+        kid = UUID(kid_s.strip())
+    except ValueError:
+        raise UsageError(f"--key: KID {kid_s.strip()!r} is not 32 hex digits or a UUID") from None
+    if not _HEX32.fullmatch(key_s.strip()):
+        raise UsageError(f"--key for KID {kid}: the key must be 32 hex digits")
+    return label, kid, bytes.fromhex(key_s.strip())
+
+
+def raw_keyset(specs: Sequence[str], scheme: Scheme, *, content_id: str = "raw") -> KeySet:
+    """A KeySet from ``--key`` options: one unlabelled key for every track, or labelled
+    ``video=`` / ``audio=`` keys (a track type with no key stays clear)."""
+    if not specs:
+        raise UsageError("no keys: give --speke-url or --key KID:KEY")
+    entries: list[KeyEntry] = []
+    seen: set[str] = set()
+    kids: set[UUID] = set()
+    for spec in specs:
+        label, kid, key = parse_raw_key(spec)
+        if label in seen:
+            raise UsageError(f"--key: more than one key for {label.lower()} tracks")
+        if kid in kids:
+            raise UsageError(f"--key: KID {kid} given twice")
+        seen.add(label)
+        kids.add(kid)
+        vf: tuple[VideoFilter, ...] = (VideoFilter(),) if label == "VIDEO" else ()
+        af: tuple[AudioFilter, ...] = (AudioFilter(),) if label == "AUDIO" else ()
+        entries.append(KeyEntry(key=ContentKey(kid=kid, key=key), track_type=label,
+                                video_filters=vf, audio_filters=af))
+    if "ALL" in seen and len(seen) > 1:
+        raise UsageError("--key: give either one KID:KEY for all tracks or video=/audio= keys")
+    return KeySet(content_id=content_id, scheme=scheme, entries=tuple(entries), version=None)

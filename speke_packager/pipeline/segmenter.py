@@ -1,0 +1,90 @@
+"""Segment a single media file into a clear package with ffmpeg (stream copy, no re-encode).
+
+TS output (for AES-128 / SAMPLE-AES): ffmpeg's HLS muxer, one rendition per stream.
+CMAF output (for cenc / cbcs): ffmpeg's DASH muxer, which writes the MPD and HLS playlists over
+the same fMP4 segments. ffmpeg's command line never carries a key: segmenting happens before
+encryption.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._tools import find_tool
+from ..errors import ToolError, UnsupportedMediaError
+
+MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".m4a", ".mov", ".ts", ".mts", ".m2ts", ".mkv"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPackage:
+    directory: Path
+    master: Path | None  # HLS multivariant playlist
+    mpd: Path | None
+
+
+def _streams(path: Path) -> tuple[int, int]:
+    """(video stream count, audio stream count) from ffprobe."""
+    ffprobe = find_tool("ffprobe")
+    assert ffprobe is not None
+    res = subprocess.run([ffprobe, "-v", "error", "-show_entries", "stream=codec_type",
+                          "-of", "json", str(path)], capture_output=True, check=False)
+    if res.returncode != 0:
+        msg = res.stderr.decode(errors="replace").strip().splitlines()
+        raise UnsupportedMediaError(f"cannot read {path}: {msg[-1] if msg else 'ffprobe failed'}")
+    try:
+        streams = json.loads(res.stdout or b"{}").get("streams", [])
+    except ValueError:
+        raise ToolError("ffprobe printed invalid JSON") from None
+    video = sum(1 for s in streams if s.get("codec_type") == "video")
+    audio = sum(1 for s in streams if s.get("codec_type") == "audio")
+    if not video and not audio:
+        raise UnsupportedMediaError(f"{path} has no audio or video stream")
+    return video, audio
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, check=False)
+    if res.returncode != 0:
+        lines = res.stderr.decode(errors="replace").strip().splitlines()
+        raise ToolError(f"ffmpeg could not segment the input: {lines[-1] if lines else 'failed'}")
+
+
+def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float) -> ClearPackage:
+    """Segment ``src`` into ``workdir``: TS HLS when ``ts``, else CMAF with MPD + HLS."""
+    ffmpeg = find_tool("ffmpeg")
+    assert ffmpeg is not None
+    video, audio = _streams(src)
+    src_abs = str(src.resolve())
+    base = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", src_abs]
+    maps: list[str] = []
+    for i in range(video):
+        maps += ["-map", f"0:v:{i}"]
+    for i in range(audio):
+        maps += ["-map", f"0:a:{i}"]
+    if ts:
+        names = []
+        for i in range(video):
+            names.append(f"v:{i},name:video{i}" + (",agroup:audio" if audio else ""))
+        for i in range(audio):
+            names.append(f"a:{i},name:audio{i},agroup:audio" + (",default:yes" if i == 0 else ""))
+        cmd = [*base, *maps, "-c", "copy", "-f", "hls", "-hls_time", f"{seconds:g}",
+               "-hls_playlist_type", "vod", "-hls_segment_type", "mpegts",
+               "-hls_flags", "independent_segments",
+               "-master_pl_name", "master.m3u8", "-var_stream_map", " ".join(names),
+               "-hls_segment_filename", "%v/segment_%05d.ts", "%v/index.m3u8"]
+        _run(cmd, workdir)
+        return ClearPackage(workdir, workdir / "master.m3u8", None)
+    for i in range(video + audio):  # the DASH muxer does not create folders
+        (workdir / str(i)).mkdir(parents=True, exist_ok=True)
+    cmd = [*base, *maps, "-c", "copy", "-f", "dash", "-seg_duration", f"{seconds:g}",
+           "-use_template", "1", "-use_timeline", "1", "-hls_playlist", "1",
+           "-hls_master_name", "master.m3u8",
+           "-init_seg_name", "$RepresentationID$/init.mp4",
+           "-media_seg_name", "$RepresentationID$/segment_$Number%05d$.m4s",
+           "manifest.mpd"]
+    _run(cmd, workdir)
+    return ClearPackage(workdir, workdir / "master.m3u8", workdir / "manifest.mpd")

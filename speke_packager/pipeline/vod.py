@@ -1,0 +1,155 @@
+"""``encrypt_vod``: a clear HLS/DASH package or a media file in, an encrypted package out.
+
+Stages: check the input and options, get the keys, segment a media file with ffmpeg (stream
+copy), read the manifests and probe every init section / first TS segment for its tracks, select
+keys by the tracks' real properties, encrypt all segments on a thread pool, write manifests with
+the DRM signaling, and publish the folder atomically (an error or Ctrl-C leaves no output, or the
+earlier output intact). The input is only read.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .._io import AtomicDirectory
+from ..constants import Scheme
+from ..errors import UnsupportedMediaError, UsageError
+from ..model import KeySet
+from .contexts import KeyChoice
+from .dash_job import DashJob
+from .hls_job import Contexts, HlsJob
+from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
+from .plan import Plan, execute
+from .segmenter import MEDIA_SUFFIXES, segment_media
+
+log = logging.getLogger(__name__)
+
+_TS_SCHEMES = (Scheme.AES_128, Scheme.SAMPLE_AES)
+
+
+def input_kind(path: Path) -> str:
+    """'hls', 'dash' or 'media' from the input's suffix (then its first bytes)."""
+    suffix = path.suffix.lower()
+    if suffix in (".m3u8", ".m3u"):
+        return "hls"
+    if suffix == ".mpd":
+        return "dash"
+    if suffix in MEDIA_SUFFIXES:
+        return "media"
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if head.lstrip(b"\xef\xbb\xbf").startswith(b"#EXTM3U"):
+        return "hls"
+    if b"<MPD" in head:
+        return "dash"
+    raise UsageError(f"{path}: not an HLS playlist, DASH MPD or media file "
+                     f"({', '.join(sorted(MEDIA_SUFFIXES))})")
+
+
+def _check(options: VodOptions, kind: str) -> OutputFormat:
+    src = options.input
+    fmt = options.format or {"hls": OutputFormat.HLS, "dash": OutputFormat.DASH,
+                             "media": OutputFormat.BOTH}[kind]
+    if kind == "hls" and fmt is not OutputFormat.HLS:
+        raise UsageError("an HLS package can only be encrypted to HLS; give the media file "
+                         "to get DASH too")
+    if kind == "dash" and fmt is not OutputFormat.DASH:
+        raise UsageError("a DASH package can only be encrypted to DASH; give the media file "
+                         "to get HLS too")
+    if fmt.dash and options.scheme in _TS_SCHEMES:
+        raise UnsupportedMediaError(
+            f"DASH needs cenc or cbcs; {options.scheme.value} is HLS-only "
+            "(use --format hls, or --scheme cbcs for HLS + DASH)")
+    if options.segment_duration <= 0:
+        raise UsageError("--segment-duration must be positive")
+    if options.clear_lead < 0:
+        raise UsageError("--clear-lead cannot be negative")
+    if options.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if options.iv is not None and len(options.iv) != 16:
+        raise UsageError("--iv must be 16 bytes (32 hex digits)")
+    out = options.output.resolve()
+    if out == src.resolve().parent or out in src.resolve().parents:
+        raise UsageError(f"the output folder {options.output} holds the input; choose another "
+                         "folder (the input is never modified)")
+    return fmt
+
+
+def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResult:
+    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``."""
+    src = options.input
+    if not src.exists():
+        raise UsageError(f"input {src} does not exist")
+    if not src.is_file():
+        raise UsageError(f"input {src} is not a file (give the playlist, MPD or media file)")
+    kind = input_kind(src)
+    fmt = _check(options, kind)
+    with AtomicDirectory(options.output, force=options.force) as out:
+        keyset = key_source if isinstance(key_source, KeySet) else key_source(options.scheme)
+        if not keyset.entries:
+            raise UsageError("the key set is empty")
+        if kind == "media":
+            with tempfile.TemporaryDirectory(prefix=".speke-segments-",
+                                             dir=out.path.parent) as work:
+                wd = Path(work)
+                ts = options.scheme in _TS_SCHEMES
+                pkg = segment_media(src, wd, ts=ts, seconds=options.segment_duration)
+                result = _run(options, keyset, wd, hls_rel="master.m3u8" if fmt.hls else None,
+                              mpd_rel="manifest.mpd" if fmt.dash and pkg.mpd else None,
+                              out_dir=out.path, fmt=fmt)
+        else:
+            result = _run(options, keyset, src.parent,
+                          hls_rel=src.name if kind == "hls" else None,
+                          mpd_rel=src.name if kind == "dash" else None, out_dir=out.path,
+                          fmt=fmt)
+        final = out.commit()
+    return VodResult(output=final, scheme=result.scheme, format=fmt, manifests=result.manifests,
+                     tracks=result.tracks, segments=result.segments, bytes_in=result.bytes_in,
+                     bytes_out=result.bytes_out, warnings=result.warnings)
+
+
+def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None,
+         mpd_rel: str | None, out_dir: Path, fmt: OutputFormat) -> VodResult:
+    plan = Plan(root)
+    choice = KeyChoice(keyset=keyset, scheme=options.scheme, explicit_iv=options.iv,
+                       iv_source=options.iv_source, key_uri=options.key_uri)
+    contexts = Contexts(plan, choice)
+    hls = HlsJob(plan, contexts, hls_rel, options.clear_lead) if hls_rel else None
+    dsh = (DashJob(plan, contexts, mpd_rel, options.clear_lead, options.clearkey_license_url)
+           if mpd_rel else None)
+    for job in (hls, dsh):
+        if job is not None:
+            job.prepare()
+            job.check_signaling()
+    tracks: list[TrackSummary] = [*(hls.tracks if hls else []), *(dsh.tracks if dsh else [])]
+    if not any(t.kid for t in tracks):
+        raise UsageError("no track of the input matches any key; nothing would be encrypted")
+    progress: Callable[[int, int], None] | None = options.progress
+    execute(plan, out_dir, jobs=options.jobs, progress=progress)
+    manifests: list[str] = []
+    if hls is not None:
+        for rel, text in hls.render().items():
+            _write(out_dir / rel, text.encode("utf-8"))
+            manifests.append(rel)
+    if dsh is not None:
+        for rel, data in dsh.render().items():
+            _write(out_dir / rel, data)
+            manifests.append(rel)
+    return VodResult(output=out_dir, scheme=options.scheme, format=fmt,
+                     manifests=tuple(manifests), tracks=tuple(tracks),
+                     segments=len(plan.pieces), bytes_in=plan.bytes_in,
+                     bytes_out=plan.bytes_out,
+                     warnings=tuple(hls.warnings if hls else ()))
+
+
+def _write(path: Path, data: bytes) -> None:
+    from ..errors import OutputError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
