@@ -1,0 +1,88 @@
+"""``speke-packager keyserver`` as a user runs it: one ready line, SIGINT/SIGTERM exit 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import requests
+
+from . import _req
+from ._check import check_answer, expected_key
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speke_packager", "keyserver", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})})
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), (line, proc.stderr.read() if proc.stderr else "")
+    return proc, line.strip()[len("listening on "):]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serves_and_stops_cleanly(sig: signal.Signals) -> None:
+    proc, url = start("--seed", "cli-seed", "--log-requests")
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        body = _req.v2_request()
+        r = requests.post(url + "/speke", data=body, headers={"x-speke-version": "2.0"},
+                          timeout=10)
+        keys = check_answer(body, r.content).keys
+        assert keys[_req.KID_V] == expected_key("cli-seed", "chan-7", _req.KID_V)
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out == ""  # exactly one line on stdout, already read
+    assert "POST /speke" in err  # --log-requests
+    for key in keys.values():  # keys never logged
+        assert key.hex() not in err and key.hex().upper() not in err
+
+
+def test_cli_faults_and_content_id() -> None:
+    proc, url = start("--fault", "status=503", "--fault", "no-user-agent", "--content-id", "c9")
+    try:
+        r = requests.post(url + "/speke", data=_req.v2_request(),
+                          headers={"x-speke-version": "2.0"}, timeout=10)
+        assert r.status_code == 503
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    proc, url = start("--content-id", "c9", "--seed", "s")
+    try:
+        kid = uuid.uuid4()
+        assert requests.get(f"{url}/keys/{kid.hex}", timeout=10).content == \
+            expected_key("s", "c9", kid)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_cli_bad_options_exit_nonzero() -> None:
+    r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
+                        "--fault", "bogus"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
+                        "--require-sigv4"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 2 and "AWS_ACCESS_KEY_ID" in r.stderr
+
+
+def test_cli_port_in_use() -> None:
+    proc, url = start()
+    try:
+        port = url.rsplit(":", 1)[1]
+        r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", port],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "cannot listen" in r.stderr
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
