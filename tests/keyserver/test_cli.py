@@ -68,11 +68,11 @@ def test_cli_faults_and_content_id() -> None:
 
 def test_cli_bad_options_exit_nonzero() -> None:
     r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
-                        "--fault", "bogus"], capture_output=True, text=True, timeout=30)
+                        "--fault", "bogus"], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
-                        "--require-sigv4"], capture_output=True, text=True, timeout=30, env=env)
+                        "--require-sigv4"], check=False, capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 2 and "AWS_ACCESS_KEY_ID" in r.stderr
 
 
@@ -81,7 +81,7 @@ def test_cli_port_in_use() -> None:
     try:
         port = url.rsplit(":", 1)[1]
         r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", port],
-                           capture_output=True, text=True, timeout=30)
+                           check=False, capture_output=True, text=True, timeout=30)
         assert r.returncode != 0 and "cannot listen" in r.stderr
     finally:
         proc.terminate()
