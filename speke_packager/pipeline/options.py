@@ -36,7 +36,8 @@ class KeySource(Protocol):
     def __call__(self, scheme: Scheme) -> KeySet: ...
 
 
-def _cores() -> int:
+def default_jobs() -> int:
+    """The cores this process may use."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                else (os.cpu_count() or 1))
 
@@ -51,7 +52,7 @@ class VodOptions:
     format: OutputFormat | None = None
     segment_duration: float = 6.0
     clear_lead: float = 0.0
-    jobs: int = field(default_factory=_cores)
+    jobs: int = field(default_factory=default_jobs)
     force: bool = False
     key_uri: str | None = None  # HLS identity key URI; "{kid}" is replaced by the KID (hex)
     clearkey_license_url: str | None = None

@@ -49,10 +49,18 @@ def input_kind(path: Path) -> str:
                      f"({', '.join(sorted(MEDIA_SUFFIXES))})")
 
 
+def default_format(kind: str, scheme: Scheme) -> OutputFormat:
+    """As the input; for a media file both (HLS only for the HLS-only TS schemes)."""
+    if kind == "hls":
+        return OutputFormat.HLS
+    if kind == "dash":
+        return OutputFormat.DASH
+    return OutputFormat.HLS if scheme in _TS_SCHEMES else OutputFormat.BOTH
+
+
 def _check(options: VodOptions, kind: str) -> OutputFormat:
     src = options.input
-    fmt = options.format or {"hls": OutputFormat.HLS, "dash": OutputFormat.DASH,
-                             "media": OutputFormat.BOTH}[kind]
+    fmt = options.format or default_format(kind, options.scheme)
     if kind == "hls" and fmt is not OutputFormat.HLS:
         raise UsageError("an HLS package can only be encrypted to HLS; give the media file "
                          "to get DASH too")

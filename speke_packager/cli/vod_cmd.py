@@ -1,0 +1,170 @@
+"""``encrypt-vod``: a clear HLS/DASH package or a media file in, an encrypted package out.
+
+``--json`` prints one object: ``{"output", "scheme", "format", "manifests": [...],
+"segments", "bytes_in", "bytes_out", "tracks": [{"manifest", "kind", "codec", "width",
+"height", "channels", "kid", "track_type"}], "warnings": [...]}``. Keys are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..constants import DrmSystem, Packaging, Scheme
+from ..errors import UsageError
+from ..model import KeySet
+from ..pipeline.contexts import HLS_DRMS
+from ..pipeline.options import KeySource, OutputFormat, VodOptions, VodResult, default_jobs
+from ..pipeline.rawkeys import raw_keyset
+from ..pipeline.vod import default_format, encrypt_vod, input_kind
+from .keys_cmd import add_speke_arguments, contract_from_args, speke_client_from_args
+
+_DASH_DRMS = frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY})
+_HEX_IV = re.compile(r"(?:0[xX])?([0-9a-fA-F]{32})")
+
+
+def _iv(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    m = _HEX_IV.fullmatch(text.strip())
+    if not m:
+        raise UsageError("--iv must be 32 hex digits (16 bytes)")
+    return bytes.fromhex(m.group(1))
+
+
+def _packaging(fmt: OutputFormat, scheme: Scheme) -> tuple[Packaging, ...]:
+    if scheme in (Scheme.AES_128, Scheme.SAMPLE_AES):
+        return (Packaging.HLS_TS,)
+    out: list[Packaging] = []
+    if fmt.dash:
+        out.append(Packaging.DASH)
+    if fmt.hls:
+        out.append(Packaging.HLS_FMP4)
+    return tuple(out)
+
+
+def _check_drms(drms: tuple[DrmSystem, ...], fmt: OutputFormat, scheme: Scheme) -> None:
+    for d in drms:
+        ok_hls = fmt.hls and d in HLS_DRMS[scheme]
+        ok_dash = fmt.dash and d in _DASH_DRMS
+        if not (ok_hls or ok_dash):
+            where = {OutputFormat.HLS: "HLS", OutputFormat.DASH: "DASH",
+                     OutputFormat.BOTH: "HLS or DASH"}[fmt]
+            hint = " (FairPlay uses cbcs or SAMPLE-AES)" if d is DrmSystem.FAIRPLAY else ""
+            raise UsageError(f"--drm {d.label} cannot be signalled in {where} with "
+                             f"{scheme.value}{hint}")
+
+
+def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
+                ) -> KeySource | KeySet:
+    if args.key and args.speke_url:
+        raise UsageError("give either --speke-url or --key, not both")
+    if args.key:
+        return raw_keyset(args.key, scheme)
+    if not args.speke_url:
+        raise UsageError("no keys: give --speke-url (with --content-id) or --key KID:KEY")
+    if getattr(args, "key_periods", None):
+        raise UsageError("--key-periods (key rotation) is for live; encrypt-vod uses one key "
+                         "per track type")
+    contract = contract_from_args(args, packaging=_packaging(fmt, scheme), scheme=scheme)
+    _check_drms(contract.drm, fmt, scheme)
+    client = speke_client_from_args(args)
+
+    def fetch(scheme: Scheme) -> KeySet:
+        return client.fetch(contract)
+
+    return fetch
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                  console=None) as bar:
+        task = bar.add_task("encrypting", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _summary(r: VodResult) -> str:
+    enc = sum(1 for t in r.tracks if t.kid)
+    lines = [f"encrypted {enc} of {len(r.tracks)} tracks ({r.scheme.value}, "
+             f"{r.segments} pieces) -> {r.output}"]
+    lines += [f"  {m}" for m in r.manifests]
+    lines += [f"warning: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    src = Path(args.input)
+    if not src.exists():
+        raise UsageError(f"input {src} does not exist")
+    scheme = Scheme(args.scheme) if args.scheme else Scheme.CBCS
+    fmt_opt = OutputFormat(args.format) if args.format else None
+    kind = input_kind(src) if src.is_file() else "media"
+    fmt = fmt_opt or default_format(kind, scheme)
+    source = _key_source(args, fmt, scheme)
+    quiet = args.quiet or args.json
+    with _progress(not quiet and sys.stderr.isatty()) as progress:
+        opts = VodOptions(
+            input=src, output=Path(args.output), scheme=scheme, format=fmt_opt,
+            segment_duration=args.segment_duration, clear_lead=args.clear_lead,
+            jobs=args.jobs if args.jobs else default_jobs(),
+            force=args.force, key_uri=args.key_uri,
+            clearkey_license_url=args.clearkey_license_url, iv=_iv(args.iv),
+            progress=progress)
+        result = encrypt_vod(opts, source)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif not args.quiet:
+        print(_summary(result))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "encrypt-vod",
+        help="encrypt a clear HLS/DASH package or a media file into a multi-DRM package",
+        description="INPUT is a clear HLS playlist (multivariant or media; TS or fMP4 "
+        "segments), a clear DASH MPD (SegmentTemplate, SegmentList, SegmentBase) or a media "
+        "file (.mp4 .mov .ts .mkv, segmented first with ffmpeg, stream copy). Keys come from "
+        "SPEKE (--speke-url ...) or are given raw (--key). The output folder is written under a "
+        "temporary name and renamed at the end: an error or Ctrl-C leaves no output.",
+    )
+    p.add_argument("input", help="clear .m3u8, .mpd or media file")
+    p.add_argument("--output", "-o", required=True, help="output folder")
+    p.add_argument("--format", choices=[f.value for f in OutputFormat],
+                   help="output manifests (default: as the input; both for a media file)")
+    p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
+                   help="segment length for a media-file input (default 6; cut at key frames)")
+    p.add_argument("--clear-lead", type=float, default=0.0, metavar="S",
+                   help="leave the first S seconds clear (default 0)")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="segments encrypted in parallel (default: the cores)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    raw = p.add_argument_group("raw keys (instead of SPEKE)")
+    raw.add_argument("--key", action="append", metavar="[video=|audio=]KID:KEY",
+                     help="content key, 32 hex digits each; repeatable with video=/audio=")
+    raw.add_argument("--iv", metavar="HEX", help="explicit 16-byte IV (32 hex digits) for "
+                     "AES-128, SAMPLE-AES and cbcs (default: the key server's, else random)")
+    raw.add_argument("--key-uri", metavar="URL", help="HLS identity key URI (serves the 16 raw "
+                     "key bytes); {kid} is replaced by the KID in hex")
+    raw.add_argument("--clearkey-license-url", metavar="URL",
+                     help="W3C ClearKey licence URL for the DASH ContentProtection (dashif:Laurl)")
+    add_speke_arguments(p)
+    p.set_defaults(func=_handler)
