@@ -28,10 +28,11 @@ _MAX_PAYLOAD = 184
 
 @dataclass(slots=True)
 class PesUnit:
-    """One PES of a PID: the indices of its payload-carrying packets and its bytes."""
+    """One PES of a PID: its payload-carrying packets, their payload spans and its bytes."""
 
     pid: int
     packets: list[int]
+    spans: list[tuple[int, int]]  # absolute (start, end) of each packet's payload
     data: bytes
 
     @property
@@ -44,24 +45,36 @@ def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUni
 
     Payload bytes before the first PES start (a PES begun in an earlier segment) are refused:
     they could be neither parsed nor encrypted."""
+    d = table.data
+    mv = memoryview(d)
     units: list[PesUnit] = []
-    cur: list[int] = []
+    packets: list[int] = []
+    spans: list[tuple[int, int]] = []
 
     def close() -> None:
-        if cur:
-            units.append(PesUnit(pid, list(cur), b"".join(table.payload(i) for i in cur)))
+        if packets:
+            units.append(PesUnit(pid, packets, spans, b"".join(mv[s:e] for s, e in spans)))
 
     for i in indices:
-        if not table.has_payload(i):
-            continue
-        if table.pusi(i):
+        base = i * 188
+        ctl = d[base + 3]
+        if not ctl & 0x10:
+            continue  # adaptation field only
+        if ctl & 0x20:
+            start = table.payload_start(i)  # validates the adaptation field length
+        else:
+            if ctl & 0xC0:
+                table.payload_start(i)  # raises: scrambled
+            start = base + 4
+        if d[base + 1] & 0x40:
             close()
-            cur = [i]
-        elif not cur:
+            packets, spans = [i], [(start, base + 188)]
+        elif not packets:
             raise TsFormatError("payload continues a PES that started before the segment",
                                 packet_index=i, pid=pid)
         else:
-            cur.append(i)
+            packets.append(i)
+            spans.append((start, base + 188))
     close()
     for u in units:
         check_pes(u)
@@ -123,6 +136,8 @@ def _caps(table: PacketTable, unit: PesUnit) -> tuple[list[int], list[bytes]]:
 
 def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
     """How many packets must be added so that ``new_len`` bytes fit ``unit``'s packets."""
+    if new_len <= len(unit.data):
+        return 0  # the original layout already held that much
     caps, _ = _caps(table, unit)
     over = new_len - sum(caps)
     return 0 if over <= 0 else -(-over // _MAX_PAYLOAD)
@@ -133,7 +148,7 @@ def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes, extra: int, c
     """Packets carrying ``new_pes`` in place of ``unit``: its original packets (CC shifted by
     ``cc_shift``), then ``extra`` new packets, each packet with at least one payload byte.
 
-    If the length is unchanged the original layout is kept byte for byte except the payload."""
+    Callers keep the original layout themselves when the size did not change."""
     caps, cores = _caps(table, unit)
     n_orig = len(unit.packets)
     total = n_orig + extra
@@ -142,15 +157,6 @@ def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes, extra: int, c
     out: list[bytes] = []
     pos = 0
     remaining = len(new_pes)
-    if extra == 0 and len(new_pes) == len(unit.data):
-        for i in unit.packets:  # same size: same layout, new payload bytes
-            start = table.payload_start(i) - i * 188
-            lead = bytearray(table.data[i * 188 : i * 188 + start])
-            lead[3] = (lead[3] & 0xF0) | ((lead[3] + cc_shift) & 0x0F)
-            take = 188 - start
-            out.append(bytes(lead) + new_pes[pos : pos + take])
-            pos += take
-        return out
     last_cc = 0
     for j in range(total):
         if j < n_orig:

@@ -186,9 +186,16 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> 
     return out
 
 
-def _remux_pid(table: PacketTable, indices: list[int], units: list[PesUnit], new: list[bytes],
-               edits: dict[int, bytes], *, keep_cc: bool) -> None:
-    """Queue the packets of one PID: PES re-packetised, CC shifted after inserted packets."""
+def _set_cc(out: bytearray, i: int, shift: int) -> None:
+    at = i * PACKET_SIZE + 3
+    out[at] = (out[at] & 0xF0) | ((out[at] + shift) & 0x0F)
+
+
+def _remux_pid(table: PacketTable, indices: list[int], units: list[PesUnit], new: list[bytes], *,
+               out: bytearray, splices: dict[int, bytes], keep_cc: bool) -> None:
+    """Write the packets of one PID into ``out`` (a copy of the segment): same-size PES in
+    place, grown PES re-packetised (packets beyond the original ones go to ``splices``, keyed
+    by the packet they follow), CC shifted after inserted packets."""
     adds = [min_new_packets(table, u, len(b)) for u, b in zip(units, new, strict=True)]
     pad = (-sum(adds)) % 16 if keep_cc else 0
     if pad:
@@ -197,39 +204,45 @@ def _remux_pid(table: PacketTable, indices: list[int], units: list[PesUnit], new
         if slack[best] >= pad:
             adds[best] += pad
         # else: too little data to pad; the next segment's first CC on this PID then jumps
-    owner = {i: (k, pos) for k, u in enumerate(units) for pos, i in enumerate(u.packets)}
+    first_of = {u.first_packet: k for k, u in enumerate(units)}
+    members = {i for u in units for i in u.packets}
     shift = 0
-    produced: list[bytes] = []
     for i in indices:
-        where = owner.get(i)
-        if where is None:  # adaptation-field-only packet: keeps its bytes, CC follows the shift
-            if shift % 16:
-                pkt = bytearray(table.data[i * PACKET_SIZE : (i + 1) * PACKET_SIZE])
-                pkt[3] = (pkt[3] & 0xF0) | ((pkt[3] + shift) & 0x0F)
-                edits[i] = bytes(pkt)
+        k = first_of.get(i)
+        if k is None:
+            if i not in members and shift % 16:  # adaptation-field-only packet
+                _set_cc(out, i, shift)
             continue
-        k, pos = where
-        if pos == 0:
-            produced = repacketise(table, units[k], new[k], adds[k], shift)
-        if pos == len(units[k].packets) - 1:
-            edits[i] = b"".join(produced[pos:])  # last original packet + the added ones
+        u, pes = units[k], new[k]
+        if adds[k] == 0 and len(pes) == len(u.data):
+            src = memoryview(pes)
+            pos = 0
+            for s, e in u.spans:  # same size: same layout, new payload bytes
+                out[s:e] = src[pos : pos + e - s]
+                pos += e - s
+            if shift % 16:
+                for j in u.packets:
+                    _set_cc(out, j, shift)
+            continue
+        produced = repacketise(table, u, pes, adds[k], shift)
+        for j, pkt in zip(u.packets, produced, strict=False):
+            out[j * PACKET_SIZE : (j + 1) * PACKET_SIZE] = pkt
+        if adds[k]:
+            splices[u.packets[-1]] = b"".join(produced[len(u.packets) :])
             shift += adds[k]
-        else:
-            edits[i] = produced[pos]
 
 
-def _assemble(table: PacketTable, edits: dict[int, bytes]) -> bytes:
-    """Untouched runs copied with one slice each, edited packets spliced in between."""
-    data = table.data
+def _assemble(out: bytearray, splices: dict[int, bytes]) -> bytes:
+    """The edited segment with added packets spliced in after the packets they follow."""
+    if not splices:
+        return bytes(out)
+    mv = memoryview(out)
     parts: list[bytes | memoryview] = []
-    mv = memoryview(data)
     prev = 0
-    for i in sorted(edits):
-        start = i * PACKET_SIZE
-        if start > prev:
-            parts.append(mv[prev:start])
-        parts.append(edits[i])
-        prev = start + PACKET_SIZE
+    for i in sorted(splices):
+        end = (i + 1) * PACKET_SIZE
+        parts += (mv[prev:end], splices[i])
+        prev = end
     parts.append(mv[prev:])
     return b"".join(parts)
 
@@ -250,7 +263,8 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
         lst = per_pid.get(pid)
         if lst is not None:
             lst.append(i)
-    edits: dict[int, bytes] = {}
+    out = bytearray(table.data)
+    splices: dict[int, bytes] = {}
     setups: dict[int, bytes] = {}
     for plan in plans:
         indices = per_pid[plan.pid]
@@ -263,7 +277,8 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
                 setups[plan.pid] = setup
         else:
             new = []
-        _remux_pid(table, indices, units, new, edits, keep_cc=keep_cc and encrypt)
+        _remux_pid(table, indices, units, new, out=out, splices=splices,
+                   keep_cc=keep_cc and encrypt)
     if encrypt:
         for plan in plans:
             if plan.codec == H264 or plan.pid in setups:
@@ -284,8 +299,8 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
     else:
         section = _clear_pmt(program.pmt, plans).to_section()
     for i in program.pmt_packets:
-        edits[i] = pmt_packet(table, i, section)
-    return _assemble(table, edits)
+        out[i * PACKET_SIZE : (i + 1) * PACKET_SIZE] = pmt_packet(table, i, section)
+    return _assemble(out, splices)
 
 
 class SampleAesEncryptor:
