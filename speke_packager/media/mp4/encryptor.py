@@ -1,0 +1,262 @@
+"""Mp4Encryptor: init segment + keys -> encrypted init; media segment -> encrypted segment.
+
+Segments are independent: IVs derive from (seed, KID, track, segment_index, fragment, sample),
+so any number of segments can be encrypted in parallel, in any order, with the same result.
+The object holds only immutable values and pickles to worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from typing import BinaryIO
+from uuid import UUID
+
+from ...constants import Scheme
+from ...errors import CodecError, Mp4FormatError, UnsupportedMediaError, UsageError
+from ...model import ContentKey, TrackKind
+from ..subsamples import CodecFamily, MapSession, SubsampleMapper
+from .boxes import Box, full_box
+from .fragment import Traf, parse_moof, write_moof
+from .init import Protection, TrackSetup, parse_init, protect_init, pssh_box
+from .sample_crypto import cbcs_sample, cenc_sample
+from .segment import SegmentRewriter
+
+__all__ = ["Mp4Encryptor"]
+
+_TRACK_BITS, _SEGMENT_BITS, _FRAGMENT_BITS, _SAMPLE_BITS = 8, 30, 8, 18
+_MASK64 = (1 << 64) - 1
+
+
+def _seig(kid: UUID, *, protected: bool, iv_size: int, constant_iv: bytes | None,
+          crypt: int, skip: int) -> bytes:
+    entry = struct.pack(">BBBB", 0, (crypt << 4) | skip, int(protected), iv_size) + kid.bytes
+    if protected and iv_size == 0 and constant_iv is not None:
+        entry += bytes([len(constant_iv)]) + constant_iv
+    return entry
+
+
+def seig_boxes(entry: bytes, sample_count: int) -> list[bytes]:
+    """``sbgp`` + ``sgpd`` putting every sample of a traf in the traf-local seig entry 1."""
+    sbgp = full_box(b"sbgp", 0, 0, b"seig" + struct.pack(">III", 1, sample_count, 0x10001))
+    sgpd = full_box(b"sgpd", 1, 0, b"seig" + struct.pack(">II", len(entry), 1) + entry)
+    return [sbgp, sgpd]
+
+
+class Mp4Encryptor:
+    """ISO Common Encryption (``cenc`` or ``cbcs``) of fragmented MP4 / CMAF.
+
+    ``keys`` maps track_ID -> key; other tracks stay clear. ``pssh`` are whole pssh boxes put
+    in the moov. ``iv_seed`` makes IVs deterministic (empty: a random seed per object);
+    ``iv_size`` is the cenc per-sample IV size (8 or 16); ``constant_iv`` the cbcs IV (default:
+    the key's own IV, else derived from the seed and KID). ``clear_lead`` keeps the clear
+    sample entry as description 2 in the init, so segments may be written with ``clear=True``
+    (Chrome refuses a clear-to-encrypted switch without it)."""
+
+    def __init__(self, init: bytes | memoryview, scheme: Scheme, keys: Mapping[int, ContentKey],
+                 *, pssh: Sequence[bytes] = (), iv_seed: bytes = b"", iv_size: int = 8,
+                 constant_iv: bytes | None = None, clear_lead: bool = False) -> None:
+        if scheme not in (Scheme.CENC, Scheme.CBCS):
+            raise UsageError(f"Mp4Encryptor supports cenc and cbcs, not {scheme.value}")
+        if scheme is Scheme.CENC and iv_size not in (8, 16):
+            raise UsageError("cenc per-sample IV size must be 8 or 16")
+        if constant_iv is not None and len(constant_iv) not in (8, 16):
+            raise UsageError("constant IV must be 8 or 16 bytes")
+        parsed = parse_init(init)
+        self.scheme = scheme
+        self.iv_size = iv_size if scheme is Scheme.CENC else 0
+        self._seed = bytes(iv_seed) if iv_seed else os.urandom(16)
+        self._constant_iv = constant_iv
+        self._tracks: dict[int, TrackSetup] = dict(parsed.tracks)
+        self._track_index = {tid: i for i, tid in enumerate(parsed.tracks)}
+        self._keys: dict[int, ContentKey] = {}
+        self._mappers: dict[int, SubsampleMapper] = {}
+        protections: dict[int, Protection] = {}
+        for tid, key in keys.items():
+            track = self._tracks.get(tid)
+            if track is None:
+                raise UsageError(f"no track {tid} in the init segment "
+                                 f"(tracks: {', '.join(map(str, self._tracks))})")
+            if track.protection is not None:
+                raise UnsupportedMediaError(f"track {tid} is already encrypted")
+            if track.kind not in (TrackKind.VIDEO, TrackKind.AUDIO):
+                raise UnsupportedMediaError(
+                    f"track {tid} ({track.fourcc.decode('latin-1')}) is not audio or video")
+            if self._track_index[tid] >= 1 << _TRACK_BITS:
+                raise UnsupportedMediaError("more than 256 tracks in one init segment")
+            self._mappers[tid] = track.mapper(scheme)
+            self._keys[tid] = key
+            protections[tid] = self._protection(tid, key)
+        for box in pssh:
+            pssh_box(bytes(box))
+        self._default_sizes = {t.track_id: t.default_sample_size for t in self._tracks.values()}
+        self.clear_lead = clear_lead
+        self._encrypted_init = protect_init(parsed, protections, [bytes(b) for b in pssh],
+                                            clear_entry=clear_lead)
+
+    # -- keys and IVs ---------------------------------------------------------------------------
+    def _pattern(self, tid: int) -> tuple[int, int]:
+        if self.scheme is Scheme.CBCS and self._mappers[tid].family is not CodecFamily.AUDIO:
+            return 1, 9
+        return 0, 0
+
+    def _cbcs_iv(self, key: ContentKey) -> bytes:
+        if self._constant_iv is not None:
+            return self._constant_iv
+        if key.iv is not None:
+            return key.iv
+        return hashlib.sha256(b"speke-packager/cbcs-iv" + self._seed + key.kid.bytes).digest()[:16]
+
+    def _protection(self, tid: int, key: ContentKey) -> Protection:
+        crypt, skip = self._pattern(tid)
+        const = self._cbcs_iv(key) if self.scheme is Scheme.CBCS else None
+        return Protection(self.scheme, key.kid, self.iv_size, const, crypt, skip)
+
+    def _iv_start(self, kid: UUID, tid: int, segment_index: int, fragment: int) -> tuple[int, int]:
+        """(high 64 bits of the fragment's first IV, low 64 bits for 16-byte IVs).
+
+        The high half is mask(seed, KID) + (track | segment | fragment | sample) mod 2**64:
+        distinct for every sample under one key, whatever order segments are encrypted in."""
+        if not 0 <= segment_index < 1 << _SEGMENT_BITS:
+            raise UsageError(f"segment_index {segment_index} out of range")
+        if fragment >= 1 << _FRAGMENT_BITS:
+            raise UnsupportedMediaError(f"more than {1 << _FRAGMENT_BITS} fragments in a segment")
+        digest = hashlib.sha256(b"speke-packager/cenc-iv" + self._seed + kid.bytes).digest()
+        mask = int.from_bytes(digest[:8], "big")
+        low = int.from_bytes(digest[8:16], "big") & ((1 << 62) - 1)
+        layout = (((self._track_index[tid] << _SEGMENT_BITS | segment_index) << _FRAGMENT_BITS
+                   | fragment) << _SAMPLE_BITS)
+        return (mask + layout) & _MASK64, low
+
+    # -- public API -----------------------------------------------------------------------------
+    def encrypted_init(self) -> bytes:
+        """The init segment with protected sample entries and the pssh boxes."""
+        return self._encrypted_init
+
+    def encrypt_segment(self, data: bytes | bytearray | memoryview, *, segment_index: int,
+                        clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
+                        pssh: Sequence[bytes] = ()) -> bytes:
+        """Encrypt one media segment (``[styp] [sidx] (moof mdat)+``; other boxes pass).
+
+        ``clear``: leave samples clear (clear lead, signalled by a seig group with
+        isProtected=0). ``keys``: per-track keys for this segment (rotation: KIDs other than the
+        init's are signalled per fragment with sbgp/sgpd seig). ``pssh``: boxes for the moofs."""
+        seg_keys = dict(self._keys)
+        for tid, key in (keys or {}).items():
+            if tid not in self._keys:
+                raise UsageError(f"track {tid} is clear in the init segment; it cannot get a key")
+            seg_keys[tid] = key
+        if clear and not self.clear_lead:
+            raise UsageError("clear segments need an init with a clear sample entry: "
+                             "construct the Mp4Encryptor with clear_lead=True")
+        moof_pssh = [pssh_box(bytes(b)) for b in pssh]
+        rw = SegmentRewriter(data)
+        sessions: dict[int, MapSession] = {}
+        fragment = 0
+        for box in rw.boxes:
+            if box.type != b"moof":
+                continue
+            node, trafs = parse_moof(rw.buf, box, self._default_sizes)
+            for traf in trafs:
+                self._check_traf(traf)
+                rw.check_samples(box, traf)
+                tid = traf.track_id
+                if tid not in self._keys:
+                    continue
+                if clear:
+                    self._clear_traf(traf)
+                    continue
+                if tid not in sessions:
+                    sessions[tid] = self._mappers[tid].session()
+                self._encrypt_traf(rw.out, box, traf, key=seg_keys[tid], session=sessions[tid],
+                                   segment_index=segment_index, fragment=fragment)
+            new, delta = write_moof(node, trafs, box.size, moof_extra=moof_pssh)
+            rw.replace(box, new, delta)
+            fragment += 1
+        return rw.result()
+
+    def encrypt_stream(self, src: BinaryIO, dst: BinaryIO, *, first_segment_index: int = 0
+                       ) -> None:
+        """Encrypt a whole fragmented file box by box (moov -> encrypted moov, each moof+mdat
+        pair as one segment, sidx and mfra patched); memory is bounded by one fragment."""
+        from .stream import encrypt_stream
+
+        encrypt_stream(self, src, dst, first_segment_index=first_segment_index)
+
+    # -- per traf -------------------------------------------------------------------------------
+    def _check_traf(self, traf: Traf) -> None:
+        if traf.track_id not in self._tracks:
+            raise Mp4FormatError(f"traf for track {traf.track_id}, which the init lacks",
+                                 box_path=traf.node.path)
+        for c in traf.node.children or []:
+            if c.type in (b"senc", b"saiz", b"saio"):
+                raise UnsupportedMediaError(f"track {traf.track_id} fragment is already encrypted")
+
+    def _clear_traf(self, traf: Traf) -> None:
+        if traf.sample_description_index not in (0, 1):
+            raise UnsupportedMediaError(
+                f"track {traf.track_id}: fragment uses sample description "
+                f"{traf.sample_description_index}")
+        traf.new_sdi = 2
+
+    def _encrypt_traf(self, out: bytearray, moof: Box, traf: Traf, *, key: ContentKey,
+                      session: MapSession, segment_index: int, fragment: int) -> None:
+        tid = traf.track_id
+        crypt, skip = self._pattern(tid)
+        iv_size = self.iv_size
+        cbcs = self.scheme is Scheme.CBCS
+        const_iv = self._cbcs_iv(key) if cbcs else b""
+        hi, lo = self._iv_start(key.kid, tid, segment_index, fragment)
+        if traf.sample_count >= 1 << _SAMPLE_BITS:
+            raise UnsupportedMediaError(f"more than {1 << _SAMPLE_BITS} samples in a fragment")
+        use_subs = session.m.family is not CodecFamily.AUDIO
+        entries: list[bytes] = []
+        secret = key.key
+        base = moof.start
+        for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
+            start = base + off
+            try:
+                subs = session.map(memoryview(out)[start:start + size])
+            except CodecError as exc:
+                raise CodecError(f"track {tid}, fragment {fragment}, sample {i}: {exc}") from exc
+            rec = b""
+            if cbcs:
+                cbcs_sample(out, start, size, key=secret, iv=const_iv, subsamples=subs,
+                            crypt=crypt, skip=skip)
+            else:
+                v = (hi + i) & _MASK64
+                iv = v.to_bytes(8, "big") + (lo.to_bytes(8, "big") if iv_size == 16 else b"")
+                cenc_sample(out, start, size, key=secret, iv=iv, subsamples=subs)
+                rec = iv
+            if use_subs and subs is not None:
+                rec += struct.pack(">H", len(subs)) + b"".join(
+                    struct.pack(">HI", c, p) for c, p in subs)
+            entries.append(rec)
+        flags = 2 if use_subs else 0
+        senc = full_box(b"senc", 0, flags, struct.pack(">I", len(entries)) + b"".join(entries))
+        boxes: list[bytes] = []
+        default = self._protection(tid, self._keys[tid])
+        if key.kid != default.kid or (cbcs and const_iv != default.constant_iv):
+            boxes += seig_boxes(_seig(key.kid, protected=True, iv_size=iv_size,
+                                      constant_iv=const_iv if cbcs else None, crypt=crypt,
+                                      skip=skip), traf.sample_count)
+        sizes = [len(e) for e in entries]
+        if sizes and max(sizes) > 255:
+            raise UnsupportedMediaError(
+                f"track {tid}: a sample has too many subsamples for saiz ({max(sizes)} bytes)")
+        if any(sizes):
+            if all(s == sizes[0] for s in sizes):
+                saiz = full_box(b"saiz", 0, 0, struct.pack(">BI", sizes[0], len(sizes)))
+            else:
+                saiz = full_box(b"saiz", 0, 0, struct.pack(">BI", 0, len(sizes)) + bytes(sizes))
+            saio = full_box(b"saio", 0, 0, struct.pack(">II", 1, 0))
+            boxes += [saiz, saio]
+        boxes.append(senc)
+        traf.extra.extend(boxes)
+
+    def __repr__(self) -> str:
+        kids = ", ".join(f"{t}:{k.kid}" for t, k in self._keys.items())
+        return f"Mp4Encryptor({self.scheme.value}, {kids})"
+

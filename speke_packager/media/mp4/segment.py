@@ -1,0 +1,148 @@
+"""A media segment being rewritten: samples changed in a copy, moofs replaced, sidx/mfra fixed.
+
+``sidx`` referenced sizes grow by the growth of the moofs inside each referenced range
+(ranges measured in input coordinates, so hierarchical indexes work too); ``tfra`` moof
+offsets are mapped to the new positions.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from ...errors import Mp4FormatError
+from .boxes import Box, iter_boxes
+from .fragment import Traf
+
+__all__ = ["SegmentRewriter", "patch_mfra", "patch_sidx"]
+
+
+def patch_sidx(raw: bytes, sidx_end: int, deltas: Sequence[tuple[int, int]]) -> bytes:
+    """``raw`` sidx box (ending at input offset ``sidx_end``) with referenced sizes grown by
+    the deltas ``(moof input offset, growth)`` that fall inside each reference."""
+    b = bytearray(raw)
+    if len(b) < 12:
+        raise Mp4FormatError("truncated sidx", box_path="segment/sidx")
+    version = b[8]
+    pos = 12 + 8  # reference_ID, timescale
+    if version == 0:
+        first_offset = struct.unpack_from(">I", b, pos + 4)[0]
+        pos += 8
+    else:
+        first_offset = struct.unpack_from(">Q", b, pos + 8)[0] if len(b) >= pos + 16 else 0
+        pos += 16
+    if len(b) < pos + 4:
+        raise Mp4FormatError("truncated sidx", box_path="segment/sidx")
+    count = struct.unpack_from(">H", b, pos + 2)[0]
+    pos += 4
+    if len(b) < pos + 12 * count:
+        raise Mp4FormatError("sidx holds fewer references than it counts",
+                             box_path="segment/sidx")
+    start = sidx_end + first_offset
+    for _ in range(count):
+        word = struct.unpack_from(">I", b, pos)[0]
+        size = word & 0x7FFFFFFF
+        grow = sum(d for at, d in deltas if start <= at < start + size)
+        if size + grow > 0x7FFFFFFF:
+            raise Mp4FormatError("sidx referenced size overflows", box_path="segment/sidx")
+        struct.pack_into(">I", b, pos, (word & 0x80000000) | (size + grow))
+        start += size
+        pos += 12
+    return bytes(b)
+
+
+def patch_mfra(raw: bytes, moved: dict[int, int]) -> bytes:
+    """``raw`` mfra with every tfra moof_offset mapped through ``moved`` (old -> new)."""
+    b = bytearray(raw)
+    for box in iter_boxes(b, 8, len(b), path="mfra"):
+        if box.type != b"tfra":
+            continue
+        p = box.payload_start
+        if box.end - p < 16:
+            raise Mp4FormatError("truncated tfra", box_path="mfra/tfra")
+        version = b[p]
+        lens = struct.unpack_from(">I", b, p + 8)[0]
+        n = struct.unpack_from(">I", b, p + 12)[0]
+        traf_len = ((lens >> 4) & 3) + 1
+        trun_len = ((lens >> 2) & 3) + 1
+        sample_len = (lens & 3) + 1
+        w = 8 if version == 1 else 4
+        entry = 2 * w + traf_len + trun_len + sample_len
+        pos = p + 16
+        if pos + n * entry > box.end:
+            raise Mp4FormatError("tfra holds fewer entries than it counts", box_path="mfra/tfra")
+        fmt = ">Q" if w == 8 else ">I"
+        for _ in range(n):
+            old = struct.unpack_from(fmt, b, pos + w)[0]
+            struct.pack_into(fmt, b, pos + w, moved.get(old, old))
+            pos += entry
+    return bytes(b)
+
+
+class SegmentRewriter:
+    """Input segment (read-only), a writable copy for sample bytes, and box replacements."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, *, base_offset: int = 0) -> None:
+        self.buf = memoryview(data)
+        self.out = bytearray(self.buf)
+        self.boxes = list(iter_boxes(self.buf, path="segment"))
+        self.base_offset = base_offset
+        self._mdats = [b for b in self.boxes if b.type == b"mdat"]
+        self._repl: dict[int, tuple[Box, bytes]] = {}
+        self.deltas: list[tuple[int, int]] = []  # (moof input offset, growth), absolute
+        if not any(b.type == b"moof" for b in self.boxes):
+            raise Mp4FormatError("media segment has no moof box", box_path="segment")
+
+    def check_samples(self, moof: Box, traf: Traf) -> None:
+        """Every sample of ``traf`` must lie inside one mdat payload of this segment."""
+        if not traf.sizes:
+            return
+        first = moof.start + traf.offsets[0]
+        last = max(o + s for o, s in zip(traf.offsets, traf.sizes, strict=True)) + moof.start
+        for m in self._mdats:
+            if m.payload_start <= first and last <= m.end:
+                return
+        raise Mp4FormatError(
+            f"track {traf.track_id}: samples [{first}, {last}) are not inside an mdat "
+            f"(segment is {len(self.buf)} bytes)", box_path=traf.node.path)
+
+    def replace(self, box: Box, new: bytes, delta: int) -> None:
+        self._repl[box.start] = (box, new)
+        if box.type == b"moof":
+            self.deltas.append((self.base_offset + box.start, delta))
+
+    def moved(self) -> dict[int, int]:
+        """Old -> new absolute offsets of the moofs of this segment."""
+        out: dict[int, int] = {}
+        shift = 0
+        for box in self.boxes:
+            if box.type == b"moof":
+                out[self.base_offset + box.start] = self.base_offset + box.start + shift
+            if box.start in self._repl:
+                b, new = self._repl[box.start]
+                shift += len(new) - b.size
+        return out
+
+    def result(self, *, extra_deltas: Sequence[tuple[int, int]] = ()) -> bytes:
+        deltas = [*self.deltas, *extra_deltas]
+        parts: list[bytes | memoryview] = []
+        last = 0
+        mv = memoryview(self.out)
+        moved: dict[int, int] | None = None
+        for box in self.boxes:
+            rep: bytes | None = None
+            if box.start in self._repl:
+                rep = self._repl[box.start][1]
+            elif box.type == b"sidx" and deltas:
+                rep = patch_sidx(bytes(mv[box.start:box.end]), self.base_offset + box.end,
+                                 deltas)
+            elif box.type == b"mfra" and deltas:
+                moved = moved or self.moved()
+                rep = patch_mfra(bytes(mv[box.start:box.end]), moved)
+            if rep is None:
+                continue
+            parts.append(mv[last:box.start])
+            parts.append(rep)
+            last = box.end
+        parts.append(mv[last:])
+        return b"".join(parts)
