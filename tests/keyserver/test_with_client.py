@@ -19,8 +19,8 @@ from speke_packager.errors import (
     KeyServerTimeout,
 )
 from speke_packager.keys import DeliveryKey, EncryptionContract, SigV4Auth, SpekeClient
-from speke_packager.model import KeyPeriod, KeySet
 from speke_packager.keyserver import KeyServer
+from speke_packager.model import KeyPeriod, KeySet
 
 from ._check import expected_key
 from .conftest import CertPair
