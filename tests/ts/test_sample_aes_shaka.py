@@ -12,9 +12,21 @@ from pathlib import Path
 import pytest
 
 from speke_packager._tools import find_tool
-from speke_packager.media.ts import encrypt_sample_aes
+from speke_packager.media.ts import SampleAesEncryptor, encrypt_sample_aes
 
-from .tools import IV, KEY, cut_segments, es_of, nals, pes_list, pmt_of
+from .tools import (
+    IV,
+    KEY,
+    check_cc,
+    cut_segments,
+    es_of,
+    hls_frames,
+    nals,
+    pes_list,
+    pmt_of,
+    read_packets,
+    write_playlist,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -63,3 +75,39 @@ def test_same_bytes_as_shaka(media, tmp_path: Path, recipe: str, audio: int) -> 
     # private_data_indicator + 'apad' setup information equal Shaka's (ours keeps ffmpeg's
     # own descriptors, such as the 'AC-3' registration, in front)
     assert streams[audio][1].endswith(a_desc) and a_desc.startswith(b"\x0f\x04")
+
+
+def _shaka_clear(src: Path, out: Path, stream: str) -> list[Path]:
+    packager = find_tool("packager")
+    assert packager
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([packager,
+                    f"in={src},stream={stream},segment_template={out}/{stream}_$Number$.ts,"
+                    f"playlist_name={stream}.m3u8",
+                    "--hls_master_playlist_output", str(out / "master.m3u8"),
+                    "--segment_duration", "2"], check=True, capture_output=True)
+    return sorted(out.glob(f"{stream}_*.ts"), key=lambda p: int(p.stem.split("_")[1]))
+
+
+@pytest.mark.parametrize("stream", ["video", "audio"])
+def test_encrypts_shaka_made_ts(media, tmp_path: Path, stream: str) -> None:  # type: ignore[no-untyped-def]
+    """Input from another segmenter: PSI padded with adaptation-field stuffing, PCR in the
+    first PES packet, other PIDs. FFmpeg decrypts ours to the clear frames."""
+    segs = _shaka_clear(media("h264-aac-ts"), tmp_path, stream)
+    assert len(segs) >= 3
+    enc = SampleAesEncryptor(KEY, IV)
+    names = []
+    for n, s in enumerate(segs):
+        data = enc.encrypt_segment(s.read_bytes())
+        assert pmt_of(data)[2][0][0] in (0xDB, 0xCF)
+        assert len(data) == s.stat().st_size and check_cc(read_packets(data)) == []
+        (tmp_path / f"enc{n}.ts").write_bytes(data)
+        names.append(f"enc{n}.ts")
+    (tmp_path / "key.bin").write_bytes(KEY)
+    sel = "v:0" if stream == "video" else "a:0"
+    ref = hls_frames(write_playlist(tmp_path / "c.m3u8", [s.name for s in segs]), sel)
+    assert len(ref) > 100
+    got = hls_frames(write_playlist(tmp_path / "e.m3u8", names, repeat_last=True,
+                                    key_line=f'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="key.bin",'
+                                             f'IV=0x{IV.hex()}'), sel)
+    assert got[: len(ref)] == ref
