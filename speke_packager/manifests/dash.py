@@ -61,11 +61,16 @@ def parse_mpd(data: bytes, *, path: str | None = None) -> etree._Element:
 
 def render_mpd(root: etree._Element) -> bytes:
     """Serialise the MPD with the cenc/mspr/dashif prefixes declared once on the root."""
-    used = {ns for el in root.iter() if isinstance(el.tag, str)
-            for ns in (etree.QName(el).namespace,) if ns}
+    used: set[str] = set()
+    for el in root.iter():
+        if isinstance(el.tag, str):
+            for name in (el.tag, *el.attrib.keys()):
+                ns = etree.QName(name).namespace
+                if ns:
+                    used.add(ns)
     top = {p: ns for p, ns in CP_NSMAP.items() if ns in used}
     etree.cleanup_namespaces(root, top_nsmap=top or None)
-    out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    out: bytes = etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
     return out + b"\n"
 
 

@@ -15,6 +15,7 @@ from ..media.aes128 import encrypt_aes128
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
 from ..model import ContentKey, KeyEntry, KeySet, TrackInfo, TrackKind
+from .boxes import fix_segment_sidx
 from .plan import Transform
 
 # DRM systems each scheme can be signalled with (media-encryption.md §8).
@@ -184,7 +185,12 @@ class Mp4Context:
             return lambda data: encrypt_aes128(data, key, iv)
         enc = self._enc
         assert enc is not None
-        return lambda data: enc.encrypt_segment(data, segment_index=index, clear=clear)
+
+        def run(data: bytes) -> bytes:
+            out = enc.encrypt_segment(data, segment_index=index, clear=clear)
+            return fix_segment_sidx(data, out) if b"sidx" in data[:4096] else out
+
+        return run
 
 
 class TsContext:

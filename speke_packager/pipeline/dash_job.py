@@ -137,6 +137,7 @@ class DashJob:
                 for m, p in zip(segs.media, rep.pieces, strict=True):
                     if m.slot is not None and m.byterange is not None:
                         self._set(m.slot, p)
+                        self._shift_index(m, p)
         by_set: dict[int, tuple[etree._Element, list[_Rep]]] = {}
         for rep in self.reps:
             a = rep.segs.adaptation_set
@@ -154,6 +155,21 @@ class DashJob:
                 if e is not None:
                     dash.add_content_protection(target, self._protections(e))
         return {self.mpd_rel: dash.render_mpd(self.root)}
+
+    def _shift_index(self, m: dash.DashSegment, piece: Piece) -> None:
+        """SegmentURL@indexRange (a sidx inside the range) moves with its segment."""
+        assert m.slot is not None and m.byterange is not None
+        text = m.slot.element.get("indexRange")
+        if not text:
+            return
+        first, _, last = text.partition("-")
+        try:
+            a, b = int(first), int(last)
+        except ValueError:
+            raise ManifestError(f"bad indexRange {text!r}", path=self.mpd_rel) from None
+        off, _ = self.plan.new_range(piece.rel, piece.offset, piece.length)
+        delta = off - m.byterange[0]
+        m.slot.element.set("indexRange", f"{a + delta}-{b + delta}")
 
     def _set(self, slot: dash.RangeSlot, piece: Piece) -> None:
         off, ln = self.plan.new_range(piece.rel, piece.offset, piece.length)
