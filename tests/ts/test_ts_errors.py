@@ -115,3 +115,23 @@ def test_bad_key_and_iv_never_echoed(clear: bytes) -> None:
     with pytest.raises(TsFormatError) as ei2:
         enc.encrypt_segment(clear[:-1])
     assert KEY.hex() not in str(ei2.value)
+
+
+def test_video_pes_without_start_code(clear: bytes) -> None:
+    vpid = pmt_of(clear)[2][0][1]
+    i = _first(clear, vpid, pusi=True, nth=1)
+    bad = bytearray(clear)
+    start = i * 188 + 4 + (1 + bad[i * 188 + 4] if bad[i * 188 + 3] & 0x20 else 0)
+    es = start + 9 + bad[start + 8]
+    assert bad[es : es + 3] in (b"\x00\x00\x01", b"\x00\x00\x00")
+    bad[es : es + 4] = b"\x55\x55\x55\x55"
+    with pytest.raises(CodecError, match="start code"):
+        encrypt_sample_aes(bytes(bad), KEY, IV)
+
+
+def test_stream_api(clear: bytes) -> None:
+    import io
+
+    dst = io.BytesIO()
+    n = SampleAesEncryptor(KEY, IV).encrypt_stream(io.BytesIO(clear), dst)
+    assert n == len(dst.getvalue()) and dst.getvalue() == encrypt_sample_aes(clear, KEY, IV)

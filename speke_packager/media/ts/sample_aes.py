@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
 from ..codecs.ac3 import parse_syncframe
@@ -176,6 +177,11 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> 
     for u in units:
         h = pes_header_size(u.data)
         es = u.data[h:]
+        body = es.lstrip(b"\x00")
+        if es and (len(es) - len(body) < 2 or not body.startswith(b"\x01")):
+            raise CodecError(f"video PES does not start with an Annex B start code (PID "
+                             f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split across "
+                             "PES cannot be encrypted")
         new_es = encrypt_h264_es(es, key, iv) if encrypt else decrypt_h264_es(es, key, iv)
         if len(new_es) == len(es):
             out.append(u.data[:h] + new_es)
@@ -333,6 +339,16 @@ class SampleAesEncryptor:
         return _process(data, self._key, self._iv if iv is None else iv, encrypt=True,
                         strict=self._strict, keep_cc=True, setup_cache=self._setups,
                         lock=self._lock)
+
+
+    def encrypt_stream(self, src: BinaryIO, dst: BinaryIO, *, iv: bytes | None = None) -> int:
+        """Read one segment from ``src``, write it encrypted to ``dst``; returns bytes written.
+
+        SAMPLE-AES needs whole PES packets and the PMT, so the segment is held in memory (a
+        segment, never a whole asset)."""
+        out = self.encrypt_segment(src.read(), iv=iv)
+        dst.write(out)
+        return len(out)
 
 
 def encrypt_sample_aes(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
