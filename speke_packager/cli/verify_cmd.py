@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from uuid import UUID
 
-from ..errors import UsageError, VerificationError
-
-_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+from ..errors import VerificationError
 
 
 def parse_key_option(text: str) -> tuple[UUID, bytes]:
-    """``KID:KEY`` (KID as 32 hex digits or a UUID, KEY as 32 hex digits). The error never
-    repeats the key."""
-    kid_s, sep, key_s = text.partition(":")
-    if not sep:
-        raise UsageError("--key expects KID:KEY")
-    try:
-        kid = UUID(kid_s.strip())
-    except ValueError:
-        raise UsageError(f"--key: KID {kid_s!r} is not 32 hex digits or a UUID") from None
-    if not _HEX32.fullmatch(key_s.strip()):
-        raise UsageError(f"--key for KID {kid}: the key must be 32 hex digits")
-    return kid, bytes.fromhex(key_s.strip())
+    """``[video=|audio=|all=]KID:KEY`` as encrypt-vod takes it (the label does not matter
+    here). The error never repeats the key."""
+    from ..pipeline.rawkeys import parse_raw_key
+
+    _label, kid, key = parse_raw_key(text)
+    return kid, key
 
 
 def _keys(values: list[str] | None) -> dict[UUID, bytes]:
@@ -55,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     v.add_argument("--no-fetch-key-uris", action="store_true",
                    help="never read HLS key URIs (data:, local files, http)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    from .keys_cmd import add_speke_arguments
+
+    add_speke_arguments(v)  # keys from a SPEKE server: --speke-url, --content-id, --drm, ...
     v.set_defaults(func=_verify)
 
     s = subparsers.add_parser(
@@ -71,7 +65,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument("--manifest", help="manifest path inside DIR (default: the first MPD for "
                    "shaka/dashjs, the master playlist for hlsjs)")
     s.add_argument("--key", action="append", metavar="KID:KEY",
-                   help="a key the local key server hands out (repeatable)")
+                   help="a key our /clearkey/license and /keys endpoints hand out (repeatable); "
+                   "without keys the players use the package's own licence and key URLs")
+    s.add_argument("--license-url", metavar="URL",
+                   help="ClearKey licence URL for the player (default: ours when --key is given)")
     s.add_argument("--check", action="store_true",
                    help="play in headless Chromium, print JSON, exit non-zero if playback fails")
     s.add_argument("--seconds", type=float, default=5.0, help="how long --check plays")
@@ -86,8 +83,11 @@ def _verify(args: argparse.Namespace) -> int:
 
     from ..verify import verify_package
 
+    keys = _keys(args.key)
+    if args.speke_url:
+        keys.update(_speke_keys(args))
     report = verify_package(
-        args.directory, args.reference, keys=_keys(args.key),
+        args.directory, args.reference, keys=keys,
         clearkey_license_url=args.clearkey_license_url, fetch_key_uris=not args.no_fetch_key_uris,
     )
     if args.json:
@@ -108,12 +108,31 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speke_keys(args: argparse.Namespace) -> dict[UUID, bytes]:
+    """The keys a SPEKE server hands out for the package's content id, scheme and packaging
+    (read from the package unless --scheme/--packaging are given)."""
+    from ..constants import Packaging, Scheme
+    from ..verify import package_protection
+    from .keys_cmd import contract_from_args, periods_from_args, speke_client_from_args
+
+    schemes, packagings = package_protection(args.directory)
+    scheme = Scheme(args.scheme) if args.scheme else (schemes[0] if schemes else None)
+    packaging: tuple[Packaging, ...] | None = None
+    if not args.packaging and packagings:
+        packaging = tuple(packagings)
+    contract = contract_from_args(args, packaging=packaging, scheme=scheme)
+    client = speke_client_from_args(args)
+    periods = periods_from_args(args)
+    keyset = client.fetch_periods(contract, periods) if periods else client.fetch(contract)
+    return {entry.kid: entry.key.key for entry in keyset.entries}
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..verify.serve import PackageServer, check_playback
 
     keys = _keys(args.key)
     with PackageServer(args.directory, keys=keys, host=args.host, port=args.port) as srv:
-        url = srv.player_url(args.player, args.manifest)
+        url = srv.player_url(args.player, args.manifest, license_url=args.license_url)
         if args.check:
             result = check_playback(url, seconds=args.seconds, chromium=args.chromium)
             print(json.dumps(result.to_dict(), indent=2))

@@ -3,6 +3,20 @@
 
 from __future__ import annotations
 
-from .verify import Check, RenditionReport, VerifyReport, verify_package
+from .verify import (
+    Check,
+    RenditionReport,
+    VerifyReport,
+    fetch_clearkey_keys,
+    package_protection,
+    verify_package,
+)
 
-__all__ = ["Check", "RenditionReport", "VerifyReport", "verify_package"]
+__all__ = [
+    "Check",
+    "RenditionReport",
+    "VerifyReport",
+    "fetch_clearkey_keys",
+    "package_protection",
+    "verify_package",
+]

@@ -17,6 +17,11 @@ from ..errors import ToolError
 FFMPEG_TIMEOUT = 600
 
 
+class DecodeError(ToolError):
+    """FFmpeg ran but could not read or decode the (decrypted) input: a verification failure,
+    not a set-up problem."""
+
+
 def scrub(text: str, secrets: Sequence[bytes]) -> str:
     """``text`` with every secret (hex, either case) replaced by ``<key>``."""
     for s in secrets:
@@ -33,7 +38,7 @@ def _run(cmd: list[str], secrets: Sequence[bytes], what: str) -> bytes:
     if res.returncode != 0:
         err = scrub(res.stderr.decode(errors="replace"), secrets).strip().splitlines()
         tail = err[-1] if err else f"exit status {res.returncode}"
-        raise ToolError(f"{what}: ffmpeg failed: {tail}")
+        raise DecodeError(f"{what}: ffmpeg failed: {tail}")
     return res.stdout
 
 

@@ -294,12 +294,18 @@ class PackageServer:
             raise UsageError(f"no MPD or master playlist in {self.root} for {player}")
         return order[0].relative_to(self.root).as_posix()
 
-    def player_url(self, player: str, manifest: str | None = None) -> str:
+    def player_url(self, player: str, manifest: str | None = None, *,
+                   license_url: str | None = None) -> str:
+        """A player page for ``manifest``. The ClearKey licence URL is ours when keys were
+        given (or ``license_url``); otherwise the player uses the package's own (Laurl)."""
         if player not in PLAYERS:
             raise UsageError(f"unknown player {player!r} (choose {', '.join(PLAYERS)})")
         rel = quote(self.manifest(player, manifest))
-        return (f"{self.url}/player/{player}.html?manifest=/package/{rel}"
-                f"&license=/clearkey/license")
+        url = f"{self.url}/player/{player}.html?manifest=/package/{rel}"
+        lic = license_url or ("/clearkey/license" if self._server.keys else None)
+        if lic:
+            url += f"&license={quote(lic, safe='')}"
+        return url
 
     def start(self) -> PackageServer:
         if self._thread is None:

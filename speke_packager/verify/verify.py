@@ -25,17 +25,20 @@ from uuid import UUID
 
 from ..constants import (
     DASH_MP4PROTECTION_SCHEME,
+    DASHIF_CLEARKEY,
     KEYFORMAT_IDENTITY,
     KEYFORMAT_PLAYREADY,
     KEYFORMAT_WIDEVINE,
     PLAYREADY,
     W3C_COMMON,
     WIDEVINE,
+    Packaging,
+    Scheme,
 )
 from ..drm.pssh import Pssh, PsshError, parse_pssh
 from ..errors import ManifestError, MediaError, SpekePackagerError, ToolError, VerificationError
 from .boxes import Mp4Facts, read_mp4_facts
-from .decode import align, frame_hashes, scrub, stream_kinds
+from .decode import DecodeError, align, frame_hashes, scrub, stream_kinds
 from .package import KeyTag, Package, Rendition, discover
 from .signaling import decode_data_uri, parse_hex_kid, parse_playready_object, widevine_kids
 
@@ -355,7 +358,9 @@ def _check_dash_signaling(rep: RenditionReport, r: Rendition, facts: Mp4Facts,
             except (ValueError, PsshError) as exc:
                 rep.add(f"mpd pssh {sysid}", False, f"does not parse: {exc}")
                 continue
-            if p.system_id != sysid:
+            # the DASH-IF ClearKey descriptor carries the W3C common pssh (IOP v5 part 6)
+            allowed = {sysid, W3C_COMMON} if sysid == DASHIF_CLEARKEY else {sysid}
+            if p.system_id not in allowed:
                 rep.add(f"mpd pssh {sysid}", False, f"pssh system ID {p.system_id} differs")
             boxes.append(p)
         _pssh_checks(rep, "mpd", boxes, kid)
@@ -476,7 +481,7 @@ def _verify_fmp4(rep: RenditionReport, r: Rendition, ref: _Reference, keys: _Key
         counters[kind] = counters.get(kind, 0) + 1
         try:
             got = frame_hashes(args, spec, secrets=secrets, what=f"{r.name} {spec}")
-        except ToolError as exc:
+        except DecodeError as exc:
             rep.add(f"frames {spec}", False, scrub(str(exc), secrets))
             continue
         _compare(rep, ref, kind, spec, got)
@@ -569,7 +574,7 @@ def _verify_hls_reader(rep: RenditionReport, r: Rendition, ref: _Reference, keys
             else:
                 got = frame_hashes(_hls_input(whole), spec, secrets=secrets,
                                    what=f"{r.name} {spec}")
-        except ToolError as exc:
+        except DecodeError as exc:
             rep.add(f"frames {spec}", False, scrub(str(exc), secrets))
             continue
         _compare(rep, ref, kind, spec, got)
@@ -623,6 +628,30 @@ def _session_key_checks(pkg: Package) -> RenditionReport | None:
     return rep
 
 
+def package_protection(directory: str | os.PathLike[str]) -> tuple[list[Scheme], list[Packaging]]:
+    """The schemes and packagings a package uses (to ask a SPEKE server for its keys)."""
+    pkg = discover(Path(directory))
+    schemes: list[Scheme] = []
+    packagings: list[Packaging] = []
+    for r in pkg.renditions:
+        if r.source == "dash":
+            packagings.append(Packaging.DASH)
+        else:
+            packagings.append(Packaging.HLS_TS if r.container == "ts" else Packaging.HLS_FMP4)
+        methods = {t.method for t in r.hls_key_tags}
+        if "AES-128" in methods:
+            schemes.append(Scheme.AES_128)
+        elif r.container == "ts" and "SAMPLE-AES" in methods:
+            schemes.append(Scheme.SAMPLE_AES)
+        elif r.init is not None:
+            facts = read_mp4_facts(r.init.read())
+            for entries in facts.tracks.values():
+                for t in entries:
+                    if t.scheme in ("cenc", "cbcs"):
+                        schemes.append(Scheme(t.scheme))
+    return list(dict.fromkeys(schemes)), list(dict.fromkeys(packagings))
+
+
 def verify_package(
     directory: str | os.PathLike[str],
     reference: str | os.PathLike[str],
@@ -652,6 +681,8 @@ def verify_package(
                     _verify_hls_reader(rep, r, ref, ks, tmp)
                 else:
                     _verify_fmp4(rep, r, ref, ks, tmp)
+            except DecodeError as exc:
+                rep.add("decode", False, scrub(str(exc), ks.secrets()))
             except ToolError:
                 raise
             except SpekePackagerError as exc:

@@ -1,0 +1,48 @@
+"""Packages for the verify tests: independent tools' output and our own encrypt-vod output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from speke_packager.cli import main as cli_main
+from tests.e2e.packages import (
+    KEY,
+    KID,
+    KEY_URI,
+    ffmpeg_hls_ts_aes128,
+    shaka_dash,
+    shaka_hls_fmp4,
+    shaka_hls_ts_sample_aes,
+)
+
+
+def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str) -> Path:
+    """Our own product, through its CLI, with a raw key (root-relative key URLs for `serve`)."""
+    rc = cli_main(["encrypt-vod", str(src), "--output", str(out), "--scheme", scheme,
+                   "--format", fmt, "--segment-duration", "2", "--key", f"{KID.hex}:{KEY.hex()}",
+                   "--key-uri", KEY_URI, "--clearkey-license-url", "/clearkey/license",
+                   "--quiet", "--jobs", "1"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory,
+             media: Callable[[str], Path]) -> dict[str, tuple[Path, Path]]:
+    """name -> (package folder, clear reference)."""
+    mp4, ts = media("h264-aac-mp4"), media("h264-aac-ts")
+    root = tmp_path_factory.mktemp("verify-packages")
+    shaka_dash(mp4, root / "shaka-dash-cenc", "cenc")
+    shaka_dash(mp4, root / "shaka-dash-cbcs", "cbcs")
+    shaka_hls_fmp4(mp4, root / "shaka-hls-fmp4-cbcs")
+    shaka_hls_ts_sample_aes(ts, root / "shaka-hls-ts-sample-aes")
+    ffmpeg_hls_ts_aes128(ts, root / "ffmpeg-hls-ts-aes128", root / "aes-tmp")
+    encrypt_vod(mp4, root / "ours-dash-cenc", "cenc", "dash")
+    encrypt_vod(mp4, root / "ours-both-cbcs", "cbcs", "both")
+    encrypt_vod(mp4, root / "ours-hls-aes128", "aes-128", "hls")
+    encrypt_vod(mp4, root / "ours-hls-sample-aes", "sample-aes", "hls")
+    refs = {"shaka-hls-ts-sample-aes": ts, "ffmpeg-hls-ts-aes128": ts}
+    return {p.name: (p, refs.get(p.name, mp4)) for p in root.iterdir() if p.name != "aes-tmp"}
