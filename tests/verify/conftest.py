@@ -10,8 +10,8 @@ import pytest
 from speke_packager.cli import main as cli_main
 from tests.e2e.packages import (
     KEY,
-    KID,
     KEY_URI,
+    KID,
     ffmpeg_hls_ts_aes128,
     shaka_dash,
     shaka_hls_fmp4,
