@@ -10,7 +10,9 @@ Layout of one asset directory::
     cmaf/video/seg_00000.m4s ...
     cmaf/video.mp4             init + segments concatenated (the input of Shaka Packager)
     cmaf/audio/...  cmaf/audio.mp4
+    cmaf/master.m3u8           multivariant playlist of the two tracks (input of encrypt-vod)
     ts/seg_00000.ts ...        muxed HLS-TS, 6 s segments
+    ts/index.m3u8              media playlist (input of encrypt-vod)
     ts/full.ts                 the segments concatenated (the input of Shaka Packager)
 """
 
@@ -162,7 +164,23 @@ def _segment(source: Path, root: Path) -> None:
     _concat(sorted(d.glob("seg_*.ts")), d / "full.ts")
 
 
+def _multivariant(spec: AssetSpec, root: Path) -> None:
+    """``cmaf/master.m3u8``: the two CMAF tracks as one HLS presentation (encrypt-vod input)."""
+    path = root / "cmaf" / "master.m3u8"
+    if path.exists():
+        return
+    kbps = spec.video_kbps + spec.audio_kbps
+    path.write_text(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,'
+        'CHANNELS="2",URI="audio/index.m3u8"\n'
+        f'#EXT-X-STREAM-INF:BANDWIDTH={kbps * 1100},CODECS="avc1.640028,mp4a.40.2",'
+        f'RESOLUTION={spec.width}x{spec.height},FRAME-RATE={spec.fps},AUDIO="aud"\n'
+        "video/index.m3u8\n")
+
+
 def _load(spec: AssetSpec, root: Path) -> AssetSet:
+    _multivariant(spec, root)
     tracks = []
     for kind in ("video", "audio"):
         d = root / "cmaf" / kind

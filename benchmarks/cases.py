@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -39,12 +40,23 @@ class Proc:
     stderr: str
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run_measured(cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str] | None = None
                  ) -> Proc:
-    """Run ``cmd``; wall time, exit code and peak RSS (KiB) of the child and its children."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``cmd``; wall time, exit code and peak RSS (KiB) of the child and its children.
+
+    The child is started through GNU ``time -v`` when it is installed: Linux carries the peak RSS
+    of a process over ``fork`` + ``exec``, so a child forked straight from this (large) Python
+    process would report at least our own peak. ``time`` is tiny, so its child starts clean.
+    Without it, ``os.wait4`` is used and the figure is an upper bound."""
+    use_time = os.access(GNU_TIME, os.X_OK)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".time") as tfile:
+        argv = [GNU_TIME, "-v", "-o", tfile.name, *cmd] if use_time else cmd
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+        p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                              cwd=ROOT, start_new_session=True)
         timer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
         timer.start()
@@ -54,9 +66,14 @@ def run_measured(cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str]
             timer.cancel()
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
+        maxrss = usage.ru_maxrss
+        if use_time:
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", tfile.read())
+            if m:
+                maxrss = int(m.group(1))
         out.seek(0)
         err.seek(0)
-        return Proc(p.returncode, wall, usage.ru_maxrss, out.read().decode(errors="replace"),
+        return Proc(p.returncode, wall, maxrss, out.read().decode(errors="replace"),
                     err.read().decode(errors="replace"))
 
 
@@ -170,21 +187,40 @@ def encrypt_vod_available() -> str | None:
     return None
 
 
-def encrypt_vod(ctx: Context, scheme: str) -> CaseResult:
-    """The whole ``encrypt-vod`` CLI (a subprocess) from the progressive MP4 source."""
-    res = CaseResult("encrypt-vod", scheme, ctx.asset.source.stat().st_size,
-                     extra={"jobs": ctx.jobs, "format": _VOD_FORMAT[scheme]})
+def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseResult:
+    """The whole ``encrypt-vod`` CLI in a subprocess, wall time.
+
+    Input: the clear HLS package Shaka Packager also gets (CMAF for cenc/cbcs, TS otherwise), or
+    with ``from_mp4`` the progressive MP4 source (encrypt-vod segments it with ffmpeg first)."""
+    tool = "encrypt-vod-mp4" if from_mp4 else "encrypt-vod"
+    mp4_scheme = scheme in ("cenc", "cbcs")
+    if from_mp4:
+        src, nbytes = ctx.asset.source, ctx.asset.source.stat().st_size
+    else:
+        src = ctx.asset.root / ("cmaf/master.m3u8" if mp4_scheme else "ts/index.m3u8")
+        nbytes = media_bytes(ctx.asset, scheme)
+    fmt = _VOD_FORMAT[scheme] if from_mp4 else "hls"  # an HLS package stays HLS
+    res = CaseResult(tool, scheme, nbytes, extra={"jobs": ctx.jobs, "format": fmt,
+                                                  "input": src.name})
     why = encrypt_vod_available()
     if why:
         res.status, res.note = "unavailable", why
         return res
-    key = ctx.keys.ts if scheme in ("sample-aes", "aes-128") else ctx.keys.video
+    k = ctx.keys
+    if mp4_scheme:
+        keyargs = ["--key", f"video={k.video.kid.hex}:{k.video.key.hex()}",
+                   "--key", f"audio={k.audio.kid.hex}:{k.audio.key.hex()}"]
+    else:
+        keyargs = ["--key", f"{k.ts.kid.hex}:{k.ts.key.hex()}"]
+    if scheme == "cbcs":
+        keyargs += ["--iv", k.cbcs_iv.hex()]
+    elif not mp4_scheme:
+        keyargs += ["--iv", k.ts_iv.hex()]
     for run in range(ctx.runs):
-        out = ctx.out_dir(f"vod-{scheme}")
-        iv = ctx.keys.cenc_iv if scheme == "cenc" else ctx.keys.ts_iv
-        cmd = [sys.executable, "-m", "speke_packager", "encrypt-vod", str(ctx.asset.source),
-               "--output", str(out), "--scheme", scheme, "--format", _VOD_FORMAT[scheme],
-               "--key", f"{key.kid.hex}:{key.key.hex()}", "--iv", iv.hex(),
+        out = ctx.out_dir(f"{tool}-{scheme}")
+        cmd = [sys.executable, "-m", "speke_packager", "encrypt-vod", str(src),
+               "--output", str(out), "--scheme", scheme, "--format", fmt, *keyargs,
+               *(["--key-uri", "https://127.0.0.1/keys/{kid}"] if fmt == "hls" else []),
                "--jobs", str(ctx.jobs), "--quiet", "--force"]
         p = run_measured(cmd)
         shutil.rmtree(out, ignore_errors=True)
@@ -193,7 +229,7 @@ def encrypt_vod(ctx: Context, scheme: str) -> CaseResult:
             return res
         res.seconds.append(p.wall)
         res.rss_kb.append(p.maxrss_kb)
-        ctx.say(f"encrypt-vod {scheme} run {run + 1}: {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+        ctx.say(f"{tool} {scheme} run {run + 1}: {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 
 

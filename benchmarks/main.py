@@ -27,7 +27,8 @@ from .limits import measure_limits
 from .report import print_report, targets
 
 HERE = Path(__file__).resolve().parent
-TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod")
+TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod",
+         "encrypt-vod-mp4")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     elif tool == "segment-api-pool":
                         results.append(cases.segment_api(ctx, scheme, args.jobs))
                     else:
-                        results.append(cases.encrypt_vod(ctx, scheme))
+                        results.append(cases.encrypt_vod(ctx, scheme,
+                                                         from_mp4=tool == "encrypt-vod-mp4"))
             all_cases += [(spec.minutes, r) for r in results]
             profiles: dict[str, str] = {}
             if args.profile:

@@ -11,7 +11,7 @@ SPEED_TARGET = 1.5  # x Shaka Packager's MB/s, every scheme
 AES128_TARGET = 0.5  # x one-thread openssl aes-128-cbc
 RSS_TARGET_MB = 150.0
 FLAT_TOLERANCE = 1.15  # peak RSS may differ this much between asset lengths and count as flat
-OURS = ("segment-api-1core", "segment-api-pool", "encrypt-vod")
+OURS = ("segment-api-1core", "segment-api-pool", "encrypt-vod", "encrypt-vod-mp4")
 
 
 def _f(v: object, fmt: str, suffix: str = "") -> str:

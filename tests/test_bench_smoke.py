@@ -23,7 +23,8 @@ def test_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     assert doc["machine"]["cores"] >= 1
     cases = doc["assets"][0]["cases"]
     assert {(c["tool"], c["scheme"]) for c in cases} == {
-        (t, s) for t in ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod")
+        (t, s) for t in ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod",
+                  "encrypt-vod-mp4")
         for s in ("cenc", "cbcs", "sample-aes", "aes-128")}
     for c in cases:
         assert c["status"] in ("ok", "unavailable", "error"), c
