@@ -7,6 +7,7 @@ times; the table reports the median.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -151,7 +152,7 @@ def segment_api(ctx: Context, scheme: str, jobs: int) -> CaseResult:
     """Our encryptors in-process over every segment, in a fresh interpreter per run."""
     tool = "segment-api-1core" if jobs <= 1 else "segment-api-pool"
     res = CaseResult(tool, scheme, media_bytes(ctx.asset, scheme), extra={"jobs": jobs})
-    for run in range(ctx.runs):
+    for _ in range(ctx.runs):
         out = ctx.out_dir(f"{tool}-{scheme}")
         spec = _worker_spec(ctx, scheme, jobs, out)
         p = run_measured([sys.executable, "-m", "benchmarks.worker", str(spec)])
@@ -171,13 +172,14 @@ def segment_api(ctx: Context, scheme: str, jobs: int) -> CaseResult:
         res.rss_kb.append(p.maxrss_kb)
         res.extra.update(bytes_out=doc["bytes_out"], segments=doc["segments"],
                          total_rss_estimate_kb=doc["total_rss_estimate_kb"])
-        ctx.say(f"{tool} {scheme} run {run + 1}: {res.media_bytes / doc['seconds'] / 1e6:.0f} MB/s")
+        ctx.say(f"{tool} {scheme} {res.media_bytes / doc['seconds'] / 1e6:.0f} MB/s")
     return res
 
 
 _VOD_FORMAT = {"cenc": "dash", "cbcs": "hls", "sample-aes": "hls", "aes-128": "hls"}
 
 
+@functools.cache
 def encrypt_vod_available() -> str | None:
     """None if ``speke-packager encrypt-vod`` exists, else why not."""
     p = subprocess.run([sys.executable, "-m", "speke_packager", "encrypt-vod", "--help"],
@@ -216,7 +218,7 @@ def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseRes
         keyargs += ["--iv", k.cbcs_iv.hex()]
     elif not mp4_scheme:
         keyargs += ["--iv", k.ts_iv.hex()]
-    for run in range(ctx.runs):
+    for _ in range(ctx.runs):
         out = ctx.out_dir(f"{tool}-{scheme}")
         cmd = [sys.executable, "-m", "speke_packager", "encrypt-vod", str(src),
                "--output", str(out), "--scheme", scheme, "--format", fmt, *keyargs,
@@ -229,7 +231,7 @@ def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseRes
             return res
         res.seconds.append(p.wall)
         res.rss_kb.append(p.maxrss_kb)
-        ctx.say(f"{tool} {scheme} run {run + 1}: {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+        ctx.say(f"{tool} {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 
 
@@ -239,7 +241,7 @@ def shaka(ctx: Context, scheme: str) -> CaseResult:
     if not ctx.packager:
         res.status, res.note = "unavailable", "Shaka Packager not found"
         return res
-    for run in range(ctx.runs):
+    for _ in range(ctx.runs):
         out = ctx.out_dir(f"shaka-{scheme}")
         p = run_measured(shaka_command(ctx.packager, ctx.asset, scheme, ctx.keys, out))
         shutil.rmtree(out, ignore_errors=True)
@@ -248,7 +250,7 @@ def shaka(ctx: Context, scheme: str) -> CaseResult:
             return res
         res.seconds.append(p.wall)
         res.rss_kb.append(p.maxrss_kb)
-        ctx.say(f"shaka {scheme} run {run + 1}: {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+        ctx.say(f"shaka {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 
 
