@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speke_packager.errors import UnsupportedMediaError
+from speke_packager.errors import TsFormatError, UnsupportedMediaError
 from speke_packager.media.ts import SampleAesEncryptor, decrypt_sample_aes, encrypt_sample_aes
 
 from .tools import (
@@ -113,14 +113,16 @@ def _raw_h264(src: Path, out: Path, frames: int) -> bytes:
 
 
 @pytest.mark.interop
-def test_grown_pes_repacketised(media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("af_only_pcr", [False, True])
+def test_grown_pes_repacketised(media, tmp_path: Path, af_only_pcr: bool) -> None:  # type: ignore[no-untyped-def]
     """PES that fill their packets exactly (no stuffing to absorb growth): new packets after
     each grown PES, CC renumbered, the PID's packet count kept equal mod 16 so the next segment
     continues, PCR kept, and FFmpeg still decrypts every frame."""
     aus = split_access_units(_raw_h264(media("h264-epb-aac-ts"), tmp_path / "v.h264", 50))
-    clear = mux_exact(aus)
+    clear = mux_exact(aus, af_only_pcr=af_only_pcr)
     enc = encrypt_sample_aes(clear, KEY, IV)
     cp, ep = read_packets(clear), read_packets(enc)
+    assert check_cc(cp) == []
     assert len(ep) > len(cp)  # packets were added
     assert (len(ep) - len(cp)) % 16 == 0
     assert check_cc(ep) == []
@@ -157,3 +159,17 @@ def test_unknown_stream_passes_through(media, tmp_path: Path) -> None:  # type: 
     assert [(t, p) for t, p, _ in pmt_of(enc)[2]] == [(0xDB, 0x100), (0x15, 0x102)]
     with pytest.raises(UnsupportedMediaError, match="0x15"):
         SampleAesEncryptor(KEY, IV, strict=True).encrypt_segment(clear)
+
+
+def test_segment_without_audio_frames(segments: dict[str, list[Path]]) -> None:
+    """The PMT's audio setup information comes from the audio itself; a segment without audio
+    frames reuses what the same encryptor saw before, and is an error for a fresh one."""
+    clear = segments["h264-aac-ts"][0].read_bytes()
+    apid = pmt_of(clear)[2][1][1]
+    no_audio = b"".join(p.raw for p in read_packets(clear) if p.pid != apid)
+    with pytest.raises(TsFormatError, match="audio setup") as ei:
+        encrypt_sample_aes(no_audio, KEY, IV)
+    assert ei.value.pid == apid
+    enc = SampleAesEncryptor(KEY, IV)
+    full = enc.encrypt_segment(clear)
+    assert pmt_of(enc.encrypt_segment(no_audio))[2] == pmt_of(full)[2]

@@ -229,10 +229,12 @@ def _pts(flag: int, ts: int) -> bytes:
                   (((ts >> 15) & 0x7F) << 1) | 1, (ts >> 7) & 0xFF, ((ts & 0x7F) << 1) | 1))
 
 
-def mux_exact(access_units: list[bytes], *, extra_pid_payload: bytes | None = None) -> bytes:
+def mux_exact(access_units: list[bytes], *, extra_pid_payload: bytes | None = None,
+              af_only_pcr: bool = False) -> bytes:
     """PAT + PMT + one video PES per access unit, each padded with a filler NAL (type 12) so
     that the PES fills its packets exactly (the first packet carries a PCR). Optionally a
-    pass-through ID3 stream (type 0x15) on PID 0x102. Frame rate 25."""
+    pass-through ID3 stream (type 0x15) on PID 0x102; optionally an adaptation-field-only
+    packet with a PCR after each PES's first packet. Frame rate 25."""
     vpid, mpid = 0x100, 0x1000
     streams = bytes((0x1B,)) + (0xE000 | vpid).to_bytes(2, "big") + b"\xf0\x00"
     if extra_pid_payload is not None:
@@ -260,6 +262,11 @@ def mux_exact(access_units: list[bytes], *, extra_pid_payload: bytes | None = No
         pes = b"\x00\x00\x01\xe0" + (len(es) + 8).to_bytes(2, "big") + b"\x80\x80\x05" + _pts(2, pts) + es
         assert len(pes) == cap
         out += _pkt(vpid, cc, pes[:176], pusi=True, pcr=pts * 300)
+        if af_only_pcr:  # AF-only: keeps the CC of the packet before it
+            base, ext = divmod(pts * 300 + 1800 * 300, 300)
+            af = bytes((183, 0x10, (base >> 25) & 0xFF, (base >> 17) & 0xFF, (base >> 9) & 0xFF,
+                        (base >> 1) & 0xFF, ((base & 1) << 7) | 0x7E | (ext >> 8), ext & 0xFF))
+            out += bytes((0x47, vpid >> 8, vpid & 0xFF, 0x20 | cc)) + af + b"\xff" * (184 - len(af))
         cc = (cc + 1) % 16
         for off in range(176, len(pes), 184):
             out += _pkt(vpid, cc, pes[off : off + 184], pusi=False)

@@ -211,31 +211,39 @@ def _remux_pid(table: PacketTable, indices: list[int], units: list[PesUnit], new
             adds[best] += pad
         # else: too little data to pad; the next segment's first CC on this PID then jumps
     first_of = {u.first_packet: k for k, u in enumerate(units)}
+    last_of = {u.packets[-1]: k for k, u in enumerate(units)}
     members = {i for u in units for i in u.packets}
     shift = 0
     for i in indices:
         k = first_of.get(i)
-        if k is None:
-            if i not in members and shift % 16:  # adaptation-field-only packet
-                _set_cc(out, i, shift)
-            continue
-        u, pes = units[k], new[k]
-        if adds[k] == 0 and len(pes) == len(u.data):
-            src = memoryview(pes)
-            pos = 0
-            for s, e in u.spans:  # same size: same layout, new payload bytes
-                out[s:e] = src[pos : pos + e - s]
-                pos += e - s
-            if shift % 16:
-                for j in u.packets:
-                    _set_cc(out, j, shift)
-            continue
-        produced = repacketise(table, u, pes, adds[k], shift)
-        for j, pkt in zip(u.packets, produced, strict=False):
-            out[j * PACKET_SIZE : (j + 1) * PACKET_SIZE] = pkt
-        if adds[k]:
-            splices[u.packets[-1]] = b"".join(produced[len(u.packets) :])
+        if k is not None:
+            _write_unit(table, units[k], new[k], add=adds[k], shift=shift, out=out,
+                        splices=splices)
+        elif i not in members and shift % 16:  # adaptation-field-only packet
+            _set_cc(out, i, shift)
+        k = last_of.get(i)
+        if k is not None:  # packets after this PES's last one follow the added packets
             shift += adds[k]
+
+
+def _write_unit(table: PacketTable, u: PesUnit, pes: bytes, *, add: int, shift: int,
+                out: bytearray, splices: dict[int, bytes]) -> None:
+    """One PES into ``out``: in place when its size is unchanged, else re-packetised."""
+    if add == 0 and len(pes) == len(u.data):
+        src = memoryview(pes)
+        pos = 0
+        for s, e in u.spans:  # same size: same layout, new payload bytes
+            out[s:e] = src[pos : pos + e - s]
+            pos += e - s
+        if shift % 16:
+            for j in u.packets:
+                _set_cc(out, j, shift)
+        return
+    produced = repacketise(table, u, pes, add, shift)
+    for j, pkt in zip(u.packets, produced, strict=False):
+        out[j * PACKET_SIZE : (j + 1) * PACKET_SIZE] = pkt
+    if add:
+        splices[u.packets[-1]] = b"".join(produced[len(u.packets) :])
 
 
 def _assemble(out: bytearray, splices: dict[int, bytes]) -> bytes:
