@@ -58,7 +58,8 @@ def shaka(*args: str) -> None:
 
 
 def shaka_decrypt(src: Path, dst: Path, stream: str, keys: dict[UUID, bytes]) -> None:
-    spec = ",".join(f"key_id={k.hex}:key={v.hex()}" for k, v in keys.items())
+    spec = ",".join(f"label=k{i}:key_id={k.hex}:key={v.hex()}"
+                    for i, (k, v) in enumerate(keys.items()))
     shaka(f"in={src},stream={stream},output={dst}", "--enable_raw_key_decryption",
           "--keys", spec)
 
