@@ -135,3 +135,13 @@ def test_stream_api(clear: bytes) -> None:
     dst = io.BytesIO()
     n = SampleAesEncryptor(KEY, IV).encrypt_stream(io.BytesIO(clear), dst)
     assert n == len(dst.getvalue()) and dst.getvalue() == encrypt_sample_aes(clear, KEY, IV)
+
+
+def test_damaged_packet_flagged(clear: bytes) -> None:
+    vpid = pmt_of(clear)[2][0][1]
+    i = _first(clear, vpid, pusi=False, nth=3)
+    bad = bytearray(clear)
+    bad[i * 188 + 1] |= 0x80  # transport_error_indicator
+    with pytest.raises(TsFormatError, match="transport_error") as ei:
+        encrypt_sample_aes(bytes(bad), KEY, IV)
+    assert (ei.value.packet_index, ei.value.pid) == (i, vpid)

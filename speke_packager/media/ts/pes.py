@@ -58,6 +58,9 @@ def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUni
     for i in indices:
         base = i * 188
         ctl = d[base + 3]
+        if d[base + 1] & 0x80:
+            raise TsFormatError("transport_error_indicator set (damaged packet)",
+                                packet_index=i, pid=pid)
         if not ctl & 0x10:
             continue  # adaptation field only
         if ctl & 0x20:
