@@ -334,7 +334,6 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         try:
             req = parse_request(body, version_header, max_bytes=ks.max_body)
-            ks.note_issued(req.content_id, [k.kid for k in req.keys])
             answer = build_answer(
                 req,
                 key_for=lambda kid: ks.key_for(req.content_id, kid),
@@ -346,6 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         except SpekeRequestError as exc:
             self._text(exc.status, exc.reason, echo)
             return
+        ks.note_issued(req.content_id, [k.kid for k in req.keys])
         self._send(200, answer, "application/xml", echo, truncate=faults.has("truncate"))
 
 
