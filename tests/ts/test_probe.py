@@ -41,6 +41,8 @@ def test_probe_matches_ffprobe(media, recipe: str) -> None:  # type: ignore[no-u
         if r["codec_type"] == "video":
             assert t.kind is TrackKind.VIDEO
             assert (t.width, t.height) == (r["width"], r["height"])
+            num, den = map(int, str(r["r_frame_rate"]).split("/"))
+            assert t.fps == pytest.approx(num / den, rel=1e-3)
         else:
             assert t.kind is TrackKind.AUDIO
             assert t.channels == r["channels"]

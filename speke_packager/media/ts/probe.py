@@ -6,13 +6,15 @@ first ADTS header or AC-3/E-AC-3 syncframe. Only the first PES of each stream is
 
 from __future__ import annotations
 
+import itertools
+
 from ...errors import CodecError
 from ...model import TrackInfo, TrackKind
 from ..codecs.ac3 import parse_syncframe
 from ..codecs.adts import parse_adts_header
 from ..codecs.nal import iter_annexb, unescape_emulation
 from .packets import split_packets
-from .pes import collect_pes, pes_header_size
+from .pes import PesUnit, collect_pes, pes_header_size
 from .psi import EsInfo, find_program, iter_descriptors
 
 __all__ = ["probe_ts"]
@@ -153,6 +155,24 @@ def _kind_codec(es: EsInfo) -> tuple[TrackKind, str]:
     return TrackKind.OTHER, f"ts-0x{t:02x}"
 
 
+def _pts(pes: bytes) -> int | None:
+    if len(pes) < 14 or not pes[7] & 0x80:
+        return None
+    b = pes[9:14]
+    return (((b[0] >> 1) & 7) << 30) | (b[1] << 22) | ((b[2] >> 1) << 15) | (b[3] << 7) | (
+        b[4] >> 1)
+
+
+def _frame_rate(units: list[PesUnit]) -> float:
+    """Frames per second from the PTS of up to 32 video PES (one access unit each): the
+    median step between sorted PTS values; 0.0 when it cannot be told."""
+    pts = sorted({p for u in units[:32] if (p := _pts(u.data)) is not None})
+    steps = sorted(b - a for a, b in itertools.pairwise(pts) if b > a)
+    if not steps:
+        return 0.0
+    return round(90000 / steps[len(steps) // 2], 3)
+
+
 def probe_ts(data: bytes | memoryview) -> list[TrackInfo]:
     """One :class:`TrackInfo` per PMT stream, in PMT order; ``track_id`` is the PID.
 
@@ -189,6 +209,7 @@ def probe_ts(data: bytes | memoryview) -> list[TrackInfo]:
                 channels = parse_syncframe(payload).channels
             if width or channels:
                 break
+        fps = _frame_rate(units) if kind is TrackKind.VIDEO else 0.0
         tracks.append(TrackInfo(kind=kind, codec=codec, width=width, height=height,
-                                channels=channels, track_id=es.pid))
+                                channels=channels, fps=fps, track_id=es.pid))
     return tracks
