@@ -11,6 +11,7 @@ from pathlib import Path
 from uuid import UUID
 
 from speke_packager._tools import find_tool
+from speke_packager.cli import main as cli_main
 
 KID = UUID("00112233445566778899aabbccddeeff")
 KEY = bytes.fromhex("0123456789abcdef0123456789abcdef")
@@ -99,3 +100,13 @@ def ffmpeg_hls_ts_aes128(src_ts: Path, out: Path, tmp: Path) -> Path:
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=500000,CODECS=\"avc1.64000c,mp4a.40.2\"\n"
         "media.m3u8\n")
     return out / "master.m3u8"
+
+
+def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str) -> Path:
+    """Our own product, through its CLI, with a raw key (root-relative key URLs for `serve`)."""
+    rc = cli_main(["encrypt-vod", str(src), "--output", str(out), "--scheme", scheme,
+                   "--format", fmt, "--segment-duration", "2", "--key", f"{KID.hex}:{KEY.hex()}",
+                   "--key-uri", KEY_URI, "--clearkey-license-url", "/clearkey/license",
+                   "--quiet", "--jobs", "1"])
+    assert rc == 0
+    return out

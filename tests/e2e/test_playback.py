@@ -17,6 +17,7 @@ from .packages import (
     KEYS,
     KID,
     WRONG_KEYS,
+    encrypt_vod,
     ffmpeg_hls_ts_aes128,
     shaka_dash,
     shaka_hls_fmp4,
@@ -38,24 +39,50 @@ def packages(tmp_path_factory: pytest.TempPathFactory, clear_mp4: Path,
         "hls-ts-sample-aes": lambda: shaka_hls_ts_sample_aes(clear_ts, root / "hls-ts-sa"),
         "hls-ts-aes128": lambda: ffmpeg_hls_ts_aes128(clear_ts, root / "hls-ts-aes",
                                                       root / "aes-tmp"),
+        # our own product (encrypt-vod CLI, raw key, root-relative key and licence URLs)
+        "ours-dash-cenc": lambda: encrypt_vod(clear_mp4, root / "ours-cenc", "cenc", "dash"),
+        "ours-both-cbcs": lambda: encrypt_vod(clear_mp4, root / "ours-cbcs", "cbcs", "both"),
+        "ours-hls-aes128": lambda: encrypt_vod(clear_ts, root / "ours-aes", "aes-128", "hls"),
+        "ours-hls-sample-aes": lambda: encrypt_vod(clear_ts, root / "ours-sa", "sample-aes",
+                                                   "hls"),
     }
-    return {name: make().parent for name, make in made.items()}
+    out = {}
+    for name, make in made.items():
+        p = make()
+        out[name] = p if p.is_dir() else p.parent
+    return out
+
+
+DASHJS_PSSH_IN_CLEARKEY = pytest.mark.xfail(
+    strict=True,
+    reason="dash.js 4.7.4 passes a cenc:pssh found in the DASH-IF ClearKey descriptor to "
+    "generateRequest as 'keyids' init data (TypeError); manifests/dash.py writes one there",
+)
 
 
 CASES = [
-    ("shaka", "dash-cenc"),
-    ("shaka", "dash-cbcs"),
-    ("shaka", "hls-fmp4-cbcs"),
-    ("hlsjs", "hls-ts-aes128"),
-    ("hlsjs", "hls-ts-sample-aes"),
-    ("dashjs", "dash-cenc"),
+    ("shaka", "dash-cenc", None),
+    ("shaka", "dash-cbcs", None),
+    ("shaka", "hls-fmp4-cbcs", None),
+    ("hlsjs", "hls-ts-aes128", None),
+    ("hlsjs", "hls-ts-sample-aes", None),
+    ("dashjs", "dash-cenc", None),
+]
+OURS = [
+    ("shaka", "ours-dash-cenc", None),
+    ("shaka", "ours-both-cbcs", "manifest.mpd"),
+    ("shaka", "ours-both-cbcs", "master.m3u8"),
+    ("hlsjs", "ours-hls-aes128", None),
+    ("hlsjs", "ours-hls-sample-aes", None),
+    pytest.param("dashjs", "ours-dash-cenc", None, marks=DASHJS_PSSH_IN_CLEARKEY),
 ]
 
 
-@pytest.mark.parametrize(("player", "package"), CASES)
-def test_plays(browser: Browser, packages: dict[str, Path], player: str, package: str) -> None:
+@pytest.mark.parametrize(("player", "package", "manifest"), CASES + OURS)
+def test_plays(browser: Browser, packages: dict[str, Path], player: str, package: str,
+               manifest: str | None) -> None:
     with PackageServer(packages[package], keys=KEYS) as srv:
-        result = browser.check(srv.player_url(player), SECONDS)
+        result = browser.check(srv.player_url(player, manifest), SECONDS)
         seen = srv.requests
     assert result.errors == [], result.to_dict()
     assert result.frames >= 10, result.to_dict()
@@ -64,11 +91,11 @@ def test_plays(browser: Browser, packages: dict[str, Path], player: str, package
     assert any(str(KID) in r["kids"] for r in seen), seen
 
 
-@pytest.mark.parametrize(("player", "package"), CASES)
+@pytest.mark.parametrize(("player", "package", "manifest"), CASES + OURS[:-1])
 def test_wrong_key_does_not_play(browser: Browser, packages: dict[str, Path], player: str,
-                                 package: str) -> None:
+                                 package: str, manifest: str | None) -> None:
     with PackageServer(packages[package], keys=WRONG_KEYS) as srv:
-        result = browser.check(srv.player_url(player), SECONDS)
+        result = browser.check(srv.player_url(player, manifest), SECONDS)
         seen = srv.requests
     assert any(str(KID) in r["kids"] for r in seen), seen  # the wrong key was handed out
     assert not result.ok, result.to_dict()

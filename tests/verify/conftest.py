@@ -7,26 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from speke_packager.cli import main as cli_main
 from tests.e2e.packages import (
-    KEY,
-    KEY_URI,
-    KID,
+    encrypt_vod,
     ffmpeg_hls_ts_aes128,
     shaka_dash,
     shaka_hls_fmp4,
     shaka_hls_ts_sample_aes,
 )
-
-
-def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str) -> Path:
-    """Our own product, through its CLI, with a raw key (root-relative key URLs for `serve`)."""
-    rc = cli_main(["encrypt-vod", str(src), "--output", str(out), "--scheme", scheme,
-                   "--format", fmt, "--segment-duration", "2", "--key", f"{KID.hex}:{KEY.hex()}",
-                   "--key-uri", KEY_URI, "--clearkey-license-url", "/clearkey/license",
-                   "--quiet", "--jobs", "1"])
-    assert rc == 0
-    return out
 
 
 @pytest.fixture(scope="session")
