@@ -140,13 +140,13 @@ def test_shaka_packager_data_parses(media: Callable[[str], Path], tmp_path: Path
          "--enable_raw_key_encryption", "--protection_scheme", "cenc",
          "--keys", f"label=:key_id={KID1.hex}:key={KEY1.hex()}",
          "--protection_systems", "Widevine,PlayReady",
-         "--playready_extra_header_data", "",
          "--mpd_output", str(mpd)],
         check=True, capture_output=True, timeout=120)
     root = etree.parse(str(mpd)).getroot()
     ns = {"m": "urn:mpeg:dash:schema:mpd:2011", "cenc": "urn:mpeg:cenc:2013",
           "mspr": "urn:microsoft:playready"}
     found = {}
+    pro_checked = False
     for cp in root.iterfind(".//m:ContentProtection", ns):
         scheme = (cp.get("schemeIdUri") or "").lower()
         pssh = cp.find("cenc:pssh", ns)
@@ -156,11 +156,17 @@ def test_shaka_packager_data_parses(media: Callable[[str], Path], tmp_path: Path
         if pro is not None:
             header = parse_playready_object(base64.b64decode(pro.text or ""))
             assert header.kids == (KID1,)
-            if header.checksums and header.checksums[0]:
-                assert header.checksums[0] == playready_checksum(KID1, KEY1)
+            assert header.version == "4.0.0.0"
+            assert header.checksums == (playready_checksum(KID1, KEY1),)
+            ours = parse_playready_object(build_playready_object(
+                [(KID1, KEY1)], la_url="https://x.test/pr", scheme=Scheme.CENC))
+            assert (ours.version, ours.kids, ours.algid, ours.checksums) == \
+                (header.version, header.kids, header.algid, header.checksums)
+            pro_checked = True
     wv = found[f"urn:uuid:{WIDEVINE}"]
     assert parse_widevine_pssh_data(wv.data).key_ids == (KID1,)
     pr = found[f"urn:uuid:{PLAYREADY}"]
     assert parse_playready_object(pr.data).kids == (KID1,)
+    assert pro_checked  # the MPD carried a PlayReady object and it matched ours
     # negative control: another KID's data does not match
     assert parse_widevine_pssh_data(wv.data).key_ids != (KID2,)
