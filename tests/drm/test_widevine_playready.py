@@ -164,7 +164,13 @@ def test_shaka_packager_data_parses(media: Callable[[str], Path], tmp_path: Path
                 (header.version, header.kids, header.algid, header.checksums)
             pro_checked = True
     wv = found[f"urn:uuid:{WIDEVINE}"]
-    assert parse_widevine_pssh_data(wv.data).key_ids == (KID1,)
+    parsed = parse_widevine_pssh_data(wv.data)
+    assert parsed.key_ids == (KID1,)
+    assert parsed.protection_scheme == "cenc"
+    # byte-for-byte what Shaka Packager writes for the same fields
+    assert build_widevine_pssh_data(parsed.key_ids, content_id=parsed.content_id,
+                                    provider=parsed.provider,
+                                    protection_scheme=parsed.protection_scheme) == wv.data
     pr = found[f"urn:uuid:{PLAYREADY}"]
     assert parse_playready_object(pr.data).kids == (KID1,)
     assert pro_checked  # the MPD carried a PlayReady object and it matched ours
