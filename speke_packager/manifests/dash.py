@@ -12,7 +12,7 @@ import base64
 import copy
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 from uuid import UUID
@@ -118,6 +118,10 @@ class RepresentationSegments:
     index: DashSegment | None = None  # SegmentBase@indexRange (sidx)
     timescale: int = 1
     starts: list[float] = field(default_factory=list)  # media segment start times (s)
+    # @duration templates: the count comes from the period length; ``more(n)`` is the URL of
+    # segment number n (callers may keep going while such files exist)
+    next_number: int | None = None
+    more: Callable[[int], str] | None = None
 
 
 def _base_url(elems: Sequence[etree._Element], path: str | None) -> str:
@@ -316,6 +320,13 @@ def _template(mpd: etree._Element, period: etree._Element, aset: etree._Element,
             media.append(DashSegment(urljoin(base, fill_template(
                 media_t, rep_id=rep_id, number=start_number + i, bandwidth=bw))))
             starts.append(i * int(dur) / ts)
+
+        def more(n: int) -> str:
+            return urljoin(base, fill_template(media_t, rep_id=rep_id, number=n, bandwidth=bw))
+
+        return RepresentationSegments(rep, aset, "template", init, media, timescale=ts,
+                                      starts=starts, next_number=start_number + count,
+                                      more=more)
     return RepresentationSegments(rep, aset, "template", init, media, timescale=ts,
                                   starts=starts)
 

@@ -70,6 +70,7 @@ class DashJob:
             if self.clear_lead > 0 and len(segs.starts) != len(segs.media):
                 raise ManifestError(f"Representation {rid!r}: segment times unknown, cannot "
                                     "apply --clear-lead", path=self.mpd_rel)
+            self._extend(segs)
             for i, m in enumerate(segs.media):
                 start = segs.starts[i] if segs.starts else 0.0
                 clear = start + _EPS < self.clear_lead or not ctx.encrypted
@@ -78,6 +79,21 @@ class DashJob:
                     self._rel(m.url), o, n, ctx.segment_transform(i, clear=clear), clear=clear)))
             self.reps.append(rep)
             self._summary(rid, ctx)
+
+    def _extend(self, segs: dash.RepresentationSegments) -> None:
+        """@duration templates: also carry segments present past the computed count (muxers
+        often write a short last one), so the package keeps every file."""
+        if segs.more is None or segs.next_number is None:
+            return
+        n = segs.next_number
+        step = segs.starts[1] - segs.starts[0] if len(segs.starts) > 1 else 0.0
+        while n - segs.next_number < 10_000:
+            url = segs.more(n)
+            if not self.plan.source(self._rel(url)).is_file():
+                break
+            segs.media.append(dash.DashSegment(url))
+            segs.starts.append(segs.starts[-1] + step if segs.starts else 0.0)
+            n += 1
 
     def _single_file(self, segs: dash.RepresentationSegments, rid: str) -> _Rep:
         rel = self._rel(segs.media[0].url)

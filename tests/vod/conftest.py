@@ -157,7 +157,8 @@ def make_package(kind: str, src: Path, out: Path) -> Path:
     if kind == "dash-number":
         run([*ff, *dash, "-use_template", "1", "-use_timeline", "0", "manifest.mpd"], cwd=out)
         return out / "manifest.mpd"
-    if kind == "dash-time":
+    if kind == "dash-time":  # video only: ffmpeg names AAC segments by the pre-roll time
+        dash = ["-map", "0:v", *dash[4:]]
         run([*ff, *dash, "-use_template", "1", "-use_timeline", "1", "-media_seg_name",
              "chunk-$RepresentationID$-$Time$.m4s", "manifest.mpd"], cwd=out)
         return out / "manifest.mpd"
