@@ -40,12 +40,35 @@ CORS_HEADERS = (
 _CORS_PATHS = ("/clearkey/license", "/keys/")
 
 
+MAX_CONNECTIONS = 512
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
     allow_reuse_address = True
     keyserver: KeyServer
     ssl_context: ssl.SSLContext | None = None
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        # At most MAX_CONNECTIONS handler threads; further connections wait in the listen
+        # backlog (back-pressure instead of unbounded threads).
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()

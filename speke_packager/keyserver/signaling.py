@@ -142,8 +142,10 @@ def hls_line(ctx: KeyContext, playlist: str) -> str:
     attrs: list[tuple[str, str]] = [("METHOD", method), ("URI", _quoted(key_uri(ctx)))]
     if ctx.system_id in (WIDEVINE, *CLEARKEY_IDS):
         attrs.append(("KEYID", f"0x{ctx.kid.hex}"))
-    if (ctx.explicit_iv is not None and ctx.system_id in AES128_IDS
-            and method != "SAMPLE-AES-CTR"):
+    # An explicit IV is the IV to encrypt with: signal it, except for CTR (Chromium refuses IV
+    # there) and FairPlay (MediaPackage's guide forbids it).
+    if (ctx.explicit_iv is not None and method != "SAMPLE-AES-CTR"
+            and ctx.system_id != FAIRPLAY):
         attrs.append(("IV", f"0x{ctx.explicit_iv.hex()}"))
     attrs.append(("KEYFORMAT", _quoted(key_format(ctx))))
     attrs.append(("KEYFORMATVERSIONS", _quoted("1")))

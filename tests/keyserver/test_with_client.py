@@ -198,3 +198,18 @@ def test_client_sigv4_against_server() -> None:
                           auth=SigV4Auth("eu-west-1", credentials=("AKIDCLIENT", "nope")))
         with pytest.raises((KeyAuthError, KeyServerHTTPError, KeyAcquisitionError)):
             bad.fetch(_contract())
+
+
+def test_explicit_iv_signalled_in_cbcs_lines(ks: KeyServer) -> None:
+    client = SpekeClient(ks.speke_url, retries=0)
+    keys = client.fetch(EncryptionContract(
+        content_id="movie-1", drm=(DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.FAIRPLAY),
+        packaging=(Packaging.HLS_FMP4,), scheme=Scheme.CBCS, explicit_iv=True))
+    for e in keys:
+        assert e.key.iv is not None
+        for drm in (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY):
+            sig = e.signal(drm)
+            assert sig is not None and sig.hls_media is not None
+            assert f"IV=0x{e.key.iv.hex()}" in sig.hls_media
+        fp = e.signal(DrmSystem.FAIRPLAY)
+        assert fp is not None and fp.hls_media is not None and "IV=" not in fp.hls_media
