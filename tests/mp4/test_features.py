@@ -262,3 +262,111 @@ def test_pickled_repr_hides_key(asset: Callable[[str], Asset]) -> None:
     enc = _enc(a, Scheme.CBCS)
     assert KEY.hex() not in repr(enc)
     assert str(KID) in repr(enc)
+
+
+def _sidx_total(seg: bytes) -> int:
+    sidx = next(b for b in iter_boxes(seg) if b.type == b"sidx")
+    p = seg[sidx.payload_start:sidx.end]
+    pos = 20 if p[0] == 0 else 28
+    count = struct.unpack_from(">H", p, pos + 2)[0]
+    return sum(struct.unpack_from(">I", p, pos + 4 + 12 * i)[0] & 0x7FFFFFFF
+               for i in range(count))
+
+
+def _emsg() -> bytes:
+    body = b"urn:speke-packager:test\x00" + b"1\x00" + struct.pack(">IIII", 1000, 0, 500, 7)
+    return full_box_bytes(b"emsg", body + b"event payload")
+
+
+def full_box_bytes(fourcc: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4sI", 12 + len(payload), fourcc, 0) + payload
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.value)
+def test_dash_segments_styp_sidx_emsg(scheme: Scheme, asset: Callable[[str], Asset],
+                                      tmp_path: Path) -> None:
+    """Segments from FFmpeg's DASH muxer (styp sidx moof mdat), one with an emsg inserted:
+    unknown boxes pass byte for byte, the segment sidx covers the grown moof."""
+    from fixtures.media import find_tool
+
+    a = asset("h264-aac-fmp4")
+    ffmpeg = find_tool("ffmpeg")
+    assert ffmpeg
+    import subprocess
+
+    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(a.path), "-map",
+                    "0:v", "-c", "copy", "-f", "dash", "-seg_duration", "2",
+                    "-init_seg_name", "init.mp4", "-media_seg_name", "seg-$Number$.m4s",
+                    str(tmp_path / "out.mpd")], check=True)
+    init = (tmp_path / "init.mp4").read_bytes()
+    segs = [(tmp_path / f"seg-{i}.m4s").read_bytes() for i in range(1, 4)]
+    emsg = _emsg()
+    first = segs[1]
+    moof_at = first.find(b"moof") - 4
+    segs[1] = first[:moof_at] + emsg + first[moof_at:]
+    enc = Mp4Encryptor(init, scheme, {1: K1}, iv_seed=b"dash")
+    out = [enc.encrypt_segment(s, segment_index=i) for i, s in enumerate(segs)]
+    assert emsg in out[1]
+    for seg, orig in zip(out, segs, strict=True):
+        boxes = list(iter_boxes(seg))
+        assert boxes[0].type == b"styp" and seg[:boxes[0].end] == orig[:boxes[0].end]
+        assert _sidx_total(seg) - _sidx_total(orig) == len(seg) - len(orig) > 0
+        # the referenced range starts at the first moof and ends at the segment end
+        sidx = next(b for b in boxes if b.type == b"sidx")
+        assert sidx.end + _sidx_total(seg) + (len(emsg) if emsg in seg else 0) == len(seg)
+    clear = tmp_path / "clear.mp4"
+    clear.write_bytes(init + b"".join(segs))
+    f = tmp_path / "enc.mp4"
+    f.write_bytes(enc.encrypted_init() + b"".join(out))
+    ref = frames(clear, "v:0")
+    assert len(ref) >= 100
+    assert frames(f, "v:0", key=KEY) == ref
+    assert frames(f, "v:0", key=WRONG) != ref
+    dec = Mp4Decryptor(enc.encrypted_init(), {KID: KEY})
+    assert [dec.decrypt_segment(s) for s in out] == segs
+
+
+@pytest.mark.interop
+def test_stream_patches_mfra(asset: Callable[[str], Asset], tmp_path: Path) -> None:
+    """FFmpeg's fragmented files end in mfra/tfra: its moof offsets follow the grown moofs."""
+    a = asset("h264-aac-fmp4")
+    enc = Mp4Encryptor(a.init, Scheme.CBCS, {1: K1, 2: K2}, iv_seed=b"mfra")
+    sink = io.BytesIO()
+    with a.path.open("rb") as f:
+        enc.encrypt_stream(f, sink, first_segment_index=3)
+    out = sink.getvalue()
+    boxes = list(iter_boxes(out))
+    moofs = [b.start for b in boxes if b.type == b"moof"]
+    mfra = next(b for b in boxes if b.type == b"mfra")
+    tree = parse_tree(out, mfra)
+    tfras = tree.find_all(b"tfra")
+    assert tfras
+    for tfra in tfras:
+        p = tfra.payload
+        n = struct.unpack_from(">I", p, 12)[0]
+        lens = struct.unpack_from(">I", p, 8)[0]
+        w = 8 if p[0] == 1 else 4
+        entry = 2 * w + ((lens >> 4) & 3) + ((lens >> 2) & 3) + (lens & 3) + 3
+        offsets = [int.from_bytes(p[16 + i * entry + w:16 + i * entry + 2 * w], "big")
+                   for i in range(n)]
+        assert offsets and set(offsets) <= set(moofs)
+    # same bytes as segment-by-segment encryption with the same indexes
+    segs = [enc.encrypt_segment(s, segment_index=3 + i) for i, s in enumerate(a.segments)]
+    assert b"".join(segs) in out
+    f2 = tmp_path / "s.mp4"
+    f2.write_bytes(out)
+    for st in ("v:0", "a:0"):
+        assert frames(f2, st, keys={KID: KEY, KID2: KEY2}) == frames(a.path, st)
+
+
+def test_threads_share_one_encryptor(asset: Callable[[str], Asset]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = asset("hevc-fmp4")
+    enc = Mp4Encryptor(a.init, Scheme.CBCS, {1: K1}, iv_seed=b"t")
+    serial = [enc.encrypt_segment(s, segment_index=i) for i, s in enumerate(a.segments)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        par = list(pool.map(lambda t: enc.encrypt_segment(t[1], segment_index=t[0]),
+                            list(enumerate(a.segments)) * 3))
+    assert par == serial * 3
