@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..constants import (
     DRM_KEYFORMAT,
@@ -39,6 +40,39 @@ def _check_method(keys: list[HlsKey], scheme: Scheme, drm: DrmSystem) -> list[Hl
                 f"package is encrypted with {scheme.value} (METHOD={scheme.hls_method})"
             )
     return keys
+
+
+def _with_iv(keys: list[HlsKey], scheme: Scheme, iv: bytes | None) -> list[HlsKey]:
+    """A key server's lines with the IV the media was encrypted with: appended when the line has
+    none (so players never fall back to the sequence-number IV), checked when it has one.
+    FairPlay and SAMPLE-AES-CTR lines are left as they are."""
+    out: list[HlsKey] = []
+    for k in keys:
+        if (scheme is Scheme.CENC or k.method == "SAMPLE-AES-CTR"
+                or k.keyformat == KEYFORMAT_FAIRPLAY or k.method == "NONE"):
+            out.append(k)
+            continue
+        want = _tag_iv(scheme, iv)
+        if k.iv is None:
+            raw = f"{k.render()},IV=0x{want.hex().upper()}" if want else k.render()
+            out.append(replace(k, iv=want, raw=raw))
+        elif k.iv != want:
+            raise ManifestError(f"the key server's {k.effective_keyformat} tag has an IV that "
+                                "differs from the IV the media is encrypted with")
+        else:
+            out.append(k)
+    return out
+
+
+def server_iv(entry: KeyEntry) -> bytes | None:
+    """The IV written in the key server's HLS lines for ``entry`` (16 bytes), if any."""
+    for sig in entry.drm:
+        for text in (sig.hls_media, sig.hls_master):
+            if text:
+                for k in parse_key_lines(text):
+                    if k.iv is not None and k.keyformat != KEYFORMAT_FAIRPLAY:
+                        return k.iv
+    return None
 
 
 def _tag_iv(scheme: Scheme, iv: bytes | None) -> bytes | None:
@@ -113,7 +147,8 @@ def hls_keys(
     signals = [s for s in entry.drm if drms is None or s.drm in drms]
     for sig in signals:
         if sig.hls_media:
-            out.extend(_check_method(parse_key_lines(sig.hls_media), scheme, sig.drm))
+            out.extend(_with_iv(_check_method(parse_key_lines(sig.hls_media), scheme, sig.drm),
+                                scheme, iv))
         else:
             out.append(_built(sig, entry, scheme, iv, key_uri))
     if not signals:
@@ -134,10 +169,10 @@ def hls_session_keys(
     out: list[HlsKey] = []
     signals = [s for s in entry.drm if drms is None or s.drm in drms]
     for sig in signals:
-        if sig.hls_master:
-            out.extend(_check_method(parse_key_lines(sig.hls_master), scheme, sig.drm))
-        elif sig.hls_media:
-            out.extend(_check_method(parse_key_lines(sig.hls_media), scheme, sig.drm))
+        text = sig.hls_master or sig.hls_media
+        if text:
+            out.extend(_with_iv(_check_method(parse_key_lines(text), scheme, sig.drm), scheme,
+                                iv))
         else:
             out.append(_built(sig, entry, scheme, iv, key_uri))
     if not signals:

@@ -60,7 +60,8 @@ def frames(path: Path, stream: str, *, key: bytes | None = None, hls: bool = Fal
     if key is not None:
         extra += ("-decryption_key", key.hex())
     if hls:
-        extra += ("-allowed_extensions", "ALL")
+        extra += ("-allowed_extensions", "ALL", "-protocol_whitelist",
+                  "file,crypto,data,http,tcp")
     try:
         return framemd5(path, stream, extra_input_args=extra)
     except RuntimeError:
