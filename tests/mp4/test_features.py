@@ -370,3 +370,20 @@ def test_threads_share_one_encryptor(asset: Callable[[str], Asset]) -> None:
         par = list(pool.map(lambda t: enc.encrypt_segment(t[1], segment_index=t[0]),
                             list(enumerate(a.segments)) * 3))
     assert par == serial * 3
+
+
+def test_renditions_sharing_key_and_seed_get_other_ivs(asset: Callable[[str], Asset]) -> None:
+    a, b = asset("h264-fmp4"), asset("h264-avc3-fmp4")
+    ivs = []
+    for x in (a, b):
+        enc = Mp4Encryptor(x.init, Scheme.CENC, {1: K1}, iv_seed=b"same")
+        whole = enc.encrypted_init() + b"".join(
+            enc.encrypt_segment(s, segment_index=i) for i, s in enumerate(x.segments))
+        ivs.append({s.iv for s in senc_samples(whole, 1, 8)})
+    assert ivs[0] and not ivs[0] & ivs[1]
+    enc_b = Mp4Encryptor(a.init, Scheme.CBCS, {1: K1}, iv_seed=b"same")
+    enc_c = Mp4Encryptor(b.init, Scheme.CBCS, {1: K1}, iv_seed=b"same")
+    assert enc_b.constant_iv(K1) == enc_c.constant_iv(K1)
+    assert len(enc_b.constant_iv(K1) or b"") == 16
+    assert Mp4Encryptor(a.init, Scheme.CBCS, {1: ContentKey(KID, KEY, iv=b"\x01" * 16)}
+                        ).constant_iv(ContentKey(KID, KEY, iv=b"\x01" * 16)) == b"\x01" * 16

@@ -49,7 +49,9 @@ class Mp4Encryptor:
     """ISO Common Encryption (``cenc`` or ``cbcs``) of fragmented MP4 / CMAF.
 
     ``keys`` maps track_ID -> key; other tracks stay clear. ``pssh`` are whole pssh boxes put
-    in the moov. ``iv_seed`` makes IVs deterministic (empty: a random seed per object);
+    in the moov. ``iv_seed`` makes IVs deterministic (empty: a random seed per object); cenc
+    IVs also depend on the init segment, and renditions sharing a key should not share both
+    seed and init;
     ``iv_size`` is the cenc per-sample IV size (8 or 16); ``constant_iv`` the cbcs IV (default:
     the key's own IV, else derived from the seed and KID). ``clear_lead`` keeps the clear
     sample entry as description 2 in the init, so segments may be written with ``clear=True``
@@ -68,6 +70,8 @@ class Mp4Encryptor:
         self.scheme = scheme
         self.iv_size = iv_size if scheme is Scheme.CENC else 0
         self._seed = bytes(iv_seed) if iv_seed else os.urandom(16)
+        # per-sample IVs also depend on the init, so renditions sharing a key and a seed differ
+        self._init_digest = hashlib.sha256(bytes(init)).digest()
         self._constant_iv = constant_iv
         self._tracks: dict[int, TrackSetup] = dict(parsed.tracks)
         self._track_index = {tid: i for i, tid in enumerate(parsed.tracks)}
@@ -123,7 +127,8 @@ class Mp4Encryptor:
             raise UsageError(f"segment_index {segment_index} out of range")
         if fragment >= 1 << _FRAGMENT_BITS:
             raise UnsupportedMediaError(f"more than {1 << _FRAGMENT_BITS} fragments in a segment")
-        digest = hashlib.sha256(b"speke-packager/cenc-iv" + self._seed + kid.bytes).digest()
+        digest = hashlib.sha256(b"speke-packager/cenc-iv" + self._seed + self._init_digest
+                                + kid.bytes).digest()
         mask = int.from_bytes(digest[:8], "big")
         low = int.from_bytes(digest[8:16], "big") & ((1 << 62) - 1)
         layout = (((self._track_index[tid] << _SEGMENT_BITS | segment_index) << _FRAGMENT_BITS
@@ -134,6 +139,13 @@ class Mp4Encryptor:
     def encrypted_init(self) -> bytes:
         """The init segment with protected sample entries and the pssh boxes."""
         return self._encrypted_init
+
+    def constant_iv(self, key: ContentKey) -> bytes | None:
+        """The cbcs constant IV used with ``key`` (for HLS ``IV=`` attributes); None for cenc.
+
+        It depends only on ``constant_iv``, the key's own IV, or the seed and KID, so every
+        rendition encrypted with the same seed and key shares it."""
+        return self._cbcs_iv(key) if self.scheme is Scheme.CBCS else None
 
     def encrypt_segment(self, data: bytes | bytearray | memoryview, *, segment_index: int,
                         clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
@@ -159,6 +171,7 @@ class Mp4Encryptor:
             if box.type != b"moof":
                 continue
             node, trafs = parse_moof(rw.buf, box, self._default_sizes)
+            done: dict[int, int] = {}  # samples already given IVs per track in this moof
             for traf in trafs:
                 self._check_traf(traf)
                 rw.check_samples(box, traf)
@@ -171,7 +184,9 @@ class Mp4Encryptor:
                 if tid not in sessions:
                     sessions[tid] = self._mappers[tid].session()
                 self._encrypt_traf(rw.out, box, traf, key=seg_keys[tid], session=sessions[tid],
-                                   segment_index=segment_index, fragment=fragment)
+                                   segment_index=segment_index, fragment=fragment,
+                                   first_sample=done.get(tid, 0))
+                done[tid] = done.get(tid, 0) + traf.sample_count
             new, delta = write_moof(node, trafs, box.size, moof_extra=moof_pssh)
             rw.replace(box, new, delta)
             fragment += 1
@@ -202,14 +217,18 @@ class Mp4Encryptor:
         traf.new_sdi = 2
 
     def _encrypt_traf(self, out: bytearray, moof: Box, traf: Traf, *, key: ContentKey,
-                      session: MapSession, segment_index: int, fragment: int) -> None:
+                      session: MapSession, segment_index: int, fragment: int,
+                      first_sample: int = 0) -> None:
         tid = traf.track_id
         crypt, skip = self._pattern(tid)
         iv_size = self.iv_size
         cbcs = self.scheme is Scheme.CBCS
         const_iv = self._cbcs_iv(key) if cbcs else b""
+        if not traf.sample_count:
+            return
         hi, lo = self._iv_start(key.kid, tid, segment_index, fragment)
-        if traf.sample_count >= 1 << _SAMPLE_BITS:
+        hi += first_sample
+        if first_sample + traf.sample_count >= 1 << _SAMPLE_BITS:
             raise UnsupportedMediaError(f"more than {1 << _SAMPLE_BITS} samples in a fragment")
         use_subs = session.m.family is not CodecFamily.AUDIO
         entries: list[bytes] = []
