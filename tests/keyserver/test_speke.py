@@ -17,6 +17,7 @@ from lxml import etree
 
 from speke_packager.drm.playready import parse_playready_object, playready_checksum
 from speke_packager.drm.pssh import parse_pssh
+from speke_packager.errors import UsageError
 from speke_packager.keyserver import KeyServer, derive_key
 
 from . import _req
@@ -355,3 +356,32 @@ def test_random_bodies_never_500(ks: KeyServer) -> None:
         r = post(ks, bytes(cut))
         assert r.status_code in (200, 400, 422), r.text
         assert "Traceback" not in r.text
+
+
+def test_clearkey_pssh_matches_published_vector(ks: KeyServer) -> None:
+    # speke.md §8 example (also what Shaka Packager writes for its CommonSystem pssh)
+    kid = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+    body = _req.v2_request(systems=(_req.CLEARKEY, _req.DASHIF_CLEARKEY), scheme="cenc",
+                           kids=((kid, "VIDEO"),))
+    r = post(ks, body)
+    checked = check_answer(body, r.content, license_url=ks.clearkey_license_url)
+    vector = base64.b64decode("AAAANHBzc2gBAAAAEHfv7MCyTQKs4zweUuL7SwAAAAEAESIzRFVmd4iZqrvM3e7/AAAAAA==")
+    for sid in (_req.CLEARKEY, _req.DASHIF_CLEARKEY):
+        assert checked.signals[(kid, uuid.UUID(sid), "PSSH")] == vector
+
+
+def test_ipv6_loopback() -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        server = KeyServer(host="::1").start()
+    except UsageError as exc:
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        body = _req.v2_request()
+        check_answer(body, post(server, body).content)
+    finally:
+        server.stop()
