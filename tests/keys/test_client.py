@@ -449,3 +449,24 @@ def test_delivery_key_mismatch_contract(ks: KeyServer, pki: Pki) -> None:
     c = replace(EncryptionContract("chan-7", (WV,)), delivery_cert_der=other.certificate_der)
     with pytest.raises(CpixValidationError, match="does not match"):
         SpekeClient(ks.speke_url, retries=0, delivery_key=dk).fetch(c)
+
+
+def test_server_wide_faults_option() -> None:
+    c = EncryptionContract("chan-7", (WV, PR))
+    with KeyServer(seed="f", faults=["change-scheme"]) as bad:
+        with pytest.raises(CpixValidationError) as ei:
+            SpekeClient(bad.speke_url, retries=0).fetch(c)
+        assert ei.value.check == "scheme" and ei.value.kid
+    with KeyServer(seed="f", faults=["status=503"]) as busy:
+        client = SpekeClient(busy.speke_url, retries=2, sleep=Sleeps(),
+                             auth=HeaderAuth(CLOSE))
+        with pytest.raises(KeyServerHTTPError):
+            client.fetch(c)
+        assert client.attempts == 3
+
+
+def test_missing_user_agent_only_warns(ks: KeyServer, caplog: pytest.LogCaptureFixture) -> None:
+    client = SpekeClient(ks.speke_url, retries=0, auth=HeaderAuth({"x-fault": "no-user-agent"}))
+    with caplog.at_level(logging.WARNING):
+        keys = client.fetch(EncryptionContract("chan-7", (WV,)))
+    assert len(keys) == 2 and "X-Speke-User-Agent" in caplog.text
