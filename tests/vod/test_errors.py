@@ -1,0 +1,212 @@
+"""encrypt-vod failures: one line on stderr, a non-zero exit by error family, nothing partial;
+SIGINT mid-run leaves no output (or the earlier output intact)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import KEY, KEYSPEC, cli, copy_tree
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert res.returncode == code, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("speke-packager: error: ")
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert KEY.hex() not in res.stderr + res.stdout
+
+
+def _no_leftovers(parent: Path) -> None:
+    assert not [p.name for p in parent.iterdir() if p.name.startswith(".")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_missing_input(tmp_path: Path) -> None:
+    res = cli("encrypt-vod", str(tmp_path / "nope.m3u8"), "-o", str(tmp_path / "out"),
+              "--key", KEYSPEC)
+    _one_line_error(res, 2, "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_segment(packages, tmp_path: Path) -> None:
+    pkg = copy_tree(packages("hls-ts").parent, tmp_path / "pkg")
+    (pkg / "seg_001.ts").unlink()
+    out = tmp_path / "out"
+    res = cli("encrypt-vod", str(pkg / "index.m3u8"), "-o", str(out), "--scheme", "aes-128",
+              "--key", KEYSPEC, "--key-uri", "https://k/key")
+    _one_line_error(res, 5, "seg_001.ts", "missing")
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("body, word", [
+    (b"not a playlist\n", "EXTM3U"),
+    (b"#EXTM3U\n#EXTINF:abc,\nseg.ts\n", "EXTINF"),
+    (b"#EXTM3U\n\xff\xfe\xfa\n", "UTF-8"),
+])
+def test_unreadable_playlist(body: bytes, word: str, tmp_path: Path) -> None:
+    pl = tmp_path / "bad.m3u8"
+    pl.write_bytes(body)
+    res = cli("encrypt-vod", str(pl), "-o", str(tmp_path / "out"), "--scheme", "aes-128",
+              "--key", KEYSPEC, "--key-uri", "https://k/key")
+    _one_line_error(res, 5, word)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_mpd(tmp_path: Path) -> None:
+    mpd = tmp_path / "bad.mpd"
+    mpd.write_bytes(b"<MPD><Period>")
+    res = cli("encrypt-vod", str(mpd), "-o", str(tmp_path / "out"), "--key", KEYSPEC)
+    _one_line_error(res, 5, "well-formed")
+
+
+def test_key_server_down(media, tmp_path: Path) -> None:
+    # (the key client logs each failed attempt as a warning; --log-level error keeps it out)
+    res = cli("--log-level", "error", "encrypt-vod", str(media("h264-aac-mp4")), "-o",
+              str(tmp_path / "out"), "--speke-url", f"http://127.0.0.1:{_free_port()}/speke",
+              "--content-id", "c1", "--retries", "0", "--timeout", "2")
+    _one_line_error(res, 3, "key server")
+    assert not (tmp_path / "out").exists()
+    _no_leftovers(tmp_path)
+
+
+def test_key_server_invalid_answer(media, tmp_path: Path) -> None:
+    from speke_packager.keyserver import KeyServer
+
+    with KeyServer(host="127.0.0.1", port=0, seed="t", faults=["wrong-kid"]) as ks:
+        res = cli("--log-level", "error", "encrypt-vod", str(media("h264-aac-mp4")), "-o",
+                  str(tmp_path / "out"), "--speke-url", ks.speke_url, "--content-id", "c1",
+                  "--retries", "0")
+    _one_line_error(res, 3)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_aes_fmp4_explains_cbcs(packages, tmp_path: Path) -> None:
+    res = cli("encrypt-vod", str(packages("hls-fmp4")), "-o", str(tmp_path / "out"),
+              "--scheme", "sample-aes", "--key", KEYSPEC, "--key-uri", "https://k/key")
+    _one_line_error(res, 4, "cbcs")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_combinations(packages, media, tmp_path: Path) -> None:
+    res = cli("encrypt-vod", str(packages("hls-ts")), "-o", str(tmp_path / "o1"), "--format",
+              "dash", "--key", KEYSPEC)
+    _one_line_error(res, 2, "HLS")
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o2"),
+              "--scheme", "aes-128", "--format", "both", "--key", KEYSPEC)
+    _one_line_error(res, 4, "DASH needs cenc or cbcs")
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o3"),
+              "--scheme", "cenc", "--speke-url", "http://127.0.0.1:9/x", "--content-id", "c",
+              "--drm", "fairplay", "--format", "hls")
+    _one_line_error(res, 2, "fairplay")
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o4"),
+              "--key", "00112233445566778899aabbccddeeff:zz")
+    _one_line_error(res, 2, "32 hex digits")
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o5"))
+    _one_line_error(res, 2, "--key")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+
+
+def test_no_ffmpeg(media, tmp_path: Path) -> None:
+    env = dict(os.environ, SPEKE_PACKAGER_FFMPEG=str(tmp_path / "no" / "ffmpeg"),
+               SPEKE_PACKAGER_FFPROBE=str(tmp_path / "no" / "ffprobe"))
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "out"),
+              "--key", KEYSPEC, env=env)
+    _one_line_error(res, 7, "ffprobe")
+    assert not (tmp_path / "out").exists()
+    _no_leftovers(tmp_path)
+
+
+def test_output_not_empty_and_force(packages, tmp_path: Path) -> None:
+    manifest = packages("hls-fmp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier")
+    args = ["encrypt-vod", str(manifest), "-o", str(out), "--key", KEYSPEC, "--key-uri",
+            "https://k/key", "--quiet"]
+    _one_line_error(cli(*args), 6, "not empty")
+    assert (out / "keep.txt").exists()
+    # an error with --force leaves the earlier folder intact
+    bad = copy_tree(manifest.parent, tmp_path / "bad")
+    (bad / "seg_002.m4s").unlink()
+    res = cli("encrypt-vod", str(bad / "index.m3u8"), "-o", str(out), "--key", KEYSPEC,
+              "--key-uri", "https://k/key", "--force")
+    _one_line_error(res, 5, "seg_002.m4s")
+    assert (out / "keep.txt").read_text() == "earlier"
+    res = cli(*args, "--force")
+    assert res.returncode == 0, res.stderr
+    assert not (out / "keep.txt").exists() and (out / "index.m3u8").exists()
+    _no_leftovers(tmp_path)
+
+
+def _fifo_package(packages, tmp_path: Path) -> tuple[Path, Path]:
+    """A package whose second segment is a named pipe: the run blocks there, mid-encryption."""
+    pkg = copy_tree(packages("hls-ts").parent, tmp_path / "pkg")
+    fifo = pkg / "seg_001.ts"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    return pkg / "index.m3u8", fifo
+
+
+def _interrupt_mid_run(manifest: Path, fifo: Path, out: Path, *extra: str) -> int:
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-vod",
+                             str(manifest), "-o", str(out), "--scheme", "aes-128", "--key",
+                             KEYSPEC, "--key-uri", "https://k/key", "--jobs", "1", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fd = -1
+    try:
+        deadline = time.monotonic() + 60
+        while fd < 0:  # wait until a worker opened the pipe: encryption is under way
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never reached the second segment"
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.02)
+        assert [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    finally:
+        if fd >= 0:
+            os.close(fd)  # the blocked reader sees EOF and the worker returns
+    _, err = proc.communicate(timeout=60)
+    assert b"interrupted" in err
+    return proc.returncode
+
+
+def test_sigint_leaves_no_output(packages, tmp_path: Path) -> None:
+    manifest, fifo = _fifo_package(packages, tmp_path)
+    out = tmp_path / "out"
+    assert _interrupt_mid_run(manifest, fifo, out) == 130
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+def test_sigint_keeps_earlier_output(packages, tmp_path: Path) -> None:
+    manifest, fifo = _fifo_package(packages, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier")
+    assert _interrupt_mid_run(manifest, fifo, out, "--force") == 130
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    _no_leftovers(tmp_path)
+    shutil.rmtree(out)
