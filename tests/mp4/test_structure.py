@@ -10,7 +10,7 @@ import pytest
 
 from speke_packager.constants import W3C_COMMON, Scheme
 from speke_packager.drm.pssh import build_pssh
-from speke_packager.media.mp4 import Mp4Encryptor
+from speke_packager.media.mp4 import Mp4Encryptor, probe_init
 from speke_packager.media.mp4.boxes import Node, iter_boxes, parse_tree
 from speke_packager.media.mp4.init import parse_init
 from speke_packager.model import ContentKey
@@ -144,3 +144,17 @@ def test_muxed_moof_offsets(asset: Callable[[str], Asset]) -> None:
         old_off = struct.unpack_from(">i", o.need(b"trun").payload, 8)[0]
         new_off = struct.unpack_from(">i", n.need(b"trun").payload, 8)[0]
         assert new_off == old_off + delta
+
+
+@pytest.mark.parametrize(("name", "hdr"), [("h264-pq-fmp4", True), ("vp9-pq-fmp4", True),
+                                           ("h264-fmp4", False), ("vp9-opus-fmp4", False)])
+def test_probe_hdr(name: str, hdr: bool, media: Callable[[str], object]) -> None:
+    from pathlib import Path
+
+    from tests.mp4.helpers import split
+
+    path = media(name)
+    assert isinstance(path, Path)
+    init, _ = split(path.read_bytes())
+    video = [t for t in probe_init(init) if t.kind.value == "video"]
+    assert len(video) == 1 and video[0].hdr is hdr

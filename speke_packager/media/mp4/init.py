@@ -65,6 +65,7 @@ class TrackSetup:
     default_sample_duration: int
     config: bytes  # avcC/hvcC payload (empty for others)
     protection: Protection | None
+    hdr: bool = False  # PQ or HLG transfer in colr (nclx) or vpcC
 
     def info(self) -> TrackInfo:
         fps = 0.0
@@ -72,7 +73,7 @@ class TrackSetup:
             fps = self.timescale / self.default_sample_duration
         codec = self.fourcc.decode("latin-1")
         return TrackInfo(kind=self.kind, codec=codec, width=self.width, height=self.height,
-                         channels=self.channels, fps=fps, track_id=self.track_id)
+                         channels=self.channels, fps=fps, hdr=self.hdr, track_id=self.track_id)
 
     def mapper(self, scheme: Scheme) -> SubsampleMapper:
         """Subsample rules for this track; UnsupportedMediaError for other codecs."""
@@ -148,6 +149,20 @@ def _read_protection(entry: Node) -> tuple[bytes, Protection | None]:
     return bytes(frma[:4]), Protection(scheme, kid, iv_size, const, crypt, skip)
 
 
+_HDR_TRANSFERS = frozenset({16, 18})  # SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG); ISO/IEC 23091-2
+
+
+def _is_hdr(entry: Node) -> bool:
+    """PQ/HLG transfer characteristics signalled in ``colr`` (nclx) or ``vpcC``."""
+    colr = entry.find(b"colr")
+    if colr is not None and colr.payload[:4] in (b"nclx", b"nclc") and len(colr.payload) >= 8:
+        return struct.unpack_from(">H", colr.payload, 6)[0] in _HDR_TRANSFERS
+    vpcc = entry.find(b"vpcC")
+    if vpcc is not None and vpcc.payload[:1] == b"\x01" and len(vpcc.payload) >= 9:
+        return vpcc.payload[8] in _HDR_TRANSFERS
+    return False
+
+
 def _trex(moov: Node) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     mvex = moov.find(b"mvex")
@@ -191,6 +206,7 @@ def parse_init(init: bytes | memoryview) -> InitSegment:
             width, height = struct.unpack_from(">HH", entry.prefix, 24)
         elif kind is TrackKind.AUDIO and len(entry.prefix) >= 20:
             channels = struct.unpack_from(">H", entry.prefix, 16)[0]
+        hdr = _is_hdr(entry)
         config = b""
         for name in (b"avcC", b"hvcC"):
             c = entry.find(name)
@@ -201,7 +217,8 @@ def parse_init(init: bytes | memoryview) -> InitSegment:
             raise Mp4FormatError(f"two tracks with track_ID {tid}", box_path=trak.path)
         traks[tid] = trak
         tracks[tid] = TrackSetup(tid, kind, fourcc, entry.type, timescale, width, height,
-                                 channels, len(stsd.children or ()), size, dur, config, prot)
+                                 channels, len(stsd.children or ()), size, dur, config, prot,
+                                 hdr)
     if not tracks:
         raise Mp4FormatError("moov has no track", box_path="init/moov")
     return InitSegment(boxes, moov, traks, tracks)

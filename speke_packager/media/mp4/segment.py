@@ -99,8 +99,12 @@ class SegmentRewriter:
             return
         first = moof.start + traf.offsets[0]
         last = max(o + s for o, s in zip(traf.offsets, traf.sizes, strict=True)) + moof.start
+        # the data must follow this moof and precede the next one (only this moof's growth
+        # shifts it)
+        nxt = min((b.start for b in self.boxes if b.type == b"moof" and b.start > moof.start),
+                  default=len(self.buf))
         for m in self._mdats:
-            if m.payload_start <= first and last <= m.end:
+            if m.payload_start <= first and last <= m.end and moof.end <= m.start < nxt:
                 return
         raise Mp4FormatError(
             f"track {traf.track_id}: samples [{first}, {last}) are not inside an mdat "
