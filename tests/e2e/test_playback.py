@@ -116,3 +116,31 @@ def test_serve_check_cli(packages: dict[str, Path], browser: Browser) -> None:
     assert bad.returncode != 0
     assert json.loads(bad.stdout)["ok"] is False
     assert "playback failed" in bad.stderr
+
+
+def test_speke_multi_drm_dash_plays_with_package_laurl(browser: Browser, clear_mp4: Path,
+                                                       tmp_path: Path, keyserver: object) -> None:
+    """A Widevine + PlayReady + ClearKey package from the local SPEKE server (separate SD, HD
+    and audio keys) plays in Shaka Player through the licence URL written in the MPD itself;
+    the same package with wrong keys from our own licence endpoint does not."""
+    import re
+    from uuid import UUID
+
+    from speke_packager.cli import main as cli_main
+
+    out = tmp_path / "multi"
+    assert cli_main(["encrypt-vod", str(clear_mp4), "--output", str(out), "--scheme", "cenc",
+                     "--format", "dash", "--segment-duration", "2", "--quiet", "--jobs", "1",
+                     "--speke-url", keyserver.speke_url, "--content-id", "e2e-multi",  # type: ignore[attr-defined]
+                     "--drm", "widevine,playready,clearkey", "--video-preset", "PRESET-VIDEO-2",
+                     "--audio-preset", "PRESET-AUDIO-1"]) == 0
+    mpd = (out / "manifest.mpd").read_text()
+    kids = {UUID(k) for k in re.findall(r'default_KID="([0-9a-f-]{36})"', mpd)}
+    assert len(kids) >= 2 and keyserver.clearkey_license_url in mpd  # type: ignore[attr-defined]
+    with PackageServer(out) as srv:  # no keys: the player must use the MPD's dashif:Laurl
+        good = browser.check(srv.player_url("shaka"), SECONDS)
+    assert good.ok, good.to_dict()
+    with PackageServer(out, keys={k: WRONG_KEYS[KID] for k in kids}) as srv:
+        bad = browser.check(srv.player_url("shaka"), SECONDS)
+        assert srv.requests  # our (wrong) licence endpoint was asked, not the MPD's
+    assert not bad.ok, bad.to_dict()
