@@ -170,6 +170,10 @@ class SpekeClient:
                 f"key server timed out (connect {self.timeout[0]}s, read {self.timeout[1]}s)",
                 url=self.url)) from exc
         except requests.ConnectionError as exc:
+            if "timed out" in str(exc).lower():  # read timeout while streaming the body
+                raise _Retry(KeyServerTimeout(
+                    f"key server timed out while sending its answer (read {self.timeout[1]}s)",
+                    url=self.url)) from exc
             raise _Retry(KeyServerError(f"cannot reach the key server: {_short(exc)}",
                                         url=self.url)) from exc
         except requests.RequestException as exc:
