@@ -54,6 +54,7 @@ class KeyChoice:
     explicit_iv: bytes | None
     iv_source: Callable[[int], bytes]
     key_uri: str | None = None
+    clear_lead: bool = False  # some segments stay clear: init keeps a clear sample entry
     _ivs: dict[UUID, bytes] = field(default_factory=dict)
     _seeds: dict[UUID, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,11 +157,13 @@ class Mp4Context:
         if choice.scheme is Scheme.CBCS:
             self._enc = Mp4Encryptor(init, choice.scheme, keys,
                                      pssh=choice.pssh_boxes(list(self.entries.values())),
-                                     iv_size=0, constant_iv=choice.iv(first))
+                                     iv_size=0, constant_iv=choice.iv(first),
+                                     clear_lead=choice.clear_lead)
         else:
             self._enc = Mp4Encryptor(init, choice.scheme, keys,
                                      pssh=choice.pssh_boxes(list(self.entries.values())),
-                                     iv_seed=choice.seed(first), iv_size=8)
+                                     iv_seed=choice.seed(first), iv_size=8,
+                                     clear_lead=choice.clear_lead)
 
     @property
     def encrypted(self) -> bool:

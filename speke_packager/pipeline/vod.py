@@ -123,7 +123,8 @@ def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None
          mpd_rel: str | None, out_dir: Path, fmt: OutputFormat) -> VodResult:
     plan = Plan(root)
     choice = KeyChoice(keyset=keyset, scheme=options.scheme, explicit_iv=options.iv,
-                       iv_source=options.iv_source, key_uri=options.key_uri)
+                       iv_source=options.iv_source, key_uri=options.key_uri,
+                       clear_lead=options.clear_lead > 0)
     contexts = Contexts(plan, choice)
     hls = HlsJob(plan, contexts, hls_rel, options.clear_lead) if hls_rel else None
     dsh = (DashJob(plan, contexts, mpd_rel, options.clear_lead, options.clearkey_license_url)
