@@ -23,10 +23,11 @@ from .assets import CACHE, AssetSpec, ensure_asset
 from .cases import SCHEMES, CaseResult, Context
 from .keybench import measure_keys
 from .keys import BenchKeys
-from .limits import measure_limits
+from .limits import measure_limits, openssl_speed
 from .report import print_report, targets
 
 HERE = Path(__file__).resolve().parent
+AES_LIMITS = {"aes_128_ctr_1thread": "aes-128-ctr", "aes_128_cbc_1thread": "aes-128-cbc"}
 TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod",
          "encrypt-vod-mp4")
 
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also cProfile one single-core run per scheme (top functions in the JSON)")
     p.add_argument("--profile-segments", type=int, default=10,
                    help="segments per stream in the profiled run (cProfile is slow; 10)")
+    p.add_argument("--rss-baseline", type=Path, default=None,
+                   help="an earlier results JSON (another asset length) to compare peak RSS with")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                              else HERE / "results.json")
     log = not args.quiet
     started = time.time()
+    load_start = os.getloadavg()
 
     scratch = args.cache / f"scratch-{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -124,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         limits = measure_limits(scratch, smoke=args.smoke)
         packager = find_tool("packager", required=False)
 
+        aes_rounds: dict[str, list[float]] = {
+            k: [v] for k in AES_LIMITS if isinstance(v := limits.get(k), float)}
         per_asset: list[dict[str, object]] = []
-        all_cases: list[tuple[float, CaseResult]] = []
+        all_cases = _baseline(args.rss_baseline)
         for spec in specs:
             asset = ensure_asset(spec, args.cache, log=log)
             # one run of every case per round, rounds repeated: load from other processes on
@@ -133,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Context(asset, keys, key_file, scratch, 1, args.jobs, packager, log)
             merged: dict[tuple[str, str], CaseResult] = {}
             for _ in range(runs):
+                # the AES limit again in every round: it moves with the machine's load too
+                for name, cipher in AES_LIMITS.items():
+                    v = openssl_speed(cipher, 1 if args.smoke else 2)
+                    if v is not None:
+                        aes_rounds.setdefault(name, []).append(v)
                 for scheme in args.schemes:
                     for tool in args.tools:
                         prev = merged.get((scheme, tool))
@@ -146,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                             prev.rss_kb += one.rss_kb
                             prev.extra.update(one.extra)
             results = list(merged.values())
-            all_cases += [(spec.minutes, r) for r in results]
+            for name, vals in aes_rounds.items():  # median of the start and every round
+                limits[name] = statistics.median(vals)
+                limits[f"{name}_samples"] = vals
+            all_cases += [(spec.minutes, r.tool, r.scheme, r.peak_rss_mb) for r in results]
             profiles: dict[str, str] = {}
             if args.profile:
                 for scheme in args.schemes:
@@ -173,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "jobs": args.jobs,
             "smoke": args.smoke,
             "machine": machine(),
+            "load_average_1_5_15min": {"start": load_start, "end": os.getloadavg()},
             "limits": limits,
             "assets": per_asset,
             "rss_vs_length": _rss_vs_length(all_cases),
@@ -214,16 +229,19 @@ def _with_ratios(r: CaseResult, results: list[CaseResult], limits: dict[str, obj
     return doc
 
 
-def _rss_vs_length(all_cases: list[tuple[float, CaseResult]]) -> list[dict[str, object]]:
-    """Peak RSS of each (tool, scheme) per asset length, when more than one length ran."""
-    lengths = sorted({m for m, _ in all_cases})
+def _rss_vs_length(all_cases: list[tuple[float, str, str, float | None]]
+                   ) -> list[dict[str, object]]:
+    """Peak RSS of each (tool, scheme) per asset length, when more than one length ran.
+
+    ``all_cases`` holds (minutes, tool, scheme, peak RSS MB) of this run and of any baseline."""
+    lengths = sorted({m for m, *_ in all_cases})
     if len(lengths) < 2:
         return []
     rows = []
     for tool in TOOLS:
         for scheme in SCHEMES:
-            per = {m: r.peak_rss_mb for m, r in all_cases
-                   if r.tool == tool and r.scheme == scheme and r.peak_rss_mb}
+            per = {m: rss for m, t, sc, rss in sorted(all_cases)
+                   if t == tool and sc == scheme and rss}
             if len(per) == len(lengths):
                 vals = list(per.values())
                 rows.append({"tool": tool, "scheme": scheme,
@@ -231,6 +249,15 @@ def _rss_vs_length(all_cases: list[tuple[float, CaseResult]]) -> list[dict[str, 
                              "growth": max(vals) / min(vals),
                              "median_mb": statistics.median(vals)})
     return rows
+
+
+def _baseline(path: Path | None) -> list[tuple[float, str, str, float | None]]:
+    """(minutes, tool, scheme, peak RSS MB) of every case in an earlier results file."""
+    if path is None:
+        return []
+    doc = json.loads(path.read_text())
+    return [(float(a["asset"]["minutes"]), str(c["tool"]), str(c["scheme"]), c["peak_rss_mb"])
+            for a in doc["assets"] for c in a["cases"] if c["status"] == "ok"]
 
 
 def _mkdir(path: Path) -> Path:

@@ -69,6 +69,10 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
     con.print(f"[bold]Machine[/]: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_flags'])}), "
               f"{m['memory']}; Python {m['python']}; {m['ffmpeg']}; {m['packager']}; "
               f"{m['openssl']}")
+    la = doc.get("load_average_1_5_15min") or {}
+    if la:
+        con.print(f"[bold]Load average[/] (1/5/15 min): start {la['start']}, end {la['end']} "
+                  f"(other jobs on the machine make every figure noisier)")
     lim = doc["limits"]
     io = lim["file_io"]
     con.print(f"[bold]Limits[/] (1 thread): openssl aes-128-ctr "
