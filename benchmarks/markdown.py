@@ -14,6 +14,16 @@ def _f(v: object, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
 
+def _load_line(doc: dict[str, Any]) -> str:
+    la = doc.get("load_average_1_5_15min")
+    if not la:
+        return "Load average: not recorded."
+    start = "/".join(f"{x:.1f}" for x in la["start"])
+    end = "/".join(f"{x:.1f}" for x in la["end"])
+    return (f"Load average (1/5/15 min): {start} at the start, {end} at the end "
+            f"(on {doc['machine']['cores']} cores: other jobs shared the machine).")
+
+
 def render(doc: dict[str, Any]) -> str:
     """Machine line, limits line, one table per asset, key acquisition lines."""
     m, lim = doc["machine"], doc["limits"]
@@ -26,7 +36,9 @@ def render(doc: dict[str, Any]) -> str:
         f"{m['memory']} RAM, Linux {m['kernel']}; Python {m['python']}; "
         f"{m['ffmpeg'].split(' Copyright')[0]}; {m['packager']}; {m['openssl'].split(' (')[0]}.",
         "",
-        f"Limits on one thread, same run: `openssl speed -evp aes-128-ctr` "
+        _load_line(doc),
+        "",
+        f"Limits on one thread, same run (median of the start and of every round): `openssl speed -evp aes-128-ctr` "
         f"{_f(lim['aes_128_ctr_1thread'], '.0f')} MB/s, `aes-128-cbc` "
         f"{_f(lim['aes_128_cbc_1thread'], '.0f')} MB/s (16 KiB blocks); memory copy of 64 MiB "
         f"{_f(lim['memcpy_64MB'], '.0f')} MB/s; file write + fsync {_f(io['write_fsync'], '.0f')}"

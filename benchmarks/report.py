@@ -71,7 +71,9 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
               f"{m['openssl']}")
     la = doc.get("load_average_1_5_15min") or {}
     if la:
-        con.print(f"[bold]Load average[/] (1/5/15 min): start {la['start']}, end {la['end']} "
+        start = "/".join(f"{x:.1f}" for x in la["start"])
+        end = "/".join(f"{x:.1f}" for x in la["end"])
+        con.print(f"[bold]Load average[/] (1/5/15 min): start {start}, end {end} "
                   f"(other jobs on the machine make every figure noisier)")
     lim = doc["limits"]
     io = lim["file_io"]
