@@ -296,6 +296,9 @@ def _decode_drm(
         if out.hls_media is None or out.hls_master is None:
             raise _fail("hls", f"{drm.label} needs both media and master HLSSignalingData", kid)
         _check_hls(out.hls_media, out.hls_master, drm, scheme, kid)
+    if out.key_format and out.key_format not in _accepted_keyformats(drm):
+        raise _fail("hls", f"{drm.label} speke:KeyFormat {out.key_format[:60]!r} does not fit "
+                           "the DRM system", kid)
     if out.protection_header is not None:
         check_playready_object(out.protection_header, kid=kid, what="speke:ProtectionHeader")
     if out.ssph is not None:

@@ -316,6 +316,18 @@ def test_v1_answer_builds_signaling(ks: KeyServer) -> None:
     assert ei.value.check == "content-id"
 
 
+def test_v1_wrong_keyformat_refused(ks: KeyServer) -> None:
+    c = EncryptionContract("chan-7", (FP,), (Packaging.HLS_TS,), Scheme.SAMPLE_AES,
+                           SpekeVersion.V1_0)
+    req = build_request(c)
+    body, headers = _answer(ks, req)
+    validate_response(req, parse_cpix(body), headers=headers)
+    bad = _mutate(body, lambda r: _b64set(r.find(f".//{{{NS_SPEKE}}}KeyFormat"), b"identity"))
+    with pytest.raises(CpixValidationError) as ei:
+        validate_response(req, parse_cpix(bad), headers=headers)
+    assert ei.value.check == "hls" and ei.value.kid == _kid0(req)
+
+
 def test_v1_explicit_iv_goes_into_the_line(ks: KeyServer) -> None:
     c = EncryptionContract("chan-7", (AES,), (Packaging.HLS_TS,), Scheme.AES_128,
                            SpekeVersion.V1_0, explicit_iv=True)
