@@ -23,6 +23,7 @@ __all__ = [
     "Aes128StreamEncryptor",
     "encrypt_aes128",
     "encrypt_aes128_file",
+    "encrypt_aes128_into",
     "iv_from_sequence",
 ]
 
@@ -57,15 +58,40 @@ def iv_from_sequence(media_sequence: int) -> bytes:
 def encrypt_aes128(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
     """Encrypt one whole segment (or one byte range) with AES-128-CBC and PKCS#7 padding.
 
-    The output is ``len(data) + 16 - len(data) % 16`` bytes long."""
+    The output is ``len(data) + 16 - len(data) % 16`` bytes long. One cipher call writes the
+    whole-block part straight into the output buffer; only the last block is padded."""
     _check_key_iv(key, iv)
     mv = memoryview(data).cast("B")
     n = len(mv)
     full = n - n % _BLOCK
+    out = bytearray(full + _BLOCK)
     enc = aes_cbc_encryptor(key, iv)
-    head = enc.update(mv[:full])
-    tail = enc.update(bytes(mv[full:]) + _padding(n))
-    return head + tail + enc.finalize()
+    if full:
+        enc.update_into(mv[:full], out)  # needs len(out) >= full + 15: holds
+    out[full:] = enc.update(bytes(mv[full:]) + _padding(n))
+    enc.finalize()
+    return bytes(out)
+
+
+def encrypt_aes128_into(data: bytes | memoryview, out: bytearray | memoryview, key: bytes,
+                        iv: bytes) -> int:
+    """:func:`encrypt_aes128` into a caller's buffer (no output allocation, no copy); returns
+    the ciphertext length. ``out`` must hold ``len(data) + 31 - len(data) % 16`` bytes (the
+    cipher library wants 15 bytes of slack past the ciphertext)."""
+    _check_key_iv(key, iv)
+    mv = memoryview(data).cast("B")
+    n = len(mv)
+    full = n - n % _BLOCK
+    ov = memoryview(out).cast("B")
+    if len(ov) < full + 2 * _BLOCK - 1:
+        raise UsageError(f"output buffer of {len(ov)} bytes is too small for {n} input bytes "
+                         f"(needs {full + 2 * _BLOCK - 1})")
+    enc = aes_cbc_encryptor(key, iv)
+    if full:
+        enc.update_into(mv[:full], ov)
+    enc.update_into(bytes(mv[full:]) + _padding(n), ov[full:])
+    enc.finalize()
+    return full + _BLOCK
 
 
 class Aes128StreamEncryptor:
