@@ -45,7 +45,7 @@ def main() -> int:
         contract = EncryptionContract(
             content_id="sample-1",
             drm=(DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.FAIRPLAY,
-                 DrmSystem.CLEARKEY),
+                 DrmSystem.CLEARKEY, DrmSystem.AES128),  # AES128: identity tags (Shaka HLS)
             packaging=(Packaging.DASH, Packaging.HLS_FMP4),
             scheme=Scheme.CBCS,
             version=SpekeVersion.V2_0,
