@@ -139,8 +139,10 @@ class Context:
 
 
 def _worker_spec(ctx: Context, scheme: str, jobs: int, out: Path,
-                 profile: Path | None = None, limit: int | None = None) -> Path:
+                 profile: Path | None = None, limit: int | None = None,
+                 memory: bool = False) -> Path:
     spec = {"scheme": scheme, "jobs": jobs, "out": str(out), "keys": str(ctx.key_file),
+            "memory": memory,
             "asset_root": str(ctx.asset.root), "asset_spec": ctx.asset.spec.__dict__,
             "profile": str(profile) if profile else None, "limit_segments": limit}
     path = ctx.scratch / f"spec-{scheme}-{jobs}.json"
@@ -148,13 +150,16 @@ def _worker_spec(ctx: Context, scheme: str, jobs: int, out: Path,
     return path
 
 
-def segment_api(ctx: Context, scheme: str, jobs: int) -> CaseResult:
-    """Our encryptors in-process over every segment, in a fresh interpreter per run."""
-    tool = "segment-api-1core" if jobs <= 1 else "segment-api-pool"
+def segment_api(ctx: Context, scheme: str, jobs: int, *, memory: bool = False) -> CaseResult:
+    """Our encryptors in-process over every segment, in a fresh interpreter per run.
+
+    ``memory``: time only the in-memory ``encrypt_segment`` calls (file reads and writes out)."""
+    tool = ("segment-api-memory" if memory else
+            "segment-api-1core" if jobs <= 1 else "segment-api-pool")
     res = CaseResult(tool, scheme, media_bytes(ctx.asset, scheme), extra={"jobs": jobs})
     for _ in range(ctx.runs):
         out = ctx.out_dir(f"{tool}-{scheme}")
-        spec = _worker_spec(ctx, scheme, jobs, out)
+        spec = _worker_spec(ctx, scheme, jobs, out, memory=memory)
         p = run_measured([sys.executable, "-m", "benchmarks.worker", str(spec)])
         shutil.rmtree(out, ignore_errors=True)
         if p.returncode != 0:

@@ -28,8 +28,8 @@ from .report import print_report, targets
 
 HERE = Path(__file__).resolve().parent
 AES_LIMITS = {"aes_128_ctr_1thread": "aes-128-ctr", "aes_128_cbc_1thread": "aes-128-cbc"}
-TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "encrypt-vod",
-         "encrypt-vod-mp4")
+TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "segment-api-memory",
+         "encrypt-vod", "encrypt-vod-mp4")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,6 +213,8 @@ def _run_case(ctx: Context, tool: str, scheme: str, jobs: int) -> CaseResult:
         return cases.segment_api(ctx, scheme, 1)
     if tool == "segment-api-pool":
         return cases.segment_api(ctx, scheme, jobs)
+    if tool == "segment-api-memory":
+        return cases.segment_api(ctx, scheme, 1, memory=True)
     return cases.encrypt_vod(ctx, scheme, from_mp4=tool == "encrypt-vod-mp4")
 
 

@@ -26,6 +26,7 @@ from .assets import AssetSet, AssetSpec, _load
 from .keys import BenchKeys
 
 SegmentFn = Callable[[Path, Path, int], int]  # (src, dst, segment_index) -> bytes written
+MemoryFn = Callable[[bytes, int], bytes]  # (clear segment, segment_index) -> encrypted segment
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Item:
 # --- adapters (one per scheme family) -----------------------------------------------------------
 
 def _mp4_stream(scheme: str, init: bytes, keys: BenchKeys, kind: str
-                ) -> tuple[bytes, SegmentFn]:
+                ) -> tuple[bytes, SegmentFn, MemoryFn]:
     from speke_packager.constants import Scheme
     from speke_packager.media.mp4 import Mp4Encryptor, probe_init
 
@@ -56,12 +57,15 @@ def _mp4_stream(scheme: str, init: bytes, keys: BenchKeys, kind: str
         enc = Mp4Encryptor(init, sch, dict.fromkeys(track_ids, key), iv_seed=keys.cenc_iv,
                            iv_size=8)
 
+    def mem(data: bytes, index: int) -> bytes:
+        return enc.encrypt_segment(data, segment_index=index)
+
     def run(src: Path, dst: Path, index: int) -> int:
-        out = enc.encrypt_segment(src.read_bytes(), segment_index=index)
+        out = mem(src.read_bytes(), index)
         dst.write_bytes(out)
         return len(out)
 
-    return enc.encrypted_init(), run
+    return enc.encrypted_init(), run, mem
 
 
 def _track_ids(info: object) -> list[int]:
@@ -73,34 +77,41 @@ def _track_ids(info: object) -> list[int]:
     return [i for i in ids if i] or [1]
 
 
-def _sample_aes_stream(keys: BenchKeys) -> SegmentFn:
+def _sample_aes_stream(keys: BenchKeys) -> tuple[SegmentFn, MemoryFn]:
     from speke_packager.media.ts import SampleAesEncryptor
 
     enc = SampleAesEncryptor(keys.ts.key, keys.ts_iv)
 
+    def mem(data: bytes, index: int) -> bytes:
+        return enc.encrypt_segment(data)
+
     def run(src: Path, dst: Path, index: int) -> int:
-        out = enc.encrypt_segment(src.read_bytes())
+        out = mem(src.read_bytes(), index)
         dst.write_bytes(out)
         return len(out)
 
-    return run
+    return run, mem
 
 
-def _aes128_stream(keys: BenchKeys) -> SegmentFn:
-    from speke_packager.media.aes128 import encrypt_aes128_file, iv_from_sequence
+def _aes128_stream(keys: BenchKeys) -> tuple[SegmentFn, MemoryFn]:
+    from speke_packager.media.aes128 import encrypt_aes128, encrypt_aes128_file, iv_from_sequence
 
     key = keys.ts.key
+
+    def mem(data: bytes, index: int) -> bytes:
+        return encrypt_aes128(data, key, iv_from_sequence(index))
 
     def run(src: Path, dst: Path, index: int) -> int:
         with src.open("rb", buffering=0) as fi, dst.open("wb") as fo:
             return encrypt_aes128_file(fi, fo, key, iv_from_sequence(index))
 
-    return run
+    return run, mem
 
 
 # --- per-process state --------------------------------------------------------------------------
 
 _STREAMS: dict[str, SegmentFn] = {}
+_MEMORY: dict[str, MemoryFn] = {}
 
 
 def _setup(spec: dict[str, object], *, write_inits: bool) -> list[Item]:
@@ -113,8 +124,8 @@ def _setup(spec: dict[str, object], *, write_inits: bool) -> list[Item]:
     limit = spec.get("limit_segments")
     if scheme in ("cenc", "cbcs"):
         for track in asset.cmaf:
-            init, fn = _mp4_stream(scheme, track.init.read_bytes(), keys, track.kind)
-            _STREAMS[track.kind] = fn
+            init, fn, mem = _mp4_stream(scheme, track.init.read_bytes(), keys, track.kind)
+            _STREAMS[track.kind], _MEMORY[track.kind] = fn, mem
             d = out / track.kind
             if write_inits:
                 d.mkdir(parents=True, exist_ok=True)
@@ -122,7 +133,8 @@ def _setup(spec: dict[str, object], *, write_inits: bool) -> list[Item]:
             segs = track.segments[: int(str(limit))] if limit else track.segments
             items += [Item(track.kind, i, p, d / p.name) for i, p in enumerate(segs)]
     else:
-        _STREAMS["ts"] = _sample_aes_stream(keys) if scheme == "sample-aes" else _aes128_stream(keys)
+        _STREAMS["ts"], _MEMORY["ts"] = (_sample_aes_stream(keys) if scheme == "sample-aes"
+                                         else _aes128_stream(keys))
         if write_inits:
             out.mkdir(parents=True, exist_ok=True)
         segs = asset.ts_segments[: int(str(limit))] if limit else asset.ts_segments
@@ -142,12 +154,24 @@ def _do(item: Item) -> tuple[int, int]:
     return item.src.stat().st_size, _STREAMS[item.stream](item.src, item.dst, item.index)
 
 
+def _do_memory(item: Item) -> tuple[int, int, float]:
+    """Read the segment (not timed), encrypt it in memory (timed), drop the result."""
+    data = item.src.read_bytes()
+    t0 = time.perf_counter()
+    out = _MEMORY[item.stream](data, item.index)
+    return len(data), len(out), time.perf_counter() - t0
+
+
 def run_case(spec: dict[str, object]) -> dict[str, object]:
     """Encrypt the asset as ``spec`` says; returns the measurement."""
     jobs = int(str(spec.get("jobs", 1)))
     items = _setup(spec, write_inits=True)
     t0 = time.perf_counter()
-    if jobs <= 1:
+    if spec.get("memory"):
+        timed = [_do_memory(it) for it in items]
+        results = [(a, b) for a, b, _ in timed]
+        t0 = time.perf_counter() - sum(t for *_, t in timed)  # seconds = encryption only
+    elif jobs <= 1:
         results = [_do(it) for it in items]
     else:
         # big segments first, so the last task does not run alone on one core
