@@ -8,7 +8,7 @@ import ssl
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -213,6 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _guard(self, method: str) -> None:
+        self.ks._count(method.upper(), urlsplit(self.path).path)
         try:
             getattr(self, f"_{method}")()
         except (ConnectionError, TimeoutError, ssl.SSLError):
@@ -445,6 +446,7 @@ class KeyServer:
         self.default_content_id = default_content_id
         self.mac_layout = mac_layout.upper()
         self._issued: OrderedDict[UUID, str] = OrderedDict()
+        self._counts: Counter[tuple[str, str]] = Counter()
         self._registered: dict[UUID, bytes] = {}
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -486,6 +488,23 @@ class KeyServer:
     def key_url(self, kid: UUID) -> str:
         """HLS identity key URI serving the raw 16 bytes of ``kid``'s key."""
         return f"{self.url}/keys/{kid.hex}"
+
+    # --- request counting -------------------------------------------------------------------
+    def _count(self, method: str, path: str) -> None:
+        with self._lock:
+            self._counts[(method, path)] += 1
+
+    def request_count(self, path: str | None = None, method: str | None = "POST") -> int:
+        """Requests received so far (every attempt, faulted or not), optionally only those for
+        ``path`` and/or ``method`` (None: any); lets tests count client retries server-side."""
+        with self._lock:
+            return sum(n for (m, p), n in self._counts.items()
+                       if (path is None or p == path) and (method is None or m == method))
+
+    def reset_counts(self) -> None:
+        """Forget the request counts."""
+        with self._lock:
+            self._counts.clear()
 
     # --- keys -------------------------------------------------------------------------------
     def key_for(self, content_id: str, kid: UUID) -> bytes:
