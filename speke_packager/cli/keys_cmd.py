@@ -19,13 +19,23 @@ import argparse
 import base64
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..constants import DrmSystem, Packaging, Scheme, SpekeVersion
 from ..errors import UsageError
-from ..keys.auth import Auth, HeaderAuth, MtlsAuth, NoAuth, SigV4Auth, parse_header
+from ..keys.auth import (
+    Auth,
+    BasicAuth,
+    DigestAuth,
+    HeaderAuth,
+    MtlsAuth,
+    NoAuth,
+    SigV4Auth,
+    parse_header,
+)
 from ..keys.client import SpekeClient
 from ..keys.envelope import DeliveryKey
 from ..keys.inspect import CpixReport, inspect_cpix
@@ -67,7 +77,10 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--explicit-iv", action="store_true",
                    help="send a random explicitIV per key")
     a = parser.add_argument_group("key server authentication and TLS")
-    a.add_argument("--auth", default="none", choices=["none", "sigv4", "mtls"])
+    a.add_argument("--auth", default="none", choices=["none", "sigv4", "mtls", "basic", "digest"],
+                   help="none, AWS SigV4, mutual TLS, or HTTP basic/digest (--user; password "
+                        "from the SPEKE_PASSWORD environment variable)")
+    a.add_argument("--user", help="user name for --auth basic/digest")
     a.add_argument("--region", help="AWS region for SigV4 (default: from the URL)")
     a.add_argument("--role-arn", help="IAM role to assume through STS before signing")
     a.add_argument("--client-cert", help="client certificate (PEM) for mutual TLS")
@@ -110,10 +123,17 @@ def _auth_from_args(args: argparse.Namespace) -> Auth:
         if not (args.client_cert and args.client_key):
             raise UsageError("--auth mtls needs --client-cert and --client-key")
         base = MtlsAuth(args.client_cert, args.client_key, args.ca_bundle)
+    elif mode in ("basic", "digest"):
+        password = os.environ.get("SPEKE_PASSWORD")
+        if not args.user or password is None:
+            raise UsageError(f"--auth {mode} needs --user and the SPEKE_PASSWORD environment "
+                             "variable")
+        base = DigestAuth(args.user, password) if mode == "digest" else BasicAuth(args.user,
+                                                                                  password)
     else:
-        if args.client_cert or args.client_key:
-            raise UsageError("--client-cert/--client-key need --auth mtls")
         base = NoAuth()
+    if mode != "mtls" and (args.client_cert or args.client_key):
+        raise UsageError("--client-cert/--client-key need --auth mtls")
     if headers:
         return _Combined(base, HeaderAuth(headers))
     return base
@@ -135,6 +155,9 @@ class _Combined(Auth):
 
     def ca_bundle(self) -> str | None:
         return self._signer.ca_bundle()
+
+    def http_auth(self) -> tuple[str, str, str] | None:
+        return self._signer.http_auth()
 
     def describe(self) -> str:
         return f"{self._signer.describe()}+{self._headers.describe()}"

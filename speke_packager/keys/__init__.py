@@ -6,14 +6,16 @@ out. Only :mod:`.client` talks HTTP; everything else works on bytes and values.
 
 from __future__ import annotations
 
-from .auth import Auth, HeaderAuth, MtlsAuth, NoAuth, SigV4Auth
+from .auth import Auth, BasicAuth, DigestAuth, HeaderAuth, MtlsAuth, NoAuth, SigV4Auth
 from .client import SpekeClient, fetch_keys
 from .envelope import DeliveryKey, decrypt_content_keys
 from .request import EncryptionContract, SpekeRequest, build_request
 
 __all__ = [
     "Auth",
+    "BasicAuth",
     "DeliveryKey",
+    "DigestAuth",
     "EncryptionContract",
     "HeaderAuth",
     "MtlsAuth",

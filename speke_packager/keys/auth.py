@@ -19,7 +19,16 @@ from urllib.parse import urlsplit
 
 from ..errors import KeyAuthError, UsageError
 
-__all__ = ["Auth", "HeaderAuth", "MtlsAuth", "NoAuth", "SigV4Auth", "parse_header"]
+__all__ = [
+    "Auth",
+    "BasicAuth",
+    "DigestAuth",
+    "HeaderAuth",
+    "MtlsAuth",
+    "NoAuth",
+    "SigV4Auth",
+    "parse_header",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +49,45 @@ class Auth:
         """A CA bundle to verify the server with, or None for the default."""
         return None
 
+    def http_auth(self) -> tuple[str, str, str] | None:
+        """(``"basic"``/``"digest"``, user, password) for HTTP authentication, or None."""
+        return None
+
     def describe(self) -> str:
         return "none"
 
 
 class NoAuth(Auth):
     """No authentication (a key server on a trusted network, or auth in the URL)."""
+
+
+@dataclass(frozen=True)
+class DigestAuth(Auth):
+    """HTTP Digest authentication (SPEKE's on-premises option; answers the server's 401
+    challenge and resends the same document). The password never appears in repr or logs."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def http_auth(self) -> tuple[str, str, str] | None:
+        return ("digest", self.user, self.password)
+
+    def describe(self) -> str:
+        return "digest"
+
+
+@dataclass(frozen=True)
+class BasicAuth(Auth):
+    """HTTP Basic authentication (use over HTTPS only)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def http_auth(self) -> tuple[str, str, str] | None:
+        return ("basic", self.user, self.password)
+
+    def describe(self) -> str:
+        return "basic"
 
 
 @dataclass(frozen=True)

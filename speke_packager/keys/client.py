@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import requests
+import requests.auth
 
 from ..errors import KeyServerError, KeyServerHTTPError, KeyServerTimeout, UsageError
 from ..model import KeyEntry, KeyPeriod, KeySet
@@ -147,6 +148,15 @@ class SpekeClient:
             return bundle
         return self.verify_tls
 
+    def _http_auth(self) -> requests.auth.AuthBase | None:
+        creds = self.auth.http_auth()
+        if creds is None:
+            return None
+        kind, user, password = creds
+        if kind == "digest":
+            return requests.auth.HTTPDigestAuth(user, password)
+        return requests.auth.HTTPBasicAuth(user, password)
+
     def _once(self, req: SpekeRequest) -> tuple[bytes, dict[str, str]]:
         self.attempts += 1
         headers = self.auth.sign("POST", self.url, req.headers, req.body)
@@ -156,7 +166,7 @@ class SpekeClient:
                 resp = self._session.post(
                     self.url, data=req.body, headers=headers, timeout=self.timeout,
                     verify=self._verify(), cert=self.auth.client_cert(), stream=True,
-                    allow_redirects=False,
+                    allow_redirects=False, auth=self._http_auth(),
                 )
                 try:
                     body = self._read(resp)

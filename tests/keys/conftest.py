@@ -118,7 +118,7 @@ class Proxy:
     url: str
     requests: list[Recorded] = field(default_factory=list)
     script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-    check: Callable[[Recorded], tuple[int, bytes] | None] | None = None
+    check: Callable[[Recorded], tuple[Any, ...] | None] | None = None  # (status, body[, hdrs])
 
 
 @pytest.fixture()
@@ -143,7 +143,8 @@ def proxy(ks: KeyServer) -> Iterator[Proxy]:
             if step is None and p.check is not None:
                 verdict = p.check(rec)
                 if verdict is not None:
-                    step = (verdict[0], {"Content-Type": "text/plain"}, verdict[1])
+                    extra = verdict[2] if len(verdict) > 2 else {}  # type: ignore[misc]
+                    step = (verdict[0], {"Content-Type": "text/plain", **extra}, verdict[1])
             if step is not None:
                 status, headers, payload = step
                 self.send_response(status)

@@ -214,3 +214,13 @@ def test_no_key_in_logs_output_or_errors(ks: KeyServer, pki: Pki,
         for form in (key.hex(), key.hex().upper(), base64.b64encode(key).decode(),
                      base64.urlsafe_b64encode(key).decode().rstrip("=")):
             assert form not in blob
+
+
+def test_keys_digest_auth_needs_password_env(ks: KeyServer, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPEKE_PASSWORD", raising=False)
+    rc, _, err = _run(capsys, *_base(ks), "--auth", "digest", "--user", "u")
+    assert rc == 2 and "SPEKE_PASSWORD" in err
+    monkeypatch.setenv("SPEKE_PASSWORD", "pw")
+    rc, _, err = _run(capsys, *_base(ks), "--auth", "basic", "--user", "u")
+    assert rc == 0, err  # the local key server ignores HTTP auth

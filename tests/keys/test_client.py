@@ -4,6 +4,7 @@ SigV4 verified server-side with botocore, URL kept unchanged), mutual TLS with t
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import threading
@@ -470,3 +471,58 @@ def test_missing_user_agent_only_warns(ks: KeyServer, caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING):
         keys = client.fetch(EncryptionContract("chan-7", (WV,)))
     assert len(keys) == 2 and "X-Speke-User-Agent" in caplog.text
+
+
+def _digest_check(user: str, password: str) -> Any:
+    """Server side of RFC 7616 Digest (MD5, qop=auth), written from the RFC."""
+    import hashlib
+    import re as _re
+
+    nonce = "n0nce-1234"
+    realm = "speke"
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()  # the RFC 7616 MD5 algorithm
+
+    def check(rec: Recorded) -> tuple[Any, ...] | None:
+        auth = rec.headers.get("Authorization", "")
+        challenge = {"WWW-Authenticate": f'Digest realm="{realm}", nonce="{nonce}", qop="auth", '
+                                         'algorithm=MD5'}
+        if not auth.startswith("Digest "):
+            return 401, b"auth required", challenge
+        f = dict(_re.findall(r'(\w+)="?([^",]+)"?', auth[7:]))
+        ha1 = md5(f"{f['username']}:{realm}:{password}")
+        ha2 = md5(f"POST:{f['uri']}")
+        want = md5(f"{ha1}:{nonce}:{f['nc']}:{f['cnonce']}:auth:{ha2}")
+        if f["username"] != user or f["response"] != want or f["nonce"] != nonce:
+            return 401, b"bad credentials", challenge
+        return None
+
+    return check
+
+
+def test_digest_auth(proxy: Proxy) -> None:
+    from speke_packager.keys import DigestAuth
+
+    proxy.check = _digest_check("packager", "pa55")
+    client = SpekeClient(proxy.url, retries=0, auth=DigestAuth("packager", "pa55"))
+    keys = client.fetch(EncryptionContract("chan-7", (WV,)))
+    assert len(keys) == 2
+    assert len(proxy.requests) == 2  # the challenge, then the same document with credentials
+    assert proxy.requests[0].body == proxy.requests[1].body
+    assert "pa55" not in repr(DigestAuth("packager", "pa55"))
+    proxy.requests.clear()
+    with pytest.raises(KeyServerHTTPError) as ei:
+        SpekeClient(proxy.url, retries=2, sleep=Sleeps(),
+                    auth=DigestAuth("packager", "wrong")).fetch(
+            EncryptionContract("chan-7", (WV,)))
+    assert ei.value.status == 401
+
+
+def test_basic_auth(proxy: Proxy) -> None:
+    from speke_packager.keys import BasicAuth
+
+    good = "Basic " + base64.b64encode(b"u:p").decode()
+    proxy.check = lambda rec: None if rec.headers.get("Authorization") == good else (401, b"no")
+    assert len(SpekeClient(proxy.url, retries=0, auth=BasicAuth("u", "p")).fetch(
+        EncryptionContract("chan-7", (WV,)))) == 2
