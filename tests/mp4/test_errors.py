@@ -165,3 +165,9 @@ def test_stream_errors(asset: Callable[[str], Asset]) -> None:
     ftyp = next(b for b in iter_boxes(whole) if b.type == b"ftyp")
     with pytest.raises(Mp4FormatError, match="no moov"):
         enc.encrypt_stream(io.BytesIO(whole[:ftyp.end]), io.BytesIO())
+
+
+def test_stream_with_other_moov(asset: Callable[[str], Asset]) -> None:
+    a, b = asset("h264-fmp4"), asset("hevc-fmp4")
+    with pytest.raises(UsageError, match="moov differs"):
+        _enc(a).encrypt_stream(io.BytesIO(b.path.read_bytes()), io.BytesIO())

@@ -18,7 +18,7 @@ from ...constants import Scheme
 from ...errors import CodecError, Mp4FormatError, UnsupportedMediaError, UsageError
 from ...model import ContentKey, TrackKind
 from ..subsamples import CodecFamily, MapSession, SubsampleMapper
-from .boxes import Box, full_box
+from .boxes import Box, full_box, iter_boxes
 from .fragment import Traf, parse_moof, write_moof
 from .init import Protection, TrackSetup, parse_init, protect_init, pssh_box
 from .sample_crypto import cbcs_sample, cenc_sample
@@ -72,6 +72,8 @@ class Mp4Encryptor:
         self._seed = bytes(iv_seed) if iv_seed else os.urandom(16)
         # per-sample IVs also depend on the init, so renditions sharing a key and a seed differ
         self._init_digest = hashlib.sha256(bytes(init)).digest()
+        moov = next(b for b in iter_boxes(init, path="init") if b.type == b"moov")
+        self.moov_digest = hashlib.sha256(bytes(memoryview(init)[moov.start:moov.end])).digest()
         self._constant_iv = constant_iv
         self._tracks: dict[int, TrackSetup] = dict(parsed.tracks)
         self._track_index = {tid: i for i, tid in enumerate(parsed.tracks)}

@@ -7,12 +7,13 @@ holds everything from the first sidx on).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import struct
 import tempfile
 from typing import IO, TYPE_CHECKING, BinaryIO
 
-from ...errors import Mp4FormatError
+from ...errors import Mp4FormatError, UsageError
 from .boxes import iter_boxes
 from .segment import patch_mfra, patch_sidx
 
@@ -88,7 +89,10 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
         start = in_pos
         in_pos += len(head) + max(n, 0)
         if fourcc == b"moov":
-            _payload(src, fourcc, n)
+            raw = head + _payload(src, fourcc, n)
+            if hashlib.sha256(raw).digest() != enc.moov_digest:
+                raise UsageError("the file's moov differs from the init segment the "
+                                 "Mp4Encryptor was made with")
             write(new_moov)
             seen_moov = True
         elif fourcc == b"sidx":
