@@ -4,12 +4,17 @@ Streaming"; media-encryption.md §3.1-§3.3). Both directions; the decryptor exi
 Every protected block (an H.264 NAL body, an ADTS frame, an AC-3/E-AC-3 syncframe) is its own
 AES-128-CBC message from the original IV, over whole 16-byte blocks only (no padding).
 
-Hot path: one cipher call per protected block. For H.264 the encrypted 16-byte blocks of a NAL
-(1 of every 10) are gathered into one buffer with 16 strided slice copies, encrypted in one
-``update`` and scattered back the same way, whatever the NAL size.
+Hot path: one cipher call per protected block, and one cipher context per elementary stream
+(:class:`CbcMessages` restarts the chain at the IV by folding ``IV xor previous block`` into the
+first block, so no context is built per message). For H.264 the encrypted 16-byte blocks of a
+NAL (1 of every 10) are gathered with one strided numpy copy, encrypted in place in one call and
+scattered back the same way, whatever the NAL size.
 """
 
 from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
 from ...errors import CodecError
@@ -18,6 +23,7 @@ from ..codecs.adts import iter_adts_frames
 from ..codecs.nal import escape_emulation, iter_annexb, unescape_emulation
 
 __all__ = [
+    "CbcMessages",
     "crypt_ac3_es",
     "crypt_adts_es",
     "decrypt_h264_es",
@@ -36,43 +42,80 @@ def _nal_blocks(length: int) -> int:
     return 0 if length <= _LEADER + 16 else (length - _LEADER - 16 + _STRIDE - 1) // _STRIDE
 
 
-def _crypt_pattern(nal: bytes, key: bytes, iv: bytes, encrypt: bool) -> bytes:
+class CbcMessages:
+    """Many independent AES-128-CBC messages, each from the same IV, through one context.
+
+    A CBC context carries the last ciphertext block forward; XOR-ing ``IV ^ carried`` into the
+    first plaintext block (encryption) or the first output block (decryption) makes every
+    message start from the IV again, exactly as a fresh context would."""
+
+    __slots__ = ("_carry", "_ctx", "_encrypt", "_iv")
+
+    def __init__(self, key: bytes, iv: bytes, *, encrypt: bool) -> None:
+        self._ctx = aes_cbc_encryptor(key, iv) if encrypt else aes_cbc_decryptor(key, iv)
+        self._iv = int.from_bytes(iv, "big")
+        self._carry = self._iv
+        self._encrypt = encrypt
+
+    def __repr__(self) -> str:
+        return f"CbcMessages(encrypt={self._encrypt})"
+
+    def crypt(self, buf: memoryview, start: int, nbytes: int) -> None:
+        """Encrypt/decrypt ``buf[start:start+nbytes]`` in place as one message (``nbytes``: a
+        positive multiple of 16; ``buf`` must extend at least 15 bytes past the message, the
+        cipher library's slack for output buffers)."""
+        end = start + nbytes
+        fix = self._iv ^ self._carry
+        if self._encrypt:
+            if fix:
+                v = int.from_bytes(buf[start : start + 16], "big") ^ fix
+                buf[start : start + 16] = v.to_bytes(16, "big")
+            self._ctx.update_into(buf[start:end], buf[start:])
+            self._carry = int.from_bytes(buf[end - 16 : end], "big")
+        else:
+            carry = int.from_bytes(buf[end - 16 : end], "big")
+            self._ctx.update_into(buf[start:end], buf[start:])
+            if fix:
+                v = int.from_bytes(buf[start : start + 16], "big") ^ fix
+                buf[start : start + 16] = v.to_bytes(16, "big")
+            self._carry = carry
+
+
+def _crypt_pattern(nal: bytes, cbc: CbcMessages) -> bytes:
     nb = _nal_blocks(len(nal))
-    stop = _LEADER + _STRIDE * (nb - 1) + 16
-    if nb == 1:
-        gathered = nal[_LEADER:stop]
-    else:
-        buf = bytearray(16 * nb)
-        for j in range(16):  # 16 strided copies per NAL, independent of its size
-            buf[j::16] = nal[_LEADER + j : stop : _STRIDE]
-        gathered = bytes(buf)
-    ctx = aes_cbc_encryptor(key, iv) if encrypt else aes_cbc_decryptor(key, iv)
-    done = ctx.update(gathered) + ctx.finalize()
-    out = bytearray(nal)
-    if nb == 1:
-        out[_LEADER:stop] = done
-    else:
-        for j in range(16):
-            out[_LEADER + j : stop : _STRIDE] = done[j::16]
-    return bytes(out)
+    arr = np.frombuffer(nal, dtype=np.uint8)
+    # the encrypted blocks: 16 bytes every 160, from byte 32 (the last one may be the only one)
+    blocks = as_strided(arr[_LEADER:], shape=(nb, 16), strides=(_STRIDE, 1), writeable=False)
+    work = np.empty(16 * nb + 16, dtype=np.uint8)  # + slack for update_into
+    work[: 16 * nb].reshape(nb, 16)[:] = blocks
+    cbc.crypt(memoryview(work), 0, 16 * nb)  # type: ignore[arg-type]
+    out = arr.copy()
+    as_strided(out[_LEADER:], shape=(nb, 16), strides=(_STRIDE, 1))[:] = (
+        work[: 16 * nb].reshape(nb, 16))
+    return out.tobytes()
 
 
-def encrypt_h264_nal(nal: bytes, key: bytes, iv: bytes) -> bytes:
+def encrypt_h264_nal(nal: bytes, key: bytes, iv: bytes, *, cbc: CbcMessages | None = None
+                     ) -> bytes:
     """One NAL unit as stored (escaped, from its header byte): types 1 and 5 longer than 48
     bytes get the 1:9 pattern after a 32-byte clear leader, then one more emulation-prevention
-    pass over the whole NAL; every other NAL is returned unchanged."""
+    pass over the whole NAL; every other NAL is returned unchanged.
+
+    ``cbc``: a :class:`CbcMessages` for ``key``/``iv`` to reuse across NALs (optional)."""
     if (nal[0] & 0x1F) not in _SLICE_TYPES or len(nal) <= _LEADER + 16:
         return nal
-    return escape_emulation(_crypt_pattern(nal, key, iv, True))
+    if cbc is None:
+        cbc = CbcMessages(key, iv, encrypt=True)
+    return escape_emulation(_crypt_pattern(nal, cbc))
 
 
-def _decrypt_h264_nal(nal: bytes, key: bytes, iv: bytes) -> bytes:
+def _decrypt_h264_nal(nal: bytes, cbc: CbcMessages) -> bytes:
     if (nal[0] & 0x1F) not in _SLICE_TYPES or len(nal) <= _LEADER + 16:
         return nal
-    return _crypt_pattern(unescape_emulation(nal), key, iv, False)
+    return _crypt_pattern(unescape_emulation(nal), cbc)
 
 
-def _map_nals(es: bytes, key: bytes, iv: bytes, encrypt: bool) -> bytes:
+def _map_nals(es: bytes, cbc: CbcMessages, encrypt: bool) -> bytes:
     parts: list[bytes] = []
     prev = 0
     for start, end in iter_annexb(es):
@@ -80,8 +123,8 @@ def _map_nals(es: bytes, key: bytes, iv: bytes, encrypt: bool) -> bytes:
             continue
         nal = es[start:end]
         parts.append(es[prev:start])
-        parts.append(encrypt_h264_nal(nal, key, iv) if encrypt
-                     else _decrypt_h264_nal(nal, key, iv))
+        parts.append(escape_emulation(_crypt_pattern(nal, cbc)) if encrypt
+                     else _decrypt_h264_nal(nal, cbc))
         prev = end
     if not parts:
         return es
@@ -89,24 +132,33 @@ def _map_nals(es: bytes, key: bytes, iv: bytes, encrypt: bool) -> bytes:
     return b"".join(parts)
 
 
-def encrypt_h264_es(es: bytes, key: bytes, iv: bytes) -> bytes:
+def encrypt_h264_es(es: bytes, key: bytes, iv: bytes, *, cbc: CbcMessages | None = None
+                    ) -> bytes:
     """SAMPLE-AES over the Annex B H.264 bytes of one PES (may grow through emulation
-    prevention)."""
-    return _map_nals(es, key, iv, True)
+    prevention). ``cbc``: a :class:`CbcMessages` for ``key``/``iv`` to reuse (optional)."""
+    return _map_nals(es, cbc or CbcMessages(key, iv, encrypt=True), True)
 
 
-def decrypt_h264_es(es: bytes, key: bytes, iv: bytes) -> bytes:
-    """Inverse of :func:`encrypt_h264_es`."""
-    return _map_nals(es, key, iv, False)
+def decrypt_h264_es(es: bytes, key: bytes, iv: bytes, *, cbc: CbcMessages | None = None
+                    ) -> bytes:
+    """Inverse of :func:`encrypt_h264_es` (``cbc`` made with ``encrypt=False``)."""
+    return _map_nals(es, cbc or CbcMessages(key, iv, encrypt=False), False)
 
 
 def _crypt_ranges(buf: bytearray, ranges: list[tuple[int, int]], key: bytes, iv: bytes,
                   encrypt: bool) -> None:
-    mv = memoryview(buf)
-    for start, nblocks in ranges:
-        ctx = aes_cbc_encryptor(key, iv) if encrypt else aes_cbc_decryptor(key, iv)
-        end = start + 16 * nblocks
-        mv[start:end] = ctx.update(mv[start:end]) + ctx.finalize()
+    if not ranges:
+        return
+    start, nblocks = ranges[-1]
+    slack = start + 16 * nblocks + 15 - len(buf)
+    if slack > 0:
+        buf.extend(bytes(slack))  # the cipher library's output slack, removed below
+    cbc = CbcMessages(key, iv, encrypt=encrypt)
+    with memoryview(buf) as mv:
+        for start, nblocks in ranges:
+            cbc.crypt(mv, start, 16 * nblocks)
+    if slack > 0:
+        del buf[-slack:]
 
 
 def crypt_adts_es(buf: bytearray, key: bytes, iv: bytes, *, encrypt: bool = True) -> bytes:

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
 from ..codecs.ac3 import parse_syncframe
-from .es_crypto import crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_es
+from .es_crypto import CbcMessages, crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_es
 from .packets import PACKET_SIZE, PacketTable, split_packets
 from .pes import PesUnit, collect_pes, min_new_packets, pes_header_size, repacketise, set_pes_length
 from .psi import EsInfo, Pmt, find_program, iter_descriptors, pmt_packet
@@ -174,6 +174,7 @@ def _crypt_audio(table: PacketTable, plan: _Plan, units: list[PesUnit], key: byt
 
 def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> list[bytes]:
     out = []
+    cbc = CbcMessages(key, iv, encrypt=encrypt)
     for u in units:
         h = pes_header_size(u.data)
         es = u.data[h:]
@@ -182,7 +183,8 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> 
             raise CodecError(f"video PES does not start with an Annex B start code (PID "
                              f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split across "
                              "PES cannot be encrypted")
-        new_es = encrypt_h264_es(es, key, iv) if encrypt else decrypt_h264_es(es, key, iv)
+        new_es = (encrypt_h264_es(es, key, iv, cbc=cbc) if encrypt
+                  else decrypt_h264_es(es, key, iv, cbc=cbc))
         if len(new_es) == len(es):
             out.append(u.data[:h] + new_es)
             continue
