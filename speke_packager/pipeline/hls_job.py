@@ -6,8 +6,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..constants import Scheme
 from ..errors import ManifestError
 from ..manifests.hls import (
     ByteRange,
@@ -25,6 +27,7 @@ from ..manifests.hls import (
 from ..manifests.hls_signaling import hls_keys, hls_session_keys
 from ..model import KeyEntry, TrackInfo
 from .contexts import HLS_DRMS, KeyChoice, Mp4Context, TsContext, container_of
+from .iframes import remap_ts_range
 from .options import TrackSummary
 from .plan import Piece, Plan
 
@@ -51,6 +54,7 @@ class _Media:
     map_pieces: dict[int, Piece] = field(default_factory=dict)
     entry: KeyEntry | None = None
     dropped: bool = False
+    remap: bool = False  # I-frame ranges inside SAMPLE-AES TS segments: moved after encryption
 
 
 class Contexts:
@@ -115,6 +119,12 @@ class HlsJob:
         seg_rel = [resolve(m.rel, s.uri, what="segment") for s in segs]
         if m.iframe and any(self._overlaps(r, s.byterange) for r, s in zip(seg_rel, segs,
                                                                            strict=True)):
+            if self._can_remap(m, seg_rel):
+                m.remap = True
+                head = self.plan.read(seg_rel[0], what="segment")
+                m.entry = TsContext(head, self.choice, what=m.rel).entry
+                m.pieces = [self.plan.pieces[(r, None, None)] for r in seg_rel]
+                return
             m.dropped = True
             self.warnings.append(f"I-frame playlist {m.rel} points inside segments whose size "
                                  "changes when encrypted; it was left out of the output")
@@ -179,6 +189,16 @@ class HlsJob:
                                             t.channels, str(entry.kid) if entry else None,
                                             entry.track_type if entry else None))
 
+    def _can_remap(self, m: _Media, seg_rel: list[str]) -> bool:
+        """SAMPLE-AES TS I-frame ranges into whole-file segments can follow their PES."""
+        if self.choice.scheme is not Scheme.SAMPLE_AES:
+            return False
+        for r, s in zip(seg_rel, m.playlist.segments, strict=True):
+            if s.byterange is None or s.init is not None or (r, None, None) not in \
+                    self.plan.pieces:
+                return False
+        return True
+
     def _overlaps(self, rel: str, br: ByteRange | None) -> bool:
         off, ln = _off_len(br)
         for p in self.plan.pieces.values():
@@ -209,7 +229,7 @@ class HlsJob:
                 if self.master is not None:
                     self._keys(m.entry, session=True)
 
-    def render(self) -> dict[str, str]:
+    def render(self, out_dir: Path) -> dict[str, str]:
         """Playlist texts by package-relative path (call after the plan ran)."""
         out: dict[str, str] = {}
         session: list[HlsKey] = []
@@ -222,7 +242,13 @@ class HlsJob:
             keys: list[list[HlsKey]] = []
             tags = self._keys(m.entry) if m.entry is not None else []
             for s, p in zip(m.playlist.segments, m.pieces, strict=True):
-                if s.byterange is not None:
+                if m.remap and s.byterange is not None:
+                    clear = self.plan.read(p.rel, what="segment")
+                    enc = (out_dir / p.rel).read_bytes() if not p.clear else clear
+                    off, ln = remap_ts_range(clear, enc, s.byterange.offset,
+                                             s.byterange.length)
+                    ranges[(s.uri, s.byterange)] = ByteRange(ln, off)
+                elif s.byterange is not None:
                     off, ln = self.plan.new_range(p.rel, p.offset, p.length)
                     ranges[(s.uri, s.byterange)] = ByteRange(ln, off)
                 keys.append([] if p.clear else tags)

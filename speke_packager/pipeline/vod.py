@@ -140,7 +140,7 @@ def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None
     execute(plan, out_dir, jobs=options.jobs, progress=progress)
     manifests: list[str] = []
     if hls is not None:
-        for rel, text in hls.render().items():
+        for rel, text in hls.render(out_dir).items():
             _write(out_dir / rel, text.encode("utf-8"))
             manifests.append(rel)
     if dsh is not None:
