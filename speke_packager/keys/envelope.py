@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -81,6 +82,7 @@ class DeliveryKey:
             raise KeyAuthError("cannot open the PKCS#12 delivery key (wrong password?)") from None
         if cert is None or not isinstance(key, rsa.RSAPrivateKey):
             raise KeyAuthError("the PKCS#12 file needs a certificate and an RSA private key")
+        _check_cert(cert)
         return cls(cert.public_bytes(serialization.Encoding.DER), key)
 
     @classmethod
@@ -101,9 +103,23 @@ def _load_cert(data: bytes) -> bytes:
                 cert = x509.load_der_x509_certificate(data)
         except ValueError:
             raise KeyAuthError("the delivery certificate is not a PEM or DER X.509 file") from None
-    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
-        raise KeyAuthError("the delivery certificate must hold an RSA key")
+    _check_cert(cert)
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _check_cert(cert: x509.Certificate) -> None:
+    """RSA >= 2048 bits (SPEKE requires 2048, CPIX recommends 3072+); SHA-1 signatures warn."""
+    pub = cert.public_key()
+    if not isinstance(pub, rsa.RSAPublicKey):
+        raise KeyAuthError("the delivery certificate must hold an RSA key")
+    if pub.key_size < 2048:
+        raise KeyAuthError(f"the delivery key is RSA-{pub.key_size}; at least 2048 bits needed")
+    try:
+        algo = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:  # unknown algorithms: nothing to warn about
+        algo = None
+    if algo is not None and algo.name == "sha1":
+        log.warning("the delivery certificate is signed with SHA-1")
 
 
 def _load_private_key(data: bytes, password: bytes | None) -> rsa.RSAPrivateKey:

@@ -87,6 +87,13 @@ def test_delivery_key_loading(cpix_samples: Path, pki: object, tmp_path: Path) -
     assert weak.private_key.key_size == 2048
 
 
+def test_sha1_delivery_cert_warns(cpix_samples: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    with caplog.at_level(logging.WARNING):
+        DeliveryKey.load(cpix_samples / f"{V}WeakCert_Sha1.pfx", password="WeakCert_Sha1")
+    assert "SHA-1" in caplog.text
+
+
 # ---- hostile / malformed XML -----------------------------------------------------------------
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
