@@ -10,7 +10,18 @@
                                       "hls_media": str|null, "hls_master": str|null,
                                       "playready_object": base64|null}}}]}
 
-Content keys are printed only under ``--show-keys``.
+``cpix FILE --json`` prints one object::
+
+    {"kind": "request"|"response", "speke_version": str, "content_id": str|null,
+     "cpix_version": str|null, "recipients": int, "schema_valid": bool,
+     "schema_errors": [str], "warnings": [str],
+     "keys": [{"kid": str, "scheme": str|null, "track_type": str|null, "periods": [int|null],
+               "value": "plain"|"encrypted"|"decrypted"|"none", "iv": hex|null,
+               "key": hex (only with --show-keys),
+               "drm": {"<systemId>": {"name": str, "elements": [str]}}}]}
+
+Content keys are printed only under ``--show-keys``. Exit status 0 = valid; an invalid
+document prints one ``speke-packager: error: [check] ...`` line and exits non-zero.
 """
 
 from __future__ import annotations
