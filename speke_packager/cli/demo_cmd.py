@@ -5,7 +5,8 @@
 3. fetches a SPEKE v2.0 multi-DRM key set (Widevine, PlayReady, FairPlay, ClearKey;
    PRESET-VIDEO-2 + PRESET-AUDIO-1: separate SD, HD and audio keys) and prints it (no keys),
 4. encrypts the asset to HLS and DASH with ``encrypt-vod`` (cbcs, CMAF segments),
-5. verifies the package with independent decryption (``verify``) and prints how to play it.
+5. verifies the package with independent decryption (``verify``),
+6. plays it in headless Chromium (Shaka Player, ClearKey) and prints how to play it yourself.
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _playback_check(out_dir: Path) -> int | None:
+    """Play the DASH package in headless Chromium with Shaka Player, licences from the running
+    key server (the MPD's own Laurl). Skipped (None) when Chromium or the npm players are
+    missing."""
+    from . import main as cli_main
+
+    if shutil.which("chromium") is None:
+        print("[6/6] playback check skipped: no chromium on PATH")
+        return None
+    try:
+        from ..verify.serve import find_node_modules
+
+        find_node_modules()
+    except ToolError:
+        print("[6/6] playback check skipped: npm players not installed (make node)")
+        return None
+    print("[6/6] headless Chromium + Shaka Player plays the DASH package (ClearKey)", flush=True)
+    return cli_main(["serve", str(out_dir), "--player", "shaka", "--check", "--port", "0",
+                     "--seconds", "4"])
+
+
 def _handler(args: argparse.Namespace) -> int:
     from ..keys import EncryptionContract, SpekeClient
     from ..keyserver import KeyServer
@@ -70,11 +92,11 @@ def _handler(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="speke-demo-"))
     port = args.port if args.port is not None else (DEMO_PORT if _port_free(DEMO_PORT) else 0)
     try:
-        print(f"[1/5] generating a {args.seconds:g} s sample asset with ffmpeg ...", flush=True)
+        print(f"[1/6] generating a {args.seconds:g} s sample asset with ffmpeg ...", flush=True)
         sample = make_sample(work, args.seconds)
         with KeyServer(host="127.0.0.1", port=port, seed=DEMO_SEED,
                        default_content_id=DEMO_CONTENT_ID) as ks:
-            print(f"[2/5] local SPEKE key server listening on {ks.url}", flush=True)
+            print(f"[2/6] local SPEKE key server listening on {ks.url}", flush=True)
             drm = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.FAIRPLAY,
                    DrmSystem.CLEARKEY)
             contract = EncryptionContract(
@@ -84,11 +106,11 @@ def _handler(args: argparse.Namespace) -> int:
                 audio_preset="PRESET-AUDIO-1",
             )
             keyset = SpekeClient(ks.speke_url).fetch(contract)
-            print(f"[3/5] SPEKE v2.0 key set for {DEMO_CONTENT_ID!r} (keys not shown):")
+            print(f"[3/6] SPEKE v2.0 key set for {DEMO_CONTENT_ID!r} (keys not shown):")
             for entry in keyset_to_json(keyset, show_keys=False)["keys"]:
                 names = ", ".join(sorted(d["name"] for d in entry["drm"].values()))
                 print(f"      {entry['kid']}  {entry['track_type']:<6} {names}")
-            print("[4/5] encrypt-vod -> HLS + DASH (cbcs, CMAF)", flush=True)
+            print("[4/6] encrypt-vod -> HLS + DASH (cbcs, CMAF)", flush=True)
             vod_args = [
                 "encrypt-vod", str(sample), "--output", str(out_dir), "--format", "both",
                 "--scheme", "cbcs", "--speke-url", ks.speke_url,
@@ -101,7 +123,7 @@ def _handler(args: argparse.Namespace) -> int:
             rc = cli_main(vod_args)
             if rc != 0:
                 return rc
-            print("[5/5] verify: independent decryption with FFmpeg, frame hashes vs the clear "
+            print("[5/6] verify: independent decryption with FFmpeg, frame hashes vs the clear "
                   "input", flush=True)
             rc = cli_main(["verify", str(out_dir), "--reference", str(sample),
                            "--speke-url", ks.speke_url, "--content-id", DEMO_CONTENT_ID,
@@ -110,12 +132,18 @@ def _handler(args: argparse.Namespace) -> int:
                            "PRESET-AUDIO-1"])
             if rc != 0:
                 return rc
+            played = _playback_check(out_dir)
+            if played not in (0, None):
+                return played
+            used_port = ks.port
         print()
         print(f"Encrypted package: {out_dir}")
         for p in sorted(out_dir.glob("*.m3u8"))[:1] + sorted(out_dir.glob("*.mpd"))[:1]:
             print(f"  {p.name}")
-        print("Play it in a browser (ClearKey through the local key server):")
-        print(f"  speke-packager keyserver --port {DEMO_PORT} --seed {DEMO_SEED} &")
+        print("Play it in a browser (ClearKey licences from the local key server, which derives")
+        print("the same keys again from its seed and the content id):")
+        print(f"  speke-packager keyserver --port {used_port} --seed {DEMO_SEED} "
+              f"--content-id {DEMO_CONTENT_ID} &")
         print(f"  speke-packager serve {out_dir} --player shaka --port 8080"
               "   # then open the printed URL")
         print(f"Headless check: speke-packager serve {out_dir} --player shaka --check")
