@@ -156,3 +156,29 @@ def test_cenc_16_byte_ivs(asset: Callable[[str], Asset], tmp_path: Path) -> None
     assert len({s.iv for s in samples}) == len(samples)
     for stream in ("v:0", "a:0"):
         assert frames(out, stream, keys=KEYS) == frames(a.path, stream)
+
+
+@pytest.mark.parametrize("scheme", [Scheme.CENC, Scheme.CBCS], ids=lambda s: s.value)
+@pytest.mark.parametrize("name", ["h264-aac-fmp4", "hevc-fmp4", "vp9-opus-fmp4"])
+def test_our_decryptor_reads_shaka_output(name: str, scheme: Scheme,
+                                          asset: Callable[[str], Asset], tmp_path: Path) -> None:
+    """Our round-trip decryptor also reads another packager's cenc/cbcs (16-byte IVs)."""
+    from speke_packager.media.mp4 import Mp4Decryptor
+    from tests.mp4.helpers import split
+
+    a = asset(name)
+    stream = "video" if name != "aac-fmp4" else "audio"
+    theirs = tmp_path / "shaka.mp4"
+    shaka(f"in={a.path},stream={stream},output={theirs}", "--enable_raw_key_encryption",
+          "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}", "--iv", IV16.hex(),
+          "--protection_scheme", scheme.value, "--clear_lead", "0", "--segment_duration", "2")
+    init, segs = split(theirs.read_bytes())
+    assert len(segs) >= 3
+    dec = Mp4Decryptor(init, {KID: KEY})
+    out = tmp_path / "dec.mp4"
+    out.write_bytes(dec.clear_init() + b"".join(dec.decrypt_segment(s) for s in segs))
+    assert frames(out, "v:0") == frames(a.path, "v:0")
+    wrong = Mp4Decryptor(init, {KID: WRONG})
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(wrong.clear_init() + b"".join(wrong.decrypt_segment(s) for s in segs))
+    assert frames(bad, "v:0") != frames(a.path, "v:0")

@@ -125,7 +125,6 @@ def _st_ref_pic_set(r: BitReader, idx: int, sets: list[StRps], num_sets: int) ->
         sign = r.flag()
         delta_rps = (1 - 2 * sign) * (r.ue() + 1)
         ref = sets[idx - delta_idx]
-        ref_pocs = [d for d, _ in ref.neg] + [d for d, _ in ref.pos]
         used_flags: list[bool] = []
         use_delta: list[bool] = []
         for _ in range(ref.num_delta_pocs + 1):
@@ -156,7 +155,6 @@ def _st_ref_pic_set(r: BitReader, idx: int, sets: list[StRps], num_sets: int) ->
             d = ref.pos[j][0] + delta_rps
             if d > 0 and use_delta[n_neg + j]:
                 pos.append((d, used_flags[n_neg + j]))
-        del ref_pocs
         return StRps(tuple(neg), tuple(pos))
     n_neg = r.ue()
     n_pos = r.ue()

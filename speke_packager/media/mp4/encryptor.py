@@ -50,12 +50,11 @@ class Mp4Encryptor:
 
     ``keys`` maps track_ID -> key; other tracks stay clear. ``pssh`` are whole pssh boxes put
     in the moov. ``iv_seed`` makes IVs deterministic (empty: a random seed per object); cenc
-    IVs also depend on the init segment, and renditions sharing a key should not share both
-    seed and init;
-    ``iv_size`` is the cenc per-sample IV size (8 or 16); ``constant_iv`` the cbcs IV (default:
-    the key's own IV, else derived from the seed and KID). ``clear_lead`` keeps the clear
-    sample entry as description 2 in the init, so segments may be written with ``clear=True``
-    (Chrome refuses a clear-to-encrypted switch without it)."""
+    IVs also depend on the init segment (renditions sharing a key must not share both seed and
+    init). ``iv_size`` is the cenc per-sample IV size (8 or 16); ``constant_iv`` the cbcs IV
+    (default: the key's own IV, else derived from the seed and KID). ``clear_lead`` keeps the
+    clear sample entry as description 2 in the init, so segments may be written with
+    ``clear=True`` (Chrome refuses a clear-to-encrypted switch without it)."""
 
     def __init__(self, init: bytes | memoryview, scheme: Scheme, keys: Mapping[int, ContentKey],
                  *, pssh: Sequence[bytes] = (), iv_seed: bytes = b"", iv_size: int = 8,

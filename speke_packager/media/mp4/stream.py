@@ -66,7 +66,6 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
     new_moov = next(init[b.start:b.end] for b in iter_boxes(init) if b.type == b"moov")
     sink: IO[bytes] = dst
     spool: IO[bytes] | None = None
-    spool_base = 0
     out_pos = 0
     in_pos = 0
     sidxs: list[tuple[bytes, int, int]] = []  # (raw, input end, position in sink)
@@ -100,7 +99,6 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
             in_pos = start + len(raw)
             if not dst_seekable and spool is None:
                 spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)
-                spool_base = out_pos
                 sink = spool
             sidxs.append((raw, in_pos, sink.tell()))
             write(raw)
@@ -147,4 +145,3 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
         spool.seek(0)
         shutil.copyfileobj(spool, dst, _CHUNK)
         spool.close()
-    del spool_base
