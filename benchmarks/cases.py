@@ -194,42 +194,47 @@ def encrypt_vod_available() -> str | None:
     return None
 
 
+def _vod_input(ctx: Context, scheme: str, from_mp4: bool) -> tuple[Path, int, str]:
+    """(input path, media bytes, output format) of an encrypt-vod case."""
+    if from_mp4:
+        return ctx.asset.source, ctx.asset.source.stat().st_size, _VOD_FORMAT[scheme]
+    mp4_scheme = scheme in ("cenc", "cbcs")
+    src = ctx.asset.root / ("cmaf/master.m3u8" if mp4_scheme else "ts/index.m3u8")
+    return src, media_bytes(ctx.asset, scheme), "hls"  # an HLS package stays HLS
+
+
+def _vod_command(ctx: Context, scheme: str, from_mp4: bool, out: Path) -> list[str]:
+    src, _, fmt = _vod_input(ctx, scheme, from_mp4)
+    k = ctx.keys
+    if scheme in ("cenc", "cbcs"):
+        keyargs = ["--key", f"video={k.video.kid.hex}:{k.video.key.hex()}",
+                   "--key", f"audio={k.audio.kid.hex}:{k.audio.key.hex()}"]
+        if scheme == "cbcs":
+            keyargs += ["--iv", k.cbcs_iv.hex()]
+    else:
+        keyargs = ["--key", f"{k.ts.kid.hex}:{k.ts.key.hex()}", "--iv", k.ts_iv.hex()]
+    return [sys.executable, "-m", "speke_packager", "encrypt-vod", str(src),
+            "--output", str(out), "--scheme", scheme, "--format", fmt, *keyargs,
+            *(["--key-uri", "https://127.0.0.1/keys/{kid}"] if fmt == "hls" else []),
+            "--jobs", str(ctx.jobs), "--quiet", "--force"]
+
+
 def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseResult:
     """The whole ``encrypt-vod`` CLI in a subprocess, wall time.
 
     Input: the clear HLS package Shaka Packager also gets (CMAF for cenc/cbcs, TS otherwise), or
     with ``from_mp4`` the progressive MP4 source (encrypt-vod segments it with ffmpeg first)."""
     tool = "encrypt-vod-mp4" if from_mp4 else "encrypt-vod"
-    mp4_scheme = scheme in ("cenc", "cbcs")
-    if from_mp4:
-        src, nbytes = ctx.asset.source, ctx.asset.source.stat().st_size
-    else:
-        src = ctx.asset.root / ("cmaf/master.m3u8" if mp4_scheme else "ts/index.m3u8")
-        nbytes = media_bytes(ctx.asset, scheme)
-    fmt = _VOD_FORMAT[scheme] if from_mp4 else "hls"  # an HLS package stays HLS
+    src, nbytes, fmt = _vod_input(ctx, scheme, from_mp4)
     res = CaseResult(tool, scheme, nbytes, extra={"jobs": ctx.jobs, "format": fmt,
                                                   "input": src.name})
     why = encrypt_vod_available()
     if why:
         res.status, res.note = "unavailable", why
         return res
-    k = ctx.keys
-    if mp4_scheme:
-        keyargs = ["--key", f"video={k.video.kid.hex}:{k.video.key.hex()}",
-                   "--key", f"audio={k.audio.kid.hex}:{k.audio.key.hex()}"]
-    else:
-        keyargs = ["--key", f"{k.ts.kid.hex}:{k.ts.key.hex()}"]
-    if scheme == "cbcs":
-        keyargs += ["--iv", k.cbcs_iv.hex()]
-    elif not mp4_scheme:
-        keyargs += ["--iv", k.ts_iv.hex()]
     for _ in range(ctx.runs):
         out = ctx.out_dir(f"{tool}-{scheme}")
-        cmd = [sys.executable, "-m", "speke_packager", "encrypt-vod", str(src),
-               "--output", str(out), "--scheme", scheme, "--format", fmt, *keyargs,
-               *(["--key-uri", "https://127.0.0.1/keys/{kid}"] if fmt == "hls" else []),
-               "--jobs", str(ctx.jobs), "--quiet", "--force"]
-        p = run_measured(cmd)
+        p = run_measured(_vod_command(ctx, scheme, from_mp4, out))
         shutil.rmtree(out, ignore_errors=True)
         if p.returncode != 0:
             res.status, res.note = "error", _scrub(_last_line(p.stderr), ctx.keys)
@@ -238,6 +243,55 @@ def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseRes
         res.rss_kb.append(p.maxrss_kb)
         ctx.say(f"{tool} {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
+
+
+def pyspy_encrypt_vod(ctx: Context, scheme: str, out: Path) -> str:
+    """Sample one ``encrypt-vod`` run (all threads) with py-spy; top functions as text.
+
+    py-spy sees the worker threads that cProfile misses. Its raw output names the process with
+    its command line, keys included, so the raw file is scrubbed before anything is kept."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.access(pyspy, os.X_OK):
+        return f"{scheme}: py-spy not installed (pip install py-spy)"
+    if encrypt_vod_available():
+        return f"{scheme}: encrypt-vod not available yet"
+    work = ctx.out_dir(f"pyspy-{scheme}")
+    raw = ctx.scratch / f"pyspy-{scheme}.raw"
+    p = run_measured([pyspy, "record", "-r", "100", "-f", "raw", "-o", str(raw), "--",
+                      *_vod_command(ctx, scheme, False, work)])
+    shutil.rmtree(work, ignore_errors=True)
+    if p.returncode != 0 or not raw.exists():
+        return f"{scheme}: py-spy failed: {_scrub(_last_line(p.stderr), ctx.keys)}"
+    text = _scrub(_collapse(raw.read_text()), ctx.keys)
+    raw.unlink()
+    (out / f"pyspy-encrypt-vod-{scheme}.txt").write_text(text)
+    return text
+
+
+def _collapse(raw: str, top: int = 20) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for ln in raw.splitlines():
+        stack, _, n_text = ln.rpartition(" ")
+        if not stack or not n_text.isdigit():
+            continue
+        n = int(n_text)
+        total += n
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples (all threads)", "", "self:"]
+    lines += [f"{n / total:6.1%}  {f}" for f, n in sorted(own.items(), key=lambda x: -x[1])[:top]]
+    lines += ["", "inclusive (speke_packager):"]
+    ours = [(f, n) for f, n in incl.items() if "speke_packager" in f]
+    lines += [f"{n / total:6.1%}  {f}" for f, n in sorted(ours, key=lambda x: -x[1])[:top]]
+    return "\n".join(lines) + "\n"
 
 
 def shaka(ctx: Context, scheme: str) -> CaseResult:

@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8],
                    help="concurrent clients for the key server's requests per second")
     p.add_argument("--profile", action="store_true",
-                   help="also cProfile one single-core run per scheme (top functions in the JSON)")
+                   help="also profile each scheme: cProfile of one single-core segment API run, "
+                        "py-spy of one encrypt-vod run (top functions in the JSON)")
     p.add_argument("--profile-segments", type=int, default=10,
                    help="segments per stream in the profiled run (cProfile is slow; 10)")
     p.add_argument("--rss-baseline", type=Path, default=None,
@@ -163,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             all_cases += [(spec.minutes, r.tool, r.scheme, r.peak_rss_mb) for r in results]
             profiles: dict[str, str] = {}
             if args.profile:
+                pdir = _mkdir(args.cache / "profiles")
                 for scheme in args.schemes:
                     profiles[scheme] = cases.profile_segment_api(
-                        ctx, scheme, _mkdir(args.cache / "profiles"), limit=args.profile_segments)
+                        ctx, scheme, pdir, limit=args.profile_segments)
+                    profiles[f"encrypt-vod {scheme}"] = cases.pyspy_encrypt_vod(ctx, scheme, pdir)
             per_asset.append({"asset": asset.describe(),
                               "cases": [_with_ratios(r, results, limits) for r in results],
                               "profiles": profiles})
