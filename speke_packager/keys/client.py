@@ -192,14 +192,15 @@ class SpekeClient:
         rheaders = {k: v for k, v in resp.headers.items()}
         if resp.status_code == 200:
             return body, rheaders
-        message = body[:1024].decode("utf-8", errors="replace")
-        message = " ".join(message.split())[:300]
+        server_message = " ".join(body[:1024].decode("utf-8", errors="replace").split())
+        message = server_message[:300]
         agent = resp.headers.get("x-speke-user-agent") or resp.headers.get("speke-user-agent")
         who = f" ({agent[:60]})" if agent else ""
         err = KeyServerHTTPError(
             f"key server answered HTTP {resp.status_code}{who}: {message or resp.reason}",
-            url=self.url, status=resp.status_code, server_message=message)
-        if resp.status_code in RETRY_STATUSES and not any(m in message for m in _FINAL_MESSAGES):
+            url=self.url, status=resp.status_code, server_message=server_message)
+        if resp.status_code in RETRY_STATUSES and not any(m in server_message
+                                                          for m in _FINAL_MESSAGES):
             raise _Retry(err, _retry_after(resp.headers.get("retry-after")))
         raise err
 
