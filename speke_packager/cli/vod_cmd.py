@@ -86,11 +86,12 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
-                  console=None) as bar:
+                  console=Console(stderr=True)) as bar:
         task = bar.add_task("encrypting", total=None)
 
         def update(done: int, total: int) -> None:

@@ -103,9 +103,9 @@ class Plan:
         return self.placed[(rel, offset, length)]
 
 
-def _work(plan: Plan, piece: Piece) -> bytes:
+def _work(plan: Plan, piece: Piece) -> tuple[int, bytes]:
     data = plan.read(piece.rel, piece.offset, piece.length)
-    return piece.transform(data) if piece.transform is not None else data
+    return len(data), (piece.transform(data) if piece.transform is not None else data)
 
 
 def _gap_copy(src: Path, start: int, end: int | None, out: BinaryIO) -> int:
@@ -132,7 +132,7 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
     done = 0
     window = max(2, jobs * 3)
     executor = cf.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="encrypt")
-    pending: deque[tuple[Piece, cf.Future[bytes]]] = deque()
+    pending: deque[tuple[Piece, cf.Future[tuple[int, bytes]]]] = deque()
     it: Iterator[Piece] = iter(order)
     current: tuple[str, BinaryIO, int, int] | None = None  # rel, handle, out pos, in pos
     late: list[tuple[Piece, int]] = []
@@ -170,7 +170,7 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
         refill()
         while pending:
             piece, fut = pending.popleft()
-            data = fut.result()
+            n_in, data = fut.result()
             refill()
             if current is None or current[0] != piece.rel:
                 close_current()
@@ -191,7 +191,7 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
             except OSError as exc:
                 raise OutputError(f"cannot write {out_root / rel}: {exc.strerror or exc}") from exc
             plan.placed[piece.key] = (pos, len(data))
-            plan.bytes_in += piece.length if piece.length is not None else len(data)
+            plan.bytes_in += n_in
             pos += len(data)
             in_pos = (piece.offset + (piece.length or 0)) if piece.offset is not None else 0
             current = (rel, fh, pos, in_pos)

@@ -119,3 +119,35 @@ def test_audio_only_key_leaves_video_clear(media, tmp_path: Path) -> None:
     assert not key_lines((out / "media_0.m3u8").read_text())
     mpd = (out / "manifest.mpd").read_text()
     assert mpd.count("mp4protection") == 1
+
+
+def test_progress_bar_only_on_a_terminal(packages, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "speke_packager", "encrypt-vod", str(packages("dash-number")),
+            "--scheme", "cenc", "--key", KEYSPEC]
+    plain = subprocess.run([*args, "-o", str(tmp_path / "a")], capture_output=True, text=True,
+                           check=False)
+    assert plain.returncode == 0 and plain.stderr == ""  # not a TTY: no bar
+    assert "encrypted 2 of 2 tracks" in plain.stdout
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*args, "-o", str(tmp_path / "b"), "--jobs", "1"],
+                            stdout=subprocess.PIPE, stderr=slave, env=dict(os.environ,
+                                                                            COLUMNS="80"))
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0
+    os.close(master)
+    assert b"encrypting" in seen
+    assert KEY.hex().encode() not in seen
