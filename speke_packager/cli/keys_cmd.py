@@ -56,8 +56,10 @@ from ..model import KeyPeriod, KeySet
 __all__ = [
     "add_speke_arguments",
     "contract_from_args",
+    "keyset_to_json",
     "periods_from_args",
     "register",
+    "report_to_json",
     "speke_client_from_args",
 ]
 
