@@ -39,6 +39,10 @@ CODECS = {
     "ac3-fmp4-dm": [("a:0", "audio")],
     "eac3-fmp4-dm": [("a:0", "audio")],
     "aac-fmp4": [("a:0", "audio")],
+    "h264-cavlc-interlaced-fmp4": [("v:0", "video")],
+    "h264-slices-fmp4": [("v:0", "video")],
+    "hevc-hev1-fmp4": [("v:0", "video")],
+    "hevc-slices-fmp4": [("v:0", "video")],
 }
 IV16 = bytes.fromhex("00112233445566778899aabbccddeeff")
 
@@ -80,7 +84,9 @@ def test_ffmpeg_and_shaka_decrypt(name: str, scheme: Scheme, asset: Callable[[st
         assert frames(out, stream) != ref
 
 
-@pytest.mark.parametrize("name", ["h264-fmp4", "hevc-fmp4"])
+@pytest.mark.parametrize("name", ["h264-fmp4", "hevc-fmp4", "h264-slices-fmp4",
+                                  "h264-cavlc-interlaced-fmp4", "hevc-slices-fmp4",
+                                  "hevc-hev1-fmp4"])
 def test_cbcs_bytes_equal_shaka(name: str, asset: Callable[[str], Asset], tmp_path: Path
                                 ) -> None:
     """cbcs with a constant IV fixes every byte: samples and subsample maps equal Shaka's."""
