@@ -297,3 +297,26 @@ def test_aes128_dash_is_refused(packages, tmp_path: Path) -> None:
 
     with pytest.raises(U, match="DASH needs cenc or cbcs"):
         _encrypt(packages("dash-number"), tmp_path / "out", "aes-128")
+
+
+def test_webvtt_rendition_stays_clear(media, tmp_path: Path, key_file: Path) -> None:
+    from .conftest import ffmpeg, run
+
+    pkg = tmp_path / "clear"
+    pkg.mkdir()
+    (pkg / "s.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHello\n\n"
+                               "2\n00:00:02,500 --> 00:00:05,000\nWorld\n")
+    run([ffmpeg(), "-v", "error", "-i", str(media("h264-aac-ts")), "-i", "s.srt", "-map", "0:v",
+         "-map", "0:a", "-map", "1:s", "-c:v", "copy", "-c:a", "copy", "-c:s", "webvtt",
+         "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod", "-master_pl_name",
+         "master.m3u8", "-var_stream_map", "v:0,a:0,s:0,sgroup:subs",
+         "-hls_segment_filename", "p%v_%03d.ts", "p%v.m3u8"], cwd=pkg)
+    (pkg / "s.srt").unlink()
+    out = tmp_path / "out"
+    _encrypt(pkg / "master.m3u8", out, "aes-128", key_file)
+    _same_layout(pkg, out)
+    vtts = sorted(pkg.glob("*.vtt"))
+    assert vtts and all((out / v.name).read_bytes() == v.read_bytes() for v in vtts)
+    assert not key_lines((out / "p0_vtt.m3u8").read_text())
+    assert key_lines((out / "p0.m3u8").read_text())
+    assert frames(out / "p0.m3u8", "v:0", hls=True) == frames(pkg / "p0.m3u8", "v:0", hls=True)
