@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from ...errors import TsFormatError
 
 __all__ = [
@@ -24,10 +27,19 @@ _PAYLOAD = 184
 
 @dataclass(frozen=True, slots=True)
 class PacketTable:
-    """A validated run of 188-byte packets and the PID of each."""
+    """A validated run of 188-byte packets and the PID of each.
+
+    ``rows`` is ``data`` seen as a read-only ``count x 188`` byte array and ``pid_array`` the
+    PIDs as an array, for vectorised scans (no copy of the segment)."""
 
     data: bytes
     pids: list[int]
+    rows: npt.NDArray[np.uint8]
+    pid_array: npt.NDArray[np.int64]
+
+    def indices_of(self, pid: int) -> npt.NDArray[np.intp]:
+        """Indices of the packets of ``pid``, in order."""
+        return np.flatnonzero(self.pid_array == pid)
 
     @property
     def count(self) -> int:
@@ -118,21 +130,21 @@ def split_packets(data: bytes | memoryview) -> PacketTable:
     count, rest = divmod(n, PACKET_SIZE)
     if n == 0:
         raise TsFormatError("empty transport stream segment")
-    syncs = buf[0 : count * PACKET_SIZE : PACKET_SIZE]
-    if syncs.count(SYNC_BYTE) != count:
-        bad = next(i for i, b in enumerate(syncs) if b != SYNC_BYTE)
-        raise TsFormatError(f"lost sync: byte 0x{syncs[bad]:02x} where 0x47 was expected",
-                            packet_index=bad)
-    pids = [((a & 0x1F) << 8) | b for a, b in zip(buf[1 : count * PACKET_SIZE : PACKET_SIZE],
-                                                   buf[2 : count * PACKET_SIZE : PACKET_SIZE],
-                                                   strict=True)]
+    rows = np.frombuffer(buf, dtype=np.uint8, count=count * PACKET_SIZE).reshape(
+        count, PACKET_SIZE)
+    bad = np.flatnonzero(rows[:, 0] != SYNC_BYTE)
+    if bad.size:
+        first = int(bad[0])
+        raise TsFormatError(f"lost sync: byte 0x{buf[first * PACKET_SIZE]:02x} where 0x47 was "
+                            "expected", packet_index=first)
+    pid_array = ((rows[:, 1].astype(np.int64) & 0x1F) << 8) | rows[:, 2]
     if rest:
         tail = buf[count * PACKET_SIZE :]
         pid = ((tail[1] & 0x1F) << 8) | tail[2] if len(tail) >= 3 else None
         what = "lost sync" if tail[0] != SYNC_BYTE else "truncated packet"
         raise TsFormatError(f"{what}: {rest} bytes after the last whole 188-byte packet",
                             packet_index=count, pid=pid)
-    return PacketTable(buf, pids)
+    return PacketTable(buf, pid_array.tolist(), rows, pid_array)
 
 
 def build_packet(head3: bytes, cc: int, af_core: bytes, payload: bytes | memoryview) -> bytes:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from ...errors import TsFormatError, UnsupportedMediaError
 from .packets import PacketTable, build_packet
 
 __all__ = [
     "PesUnit",
+    "PidPayload",
     "collect_pes",
+    "gather_pid",
     "min_new_packets",
     "pes_header_size",
     "repacketise",
@@ -28,11 +33,10 @@ _MAX_PAYLOAD = 184
 
 @dataclass(slots=True)
 class PesUnit:
-    """One PES of a PID: its payload-carrying packets, their payload spans and its bytes."""
+    """One PES of a PID: its payload-carrying packets and its bytes."""
 
     pid: int
     packets: list[int]
-    spans: list[tuple[int, int]]  # absolute (start, end) of each packet's payload
     data: bytes
 
     @property
@@ -40,21 +44,29 @@ class PesUnit:
         return self.packets[0]
 
 
-def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUnit]:
-    """Split the packets ``indices`` of ``pid`` into whole PES (PUSI=1 to the next PUSI=1).
+@dataclass(slots=True)
+class PidPayload:
+    """Every PES of one PID, gathered with whole-array copies.
 
-    Payload bytes before the first PES start (a PES begun in an earlier segment) are refused:
-    they could be neither parsed nor encrypted."""
+    ``indices``: all packets of the PID; ``payload_packets``: those carrying payload;
+    ``body``: bytes 4..187 of each payload packet, back to back; ``ranges``: the
+    ``(start, end)`` spans of ``body`` that are payload (adaptation fields cut out), whose
+    concatenation is the PID's PES bytes in order. Few ranges: only packets with an adaptation
+    field (PCR, stuffing) break the runs."""
+
+    pid: int
+    indices: npt.NDArray[np.intp]
+    payload_packets: npt.NDArray[np.intp]
+    body: npt.NDArray[np.uint8]
+    ranges: list[tuple[int, int]]
+    units: list[PesUnit]
+
+
+def _raise_first_fault(table: PacketTable, pid: int, indices: list[int]) -> None:
+    """Packet by packet, raising the error of the first faulty packet (slow path, used only
+    when the vectorised checks found something wrong)."""
     d = table.data
-    mv = memoryview(d)
-    units: list[PesUnit] = []
-    packets: list[int] = []
-    spans: list[tuple[int, int]] = []
-
-    def close() -> None:
-        if packets:
-            units.append(PesUnit(pid, packets, spans, b"".join(mv[s:e] for s, e in spans)))
-
+    started = False
     for i in indices:
         base = i * 188
         ctl = d[base + 3]
@@ -64,24 +76,63 @@ def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUni
         if not ctl & 0x10:
             continue  # adaptation field only
         if ctl & 0x20:
-            start = table.payload_start(i)  # validates the adaptation field length
-        else:
-            if ctl & 0xC0:
-                table.payload_start(i)  # raises: scrambled
-            start = base + 4
+            table.payload_start(i)  # validates the adaptation field length
+        elif ctl & 0xC0:
+            table.payload_start(i)  # raises: scrambled
         if d[base + 1] & 0x40:
-            close()
-            packets, spans = [i], [(start, base + 188)]
-        elif not packets:
+            started = True
+        elif not started:
             raise TsFormatError("payload continues a PES that started before the segment",
                                 packet_index=i, pid=pid)
-        else:
-            packets.append(i)
-            spans.append((start, base + 188))
-    close()
+
+
+def gather_pid(table: PacketTable, pid: int,
+               indices: npt.NDArray[np.intp] | list[int] | None = None) -> PidPayload:
+    """Split the packets of ``pid`` (``indices``, default: all) into whole PES (PUSI=1 to the
+    next PUSI=1) and check each, with whole-array scans instead of per-packet Python.
+
+    Payload bytes before the first PES start (a PES begun in an earlier segment) are refused:
+    they could be neither parsed nor encrypted."""
+    idx = table.indices_of(pid) if indices is None else np.asarray(indices, dtype=np.intp)
+    rows = table.rows[idx]
+    b1 = rows[:, 1]
+    ctl = rows[:, 3]
+    has_payload = (ctl & 0x10) != 0
+    with_af = (ctl & 0x20) != 0
+    af_len = rows[:, 4]
+    bad = ((b1 & 0x80) != 0) | (has_payload & (((ctl & 0xC0) != 0)
+                                                | (with_af & (af_len > 182))))
+    pay_rows = rows[has_payload]
+    pusi = (pay_rows[:, 1] & 0x40) != 0
+    if bad.any() or (pusi.size and not pusi[0]):
+        _raise_first_fault(table, pid, idx.tolist())  # raises for the first faulty packet
+    pay_idx = idx[has_payload]
+    cut = np.where(with_af[has_payload], 1 + af_len[has_payload].astype(np.intp), 0)
+    body = np.ascontiguousarray(pay_rows[:, 4:])
+    n = len(pay_idx)
+    af_rows = np.flatnonzero(cut).tolist()
+    cuts = cut[af_rows].tolist()
+    r_starts = [0, *(r * _MAX_PAYLOAD + c for r, c in zip(af_rows, cuts, strict=True))]
+    r_ends = [*(r * _MAX_PAYLOAD for r in af_rows), n * _MAX_PAYLOAD]
+    ranges = [(a, b) for a, b in zip(r_starts, r_ends, strict=True) if b > a]
+    flat = memoryview(body.reshape(-1))  # type: ignore[arg-type]
+    es = b"".join([flat[a:b] for a, b in ranges])
+    offsets = np.concatenate(([0], np.cumsum(_MAX_PAYLOAD - cut))).tolist()
+    firsts = np.flatnonzero(pusi).tolist()
+    bounds = [*firsts, n]
+    pay_list = pay_idx.tolist()
+    units = []
+    for k in range(len(firsts)):
+        a, b = bounds[k], bounds[k + 1]
+        units.append(PesUnit(pid, pay_list[a:b], es[offsets[a] : offsets[b]]))
     for u in units:
         check_pes(u)
-    return units
+    return PidPayload(pid, idx, pay_idx, body, ranges, units)
+
+
+def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUnit]:
+    """The whole PES of ``pid`` among the packets ``indices``; see :func:`gather_pid`."""
+    return gather_pid(table, pid, indices).units
 
 
 def pes_header_size(data: bytes | memoryview) -> int:

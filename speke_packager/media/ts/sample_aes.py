@@ -28,11 +28,21 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import numpy as np
+
 from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
 from ..codecs.ac3 import parse_syncframe
 from .es_crypto import CbcMessages, crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_es
 from .packets import PACKET_SIZE, PacketTable, split_packets
-from .pes import PesUnit, collect_pes, min_new_packets, pes_header_size, repacketise, set_pes_length
+from .pes import (
+    PesUnit,
+    PidPayload,
+    gather_pid,
+    min_new_packets,
+    pes_header_size,
+    repacketise,
+    set_pes_length,
+)
 from .psi import EsInfo, Pmt, find_program, iter_descriptors, pmt_packet
 
 __all__ = ["SampleAesEncryptor", "decrypt_sample_aes", "encrypt_sample_aes"]
@@ -194,16 +204,15 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> 
     return out
 
 
-def _set_cc(out: bytearray, i: int, shift: int) -> None:
-    at = i * PACKET_SIZE + 3
-    out[at] = (out[at] & 0xF0) | ((out[at] + shift) & 0x0F)
-
-
-def _remux_pid(table: PacketTable, indices: list[int], units: list[PesUnit], new: list[bytes], *,
-               out: bytearray, splices: dict[int, bytes], keep_cc: bool) -> None:
+def _remux_pid(table: PacketTable, g: PidPayload, new: list[bytes], *, out: bytearray,
+               splices: dict[int, bytes], keep_cc: bool) -> None:
     """Write the packets of one PID into ``out`` (a copy of the segment): same-size PES in
-    place, grown PES re-packetised (packets beyond the original ones go to ``splices``, keyed
-    by the packet they follow), CC shifted after inserted packets."""
+    place with one vectorised scatter, grown PES re-packetised (packets beyond the original
+    ones go to ``splices``, keyed by the packet they follow), CC shifted after inserted
+    packets (a whole-array add)."""
+    units = g.units
+    if not units:
+        return
     adds = [min_new_packets(table, u, len(b)) for u, b in zip(units, new, strict=True)]
     pad = (-sum(adds)) % 16 if keep_cc else 0
     if pad:
@@ -212,40 +221,44 @@ def _remux_pid(table: PacketTable, indices: list[int], units: list[PesUnit], new
         if slack[best] >= pad:
             adds[best] += pad
         # else: too little data to pad; the next segment's first CC on this PID then jumps
-    first_of = {u.first_packet: k for k, u in enumerate(units)}
-    last_of = {u.packets[-1]: k for k, u in enumerate(units)}
-    members = {i for u in units for i in u.packets}
-    shift = 0
-    for i in indices:
-        k = first_of.get(i)
-        if k is not None:
-            _write_unit(table, units[k], new[k], add=adds[k], shift=shift, out=out,
-                        splices=splices)
-        elif i not in members and shift % 16:  # adaptation-field-only packet
-            _set_cc(out, i, shift)
-        k = last_of.get(i)
-        if k is not None:  # packets after this PES's last one follow the added packets
-            shift += adds[k]
-
-
-def _write_unit(table: PacketTable, u: PesUnit, pes: bytes, *, add: int, shift: int,
-                out: bytearray, splices: dict[int, bytes]) -> None:
-    """One PES into ``out``: in place when its size is unchanged, else re-packetised."""
-    if add == 0 and len(pes) == len(u.data):
-        src = memoryview(pes)
+    moved = [k for k, (u, b) in enumerate(zip(units, new, strict=True))
+             if adds[k] or len(b) != len(u.data)]
+    rows = np.frombuffer(out, dtype=np.uint8).reshape(-1, PACKET_SIZE)
+    # same-size PES: same layout, new payload bytes (moved ones keep theirs until rewritten)
+    if len(moved) < len(units):
+        gone = set(moved)
+        payload = memoryview(b"".join([units[k].data if k in gone else b
+                                       for k, b in enumerate(new)]))
+        body = g.body.reshape(-1)
+        flat = memoryview(body)  # type: ignore[arg-type]
         pos = 0
-        for s, e in u.spans:  # same size: same layout, new payload bytes
-            out[s:e] = src[pos : pos + e - s]
-            pos += e - s
-        if shift % 16:
-            for j in u.packets:
-                _set_cc(out, j, shift)
-        return
-    produced = repacketise(table, u, pes, add, shift)
-    for j, pkt in zip(u.packets, produced, strict=False):
-        out[j * PACKET_SIZE : (j + 1) * PACKET_SIZE] = pkt
-    if add:
-        splices[u.packets[-1]] = b"".join(produced[len(u.packets) :])
+        for a, b in g.ranges:
+            flat[a:b] = payload[pos : pos + b - a]
+            pos += b - a
+        rows[g.payload_packets, 4:] = g.body
+    # packets after a PES's last packet follow the packets added to it
+    if any(adds):
+        lasts = np.array([u.packets[-1] for u in units], dtype=np.intp)
+        total = np.concatenate(([0], np.cumsum(adds)))
+        shift = total[np.searchsorted(lasts, g.indices, side="left")]
+        keep = (shift % 16) != 0
+        if moved:
+            rewritten = np.array([i for k in moved for i in units[k].packets], dtype=np.intp)
+            keep &= ~np.isin(g.indices, rewritten)
+        at = g.indices[keep]
+        cc = rows[at, 3]
+        rows[at, 3] = (cc & 0xF0) | ((cc + (shift[keep] % 16).astype(np.uint8)) & 0x0F)
+        shifts = shift[np.searchsorted(g.indices, [units[k].first_packet for k in moved])]
+    else:
+        shifts = np.zeros(len(moved), dtype=np.intp)
+    del rows
+    for k, sh in zip(moved, shifts.tolist(), strict=True):
+        u = units[k]
+        produced = repacketise(table, u, new[k], adds[k], int(sh))
+        for j, pkt in zip(u.packets, produced, strict=False):
+            out[j * PACKET_SIZE : (j + 1) * PACKET_SIZE] = pkt
+        if adds[k]:
+            splices[u.packets[-1]] = b"".join(produced[len(u.packets) :])
 
 
 def _assemble(out: bytearray, splices: dict[int, bytes]) -> bytes:
@@ -274,17 +287,12 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
         if encrypt:
             raise UnsupportedMediaError("no stream in the segment can be SAMPLE-AES encrypted")
         return table.data
-    per_pid: dict[int, list[int]] = {p.pid: [] for p in plans}
-    for i, pid in enumerate(table.pids):
-        lst = per_pid.get(pid)
-        if lst is not None:
-            lst.append(i)
     out = bytearray(table.data)
     splices: dict[int, bytes] = {}
     setups: dict[int, bytes] = {}
     for plan in plans:
-        indices = per_pid[plan.pid]
-        units = collect_pes(table, plan.pid, indices)
+        g = gather_pid(table, plan.pid)
+        units = g.units
         if plan.codec == H264:
             new = _crypt_video(units, key, iv, encrypt)
         elif units:
@@ -293,8 +301,7 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
                 setups[plan.pid] = setup
         else:
             new = []
-        _remux_pid(table, indices, units, new, out=out, splices=splices,
-                   keep_cc=keep_cc and encrypt)
+        _remux_pid(table, g, new, out=out, splices=splices, keep_cc=keep_cc and encrypt)
     if encrypt:
         for plan in plans:
             if plan.codec == H264 or plan.pid in setups:
