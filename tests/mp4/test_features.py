@@ -387,3 +387,38 @@ def test_renditions_sharing_key_and_seed_get_other_ivs(asset: Callable[[str], As
     assert len(enc_b.constant_iv(K1) or b"") == 16
     assert Mp4Encryptor(a.init, Scheme.CBCS, {1: ContentKey(KID, KEY, iv=b"\x01" * 16)}
                         ).constant_iv(ContentKey(KID, KEY, iv=b"\x01" * 16)) == b"\x01" * 16
+
+
+@pytest.mark.interop
+def test_traf_base_after_previous_traf(asset: Callable[[str], Asset], tmp_path: Path) -> None:
+    """A second traf without default-base-is-moof counts its data offset from the end of the
+    previous traf's data; the output is normalised to default-base-is-moof."""
+    from speke_packager.media.mp4.fragment import parse_moof
+
+    a = asset("h264-aac-fmp4")
+    defaults = {t.track_id: t.default_sample_size for t in parse_init(a.init).tracks.values()}
+    rewritten = []
+    for seg in a.segments:
+        moof = next(b for b in iter_boxes(seg) if b.type == b"moof")
+        _, trafs = parse_moof(seg, moof, defaults)
+        if len(trafs) != 2:
+            rewritten.append(seg)
+            continue
+        end_first = max(o + s for o, s in zip(trafs[0].offsets, trafs[0].sizes, strict=True))
+        b = bytearray(seg)
+        second = seg.find(b"traf", seg.find(b"traf") + 4) - 4
+        tfhd = seg.find(b"tfhd", second) + 4
+        flags = int.from_bytes(b[tfhd + 1:tfhd + 4], "big")
+        b[tfhd + 1:tfhd + 4] = (flags & ~0x020000).to_bytes(3, "big")
+        trun = seg.find(b"trun", second) + 4
+        (off,) = struct.unpack_from(">i", b, trun + 8)
+        struct.pack_into(">i", b, trun + 8, off - end_first)
+        rewritten.append(bytes(b))
+    enc = Mp4Encryptor(a.init, Scheme.CENC, {1: K1, 2: K2}, iv_seed=b"base")
+    assert sum(x != y for x, y in zip(rewritten, a.segments, strict=True)) >= 2
+    out = [enc.encrypt_segment(s, segment_index=i) for i, s in enumerate(rewritten)]
+    ref = [enc.encrypt_segment(s, segment_index=i) for i, s in enumerate(a.segments)]
+    assert out == ref  # same samples found, same normalised output
+    f = tmp_path / "e.mp4"
+    f.write_bytes(enc.encrypted_init() + b"".join(out))
+    assert frames(f, "a:0", keys={KID: KEY, KID2: KEY2}) == frames(a.path, "a:0")
