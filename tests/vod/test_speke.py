@@ -204,3 +204,42 @@ def test_identity_key_over_http(version: str, scheme: str, keyserver, packages,
     # FFmpeg fetches the key from the key server's HTTP endpoint and decrypts
     clear = manifest.parent / "v1" / "index.m3u8"
     assert frames(audio, "a:0", hls=True) == frames(clear, "a:0", hls=True)
+
+
+def _last_segment_twice(playlist: Path) -> Path:
+    lines = playlist.read_text().splitlines()
+    end = lines.index("#EXT-X-ENDLIST")
+    last = max(i for i, ln in enumerate(lines) if ln.startswith("#EXTINF"))
+    lines[end:end] = ["#EXT-X-DISCONTINUITY", *lines[last:end]]
+    copy = playlist.with_name("test-copy.m3u8")
+    copy.write_text("\n".join(lines) + "\n")
+    return copy
+
+
+def test_v2_multi_key_sample_aes_ts_renditions(keyserver, media, tmp_path: Path) -> None:
+    src = media("h264-2res-aac-mp4")
+    out = tmp_path / "out"
+    res = cli("encrypt-vod", str(src), "-o", str(out), "--scheme", "sample-aes",
+              "--segment-duration", "2", "--json",
+              *_speke_args(keyserver, drm="fairplay,aes-128", version="2.0",
+                           video="PRESET-VIDEO-2"))
+    assert res.returncode == 0, res.stderr
+    keys = _keyset(keyserver, drm="fairplay,aes-128", version="2.0", scheme="sample-aes",
+                   packaging=(Packaging.HLS_TS,), video="PRESET-VIDEO-2")
+    import json
+
+    summary = json.loads(res.stdout)
+    by_manifest = {t["manifest"]: t for t in summary["tracks"]}
+    assert by_manifest["video0/index.m3u8"]["kid"] == str(_entry(keys, "SD").kid)
+    assert by_manifest["video1/index.m3u8"]["kid"] == str(_entry(keys, "HD").kid)
+    assert by_manifest["audio0/index.m3u8"]["kid"] == str(_entry(keys, "AUDIO").kid)
+    master = (out / "master.m3u8").read_text()
+    assert len(key_lines(master, "#EXT-X-SESSION-KEY")) == 6  # 3 keys x (FairPlay, identity)
+    for name, track_type, stream in (("video0", "SD", "v:0"), ("video1", "HD", "v:1")):
+        pl = out / name / "index.m3u8"
+        ident = [k for k in key_lines(pl.read_text()) if k["KEYFORMAT"] == "identity"]
+        assert ident[0]["URI"] == keyserver.key_url(_entry(keys, track_type).kid)
+        ref = frames(src, stream)
+        assert ref
+        got = frames(_last_segment_twice(pl), "v:0", hls=True)
+        assert got is not None and got[:len(ref)] == ref
