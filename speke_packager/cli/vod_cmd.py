@@ -68,6 +68,9 @@ def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
         return raw_keyset(args.key, scheme)
     if not args.speke_url:
         raise UsageError("no keys: give --speke-url (with --content-id) or --key KID:KEY")
+    if getattr(args, "packaging", None):
+        raise UsageError("encrypt-vod derives the SPEKE packaging from --format and --scheme; "
+                         "drop --packaging")
     if getattr(args, "key_periods", None):
         raise UsageError("--key-periods (key rotation) is for live; encrypt-vod uses one key "
                          "per track type")
