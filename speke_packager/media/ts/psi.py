@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from ...errors import TsFormatError, UnsupportedMediaError
 from .packets import PACKET_SIZE, PacketTable, build_packet
 
@@ -196,8 +198,9 @@ def find_program(table: PacketTable) -> Program:
 
     HLS requires a PAT and a PMT in every TS segment (RFC 8216 §3.2); their absence, several
     programs or a PMT that changes its streams inside the segment are typed errors."""
-    pids = table.pids
-    pat_idx = next((i for i in range(table.count) if pids[i] == 0 and table.pusi(i)), None)
+    pusi = (table.rows[:, 1] & 0x40) != 0
+    pats = np.flatnonzero(pusi & (table.pid_array == 0))
+    pat_idx = int(pats[0]) if pats.size else None
     if pat_idx is None:
         raise TsFormatError("no PAT in the segment (HLS needs PAT and PMT in every segment)")
     programs = _parse_pat(_read_section(table, pat_idx, 0), pat_idx)
@@ -205,7 +208,7 @@ def find_program(table: PacketTable) -> Program:
         raise UnsupportedMediaError(f"{len(programs)} programs in the PAT; only single-program TS "
                                     "is supported")
     pmt_pid = next(iter(programs.values()))
-    idxs = tuple(i for i in range(table.count) if pids[i] == pmt_pid and table.pusi(i))
+    idxs = tuple(np.flatnonzero(pusi & (table.pid_array == pmt_pid)).tolist())
     if not idxs:
         raise TsFormatError("no PMT in the segment", pid=pmt_pid)
     first = _read_section(table, idxs[0], pmt_pid)
