@@ -1,1 +1,36 @@
+"""HLS playlists and DASH MPDs: read clear manifests, write them back with DRM signaling.
 
+:mod:`.hls` (media and multivariant playlists, ``EXT-X-KEY`` / ``EXT-X-SESSION-KEY``),
+:mod:`.hls_attrs` (the one attribute-list reader and writer), :mod:`.hls_signaling` (key tags
+from SPEKE signaling or raw keys), :mod:`.dash` (MPD segments and ContentProtection).
+"""
+
+from __future__ import annotations
+
+from .dash import content_protections, parse_mpd, render_mpd, representation_segments
+from .hls import (
+    HlsKey,
+    MediaPlaylist,
+    MultivariantPlaylist,
+    parse_media_playlist,
+    parse_multivariant_playlist,
+    render_media_playlist,
+    render_multivariant_playlist,
+)
+from .hls_signaling import hls_keys, hls_session_keys
+
+__all__ = [
+    "HlsKey",
+    "MediaPlaylist",
+    "MultivariantPlaylist",
+    "content_protections",
+    "hls_keys",
+    "hls_session_keys",
+    "parse_media_playlist",
+    "parse_mpd",
+    "parse_multivariant_playlist",
+    "render_media_playlist",
+    "render_mpd",
+    "render_multivariant_playlist",
+    "representation_segments",
+]

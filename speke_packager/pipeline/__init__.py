@@ -1,1 +1,23 @@
+"""The only package that knows every stage: keys, media encryption and manifests meet here.
 
+:func:`encrypt_vod` turns a clear HLS/DASH package or a media file into an encrypted package.
+"""
+
+from __future__ import annotations
+
+from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
+from .rawkeys import parse_raw_key, raw_keyset
+from .rotation import RotationSchedule
+from .vod import encrypt_vod
+
+__all__ = [
+    "KeySource",
+    "OutputFormat",
+    "RotationSchedule",
+    "TrackSummary",
+    "VodOptions",
+    "VodResult",
+    "encrypt_vod",
+    "parse_raw_key",
+    "raw_keyset",
+]
