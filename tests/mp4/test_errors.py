@@ -171,3 +171,16 @@ def test_stream_with_other_moov(asset: Callable[[str], Asset]) -> None:
     a, b = asset("h264-fmp4"), asset("hevc-fmp4")
     with pytest.raises(UsageError, match="moov differs"):
         _enc(a).encrypt_stream(io.BytesIO(b.path.read_bytes()), io.BytesIO())
+
+
+def test_progressive_mp4_refused(media: Callable[[str], object]) -> None:
+    from pathlib import Path
+
+    path = media("h264-aac-mp4")
+    assert isinstance(path, Path)
+    data = path.read_bytes()
+    moov = next(b for b in iter_boxes(data) if b.type == b"moov")
+    init = data[:moov.end]
+    assert len(probe_init(init)) == 2  # probing works
+    with pytest.raises(UnsupportedMediaError, match="not fragmented"):
+        Mp4Encryptor(init, Scheme.CENC, {1: K1})

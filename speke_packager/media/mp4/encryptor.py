@@ -66,6 +66,10 @@ class Mp4Encryptor:
         if constant_iv is not None and len(constant_iv) not in (8, 16):
             raise UsageError("constant IV must be 8 or 16 bytes")
         parsed = parse_init(init)
+        if parsed.moov.find(b"mvex") is None:
+            raise UnsupportedMediaError(
+                "the init segment has no mvex box: the file is not fragmented (remux it to "
+                "fragmented MP4/CMAF first)")
         self.scheme = scheme
         self.iv_size = iv_size if scheme is Scheme.CENC else 0
         self._seed = bytes(iv_seed) if iv_seed else os.urandom(16)
