@@ -372,6 +372,9 @@ def render_media_playlist(
                     out.append(f"{TAG_KEY}:METHOD=NONE")
                     current = ()
                 out.append(item.render())
+                if placed and want != current:  # the map came after this segment's EXTINF
+                    out.extend(k.render() for k in want)
+                    current = want
                 continue
             if not placed and (item is _BR_SLOT or (isinstance(item, str)
                                                     and _tag_name(item) == TAG_EXTINF)):

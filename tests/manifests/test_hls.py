@@ -215,3 +215,15 @@ def test_signaling_v2_verbatim_and_v1_built() -> None:
     with pytest.raises(ManifestError, match="--key-uri"):
         hls_keys(raw, Scheme.AES_128, iv=b"\x01" * 16)
     assert hls_keys(raw, Scheme.AES_128, iv=b"\x01" * 16, key_uri="k.bin")[0].uri == "k.bin"
+
+
+def test_aes128_map_after_extinf_keeps_the_segment_encrypted() -> None:
+    text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"i1.mp4\"\n#EXTINF:2,\ns1.m4s\n" \
+           "#EXTINF:2,\n#EXT-X-MAP:URI=\"i2.mp4\"\ns2.m4s\n"
+    pl = parse_media_playlist(text)
+    k = [HlsKey("AES-128", "key.bin", iv=b"\x01" * 16)]
+    out = render_media_playlist(pl, [k, k]).splitlines()
+    i_map2 = out.index('#EXT-X-MAP:URI="i2.mp4"')
+    assert out[i_map2 - 1] == "#EXT-X-KEY:METHOD=NONE"
+    assert out[i_map2 + 1].startswith("#EXT-X-KEY:METHOD=AES-128")
+    assert out[-1] == "s2.m4s"
