@@ -188,3 +188,26 @@ def test_our_decryptor_reads_shaka_output(name: str, scheme: Scheme,
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(wrong.clear_init() + b"".join(wrong.decrypt_segment(s) for s in segs))
     assert frames(bad, "v:0") != frames(a.path, "v:0")
+
+
+@pytest.mark.parametrize(("name", "track"), [("aac-fmp4", 1), ("ac3-fmp4-dm", 1),
+                                             ("eac3-fmp4-dm", 1), ("vp9-opus-fmp4", 2),
+                                             ("h264-aac-fmp4", 2)])
+def test_cbcs_audio_bytes_equal_shaka(name: str, track: int, asset: Callable[[str], Asset],
+                                      tmp_path: Path) -> None:
+    """cbcs audio (0:0, whole blocks from the constant IV, no subsamples) equals Shaka's."""
+    a = asset(name)
+    theirs = tmp_path / "shaka.mp4"
+    shaka(f"in={a.path},stream=audio,output={theirs}", "--enable_raw_key_encryption",
+          "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}", "--iv", IV16.hex(),
+          "--protection_scheme", "cbcs", "--clear_lead", "0")
+    enc = Mp4Encryptor(a.init, Scheme.CBCS, {track: ContentKey(KID, KEY)}, constant_iv=IV16)
+    ours = enc.encrypted_init() + b"".join(
+        enc.encrypt_segment(s, segment_index=i) for i, s in enumerate(a.segments))
+    mine = senc_samples(ours, track, 0)
+    ref = senc_samples(theirs.read_bytes(), 1, 0)
+    assert len(mine) == len(ref) > 100
+    assert all(s.subsamples is None for s in mine + ref)
+    assert [s.data for s in mine] == [s.data for s in ref]
+    clear = senc_samples(a.init + b"".join(a.segments), track, 0)
+    assert all(m.data != c.data for m, c in zip(mine, clear, strict=True) if len(c.data) >= 16)
