@@ -135,6 +135,9 @@ class MapSession:
                     head = hevc.slice_header_size(nal, self._hevc)
                 else:
                     assert self._avc is not None
+                    if t in (2, 3, 4):
+                        raise UnsupportedMediaError(
+                            "H.264 data partitioning (NAL types 2-4) is not supported with cbcs")
                     head = h264.slice_header_size(nal, self._avc)
                 protected = size - head
             else:

@@ -142,6 +142,8 @@ def test_nal_map_rules() -> None:
         cenc.map(_nal(b"\x65" * 10)[:-1])
     with pytest.raises(UnsupportedMediaError):
         SubsampleMapper(CodecFamily.H264, Scheme.SAMPLE_AES)
+    with pytest.raises(UnsupportedMediaError, match="data partitioning"):
+        SubsampleMapper(CodecFamily.H264, Scheme.CBCS).session().map(_nal(b"\x22" + b"\x01" * 40))
 
 
 @pytest.mark.parametrize("name", ["h264-fmp4", "hevc-fmp4"])
