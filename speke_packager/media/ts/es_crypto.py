@@ -14,7 +14,6 @@ scattered back the same way, whatever the NAL size.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
 from ...errors import CodecError
@@ -83,16 +82,17 @@ class CbcMessages:
 
 def _crypt_pattern(nal: bytes, cbc: CbcMessages) -> bytes:
     nb = _nal_blocks(len(nal))
-    arr = np.frombuffer(nal, dtype=np.uint8)
-    # the encrypted blocks: 16 bytes every 160, from byte 32 (the last one may be the only one)
-    blocks = as_strided(arr[_LEADER:], shape=(nb, 16), strides=(_STRIDE, 1), writeable=False)
+    out = bytearray(nal)
+    # the encrypted blocks: 16 bytes every 160 from byte 32, as one strided view of the NAL
+    blocks = np.ndarray((nb, 16), dtype=np.uint8, buffer=out, offset=_LEADER,
+                        strides=(_STRIDE, 1))
     work = np.empty(16 * nb + 16, dtype=np.uint8)  # + slack for update_into
-    work[: 16 * nb].reshape(nb, 16)[:] = blocks
+    gathered = work[: 16 * nb].reshape(nb, 16)
+    gathered[:] = blocks
     cbc.crypt(memoryview(work), 0, 16 * nb)  # type: ignore[arg-type]
-    out = arr.copy()
-    as_strided(out[_LEADER:], shape=(nb, 16), strides=(_STRIDE, 1))[:] = (
-        work[: 16 * nb].reshape(nb, 16))
-    return out.tobytes()
+    blocks[:] = gathered
+    del blocks  # release the export of ``out``
+    return bytes(out)
 
 
 def encrypt_h264_nal(nal: bytes, key: bytes, iv: bytes, *, cbc: CbcMessages | None = None
