@@ -27,7 +27,7 @@ from ..manifests.hls import (
 from ..manifests.hls_signaling import hls_keys, hls_session_keys
 from ..model import KeyEntry, TrackInfo
 from .contexts import HLS_DRMS, KeyChoice, Mp4Context, TsContext, container_of
-from .iframes import remap_ts_range
+from .iframes import remap_fmp4_range, remap_ts_range
 from .options import TrackSummary
 from .plan import Piece, Plan
 
@@ -121,8 +121,16 @@ class HlsJob:
                                                                            strict=True)):
             if self._can_remap(m, seg_rel):
                 m.remap = True
-                head = self.plan.read(seg_rel[0], what="segment")
-                m.entry = TsContext(head, self.choice, what=m.rel).entry
+                init = first.init
+                if init is not None:
+                    irel = resolve(m.rel, init.uri, what="init section")
+                    ictx = self.ctx.mp4_context(irel, None, None)
+                    self.plan.add(Piece(irel, None, None, ictx.init_transform(),
+                                        clear=not ictx.encrypted))
+                    m.entry = ictx.entry
+                else:
+                    head = self.plan.read(seg_rel[0], what="segment")
+                    m.entry = TsContext(head, self.choice, what=m.rel).entry
                 m.pieces = [self.plan.pieces[(r, None, None)] for r in seg_rel]
                 return
             m.dropped = True
@@ -190,12 +198,18 @@ class HlsJob:
                                             entry.track_type if entry else None))
 
     def _can_remap(self, m: _Media, seg_rel: list[str]) -> bool:
-        """SAMPLE-AES TS I-frame ranges into whole-file segments can follow their PES."""
-        if self.choice.scheme is not Scheme.SAMPLE_AES:
+        """I-frame ranges into whole-file segments can follow their key frame: SAMPLE-AES TS
+        (by PES) and cenc/cbcs fMP4 (by moof; the init section must be a whole file)."""
+        fmp4 = m.playlist.segments[0].init is not None
+        if fmp4 and self.choice.scheme not in (Scheme.CENC, Scheme.CBCS):
+            return False
+        if not fmp4 and self.choice.scheme is not Scheme.SAMPLE_AES:
             return False
         for r, s in zip(seg_rel, m.playlist.segments, strict=True):
-            if s.byterange is None or s.init is not None or (r, None, None) not in \
-                    self.plan.pieces:
+            if s.byterange is None or (r, None, None) not in self.plan.pieces:
+                return False
+            if (s.init is not None) != fmp4 or (s.init is not None and
+                                                s.init.byterange is not None):
                 return False
         return True
 
@@ -245,8 +259,8 @@ class HlsJob:
                 if m.remap and s.byterange is not None:
                     clear = self.plan.read(p.rel, what="segment")
                     enc = (out_dir / p.rel).read_bytes() if not p.clear else clear
-                    off, ln = remap_ts_range(clear, enc, s.byterange.offset,
-                                             s.byterange.length)
+                    remap = remap_fmp4_range if s.init is not None else remap_ts_range
+                    off, ln = remap(clear, enc, s.byterange.offset, s.byterange.length)
                     ranges[(s.uri, s.byterange)] = ByteRange(ln, off)
                 elif s.byterange is not None:
                     off, ln = self.plan.new_range(p.rel, p.offset, p.length)

@@ -82,3 +82,56 @@ def test_aes128_iframe_playlist_is_left_out(iframe_package: Path, tmp_path: Path
     assert not (out / "v_iframe.m3u8").exists()
     master = (out / "master.m3u8").read_text()
     assert "I-FRAME-STREAM-INF" not in master and "v.m3u8" in master
+
+
+def _boxes(data: bytes) -> list[tuple[bytes, int, int]]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        out.append((data[pos + 4:pos + 8], pos, size))
+        pos += size
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["cenc", "cbcs"])
+def test_fmp4_iframe_ranges_follow_the_grown_moof(media, tmp_path: Path, key_file: Path,
+                                                  scheme: str) -> None:
+    src = media("h264-aac-mp4")
+    pkg = tmp_path / "clear"
+    pkg.mkdir()
+    pk = find_tool("packager")
+    assert pk
+    run([pk, f"in={src},stream=video,init_segment=v_init.mp4,segment_template=v_$Number$.m4s,"
+             "playlist_name=v.m3u8,iframe_playlist_name=v_iframe.m3u8",
+         "--hls_master_playlist_output", "master.m3u8", "--segment_duration", "2", "--quiet"],
+        cwd=pkg)
+    out = tmp_path / "out"
+    r = encrypt_vod(VodOptions(input=pkg / "master.m3u8", output=out, scheme=Scheme(scheme),
+                               key_uri=str(key_file), iv=IV if scheme == "cbcs" else None),
+                    raw_keyset([KEYSPEC], Scheme(scheme)))
+    assert not r.warnings and 'URI="v_iframe.m3u8"' in (out / "master.m3u8").read_text()
+    text = (out / "v_iframe.m3u8").read_text()
+    (k,) = key_lines(text)
+    assert k["METHOD"] == Scheme(scheme).hls_method
+    old = _RANGE.findall((pkg / "v_iframe.m3u8").read_text())
+    new = _RANGE.findall(text)
+    names = [ln for ln in text.splitlines() if ln.endswith(".m4s")]
+    assert len(old) == len(new) == len(names) >= 2
+    for (ol, oo), (nl, no), name in zip(old, new, names, strict=True):
+        clear, enc = (pkg / name).read_bytes(), (out / name).read_bytes()
+        cb = {off: (t, size) for t, off, size in _boxes(clear)}
+        eb = {off: (t, size) for t, off, size in _boxes(enc)}
+        assert cb[int(oo)][0] == b"moof" and eb[int(no)][0] == b"moof"
+        grown = eb[int(no)][1] - cb[int(oo)][1]
+        assert grown > 0 and int(nl) == int(ol) + grown  # moof grew, sample bytes did not
+        # the range's tail (mdat header + key-frame bytes) sits right after the moof
+        assert enc[int(no) + eb[int(no)][1] + 4:int(no) + eb[int(no)][1] + 8] == b"mdat"
+    # the key frames themselves still decrypt (whole segments, FFmpeg -decryption_key)
+    from .conftest import KEY, concat
+
+    names_main = [ln for ln in (out / "v.m3u8").read_text().splitlines()
+                  if ln.endswith(".m4s")]
+    track = concat(tmp_path / "t.mp4", [out / "v_init.mp4", *[out / n for n in names_main]])
+    clear_track = concat(tmp_path / "c.mp4", [pkg / "v_init.mp4",
+                                              *[pkg / n for n in names_main]])
+    assert frames(track, "v:0", key=KEY) == frames(clear_track, "v:0")
