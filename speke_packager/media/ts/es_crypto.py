@@ -19,7 +19,7 @@ from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
 from ...errors import CodecError
 from ..codecs.ac3 import iter_syncframes
 from ..codecs.adts import iter_adts_frames
-from ..codecs.nal import escape_emulation, iter_annexb, unescape_emulation
+from ..codecs.nal import _ESCAPE_RE, escape_emulation, iter_annexb, unescape_emulation
 
 __all__ = [
     "CbcMessages",
@@ -80,18 +80,24 @@ class CbcMessages:
             self._carry = carry
 
 
-def _crypt_pattern(nal: bytes, cbc: CbcMessages) -> bytes:
-    nb = _nal_blocks(len(nal))
-    out = bytearray(nal)
-    # the encrypted blocks: 16 bytes every 160 from byte 32, as one strided view of the NAL
-    blocks = np.ndarray((nb, 16), dtype=np.uint8, buffer=out, offset=_LEADER,
+def _crypt_blocks(buf: bytearray, start: int, length: int, cbc: CbcMessages) -> None:
+    """The 1:9 pattern over the NAL ``buf[start:start+length]``, in place: its encrypted
+    blocks (16 bytes every 160 from byte 32) seen as one strided view, gathered, run through
+    one cipher call and scattered back."""
+    nb = _nal_blocks(length)
+    blocks = np.ndarray((nb, 16), dtype=np.uint8, buffer=buf, offset=start + _LEADER,
                         strides=(_STRIDE, 1))
     work = np.empty(16 * nb + 16, dtype=np.uint8)  # + slack for update_into
     gathered = work[: 16 * nb].reshape(nb, 16)
     gathered[:] = blocks
     cbc.crypt(memoryview(work), 0, 16 * nb)  # type: ignore[arg-type]
     blocks[:] = gathered
-    del blocks  # release the export of ``out``
+    del blocks  # release the export of ``buf``
+
+
+def _crypt_pattern(nal: bytes, cbc: CbcMessages) -> bytes:
+    out = bytearray(nal)
+    _crypt_blocks(out, 0, len(out), cbc)
     return bytes(out)
 
 
@@ -115,16 +121,37 @@ def _decrypt_h264_nal(nal: bytes, cbc: CbcMessages) -> bytes:
     return _crypt_pattern(unescape_emulation(nal), cbc)
 
 
+def _encrypt_nals(es: bytes, cbc: CbcMessages) -> bytes:
+    """Encrypt every slice NAL of ``es`` in one working copy, then add emulation prevention
+    inside those NALs only (the regex of :mod:`..codecs.nal`, bounded to each NAL)."""
+    out: bytearray | None = None
+    done: list[tuple[int, int]] = []
+    for start, end in iter_annexb(es):
+        if (es[start] & 0x1F) not in _SLICE_TYPES or end - start <= _LEADER + 16:
+            continue
+        if out is None:
+            out = bytearray(es)
+        _crypt_blocks(out, start, end - start, cbc)
+        done.append((start, end))
+    if out is None:
+        return es
+    cuts = [m.end() for s, e in done for m in _ESCAPE_RE.finditer(out, s, e)]
+    if not cuts:
+        return bytes(out)
+    mv = memoryview(out)
+    return b"\x03".join([mv[a:b] for a, b in zip([0, *cuts], [*cuts, len(out)], strict=True)])
+
+
 def _map_nals(es: bytes, cbc: CbcMessages, encrypt: bool) -> bytes:
+    if encrypt:
+        return _encrypt_nals(es, cbc)
     parts: list[bytes] = []
     prev = 0
     for start, end in iter_annexb(es):
         if (es[start] & 0x1F) not in _SLICE_TYPES or end - start <= _LEADER + 16:
             continue
-        nal = es[start:end]
         parts.append(es[prev:start])
-        parts.append(escape_emulation(_crypt_pattern(nal, cbc)) if encrypt
-                     else _decrypt_h264_nal(nal, cbc))
+        parts.append(_decrypt_h264_nal(es[start:end], cbc))
         prev = end
     if not parts:
         return es

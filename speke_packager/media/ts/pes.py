@@ -94,37 +94,42 @@ def gather_pid(table: PacketTable, pid: int,
     Payload bytes before the first PES start (a PES begun in an earlier segment) are refused:
     they could be neither parsed nor encrypted."""
     idx = table.indices_of(pid) if indices is None else np.asarray(indices, dtype=np.intp)
-    rows = table.rows[idx]
-    b1 = rows[:, 1]
-    ctl = rows[:, 3]
+    head = table.rows[idx, :5]  # the header bytes only; payload is copied once, below
+    b1 = head[:, 1]
+    ctl = head[:, 3]
     has_payload = (ctl & 0x10) != 0
     with_af = (ctl & 0x20) != 0
-    af_len = rows[:, 4]
+    af_len = head[:, 4]
     bad = ((b1 & 0x80) != 0) | (has_payload & (((ctl & 0xC0) != 0)
                                                 | (with_af & (af_len > 182))))
-    pay_rows = rows[has_payload]
-    pusi = (pay_rows[:, 1] & 0x40) != 0
+    pusi = (b1[has_payload] & 0x40) != 0
     if bad.any() or (pusi.size and not pusi[0]):
         _raise_first_fault(table, pid, idx.tolist())  # raises for the first faulty packet
     pay_idx = idx[has_payload]
     cut = np.where(with_af[has_payload], 1 + af_len[has_payload].astype(np.intp), 0)
-    body = np.ascontiguousarray(pay_rows[:, 4:])
+    body = table.rows[pay_idx, 4:]  # one row copy: bytes 4..187 of each payload packet
     n = len(pay_idx)
-    af_rows = np.flatnonzero(cut).tolist()
-    cuts = cut[af_rows].tolist()
-    r_starts = [0, *(r * _MAX_PAYLOAD + c for r, c in zip(af_rows, cuts, strict=True))]
-    r_ends = [*(r * _MAX_PAYLOAD for r in af_rows), n * _MAX_PAYLOAD]
+    # payload spans of ``body``: runs broken by adaptation fields and by PES starts
+    breaks = np.flatnonzero((cut != 0) | pusi).tolist()
+    r_starts = [0, *(r * _MAX_PAYLOAD + c for r, c in zip(breaks, cut[breaks].tolist(),
+                                                             strict=True))]
+    r_ends = [*(r * _MAX_PAYLOAD for r in breaks), n * _MAX_PAYLOAD]
     ranges = [(a, b) for a, b in zip(r_starts, r_ends, strict=True) if b > a]
     flat = memoryview(body.reshape(-1))  # type: ignore[arg-type]
-    es = b"".join([flat[a:b] for a, b in ranges])
-    offsets = np.concatenate(([0], np.cumsum(_MAX_PAYLOAD - cut))).tolist()
     firsts = np.flatnonzero(pusi).tolist()
-    bounds = [*firsts, n]
     pay_list = pay_idx.tolist()
     units = []
-    for k in range(len(firsts)):
-        a, b = bounds[k], bounds[k + 1]
-        units.append(PesUnit(pid, pay_list[a:b], es[offsets[a] : offsets[b]]))
+    r = 0
+    for k, a in enumerate(firsts):
+        b = firsts[k + 1] if k + 1 < len(firsts) else n
+        lo, hi = a * _MAX_PAYLOAD, b * _MAX_PAYLOAD
+        while r < len(ranges) and ranges[r][1] <= lo:
+            r += 1
+        parts = []
+        while r < len(ranges) and ranges[r][0] < hi:
+            parts.append(flat[ranges[r][0] : ranges[r][1]])
+            r += 1
+        units.append(PesUnit(pid, pay_list[a:b], b"".join(parts)))
     for u in units:
         check_pes(u)
     return PidPayload(pid, idx, pay_idx, body, ranges, units)
