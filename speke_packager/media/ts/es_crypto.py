@@ -28,6 +28,7 @@ __all__ = [
     "decrypt_h264_es",
     "encrypt_h264_es",
     "encrypt_h264_nal",
+    "encrypt_h264_pes",
 ]
 
 _LEADER = 32  # clear bytes at the start of a protected NAL (header + 31)
@@ -121,25 +122,35 @@ def _decrypt_h264_nal(nal: bytes, cbc: CbcMessages) -> bytes:
     return _crypt_pattern(unescape_emulation(nal), cbc)
 
 
-def _encrypt_nals(es: bytes, cbc: CbcMessages) -> bytes:
-    """Encrypt every slice NAL of ``es`` in one working copy, then add emulation prevention
-    inside those NALs only (the regex of :mod:`..codecs.nal`, bounded to each NAL)."""
+def _encrypt_nals(es: bytes, cbc: CbcMessages, head: bytes = b"") -> bytes:
+    """``head`` + ``es`` with every slice NAL of ``es`` encrypted in one working copy, then
+    emulation prevention added inside those NALs only (the regex of :mod:`..codecs.nal`,
+    bounded to each NAL)."""
+    h = len(head)
     out: bytearray | None = None
     done: list[tuple[int, int]] = []
     for start, end in iter_annexb(es):
         if (es[start] & 0x1F) not in _SLICE_TYPES or end - start <= _LEADER + 16:
             continue
         if out is None:
-            out = bytearray(es)
-        _crypt_blocks(out, start, end - start, cbc)
-        done.append((start, end))
+            out = bytearray(h + len(es))
+            out[:h] = head
+            out[h:] = es
+        _crypt_blocks(out, h + start, end - start, cbc)
+        done.append((h + start, h + end))
     if out is None:
-        return es
+        return head + es if head else es
     cuts = [m.end() for s, e in done for m in _ESCAPE_RE.finditer(out, s, e)]
     if not cuts:
         return bytes(out)
     mv = memoryview(out)
     return b"\x03".join([mv[a:b] for a, b in zip([0, *cuts], [*cuts, len(out)], strict=True)])
+
+
+def encrypt_h264_pes(es: bytes, head: bytes, cbc: CbcMessages) -> bytes:
+    """``head`` (a PES header) followed by :func:`encrypt_h264_es` of ``es``, built in one
+    buffer (PES_packet_length is left to the caller)."""
+    return _encrypt_nals(es, cbc, head)
 
 
 def _map_nals(es: bytes, cbc: CbcMessages, encrypt: bool) -> bytes:

@@ -24,6 +24,7 @@ SAMPLE-AES TS definition and always raises; already-protected types (0xDB/0xCF/0
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -32,7 +33,7 @@ import numpy as np
 
 from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
 from ..codecs.ac3 import parse_syncframe
-from .es_crypto import CbcMessages, crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_es
+from .es_crypto import CbcMessages, crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_pes
 from .packets import PACKET_SIZE, PacketTable, split_packets
 from .pes import (
     PesUnit,
@@ -182,25 +183,35 @@ def _crypt_audio(table: PacketTable, plan: _Plan, units: list[PesUnit], key: byt
     return out, setup
 
 
+_LEADING_ZEROS = re.compile(b"\x00*")
+
+
 def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> list[bytes]:
     out = []
     cbc = CbcMessages(key, iv, encrypt=encrypt)
     for u in units:
         h = pes_header_size(u.data)
         es = u.data[h:]
-        body = es.lstrip(b"\x00")
-        if es and (len(es) - len(body) < 2 or not body.startswith(b"\x01")):
+        zeros = _LEADING_ZEROS.match(es)
+        z = zeros.end() if zeros else 0
+        if es and (z < 2 or es[z : z + 1] != b"\x01"):
             raise CodecError(f"video PES does not start with an Annex B start code (PID "
                              f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split across "
                              "PES cannot be encrypted")
-        new_es = (encrypt_h264_es(es, key, iv, cbc=cbc) if encrypt
-                  else decrypt_h264_es(es, key, iv, cbc=cbc))
-        if len(new_es) == len(es):
-            out.append(u.data[:h] + new_es)
-            continue
-        pes = bytearray(u.data[:h] + new_es)
-        set_pes_length(pes, was_unbounded=(u.data[4] | u.data[5]) == 0, pid=u.pid)
-        out.append(bytes(pes))
+        if encrypt:
+            pes = encrypt_h264_pes(es, u.data[:h], cbc)
+            if len(pes) == len(u.data):
+                out.append(pes)
+                continue
+        else:
+            new_es = decrypt_h264_es(es, key, iv, cbc=cbc)
+            if len(new_es) == len(es):
+                out.append(u.data[:h] + new_es)
+                continue
+            pes = u.data[:h] + new_es
+        grown = bytearray(pes)
+        set_pes_length(grown, was_unbounded=(u.data[4] | u.data[5]) == 0, pid=u.pid)
+        out.append(bytes(grown))
     return out
 
 
