@@ -207,3 +207,20 @@ def test_media_file_sample_aes_ts(media, tmp_path: Path, key_file: Path,
     assert bad is None or bad[:len(ref_v)] != ref_v
     ref_a = frames(src, "a:0")
     assert frames(out / "audio0" / "index.m3u8", "a:0", hls=True) == ref_a
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mov"])
+def test_other_containers_are_segmented(suffix: str, media, tmp_path: Path) -> None:
+    from .conftest import ffmpeg, run
+
+    src = tmp_path / f"in{suffix}"
+    run([ffmpeg(), "-v", "error", "-i", str(media("h264-aac-mp4")), "-c", "copy", str(src)])
+    out = tmp_path / "out"
+    r = encrypt_vod(VodOptions(input=src, output=out, scheme=Scheme.CENC, segment_duration=2,
+                               format=OutputFormat.DASH),
+                    raw_keyset([KEYSPEC], Scheme.CENC))
+    assert r.manifests == ("manifest.mpd",)
+    track = _fmp4_track(out, "0", tmp_path)
+    ref = frames(src, "v:0")
+    assert ref and frames(track, "v:0", key=KEY) == ref
+    assert frames(track, "v:0", key=WRONG) != ref
