@@ -215,9 +215,7 @@ class HlsJob:
 
     def _overlaps(self, rel: str, br: ByteRange | None) -> bool:
         off, ln = _off_len(br)
-        for p in self.plan.pieces.values():
-            if p.rel != rel:
-                continue
+        for p in self.plan.by_rel.get(rel, ()):
             if (p.offset, p.length) == (off, ln):
                 continue
             if p.offset is None or off is None:

@@ -47,6 +47,7 @@ class Plan:
     src_root: Path
     pieces: dict[PieceKey, Piece] = field(default_factory=dict)
     placed: dict[PieceKey, tuple[int, int]] = field(default_factory=dict)  # -> (offset, length)
+    by_rel: dict[str, list[Piece]] = field(default_factory=dict)
     bytes_in: int = 0
     bytes_out: int = 0
 
@@ -56,6 +57,7 @@ class Plan:
         if have is not None:
             return have
         self.pieces[piece.key] = piece
+        self.by_rel.setdefault(piece.rel, []).append(piece)
         return piece
 
     def source(self, rel: str) -> Path:
