@@ -202,35 +202,52 @@ def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
     return 0 if over <= 0 else -(-over // _MAX_PAYLOAD)
 
 
-def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes, extra: int, cc_shift: int
-                ) -> list[bytes]:
-    """Packets carrying ``new_pes`` in place of ``unit``: its original packets (CC shifted by
-    ``cc_shift``), then ``extra`` new packets, each packet with at least one payload byte.
+_COLS = np.arange(_MAX_PAYLOAD)
 
+
+def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes, extra: int, cc_shift: int
+                ) -> npt.NDArray[np.uint8]:
+    """Packets carrying ``new_pes`` in place of ``unit``, as a ``(packets, 188)`` array: its
+    original packets (CC shifted by ``cc_shift``), then ``extra`` new packets, each packet with
+    at least one payload byte.
+
+    Every packet takes as much as its room allows, except that each later packet is left one
+    byte; full packets are built with whole-array copies, the few others one by one.
     Callers keep the original layout themselves when the size did not change."""
     caps, cores = _caps(table, unit)
     n_orig = len(unit.packets)
     total = n_orig + extra
-    if len(new_pes) < total:
-        raise UnsupportedMediaError(f"PES of {len(new_pes)} bytes cannot fill {total} packets")
-    out: list[bytes] = []
-    pos = 0
-    remaining = len(new_pes)
-    last_cc = 0
-    for j in range(total):
-        if j < n_orig:
-            i = unit.packets[j]
-            head = table.header(i)
-            cc = (head[3] + cc_shift) & 0x0F
-            cap, core, head3 = caps[j], cores[j], head[:3]
-        else:
-            cc = (last_cc + 1) & 0x0F
-            cap, core = _MAX_PAYLOAD, b""
-            head3 = bytes((0x47, head3[1] & 0x1F, head3[2]))  # PUSI, TEI, priority cleared
-        take = min(cap, remaining - (total - j - 1))
-        out.append(build_packet(head3, cc, core, new_pes[pos : pos + take]))
-        pos += take
-        remaining -= take
-        last_cc = cc
-    assert remaining == 0, "PES bytes left after re-packetising"
-    return out
+    size = len(new_pes)
+    if size < total:
+        raise UnsupportedMediaError(f"PES of {size} bytes cannot fill {total} packets")
+    cap = np.array(caps + [_MAX_PAYLOAD] * extra, dtype=np.intp)
+    before = np.concatenate(([0], np.cumsum(cap)[:-1]))
+    avail = size - before - (total - 1 - np.arange(total))  # room if later ones get 1 byte
+    take = cap.copy()
+    binding = np.flatnonzero(cap > avail)
+    if binding.size:
+        j = int(binding[0])
+        take[j] = avail[j]
+        take[j + 1 :] = 1
+    pos = np.concatenate(([0], np.cumsum(take)))
+    assert int(pos[-1]) == size, "PES bytes left after re-packetising"
+    orig = table.rows[unit.packets]
+    res = np.empty((total, 188), dtype=np.uint8)
+    res[:, 0] = 0x47
+    res[:n_orig, 1:3] = orig[:, 1:3]
+    res[n_orig:, 1] = orig[-1, 1] & 0x1F  # PUSI, TEI, priority cleared
+    res[n_orig:, 2] = orig[-1, 2]
+    cc = np.empty(total, dtype=np.intp)
+    cc[:n_orig] = (orig[:, 3].astype(np.intp) + cc_shift) & 0x0F
+    cc[n_orig:] = (cc[n_orig - 1] + 1 + np.arange(extra)) & 0x0F
+    full = np.flatnonzero(take == _MAX_PAYLOAD)
+    src = np.frombuffer(new_pes, dtype=np.uint8)
+    res[full, 3] = 0x10 | cc[full]
+    res[full, 4:] = src[pos[full][:, None] + _COLS[None, :]]
+    for j in np.flatnonzero(take != _MAX_PAYLOAD).tolist():
+        head3 = res[j, :3].tobytes()
+        core = cores[j] if j < n_orig else b""
+        a, b = int(pos[j]), int(pos[j + 1])
+        res[j] = np.frombuffer(build_packet(head3, int(cc[j]), core, new_pes[a:b]),
+                               dtype=np.uint8)
+    return res

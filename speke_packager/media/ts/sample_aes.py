@@ -262,14 +262,12 @@ def _remux_pid(table: PacketTable, g: PidPayload, new: list[bytes], *, out: byte
         shifts = shift[np.searchsorted(g.indices, [units[k].first_packet for k in moved])]
     else:
         shifts = np.zeros(len(moved), dtype=np.intp)
-    del rows
     for k, sh in zip(moved, shifts.tolist(), strict=True):
         u = units[k]
         produced = repacketise(table, u, new[k], adds[k], int(sh))
-        for j, pkt in zip(u.packets, produced, strict=False):
-            out[j * PACKET_SIZE : (j + 1) * PACKET_SIZE] = pkt
+        rows[u.packets] = produced[: len(u.packets)]
         if adds[k]:
-            splices[u.packets[-1]] = b"".join(produced[len(u.packets) :])
+            splices[u.packets[-1]] = produced[len(u.packets) :].tobytes()
 
 
 def _assemble(out: bytearray, splices: dict[int, bytes]) -> bytes:
