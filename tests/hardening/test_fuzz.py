@@ -1,0 +1,454 @@
+"""Fuzzing: hostile bytes never hang a parser and never raise anything but our typed errors.
+
+Targets: the CPIX parser, the TS demuxer (probe + SAMPLE-AES), the MP4 box parser (probe_init,
+Mp4Encryptor init + segments), the H.264/HEVC parameter-set and slice-header parsers, the HLS
+and DASH readers. Each target: hypothesis mutations of real seeds (small budget) + replay of the
+committed corpus in ``corpus/<target>/``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from speke_packager.constants import Scheme
+from speke_packager.errors import SpekePackagerError
+from speke_packager.keys.cpix import parse_cpix
+from speke_packager.manifests.dash import parse_mpd, representation_segments
+from speke_packager.manifests.hls import (
+    is_multivariant,
+    parse_key_lines,
+    parse_media_playlist,
+    parse_multivariant_playlist,
+)
+from speke_packager.media.codecs import h264, hevc
+from speke_packager.media.codecs.nal import iter_annexb, iter_length_prefixed, unescape_emulation
+from speke_packager.media.mp4 import Mp4Encryptor, probe_init
+from speke_packager.media.ts import encrypt_sample_aes, probe_ts
+from speke_packager.model import ContentKey, TrackKind
+
+from .conftest import (
+    FUZZ,
+    KEY,
+    apply,
+    avcc_of,
+    corpus,
+    fmp4_seeds,
+    mutations,
+    text_mutations,
+    ts_seeds,
+    typed_only,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+CK = ContentKey(UUID(int=0x5A1C), KEY)
+IV = bytes(range(16))
+
+# ---- seeds -------------------------------------------------------------------------------------
+HLS_MEDIA = """#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:6
+#EXT-X-MEDIA-SEQUENCE:3
+#EXT-X-PLAYLIST-TYPE:VOD
+#EXT-X-MAP:URI="init.mp4",BYTERANGE="812@0"
+#EXT-X-KEY:METHOD=NONE
+#EXTINF:6.000,
+#EXT-X-BYTERANGE:10000@812
+media.mp4
+#EXTINF:6.000,title
+#EXT-X-BYTERANGE:9000
+media.mp4
+#EXT-X-DISCONTINUITY
+#EXTINF:4.5,
+seg-3.m4s
+#EXT-X-ENDLIST
+"""
+HLS_TS = """#EXTM3U
+#EXT-X-TARGETDURATION:2
+#EXTINF:2.0,
+a.ts
+#EXT-X-KEY:METHOD=AES-128,URI="https://k.example/k?x=1",IV=0x000102030405060708090a0b0c0d0e0f
+#EXTINF:2.0,
+b.ts
+#EXT-X-ENDLIST
+"""
+HLS_MULTI = """#EXTM3U
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac",NAME="en",LANGUAGE="en",DEFAULT=YES,URI="a/index.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS="avc1.64001e,mp4a.40.2",AUDIO="aac"
+v360/index.m3u8
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI="v360/iframes.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=2000000,RESOLUTION=1280x720,FRAME-RATE=25.000
+v720/index.m3u8
+"""
+KEY_LINES = """#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://5a1c9e3b7d2f4a6880aabbccddeeff01",KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"
+#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,URI="data:text/plain;base64,AAAAAA==",KEYFORMAT="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed",KEYID=0x5a1c9e3b7d2f4a6880aabbccddeeff01
+#EXT-X-SESSION-KEY:METHOD=AES-128,URI="k.bin",IV=0X0102
+"""
+MPD_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT8.5S"
+     minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <BaseURL>media/</BaseURL>
+  <Period id="p0" start="PT0S">
+    <AdaptationSet contentType="video" mimeType="video/mp4" segmentAlignment="true">
+      <SegmentTemplate timescale="12800" initialization="init-$RepresentationID$.m4s"
+                       media="chunk-$RepresentationID$-$Number%05d$.m4s" startNumber="1"
+                       duration="25600"/>
+      <Representation id="v0" bandwidth="500000" codecs="avc1.64001e" width="640" height="360"/>
+    </AdaptationSet>
+    <AdaptationSet contentType="audio" mimeType="audio/mp4" lang="en">
+      <Representation id="a0" bandwidth="96000" codecs="mp4a.40.2">
+        <SegmentTemplate timescale="48000" initialization="a-init.m4s" media="a-$Time$.m4s">
+          <SegmentTimeline><S t="0" d="96000" r="3"/><S d="24000"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+MPD_LIST = """<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S"
+     minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:full:2011">
+  <Period duration="PT4S">
+    <AdaptationSet mimeType="video/mp4">
+      <Representation id="1" bandwidth="100">
+        <BaseURL>v.mp4</BaseURL>
+        <SegmentList timescale="1000" duration="2000">
+          <Initialization range="0-811"/>
+          <SegmentURL mediaRange="812-20000" indexRange="812-900"/>
+          <SegmentURL mediaRange="20001-40000"/>
+        </SegmentList>
+      </Representation>
+      <Representation id="2" bandwidth="200">
+        <BaseURL>w.mp4</BaseURL>
+        <SegmentBase indexRange="700-799" timescale="90000"><Initialization range="0-699"/></SegmentBase>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+
+
+def _cpix_seeds(cpix_samples: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(cpix_samples.glob("*.xml"))]
+
+
+# ---- CPIX --------------------------------------------------------------------------------------
+@FUZZ
+@given(data=st.data())
+def test_fuzz_cpix(cpix_samples: Path, data: st.DataObject) -> None:
+    seeds = _cpix_seeds(cpix_samples)
+    doc = apply(data.draw(st.sampled_from(seeds)), data.draw(mutations))
+    typed_only(lambda: parse_cpix(doc))
+
+
+@pytest.mark.parametrize("path", corpus("cpix"), ids=lambda p: p.name)
+def test_corpus_cpix(path: Path) -> None:
+    typed_only(lambda: parse_cpix(path.read_bytes()))
+
+
+def test_cpix_seeds_parse(cpix_samples: Path) -> None:
+    """Control: the fuzzer starts from documents the parser accepts (else it fuzzes nothing)."""
+    ok = 0
+    for doc in _cpix_seeds(cpix_samples):
+        try:
+            parse_cpix(doc)
+            ok += 1
+        except SpekePackagerError:
+            pass
+    assert ok >= 20
+
+
+# ---- MPEG-TS -----------------------------------------------------------------------------------
+def _ts_target(data: bytes) -> None:
+    typed_only(lambda: probe_ts(data))
+    typed_only(lambda: encrypt_sample_aes(data, KEY, IV))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_ts(data: st.DataObject) -> None:
+    _ts_target(apply(data.draw(st.sampled_from(ts_seeds())), data.draw(mutations)))
+
+
+@FUZZ
+@given(packets=st.lists(st.binary(min_size=187, max_size=187), min_size=1, max_size=40))
+def test_fuzz_ts_random_packets(packets: list[bytes]) -> None:
+    """Random payloads behind valid sync bytes reach the PSI/PES parsers, not just the sync."""
+    _ts_target(b"".join(b"\x47" + p for p in packets))
+
+
+@pytest.mark.parametrize("path", corpus("ts"), ids=lambda p: p.name)
+def test_corpus_ts(path: Path) -> None:
+    _ts_target(path.read_bytes())
+
+
+def test_ts_seeds_are_valid() -> None:
+    for seed in ts_seeds():
+        assert {t.kind for t in probe_ts(seed)} >= {TrackKind.VIDEO}
+    h264_aac, _hevc, h264_ac3 = ts_seeds()  # HEVC has no SAMPLE-AES definition in TS
+    for seed in (h264_aac, h264_ac3):
+        assert encrypt_sample_aes(seed, KEY, IV) != seed
+
+
+# ---- MP4 ---------------------------------------------------------------------------------------
+def _encryptable(init: bytes) -> dict[int, ContentKey]:
+    return {t.track_id: CK for t in probe_init(init)
+            if t.kind in (TrackKind.VIDEO, TrackKind.AUDIO)}
+
+
+def _init_target(init: bytes) -> None:
+    def go() -> None:
+        keys = _encryptable(init)
+        for scheme in (Scheme.CENC, Scheme.CBCS):
+            Mp4Encryptor(init, scheme, keys, iv_seed=b"f").encrypted_init()
+    typed_only(go)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mp4_init(data: st.DataObject) -> None:
+    init = data.draw(st.sampled_from([i for i, _ in fmp4_seeds().values()]))
+    _init_target(apply(init, data.draw(mutations)))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mp4_segment(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(fmp4_seeds())))
+    init, segs = fmp4_seeds()[name]
+    scheme = data.draw(st.sampled_from([Scheme.CENC, Scheme.CBCS]))
+    enc = Mp4Encryptor(init, scheme, _encryptable(init), iv_seed=b"f")
+    seg = apply(segs[0], data.draw(mutations))
+    typed_only(lambda: enc.encrypt_segment(seg, segment_index=0))
+
+
+@pytest.mark.parametrize("path", corpus("mp4-init"), ids=lambda p: p.name)
+def test_corpus_mp4_init(path: Path) -> None:
+    _init_target(path.read_bytes())
+
+
+@pytest.mark.parametrize("path", corpus("mp4-segment"), ids=lambda p: p.name)
+def test_corpus_mp4_segment(path: Path) -> None:
+    seg = path.read_bytes()
+    for init, _ in fmp4_seeds().values():
+        for scheme in (Scheme.CENC, Scheme.CBCS):
+            enc = Mp4Encryptor(init, scheme, _encryptable(init), iv_seed=b"f")
+            typed_only(lambda enc=enc: enc.encrypt_segment(seg, segment_index=0))
+
+
+# ---- H.264 / HEVC NAL parsers ------------------------------------------------------------------
+def _h264_target(blob: bytes) -> None:
+    typed_only(lambda: h264.parse_avcc(blob))
+    typed_only(lambda: h264.parse_sps(blob))
+    typed_only(lambda: h264.parse_pps(blob))
+
+
+def _hevc_target(blob: bytes) -> None:
+    typed_only(lambda: hevc.parse_hvcc(blob))
+    typed_only(lambda: hevc.parse_sps(blob))
+    typed_only(lambda: hevc.parse_pps(blob))
+
+
+def _param_sets() -> tuple[h264.AvcConfig, hevc.HevcConfig]:
+    avc = h264.parse_avcc(avcc_of(fmp4_seeds()["h264-fmp4"][0], b"avcC"))
+    hvc = hevc.parse_hvcc(avcc_of(fmp4_seeds()["hevc-fmp4"][0], b"hvcC"))
+    return avc, hvc
+
+
+def _slice_nals(seg: bytes, length_size: int) -> list[bytes]:
+    """The first NAL units of the first samples of a segment's mdat (length-prefixed)."""
+    mdat = seg.find(b"mdat") + 4
+    out = []
+    for off, size in iter_length_prefixed(seg[mdat:], length_size):
+        out.append(seg[mdat + off + length_size:mdat + off + length_size + size])
+        if len(out) > 6:
+            break
+    return out
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_h264(data: st.DataObject) -> None:
+    avc, _ = _param_sets()
+    seeds = [avcc_of(fmp4_seeds()["h264-fmp4"][0], b"avcC"), *avc.sps, *avc.pps]
+    nals = _slice_nals(fmp4_seeds()["h264-fmp4"][1][0], avc.nal_length_size)
+    blob = apply(data.draw(st.sampled_from(seeds)), data.draw(mutations))
+    nal = apply(data.draw(st.sampled_from(nals)), data.draw(mutations))
+    _h264_target(blob)
+    ps = avc.param_sets()
+    if nal:  # empty NALs: see test_empty_nal (known bug)
+        typed_only(lambda: h264.slice_header_size(nal, ps))
+    if blob:
+        typed_only(lambda: ps.copy().add(blob))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_hevc(data: st.DataObject) -> None:
+    _, hvc = _param_sets()
+    seeds = [avcc_of(fmp4_seeds()["hevc-fmp4"][0], b"hvcC"), *hvc.nals]
+    nals = _slice_nals(fmp4_seeds()["hevc-fmp4"][1][0], hvc.nal_length_size)
+    blob = apply(data.draw(st.sampled_from(seeds)), data.draw(mutations))
+    nal = apply(data.draw(st.sampled_from(nals)), data.draw(mutations))
+    _hevc_target(blob)
+    ps = hvc.param_sets()
+    if nal:  # empty NALs: see test_empty_nal (known bug)
+        typed_only(lambda: hevc.slice_header_size(nal, ps))
+    if blob:
+        typed_only(lambda: ps.copy().add(blob))
+
+
+@pytest.mark.xfail(strict=True, reason="empty NAL -> IndexError (nal[0]) in "
+                   "media/codecs/h264.py:slice_header_size, H264ParamSets.add and the hevc "
+                   "equivalents; callers in subsamples.py skip empty NALs, the public API does not")
+@pytest.mark.parametrize("call", ["h264-slice", "h264-add", "hevc-slice", "hevc-add"])
+def test_empty_nal(call: str) -> None:
+    avc, hvc = _param_sets()
+    fn = {"h264-slice": lambda: h264.slice_header_size(b"", avc.param_sets()),
+          "h264-add": lambda: avc.param_sets().add(b""),
+          "hevc-slice": lambda: hevc.slice_header_size(b"", hvc.param_sets()),
+          "hevc-add": lambda: hvc.param_sets().add(b"")}[call]
+    with pytest.raises(SpekePackagerError):
+        fn()
+
+
+@FUZZ
+@given(blob=st.binary(max_size=2048), size=st.sampled_from([1, 2, 3, 4]))
+def test_fuzz_nal_iterators(blob: bytes, size: int) -> None:
+    def walk() -> None:
+        for off, n in iter_annexb(blob):
+            assert 0 <= off <= off + n <= len(blob)
+    typed_only(walk)
+    typed_only(lambda: list(iter_length_prefixed(blob, size)))
+    typed_only(lambda: unescape_emulation(blob))
+
+
+@pytest.mark.parametrize("path", corpus("nal"), ids=lambda p: p.name)
+def test_corpus_nal(path: Path) -> None:
+    blob = path.read_bytes()
+    avc, hvc = _param_sets()
+    _h264_target(blob)
+    _hevc_target(blob)
+    if blob:
+        typed_only(lambda: h264.slice_header_size(blob, avc.param_sets()))
+        typed_only(lambda: hevc.slice_header_size(blob, hvc.param_sets()))
+
+
+# ---- HLS / DASH --------------------------------------------------------------------------------
+def _hls_target(text: str) -> None:
+    typed_only(lambda: is_multivariant(text))
+    typed_only(lambda: parse_media_playlist(text, path="fuzz.m3u8"))
+    typed_only(lambda: parse_multivariant_playlist(text, path="fuzz.m3u8"))
+    typed_only(lambda: parse_key_lines(text))
+
+
+def _mpd_target(data: bytes) -> None:
+    try:
+        typed_only(lambda: representation_segments(parse_mpd(data, path="fuzz.mpd"),
+                                                   path="fuzz.mpd"))
+    except (ValueError, ZeroDivisionError) as exc:
+        # Known, tracked by the strict xfails in test_dash_known_bugs: int()/division on
+        # unchecked MPD attributes in manifests/dash.py. Anything else still fails here.
+        assert exc.__traceback__ is not None
+        frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)]
+        assert frames[-1].endswith("manifests/dash.py"), frames
+
+
+@FUZZ
+@given(text=text_mutations([HLS_MEDIA, HLS_TS, HLS_MULTI, KEY_LINES]))
+def test_fuzz_hls(text: str) -> None:
+    _hls_target(text)
+
+
+@FUZZ
+@given(lines=st.lists(st.sampled_from(
+    [*HLS_MEDIA.splitlines(), *HLS_MULTI.splitlines(), *KEY_LINES.splitlines(), "", "#",
+     "#EXTINF:", "#EXT-X-BYTERANGE:99999999999999999999@0", "#EXT-X-MEDIA-SEQUENCE:-1",
+     "#EXTINF:nan,", "#EXTINF:1e308,", '#EXT-X-MAP:URI="', "#EXT-X-KEY:METHOD=AES-128,IV=0x"]),
+    max_size=40))
+def test_fuzz_hls_line_soup(lines: list[str]) -> None:
+    _hls_target("\n".join(lines))
+
+
+@FUZZ
+@given(doc=st.builds(apply, st.sampled_from([MPD_TEMPLATE.encode(), MPD_LIST.encode()]),
+                     mutations))
+def test_fuzz_mpd(doc: bytes) -> None:
+    _mpd_target(doc)
+
+
+@pytest.mark.parametrize("path", corpus("hls"), ids=lambda p: p.name)
+def test_corpus_hls(path: Path) -> None:
+    _hls_target(path.read_text("utf-8", "replace"))
+
+
+@pytest.mark.parametrize("path", corpus("mpd"), ids=lambda p: p.name)
+def test_corpus_mpd(path: Path) -> None:
+    _mpd_target(path.read_bytes())
+
+
+def test_manifest_seeds_parse() -> None:
+    """Controls: the seeds are valid, so mutations start from inputs that reach deep code."""
+    assert len(parse_media_playlist(HLS_MEDIA).segments) == 3
+    assert len(parse_multivariant_playlist(HLS_MULTI).refs) >= 3
+    assert len(parse_key_lines(KEY_LINES)) == 3
+    reps = representation_segments(parse_mpd(MPD_TEMPLATE.encode()))
+    assert [len(r.media) for r in reps] == [5, 5]
+    assert len(representation_segments(parse_mpd(MPD_LIST.encode()))) == 2
+
+
+# ---- known DASH reader bugs (manifests/dash.py), deterministic repros --------------------------
+_MPD_T = ('<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="{dur}">'
+          '<Period><AdaptationSet mimeType="video/mp4"><Representation id="v" bandwidth="1">'
+          '<SegmentTemplate timescale="{ts}" media="$Number$.m4s" initialization="i.mp4" {rest}'
+          '</Representation></AdaptationSet></Period></MPD>')
+_TIMELINE = '><SegmentTimeline><S t="0" d="1" r="{r}"/></SegmentTimeline></SegmentTemplate>'
+DASH_BUGS = {
+    "non-integer-duration": _MPD_T.format(dur="PT4S", ts="1", rest='duration="r5600"/>'),
+    "zero-timescale": _MPD_T.format(dur="PT4S", ts="0", rest='duration="2"/>'),
+    "zero-duration": _MPD_T.format(dur="PT4S", ts="1", rest='duration="0"/>'),
+    "timeline-r-1e8": _MPD_T.format(dur="PT4S", ts="1", rest=_TIMELINE.format(r="100000000")),
+    "timeline-r-minus1-huge-period": _MPD_T.format(dur="PT1000000000S", ts="1",
+                                                   rest=_TIMELINE.format(r="-1")),
+    "1e11-template-segments": _MPD_T.format(dur="PT100000000S", ts="1000", rest='duration="1"/>'),
+}
+
+_DASH_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from speke_packager.errors import SpekePackagerError
+from speke_packager.manifests.dash import parse_mpd, representation_segments
+try:
+    reps = representation_segments(parse_mpd(sys.stdin.buffer.read()))
+    print("ok", sum(len(r.media) for r in reps))
+except SpekePackagerError as exc:
+    print("typed", type(exc).__name__)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="manifests/dash.py:_rep_segments: int() of unchecked "
+                   "attributes (ValueError), timescale/duration 0 (ZeroDivisionError), and "
+                   "SegmentTimeline @r / template segment counts are unbounded (a 1 KB MPD "
+                   "makes 1e8+ segments: hang + memory)")
+@pytest.mark.parametrize("name", sorted(DASH_BUGS))
+def test_dash_known_bugs(name: str) -> None:
+    """A hostile MPD: a typed ManifestError within seconds and 1 GiB, or a small segment list."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    try:
+        proc = subprocess.run([sys.executable, "-c", _DASH_CHILD], input=DASH_BUGS[name].encode(),
+                              capture_output=True, timeout=10, cwd=ROOT, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("hang: no answer within 10 s")
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()[-400:]
+    assert out.startswith("typed") or (out.startswith("ok") and int(out.split()[1]) < 100_000)
