@@ -1,7 +1,8 @@
 """MPEG-TS packet layer (ISO/IEC 13818-1 §2.4.3): validation, PID table, adaptation fields.
 
-Whole-segment checks run at C speed (strided slices); only packets that must change are looked at
-one by one. Packets are addressed by their index in the segment; errors name index and PID.
+Whole-segment checks run at C speed (numpy views of the packet rows); only packets that must
+change are looked at one by one. Packets are addressed by their index in the segment; errors
+name index and PID.
 """
 
 from __future__ import annotations
