@@ -6,7 +6,7 @@ import re
 
 from lxml import etree
 
-from .errors import CpixError
+from .errors import CpixError, SpekePackagerError
 
 MAX_XML_BYTES = 8 * 1024 * 1024
 
@@ -65,7 +65,7 @@ def parse_xml(
     *,
     max_bytes: int = MAX_XML_BYTES,
     what: str = "XML document",
-    error: type[CpixError] | None = None,
+    error: type[SpekePackagerError] | None = None,
 ) -> etree._Element:
     """Parse untrusted XML safely; raises ``error`` (default :class:`CpixError`).
 
@@ -74,7 +74,7 @@ def parse_xml(
     billion-laughs, external-DTD and external-entity attacks before lxml sees them. Encodings
     other than UTF-8/16/32, ASCII and Latin-1 are refused (UTF-7 or EBCDIC could hide a
     declaration from the scan). Nesting deeper than 256 elements is refused by libxml2."""
-    exc_type = error or CpixError
+    exc_type: type[SpekePackagerError] = error or CpixError
     if len(data) > max_bytes:
         raise exc_type(f"{what} is {len(data)} bytes, larger than the limit of {max_bytes}")
     data = bytes(data)
@@ -94,7 +94,7 @@ def parse_xml(
     return root
 
 
-def _has_declaration(data: bytes, what: str, exc_type: type[CpixError]) -> bool:
+def _has_declaration(data: bytes, what: str, exc_type: type[SpekePackagerError]) -> bool:
     for prefix, codec in _WIDE:
         if data.startswith(prefix):
             text = data.decode(codec, errors="replace")

@@ -131,7 +131,7 @@ class SpekeClient:
                 return self._once(req)
             except _Retry as r:
                 last = r
-                log.warning("SPEKE request failed: %s", r.error)
+                log.info("SPEKE request failed: %s", r.error)
         assert isinstance(last, _Retry)
         raise last.error
 

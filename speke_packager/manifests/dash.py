@@ -28,11 +28,10 @@ from ..constants import (
     NS_DASHIF_CPS,
     NS_MPD,
     NS_MSPR,
-    W3C_COMMON,
     DrmSystem,
     Scheme,
 )
-from ..drm.pssh import build_pssh, parse_pssh
+from ..drm.pssh import parse_pssh
 from ..errors import ManifestError
 from ..model import DrmSignal
 
@@ -48,7 +47,7 @@ _BEFORE_CP = frozenset({f"{_M}FramePacking", f"{_M}AudioChannelConfiguration",
 def parse_mpd(data: bytes, *, path: str | None = None) -> etree._Element:
     """Parse a clear MPD with the hardened parser; refuses protected or non-MPD documents."""
     root = parse_xml(data, what=f"MPD {path or ''}".strip(),
-                     error=ManifestError)  # type: ignore[arg-type]  # ManifestError(msg) fits
+                     error=ManifestError)
     if root.tag != f"{_M}MPD":
         raise ManifestError(f"not a DASH MPD (root element {root.tag})", path=path)
     if root.get("type", "static") != "static":
@@ -357,7 +356,7 @@ def _cpd_children(cpd: str, drm: DrmSystem) -> list[etree._Element]:
     whole ContentProtection element if the server sent one)."""
     decls = " ".join(f'xmlns:{p}="{ns}"' for p, ns in CP_NSMAP.items())
     wrapper = parse_xml(f"<w {decls}>{cpd}</w>".encode(), what=f"{drm.label} CPD fragment",
-                        error=ManifestError)  # type: ignore[arg-type]
+                        error=ManifestError)
     kids = [c for c in wrapper if isinstance(c.tag, str)]
     if len(kids) == 1 and etree.QName(kids[0]).localname == "ContentProtection":
         kids = [c for c in kids[0] if isinstance(c.tag, str)]
@@ -375,7 +374,8 @@ def content_protections(
 
     First ``mp4protection`` with ``cenc:default_KID``, then one per DRM (Widevine, PlayReady,
     ClearKey) carrying the key server's CPD as-is or ``cenc:pssh``/``mspr:pro`` built from the
-    pssh; ClearKey gets ``dashif:Laurl`` when a license URL is known. FairPlay and AES-128 have no
+    pssh; ClearKey gets ``dashif:Laurl`` when a license URL is known and never a ``cenc:pssh``
+    (dash.js rejects it there; the common pssh is in the init segment). FairPlay and AES-128 have no
     DASH signaling and are skipped."""
     if scheme not in (Scheme.CENC, Scheme.CBCS):
         raise ManifestError(f"DASH needs cenc or cbcs, not {scheme.value}")
@@ -389,8 +389,13 @@ def content_protections(
         cp = _cp(f"urn:uuid:{sys_id}", DASH_CP_VALUE[sig.drm])
         if sig.content_protection_data:
             for child in _cpd_children(sig.content_protection_data, sig.drm):
+                if sig.drm is DrmSystem.CLEARKEY and child.tag == f"{_CENC}pssh":
+                    # dash.js (4.7) hands a pssh found in the DASH-IF ClearKey descriptor to
+                    # generateRequest('keyids', ...) and fails; the common pssh stays in the
+                    # init segment's moov, where every ClearKey CDM reads it.
+                    continue
                 cp.append(child)
-        else:
+        elif sig.drm is not DrmSystem.CLEARKEY:
             if sig.pssh:
                 _sub(cp, f"{_CENC}pssh", _b64(sig.pssh))
             if sig.drm is DrmSystem.PLAYREADY:
@@ -404,7 +409,6 @@ def content_protections(
         out.append(cp)
     if not have_clearkey and clearkey_license_url:
         cp = _cp(f"urn:uuid:{DASHIF_CLEARKEY}", DASH_CP_VALUE[DrmSystem.CLEARKEY])
-        _sub(cp, f"{_CENC}pssh", _b64(build_pssh(W3C_COMMON, kids=[kid])))
         _sub(cp, f"{_DASHIF}Laurl", clearkey_license_url).set("licenseType", "EME-1.0")
         out.append(cp)
     return out

@@ -53,13 +53,6 @@ def packages(tmp_path_factory: pytest.TempPathFactory, clear_mp4: Path,
     return out
 
 
-DASHJS_PSSH_IN_CLEARKEY = pytest.mark.xfail(
-    strict=True,
-    reason="dash.js 4.7.4 passes a cenc:pssh found in the DASH-IF ClearKey descriptor to "
-    "generateRequest as 'keyids' init data (TypeError); manifests/dash.py writes one there",
-)
-
-
 CASES = [
     ("shaka", "dash-cenc", None),
     ("shaka", "dash-cbcs", None),
@@ -74,7 +67,7 @@ OURS = [
     ("shaka", "ours-both-cbcs", "master.m3u8"),
     ("hlsjs", "ours-hls-aes128", None),
     ("hlsjs", "ours-hls-sample-aes", None),
-    pytest.param("dashjs", "ours-dash-cenc", None, marks=DASHJS_PSSH_IN_CLEARKEY),
+    ("dashjs", "ours-dash-cenc", None),
 ]
 
 

@@ -10,11 +10,13 @@ import pytest
 from lxml import etree
 
 from speke_packager.constants import (
+    DASHIF_CLEARKEY,
     NS_CENC,
     NS_DASHIF_CPS,
     NS_MPD,
     NS_MSPR,
     PLAYREADY,
+    W3C_COMMON,
     WIDEVINE,
     DrmSystem,
     Scheme,
@@ -127,6 +129,8 @@ def test_protect_split_and_validate(schema: etree.XMLSchema) -> None:
     laurl = ck[1].find("dashif:Laurl", NS)
     assert laurl is not None and laurl.text == "https://k/ck?a=1&b=2"
     assert laurl.get("licenseType") == "EME-1.0"
+    # dash.js rejects a pssh inside the DASH-IF ClearKey descriptor: the init segment has it
+    assert ck[1].find("cenc:pssh", NS) is None
     # ContentProtection after AudioChannelConfiguration, before Role
     names = [etree.QName(c).localname for c in asets[2] if isinstance(c.tag, str)]
     assert names[:3] == ["AudioChannelConfiguration", "ContentProtection", "ContentProtection"][:3]
@@ -162,3 +166,17 @@ def test_bad_mpds(data: bytes, why: str) -> None:
 def test_aes128_cannot_go_to_dash() -> None:
     with pytest.raises(ManifestError, match="cenc or cbcs"):
         dash.content_protections(KID, Scheme.AES_128, [])
+
+
+def test_clearkey_cpd_from_key_server_loses_only_its_pssh() -> None:
+    cpd = ('<cenc:pssh xmlns:cenc="urn:mpeg:cenc:2013">AAAANHBzc2gBAAAAEHfv7MCyTQKs4zweUuL7SwAAAAEAESIz'
+           'RFVmd4iZqrvM3e7/AAAAAA==</cenc:pssh>'
+           '<dashif:Laurl xmlns:dashif="https://dashif.org/CPS" licenseType="EME-1.0">'
+           'http://127.0.0.1:1/clearkey/license</dashif:Laurl>')
+    sig = DrmSignal(DrmSystem.CLEARKEY, W3C_COMMON, content_protection_data=cpd)
+    cps = dash.content_protections(KID, Scheme.CENC, [sig])
+    ck = cps[1]
+    assert ck.get("schemeIdUri") == f"urn:uuid:{DASHIF_CLEARKEY}"
+    assert ck.find("cenc:pssh", NS) is None
+    laurl = ck.find("dashif:Laurl", NS)
+    assert laurl is not None and laurl.text == "http://127.0.0.1:1/clearkey/license"
