@@ -63,4 +63,8 @@ def test_pes_builder_equals_header_plus_es(nals: list[tuple[int, int, bytes]]) -
                   for t, n, z in nals)
     head = bytes.fromhex("000001e0000080800521000100ff")
     want = head + encrypt_h264_es(es, KEY, IV)
-    assert encrypt_h264_pes(es, head, CbcMessages(KEY, IV, encrypt=True)) == want
+    got = encrypt_h264_pes(es, head, CbcMessages(KEY, IV, encrypt=True))
+    if any(t in (1, 5) and n > 47 for t, n, _ in nals):
+        assert got == want and want[len(head):] != es
+    else:
+        assert got is None and want == head + es

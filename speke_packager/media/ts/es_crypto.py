@@ -122,10 +122,13 @@ def _decrypt_h264_nal(nal: bytes, cbc: CbcMessages) -> bytes:
     return _crypt_pattern(unescape_emulation(nal), cbc)
 
 
-def _encrypt_nals(es: bytes, cbc: CbcMessages, head: bytes = b"") -> bytes:
-    """``head`` + ``es`` with every slice NAL of ``es`` encrypted in one working copy, then
-    emulation prevention added inside those NALs only (the regex of :mod:`..codecs.nal`,
-    bounded to each NAL)."""
+def encrypt_h264_pes(es: bytes, head: bytes, cbc: CbcMessages) -> bytes | bytearray | None:
+    """``head`` (a PES header) followed by :func:`encrypt_h264_es` of ``es``, built in one
+    working buffer that is returned as it is (no final copy); ``None`` when ``es`` holds no
+    slice NAL to encrypt (the PES stays as it was). PES_packet_length is left to the caller.
+
+    Every slice NAL is encrypted in place, then emulation prevention is added inside those
+    NALs only (the regex of :mod:`..codecs.nal`, bounded to each NAL)."""
     h = len(head)
     out: bytearray | None = None
     done: list[tuple[int, int]] = []
@@ -139,23 +142,18 @@ def _encrypt_nals(es: bytes, cbc: CbcMessages, head: bytes = b"") -> bytes:
         _crypt_blocks(out, h + start, end - start, cbc)
         done.append((h + start, h + end))
     if out is None:
-        return head + es if head else es
+        return None
     cuts = [m.end() for s, e in done for m in _ESCAPE_RE.finditer(out, s, e)]
     if not cuts:
-        return bytes(out)
+        return out
     mv = memoryview(out)
     return b"\x03".join([mv[a:b] for a, b in zip([0, *cuts], [*cuts, len(out)], strict=True)])
 
 
-def encrypt_h264_pes(es: bytes, head: bytes, cbc: CbcMessages) -> bytes:
-    """``head`` (a PES header) followed by :func:`encrypt_h264_es` of ``es``, built in one
-    buffer (PES_packet_length is left to the caller)."""
-    return _encrypt_nals(es, cbc, head)
-
-
 def _map_nals(es: bytes, cbc: CbcMessages, encrypt: bool) -> bytes:
     if encrypt:
-        return _encrypt_nals(es, cbc)
+        done = encrypt_h264_pes(es, b"", cbc)
+        return es if done is None else bytes(done)
     parts: list[bytes] = []
     prev = 0
     for start, end in iter_annexb(es):

@@ -148,7 +148,8 @@ def split_packets(data: bytes | memoryview) -> PacketTable:
     return PacketTable(buf, pid_array.tolist(), rows, pid_array)
 
 
-def build_packet(head3: bytes, cc: int, af_core: bytes, payload: bytes | memoryview) -> bytes:
+def build_packet(head3: bytes, cc: int, af_core: bytes, payload: bytes | bytearray | memoryview
+                 ) -> bytes:
     """One 188-byte packet: ``head3`` (sync, flags, PID), ``cc``, an adaptation field holding
     ``af_core`` and stuffing for whatever room ``payload`` leaves (never 0xFF in the payload)."""
     p = len(payload)

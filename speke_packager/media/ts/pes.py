@@ -49,16 +49,16 @@ class PidPayload:
     """Every PES of one PID, gathered with whole-array copies.
 
     ``indices``: all packets of the PID; ``payload_packets``: those carrying payload;
-    ``body``: bytes 4..187 of each payload packet, back to back; ``ranges``: the
-    ``(start, end)`` spans of ``body`` that are payload (adaptation fields cut out), whose
-    concatenation is the PID's PES bytes in order. Few ranges: only packets with an adaptation
-    field (PCR, stuffing) break the runs."""
+    ``body``: bytes 4..187 of each payload packet, back to back; ``unit_ranges``: per PES, the
+    ``(start, end)`` spans of ``body`` that hold its bytes (adaptation fields cut out), whose
+    concatenation is the PES. Few spans: only packets with an adaptation field (PCR, stuffing)
+    break the runs."""
 
     pid: int
     indices: npt.NDArray[np.intp]
     payload_packets: npt.NDArray[np.intp]
     body: npt.NDArray[np.uint8]
-    ranges: list[tuple[int, int]]
+    unit_ranges: list[list[tuple[int, int]]]
     units: list[PesUnit]
 
 
@@ -119,20 +119,22 @@ def gather_pid(table: PacketTable, pid: int,
     firsts = np.flatnonzero(pusi).tolist()
     pay_list = pay_idx.tolist()
     units = []
+    unit_ranges = []
     r = 0
     for k, a in enumerate(firsts):
         b = firsts[k + 1] if k + 1 < len(firsts) else n
         lo, hi = a * _MAX_PAYLOAD, b * _MAX_PAYLOAD
         while r < len(ranges) and ranges[r][1] <= lo:
             r += 1
-        parts = []
+        mine = []
         while r < len(ranges) and ranges[r][0] < hi:
-            parts.append(flat[ranges[r][0] : ranges[r][1]])
+            mine.append(ranges[r])
             r += 1
-        units.append(PesUnit(pid, pay_list[a:b], b"".join(parts)))
+        unit_ranges.append(mine)
+        units.append(PesUnit(pid, pay_list[a:b], b"".join([flat[lo:hi] for lo, hi in mine])))
     for u in units:
         check_pes(u)
-    return PidPayload(pid, idx, pay_idx, body, ranges, units)
+    return PidPayload(pid, idx, pay_idx, body, unit_ranges, units)
 
 
 def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUnit]:
@@ -205,8 +207,8 @@ def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
 _COLS = np.arange(_MAX_PAYLOAD)
 
 
-def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes, extra: int, cc_shift: int
-                ) -> npt.NDArray[np.uint8]:
+def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray, extra: int,
+                cc_shift: int) -> npt.NDArray[np.uint8]:
     """Packets carrying ``new_pes`` in place of ``unit``, as a ``(packets, 188)`` array: its
     original packets (CC shifted by ``cc_shift``), then ``extra`` new packets, each packet with
     at least one payload byte.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -186,8 +187,11 @@ def _crypt_audio(table: PacketTable, plan: _Plan, units: list[PesUnit], key: byt
 _LEADING_ZEROS = re.compile(b"\x00*")
 
 
-def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> list[bytes]:
-    out = []
+def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
+                 ) -> list[bytes | bytearray]:
+    """Each PES with its slice NALs encrypted (or decrypted); an unchanged PES is returned as
+    the very ``PesUnit.data`` object, so that the remux can skip it."""
+    out: list[bytes | bytearray] = []
     cbc = CbcMessages(key, iv, encrypt=encrypt)
     for u in units:
         h = pes_header_size(u.data)
@@ -198,24 +202,25 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool) -> 
             raise CodecError(f"video PES does not start with an Annex B start code (PID "
                              f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split across "
                              "PES cannot be encrypted")
+        pes: bytes | bytearray | None
         if encrypt:
             pes = encrypt_h264_pes(es, u.data[:h], cbc)
-            if len(pes) == len(u.data):
-                out.append(pes)
-                continue
         else:
             new_es = decrypt_h264_es(es, key, iv, cbc=cbc)
-            if len(new_es) == len(es):
-                out.append(u.data[:h] + new_es)
-                continue
-            pes = u.data[:h] + new_es
-        grown = bytearray(pes)
-        set_pes_length(grown, was_unbounded=(u.data[4] | u.data[5]) == 0, pid=u.pid)
-        out.append(bytes(grown))
+            pes = None if new_es is es else u.data[:h] + new_es
+        if pes is None:
+            out.append(u.data)
+            continue
+        if len(pes) != len(u.data):
+            if not isinstance(pes, bytearray):
+                pes = bytearray(pes)
+            set_pes_length(pes, was_unbounded=(u.data[4] | u.data[5]) == 0, pid=u.pid)
+        out.append(pes)
     return out
 
 
-def _remux_pid(table: PacketTable, g: PidPayload, new: list[bytes], *, out: bytearray,
+def _remux_pid(table: PacketTable, g: PidPayload, new: Sequence[bytes | bytearray], *,
+               out: bytearray,
                splices: dict[int, bytes], keep_cc: bool) -> None:
     """Write the packets of one PID into ``out`` (a copy of the segment): same-size PES in
     place with one vectorised scatter, grown PES re-packetised (packets beyond the original
@@ -238,14 +243,15 @@ def _remux_pid(table: PacketTable, g: PidPayload, new: list[bytes], *, out: byte
     # same-size PES: same layout, new payload bytes (moved ones keep theirs until rewritten)
     if len(moved) < len(units):
         gone = set(moved)
-        payload = memoryview(b"".join([units[k].data if k in gone else b
-                                       for k, b in enumerate(new)]))
-        body = g.body.reshape(-1)
-        flat = memoryview(body)  # type: ignore[arg-type]
-        pos = 0
-        for a, b in g.ranges:
-            flat[a:b] = payload[pos : pos + b - a]
-            pos += b - a
+        flat = memoryview(g.body.reshape(-1))  # type: ignore[arg-type]
+        for k, (u, b) in enumerate(zip(units, new, strict=True)):
+            if b is u.data or k in gone:
+                continue  # unchanged (body holds it already) or rewritten below
+            src = memoryview(b)
+            pos = 0
+            for lo, hi in g.unit_ranges[k]:
+                flat[lo:hi] = src[pos : pos + hi - lo]
+                pos += hi - lo
         rows[g.payload_packets, 4:] = g.body
     # packets after a PES's last packet follow the packets added to it
     if any(adds):
@@ -302,6 +308,7 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
     for plan in plans:
         g = gather_pid(table, plan.pid)
         units = g.units
+        new: Sequence[bytes | bytearray]
         if plan.codec == H264:
             new = _crypt_video(units, key, iv, encrypt)
         elif units:
