@@ -10,18 +10,18 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO
 from uuid import UUID
 
 from ...constants import Scheme
 from ...errors import CodecError, Mp4FormatError, UnsupportedMediaError, UsageError
 from ...model import ContentKey, TrackKind
-from ..subsamples import CodecFamily, MapSession, SubsampleMapper
+from ..subsamples import CodecFamily, MapSession, SubsampleMapper, Subsamples
 from .boxes import Box, full_box, iter_boxes
+from .engine import CbcsEngine, CencEngine
 from .fragment import Traf, parse_moof, write_moof
 from .init import Protection, TrackSetup, parse_init, protect_init, pssh_box
-from .sample_crypto import cbcs_sample, cenc_sample
 from .segment import SegmentRewriter
 
 __all__ = ["Mp4Encryptor"]
@@ -36,6 +36,27 @@ def _seig(kid: UUID, *, protected: bool, iv_size: int, constant_iv: bytes | None
     if protected and iv_size == 0 and constant_iv is not None:
         entry += bytes([len(constant_iv)]) + constant_iv
     return entry
+
+
+_SUBS_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _subs_record(iv: bytes, subs: Subsamples) -> bytes:
+    """senc record tail: ``iv`` then subsample_count and (clear u16, protected u32) pairs."""
+    n = len(subs)
+    st = _SUBS_STRUCTS.get(n)
+    if st is None:
+        st = _SUBS_STRUCTS.setdefault(n, struct.Struct(">H" + "HI" * n))
+    return iv + st.pack(n, *[v for pair in subs for v in pair])
+
+
+def _map(mapper: Callable[[memoryview], Subsamples | None], mv: memoryview, start: int,
+         size: int, where: tuple[int, int, int]) -> Subsamples | None:
+    try:
+        return mapper(mv[start:start + size])
+    except CodecError as exc:
+        tid, fragment, index = where
+        raise CodecError(f"track {tid}, fragment {fragment}, sample {index}: {exc}") from exc
 
 
 def seig_boxes(entry: bytes, sample_count: int) -> list[bytes]:
@@ -171,6 +192,7 @@ class Mp4Encryptor:
         moof_pssh = [pssh_box(bytes(b)) for b in pssh]
         rw = SegmentRewriter(data)
         sessions: dict[int, MapSession] = {}
+        engines: dict[tuple[int, UUID], CencEngine | CbcsEngine] = {}
         fragment = 0
         for box in rw.boxes:
             if box.type != b"moof":
@@ -188,7 +210,12 @@ class Mp4Encryptor:
                     continue
                 if tid not in sessions:
                     sessions[tid] = self._mappers[tid].session()
-                self._encrypt_traf(rw.out, box, traf, key=seg_keys[tid], session=sessions[tid],
+                key = seg_keys[tid]
+                engine = engines.get((tid, key.kid))
+                if engine is None:
+                    engine = engines[tid, key.kid] = self._engine(tid, key)
+                self._encrypt_traf(rw.out, box, traf, key=key, session=sessions[tid],
+                                   engine=engine,
                                    segment_index=segment_index, fragment=fragment,
                                    first_sample=done.get(tid, 0))
                 done[tid] = done.get(tid, 0) + traf.sample_count
@@ -221,9 +248,15 @@ class Mp4Encryptor:
                 f"{traf.sample_description_index}")
         traf.new_sdi = 2
 
+    def _engine(self, tid: int, key: ContentKey) -> CencEngine | CbcsEngine:
+        if self.scheme is Scheme.CBCS:
+            crypt, skip = self._pattern(tid)
+            return CbcsEngine(key.key, self._cbcs_iv(key), crypt, skip)
+        return CencEngine(key.key)
+
     def _encrypt_traf(self, out: bytearray, moof: Box, traf: Traf, *, key: ContentKey,
-                      session: MapSession, segment_index: int, fragment: int,
-                      first_sample: int = 0) -> None:
+                      session: MapSession, engine: CencEngine | CbcsEngine,
+                      segment_index: int, fragment: int, first_sample: int = 0) -> None:
         tid = traf.track_id
         crypt, skip = self._pattern(tid)
         iv_size = self.iv_size
@@ -237,27 +270,33 @@ class Mp4Encryptor:
             raise UnsupportedMediaError(f"more than {1 << _SAMPLE_BITS} samples in a fragment")
         use_subs = session.m.family is not CodecFamily.AUDIO
         entries: list[bytes] = []
-        secret = key.key
         base = moof.start
-        for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
-            start = base + off
-            try:
-                subs = session.map(memoryview(out)[start:start + size])
-            except CodecError as exc:
-                raise CodecError(f"track {tid}, fragment {fragment}, sample {i}: {exc}") from exc
-            rec = b""
-            if cbcs:
-                cbcs_sample(out, start, size, key=secret, iv=const_iv, subsamples=subs,
-                            crypt=crypt, skip=skip)
-            else:
-                v = (hi + i) & _MASK64
-                iv = v.to_bytes(8, "big") + (lo.to_bytes(8, "big") if iv_size == 16 else b"")
-                cenc_sample(out, start, size, key=secret, iv=iv, subsamples=subs)
-                rec = iv
-            if use_subs and subs is not None:
-                rec += struct.pack(">H", len(subs)) + b"".join(
-                    struct.pack(">HI", c, p) for c, p in subs)
-            entries.append(rec)
+        mv = memoryview(out)
+        mapper = session.map
+        n = traf.sample_count
+        if cbcs:
+            eng_b = engine if isinstance(engine, CbcsEngine) else None
+            assert eng_b is not None
+            for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
+                start = base + off
+                subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
+                eng_b.sample(out, mv, start, size, subs)
+                entries.append(_subs_record(b"", subs) if subs is not None else b"")
+        else:
+            eng_c = engine if isinstance(engine, CencEngine) else None
+            assert eng_c is not None
+            # every sample's IV at once: high halves hi..hi+n-1 (mod 2**64), then the low half
+            highs = struct.pack(f">{n}Q", *[(hi + i) & _MASK64 for i in range(n)])
+            tail = lo.to_bytes(8, "big")
+            ivs = ([highs[8 * i:8 * i + 8] + tail for i in range(n)] if iv_size == 16
+                   else [highs[8 * i:8 * i + 8] for i in range(n)])
+            zero = bytes(8)
+            for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
+                start = base + off
+                iv = ivs[i]
+                subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
+                eng_c.sample(mv, start, size, iv if iv_size == 16 else iv + zero, subs)
+                entries.append(_subs_record(iv, subs) if subs is not None else iv)
         flags = 2 if use_subs else 0
         senc = full_box(b"senc", 0, flags, struct.pack(">I", len(entries)) + b"".join(entries))
         boxes: list[bytes] = []

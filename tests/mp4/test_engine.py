@@ -1,0 +1,133 @@
+"""The fast engines (one reused context per segment) against the per-sample reference ciphers.
+
+``sample_crypto.cenc_sample`` / ``cbcs_sample`` build a fresh context per sample or subsample
+and are themselves checked against openssl in test_units.py; the engines must give the same
+bytes on real media maps and on random sample sequences (the cbcs chain fix-up only shows on
+the second and later ranges of one engine)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from speke_packager.constants import Scheme
+from speke_packager.media.mp4.engine import CbcsEngine, CencEngine
+from speke_packager.media.mp4.fragment import parse_moof
+from speke_packager.media.mp4.init import parse_init
+from speke_packager.media.mp4.sample_crypto import cbcs_sample, cenc_sample, counter_block
+from speke_packager.media.mp4.segment import SegmentRewriter
+from tests.mp4.conftest import Asset
+from tests.mp4.helpers import KEY, WRONG
+
+IV16 = bytes(range(16))
+
+_subs = st.lists(st.tuples(st.integers(0, 300), st.integers(0, 2000)), max_size=6)
+_samples = st.lists(st.one_of(st.none(), _subs), min_size=1, max_size=6)
+
+
+def _layout(samples: list[list[tuple[int, int]] | None], tails: list[int]
+            ) -> list[tuple[int, int, list[tuple[int, int]] | None]]:
+    """(start, size, subsamples) laid end to end; whole-sample entries get ``tails`` sizes."""
+    out = []
+    pos = 0
+    for subs, tail in zip(samples, tails, strict=True):
+        size = sum(c + p for c, p in subs) if subs is not None else tail
+        out.append((pos, size, subs))
+        pos += size
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples=_samples, tails=st.lists(st.integers(0, 3000), min_size=6, max_size=6),
+       iv16=st.booleans())
+def test_cenc_engine_equals_reference(samples: list[list[tuple[int, int]] | None],
+                                      tails: list[int], iv16: bool) -> None:
+    layout = _layout(samples, tails[:len(samples)])
+    data = os.urandom(sum(s for _, s, _ in layout))
+    ref, new = bytearray(data), bytearray(data)
+    eng = CencEngine(KEY)
+    mv = memoryview(new)
+    for i, (start, size, subs) in enumerate(layout):
+        iv = (IV16 if iv16 else IV16[:8])[:-1] + bytes([i])
+        cenc_sample(ref, start, size, key=KEY, iv=iv, subsamples=subs)
+        eng.sample(mv, start, size, counter_block(iv), subs)
+    assert new == ref
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples=_samples, tails=st.lists(st.integers(0, 3000), min_size=6, max_size=6),
+       pattern=st.sampled_from([(1, 9), (0, 0), (2, 8), (5, 5), (1, 0)]),
+       iv16=st.booleans())
+def test_cbcs_engine_equals_reference(samples: list[list[tuple[int, int]] | None],
+                                      tails: list[int], pattern: tuple[int, int],
+                                      iv16: bool) -> None:
+    layout = _layout(samples, tails[:len(samples)])
+    data = os.urandom(sum(s for _, s, _ in layout))
+    ref, new = bytearray(data), bytearray(data)
+    iv = IV16 if iv16 else IV16[:8]
+    crypt, skip = pattern
+    eng = CbcsEngine(KEY, iv, crypt, skip)
+    mv = memoryview(new)
+    for start, size, subs in layout:
+        cbcs_sample(ref, start, size, key=KEY, iv=iv, subsamples=subs, crypt=crypt, skip=skip)
+        eng.sample(new, mv, start, size, subs)
+    assert new == ref
+
+
+def _segment_jobs(a: Asset, scheme: Scheme
+                  ) -> list[tuple[bytes, list[tuple[int, int, list[tuple[int, int]] | None]],
+                                  tuple[int, int]]]:
+    """Per traf of every segment: (segment bytes, [(start, size, map)], pattern)."""
+    init = parse_init(a.init)
+    mappers = {tid: t.mapper(scheme) for tid, t in init.tracks.items()}
+    sizes = {t.track_id: t.default_sample_size for t in init.tracks.values()}
+    jobs = []
+    for seg in a.segments:
+        rw = SegmentRewriter(seg)
+        sessions = {tid: m.session() for tid, m in mappers.items()}
+        for box in rw.boxes:
+            if box.type != b"moof":
+                continue
+            _, trafs = parse_moof(rw.buf, box, sizes)
+            for traf in trafs:
+                s = sessions[traf.track_id]
+                video = s.m.family.value != "audio"
+                pattern = (1, 9) if video and scheme is Scheme.CBCS else (0, 0)
+                samples = [(box.start + o, n, s.map(rw.buf[box.start + o:box.start + o + n]))
+                           for o, n in zip(traf.offsets, traf.sizes, strict=True)]
+                jobs.append((seg, samples, pattern))
+    return jobs
+
+
+@pytest.mark.parametrize("name", ["h264-aac-fmp4", "hevc-fmp4", "vp9-opus-fmp4",
+                                  "h264-slices-fmp4"])
+@pytest.mark.parametrize("scheme", [Scheme.CENC, Scheme.CBCS])
+def test_engines_equal_reference_on_media(asset: Callable[[str], Asset], name: str,
+                                          scheme: Scheme) -> None:
+    jobs = _segment_jobs(asset(name), scheme)
+    assert len(jobs) >= 3
+    for seg, samples, (crypt, skip) in jobs:
+        ref, new, wrong = bytearray(seg), bytearray(seg), bytearray(seg)
+        mv = memoryview(new)
+        if scheme is Scheme.CENC:
+            eng_c = CencEngine(KEY)
+            for i, (start, size, subs) in enumerate(samples):
+                iv = i.to_bytes(8, "big")
+                cenc_sample(ref, start, size, key=KEY, iv=iv, subsamples=subs)
+                cenc_sample(wrong, start, size, key=WRONG, iv=iv, subsamples=subs)
+                eng_c.sample(mv, start, size, counter_block(iv), subs)
+        else:
+            eng_b = CbcsEngine(KEY, IV16, crypt, skip)
+            for start, size, subs in samples:
+                cbcs_sample(ref, start, size, key=KEY, iv=IV16, subsamples=subs, crypt=crypt,
+                            skip=skip)
+                cbcs_sample(wrong, start, size, key=WRONG, iv=IV16, subsamples=subs,
+                            crypt=crypt, skip=skip)
+                eng_b.sample(new, mv, start, size, subs)
+        assert new != seg  # something was encrypted
+        assert new == ref
+        assert new != wrong  # negative control: another key gives other bytes
