@@ -9,6 +9,7 @@ from lxml import etree
 from .errors import CpixError, SpekePackagerError
 
 MAX_XML_BYTES = 8 * 1024 * 1024
+MAX_ATTRIBUTE_BYTES = 1024 * 1024  # no CPIX, MPD or CPD attribute comes close
 
 # A DOCTYPE or ENTITY declaration anywhere (a long comment may push it past any fixed prefix).
 _DECL = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -64,6 +65,7 @@ def parse_xml(
     data: bytes,
     *,
     max_bytes: int = MAX_XML_BYTES,
+    max_attribute: int = MAX_ATTRIBUTE_BYTES,
     what: str = "XML document",
     error: type[SpekePackagerError] | None = None,
 ) -> etree._Element:
@@ -73,7 +75,8 @@ def parse_xml(
     encoding the document uses: CPIX, MPD and CPD fragments never need one, and refusing it stops
     billion-laughs, external-DTD and external-entity attacks before lxml sees them. Encodings
     other than UTF-8/16/32, ASCII and Latin-1 are refused (UTF-7 or EBCDIC could hide a
-    declaration from the scan). Nesting deeper than 256 elements is refused by libxml2."""
+    declaration from the scan). Nesting deeper than 256 elements is refused by libxml2, an
+    attribute value longer than ``max_attribute`` characters here."""
     exc_type: type[SpekePackagerError] = error or CpixError
     if len(data) > max_bytes:
         raise exc_type(f"{what} is {len(data)} bytes, larger than the limit of {max_bytes}")
@@ -91,6 +94,12 @@ def parse_xml(
     info = tree.docinfo
     if resolver.asked or info.externalDTD is not None or info.internalDTD is not None:
         raise exc_type(f"{what} contains a DTD or entity declaration, which is not allowed")
+    if len(data) > max_attribute:  # only then can an attribute be that long
+        for el in root.iter():
+            for name, value in el.attrib.items():
+                if len(value) > max_attribute:
+                    raise exc_type(f"{what}: attribute {name!s} is {len(value)} characters, longer "
+                                   f"than the limit of {max_attribute}")
     return root
 
 
