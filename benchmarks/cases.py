@@ -63,6 +63,10 @@ def run_measured(cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str]
         timer.start()
         try:
             _, status, usage = os.wait4(p.pid, 0)
+        except BaseException:  # Ctrl-C: the child has its own session, so stop it ourselves
+            os.killpg(p.pid, signal.SIGKILL)
+            os.waitpid(p.pid, 0)
+            raise
         finally:
             timer.cancel()
         wall = time.perf_counter() - t0

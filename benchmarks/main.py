@@ -107,6 +107,14 @@ def machine() -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("[bench] interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     runs = args.runs or (1 if args.smoke else 3)
     minutes = args.minutes or [5.0]
