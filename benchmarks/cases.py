@@ -39,6 +39,7 @@ class Proc:
     maxrss_kb: int
     stdout: str
     stderr: str
+    cpu_seconds: float | None = None  # user + system of the child and its children
 
 
 GNU_TIME = "/usr/bin/time"
@@ -72,14 +73,19 @@ def run_measured(cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str]
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
         maxrss = usage.ru_maxrss
+        cpu: float | None = None
         if use_time:
-            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", tfile.read())
+            report = tfile.read()
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
             if m:
                 maxrss = int(m.group(1))
+            times = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", report)
+            if len(times) == 2:
+                cpu = float(times[0]) + float(times[1])
         out.seek(0)
         err.seek(0)
         return Proc(p.returncode, wall, maxrss, out.read().decode(errors="replace"),
-                    err.read().decode(errors="replace"))
+                    err.read().decode(errors="replace"), cpu)
 
 
 @dataclass
@@ -93,7 +99,15 @@ class CaseResult:
     note: str = ""
     seconds: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
+    cores: list[float] = field(default_factory=list)  # CPU seconds / wall seconds of the process
     extra: dict[str, object] = field(default_factory=dict)
+
+    def add(self, seconds: float, p: Proc) -> None:
+        """One run: its timed seconds and the process's peak RSS and CPU use."""
+        self.seconds.append(seconds)
+        self.rss_kb.append(p.maxrss_kb)
+        if p.cpu_seconds is not None and p.wall > 0:
+            self.cores.append(p.cpu_seconds / p.wall)
 
     @property
     def median_seconds(self) -> float | None:
@@ -112,7 +126,9 @@ class CaseResult:
         return {"tool": self.tool, "scheme": self.scheme, "status": self.status,
                 "note": self.note, "media_bytes": self.media_bytes, "seconds": self.seconds,
                 "median_seconds": self.median_seconds, "mb_per_s": self.mbps,
-                "peak_rss_kb": self.rss_kb, "peak_rss_mb": self.peak_rss_mb, **self.extra}
+                "peak_rss_kb": self.rss_kb, "peak_rss_mb": self.peak_rss_mb,
+                "cores_used": statistics.median(self.cores) if self.cores else None,
+                **self.extra}
 
 
 def media_bytes(asset: AssetSet, scheme: str) -> int:
@@ -177,8 +193,7 @@ def segment_api(ctx: Context, scheme: str, jobs: int, *, memory: bool = False) -
             res.status = "error"
             res.note = f"output ({doc['bytes_out']} B) smaller than input ({doc['bytes_in']} B)"
             return res
-        res.seconds.append(float(doc["seconds"]))
-        res.rss_kb.append(p.maxrss_kb)
+        res.add(float(doc["seconds"]), p)
         res.extra.update(bytes_out=doc["bytes_out"], segments=doc["segments"],
                          total_rss_estimate_kb=doc["total_rss_estimate_kb"])
         ctx.say(f"{tool} {scheme} {res.media_bytes / doc['seconds'] / 1e6:.0f} MB/s")
@@ -243,8 +258,7 @@ def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseRes
         if p.returncode != 0:
             res.status, res.note = "error", _scrub(_last_line(p.stderr), ctx.keys)
             return res
-        res.seconds.append(p.wall)
-        res.rss_kb.append(p.maxrss_kb)
+        res.add(p.wall, p)
         ctx.say(f"{tool} {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 
@@ -311,8 +325,7 @@ def shaka(ctx: Context, scheme: str) -> CaseResult:
         if p.returncode != 0:
             res.status, res.note = "error", _scrub(_last_line(p.stderr), ctx.keys)
             return res
-        res.seconds.append(p.wall)
-        res.rss_kb.append(p.maxrss_kb)
+        res.add(p.wall, p)
         ctx.say(f"shaka {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 

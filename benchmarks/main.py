@@ -164,6 +164,7 @@ def _main(argv: list[str] | None) -> int:
                         else:
                             prev.seconds += one.seconds
                             prev.rss_kb += one.rss_kb
+                            prev.cores += one.cores
                             prev.extra.update(one.extra)
             results = list(merged.values())
             for name, vals in aes_rounds.items():  # median of the start and every round

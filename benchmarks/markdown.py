@@ -50,19 +50,20 @@ def render(doc: dict[str, Any]) -> str:
         out += ["", f"{a['minutes']:g}-minute asset: {a['video']}, {a['audio']}; CMAF "
                 f"{a['cmaf_bytes'] / 1e6:.0f} MB, HLS-TS {a['ts_bytes'] / 1e6:.0f} MB, "
                 f"{a['segment_seconds']} s segments.", "",
-                "| scheme | tool | MB/s | x Shaka | x AES limit | peak RSS MB | note |",
-                "|---|---|---:|---:|---:|---:|---|"]
+                "| scheme | tool | MB/s | x Shaka | x AES limit | peak RSS MB | cores | note |",
+                "|---|---|---:|---:|---:|---:|---:|---|"]
         for c in asset["cases"]:
             note = ""
             if c["status"] != "ok":
                 note = ("not available yet" if str(c["note"]).startswith("not available yet")
                         else f"{c['status']}: {c['note']}")
-            elif c.get("jobs", 1) > 1 and c["tool"] != "encrypt-vod":
+            elif c.get("jobs", 1) > 1 and c.get("total_rss_estimate_kb"):
                 note = (f"{c['jobs']} processes, all together "
                         f"~{c['total_rss_estimate_kb'] / 1024:.0f} MB")
             out.append(f"| {c['scheme']} | {c['tool']} | {_f(c['mb_per_s'], '.0f')} | "
                        f"{_f(c.get('x_shaka'), '.2f')} | {_f(c.get('x_aes_limit'), '.2f')} | "
-                       f"{_f(c['peak_rss_mb'], '.0f')} | {note} |")
+                       f"{_f(c['peak_rss_mb'], '.0f')} | {_f(c.get('cores_used'), '.1f')} | "
+                       f"{note} |")
     rows = doc.get("rss_vs_length") or []
     if rows:
         heads = list(rows[0]["peak_rss_mb"])

@@ -90,7 +90,7 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
         t = Table(title=f"{a['minutes']:g}-minute asset: {a['video']}; {a['audio']}; "
                         f"median of {doc['runs']} run(s)")
         for col in ("scheme", "tool", "media MB", "MB/s", "x Shaka", "x AES limit",
-                    "peak RSS MB", "note"):
+                    "peak RSS MB", "cores", "note"):
             t.add_column(col, justify="left" if col in ("scheme", "tool", "note") else "right")
         for c in asset["cases"]:
             note = c["note"] if c["status"] != "ok" else (
@@ -100,7 +100,7 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
             t.add_row(c["scheme"], c["tool"], _f(c["media_bytes"] / 1e6, ".1f"),
                       _f(c["mb_per_s"], ".0f"), _f(c.get("x_shaka"), ".2f"),
                       _f(c.get("x_aes_limit"), ".2f"), _f(c["peak_rss_mb"], ".0f"),
-                      note if c["status"] == "ok" else _short(c["status"], note))
+                      _f(c.get("cores_used"), ".1f"), note if c["status"] == "ok" else _short(c["status"], note))
         con.print(t)
     rows = doc.get("rss_vs_length") or []
     if rows:
