@@ -32,3 +32,7 @@ def test_benchmark_smoke_writes_results(tmp_path: Path) -> None:
             assert c["mb_per_s"] > 0 and c["peak_rss_mb"] > 0
     assert "targets (issue 9)" in proc.stdout
     assert not list((tmp_path / "cache").glob("scratch-*")), "scratch directory left behind"
+    md = subprocess.run([sys.executable, "-m", "benchmarks.markdown", str(out)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert md.returncode == 0, md.stderr[-3000:]
+    assert "| scheme | tool | MB/s |" in md.stdout
