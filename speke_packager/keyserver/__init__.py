@@ -41,6 +41,7 @@ Per request with the header ``x-fault: SPEC`` or for every request with ``faults
 ``status=N``           answer HTTP N with a plain-text body instead of the real answer
 ``reset``              close the connection with a TCP reset, no answer
 ``truncate``           send only the first half of the body (Content-Length says so)
+``partial``            (SPEKE) announce the whole body, send half of it, close the connection
 ``version=X``          send ``X-Speke-Version: X`` (``version=none``: leave it out)
 ``no-user-agent``      leave out ``X-Speke-User-Agent`` / ``Speke-User-Agent``
 ``drop=<Element>``     remove every element with that local name (``PSSH``, ``HLSSignalingData``,
@@ -54,6 +55,8 @@ Per request with the header ``x-fault: SPEC`` or for every request with ``faults
 ``change-scheme``      return another ``commonEncryptionScheme`` (cenc <-> cbcs)
 ``change-rules``       alter the first usage rule's ``intendedTrackType``
 ``change-content-id``  return a different ``contentId`` (v1 ``id``)
+``duplicate-kid``      send the first ``ContentKey`` twice (same KID)
+``times=N``            (server-wide faults only) fault the first N requests, answer the rest
 ``layout=A|B``         (not a fault) MAC key layout of encrypted answers
 ====================== ==========================================================================
 """

@@ -123,6 +123,8 @@ def build_answer(
         else:
             secret = P.Secret(P.PlainValue(_b64(keys[k.kid])))
         key_elems.append(C.ContentKey(C.Data(secret), **attrs))
+    if faults.has("duplicate-kid") and key_elems:
+        key_elems.insert(1, copy.deepcopy(key_elems[0]))
     children.append(C.ContentKeyList(*key_elems))
 
     by_kid = {k.kid: k for k in req.keys}

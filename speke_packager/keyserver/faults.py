@@ -24,9 +24,11 @@ FAULT_NAMES: dict[str, bool] = {
     "empty": True,
     "version": True,
     "layout": True,
+    "times": True,
     "wrong-kid": False,
     "bad-mac": False,
     "truncate": False,
+    "partial": False,
     "pssh-mismatch": False,
     "plain-key": False,
     "change-scheme": False,
@@ -34,6 +36,7 @@ FAULT_NAMES: dict[str, bool] = {
     "change-content-id": False,
     "no-user-agent": False,
     "reset": False,
+    "duplicate-kid": False,
 }
 
 _ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -54,6 +57,7 @@ class Faults:
     version: str | None = None  # '' = omit the version header
     layout: str | None = None  # 'A' or 'B'
     flags: frozenset[str] = field(default_factory=frozenset)
+    times: int | None = None  # server-wide faults: only the first N requests get them
 
     def has(self, name: str) -> bool:
         return name in self.flags
@@ -68,6 +72,7 @@ class Faults:
             version=other.version if other.version is not None else self.version,
             layout=other.layout or self.layout,
             flags=self.flags | other.flags,
+            times=other.times if other.times is not None else self.times,
         )
 
     def __bool__(self) -> bool:
@@ -94,6 +99,7 @@ def parse_faults(specs: Iterable[str]) -> Faults:
     version: str | None = None
     layout: str | None = None
     flags: set[str] = set()
+    times: int | None = None
     for name, value in _items(specs):
         if name not in FAULT_NAMES:
             raise FaultError(f"unknown fault switch {name!r}")
@@ -120,6 +126,10 @@ def parse_faults(specs: Iterable[str]) -> Faults:
             if value and not re.match(r"^[A-Za-z0-9._-]{1,16}$", value):
                 raise FaultError(f"version={value!r} is not a version string")
             version = "" if (value or "").lower() == "none" else value
+        elif name == "times":
+            if not (value or "").isdigit() or int(value or "0") > 1_000_000:
+                raise FaultError(f"times={value!r} is not a request count")
+            times = int(value or "0")
         elif name == "layout":
             if (value or "").upper() not in ("A", "B"):
                 raise FaultError("layout must be A or B")
@@ -127,4 +137,4 @@ def parse_faults(specs: Iterable[str]) -> Faults:
         else:
             flags.add(name)
     return Faults(delay=delay, status=status, drop=frozenset(drop), empty=frozenset(empty),
-                  version=version, layout=layout, flags=frozenset(flags))
+                  version=version, layout=layout, flags=frozenset(flags), times=times)

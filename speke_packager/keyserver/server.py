@@ -119,6 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Sequence[tuple[str, str]] = (),
         *,
         truncate: bool = False,
+        partial: bool = False,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -127,6 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         if truncate:
             body = body[: len(body) // 2]
         self.send_header("Content-Length", str(len(body)))
+        if partial:  # announce the whole body, send half, close the connection
+            self.close_connection = True
+            body = body[: len(body) // 2]
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -160,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         except FaultError as exc:
             self._text(400, f"bad x-fault header: {exc}")
             return None
-        return self.ks.faults.merged(own)
+        return self.ks._server_faults().merged(own)
 
     def _pre_faults(self, faults: Faults, path: str) -> bool:
         """Apply reset/delay/status; True when the request is already answered."""
@@ -370,7 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(exc.status, exc.reason, echo)
             return
         ks.note_issued(req.content_id, [k.kid for k in req.keys])
-        self._send(200, answer, "application/xml", echo, truncate=faults.has("truncate"))
+        self._send(200, answer, "application/xml", echo, truncate=faults.has("truncate"),
+                   partial=faults.has("partial"))
 
 
 def _query_content_id(query: str) -> str | None:
@@ -447,6 +452,7 @@ class KeyServer:
         self.mac_layout = mac_layout.upper()
         self._issued: OrderedDict[UUID, str] = OrderedDict()
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._faulted = 0
         self._registered: dict[UUID, bytes] = {}
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -493,6 +499,14 @@ class KeyServer:
     def _count(self, method: str, path: str) -> None:
         with self._lock:
             self._counts[(method, path)] += 1
+
+    def _server_faults(self) -> Faults:
+        """The server-wide faults for the next request (``times=N``: only the first N)."""
+        if self.faults.times is None:
+            return self.faults
+        with self._lock:
+            self._faulted += 1
+            return self.faults if self._faulted <= self.faults.times else Faults()
 
     def request_count(self, path: str | None = None, method: str | None = "POST") -> int:
         """Requests received so far (every attempt, faulted or not), optionally only those for
