@@ -14,6 +14,7 @@ Keys and IVs are raw 16-byte values; nothing here logs or reports them.
 
 from __future__ import annotations
 
+import threading
 from typing import BinaryIO
 
 from ..crypto import aes_cbc_encryptor
@@ -55,22 +56,48 @@ def iv_from_sequence(media_sequence: int) -> bytes:
     return media_sequence.to_bytes(_BLOCK, "big")
 
 
+_SCRATCH = threading.local()
+_SCRATCH_MAX = 32 << 20  # segments up to this size reuse one per-thread work buffer
+
+
+def _scratch(size: int) -> bytearray:
+    """A work buffer of at least ``size`` bytes: one kept per thread for segment-sized work
+    (fresh memory costs a page fault per 4 KiB, about as much as the cipher itself), a new one
+    for anything larger."""
+    if size > _SCRATCH_MAX:
+        return bytearray(size)
+    buf: bytearray | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(max(size, 1 << 20))
+        _SCRATCH.buf = buf
+    return buf
+
+
 def encrypt_aes128(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
     """Encrypt one whole segment (or one byte range) with AES-128-CBC and PKCS#7 padding.
 
     The output is ``len(data) + 16 - len(data) % 16`` bytes long. One cipher call writes the
-    whole-block part straight into the output buffer; only the last block is padded."""
+    whole-block part into a reused per-thread work buffer, only the last block is padded, and
+    the result is one copy out of it."""
     _check_key_iv(key, iv)
     mv = memoryview(data).cast("B")
     n = len(mv)
     full = n - n % _BLOCK
-    out = bytearray(full + _BLOCK)
+    work = _scratch(full + 2 * _BLOCK - 1)
+    with memoryview(work) as ov:
+        _encrypt_into(mv, ov, key, iv)
+        return bytes(ov[: full + _BLOCK])
+
+
+def _encrypt_into(mv: memoryview, ov: memoryview, key: bytes, iv: bytes) -> int:
+    n = len(mv)
+    full = n - n % _BLOCK
     enc = aes_cbc_encryptor(key, iv)
     if full:
-        enc.update_into(mv[:full], out)  # needs len(out) >= full + 15: holds
-    out[full:] = enc.update(bytes(mv[full:]) + _padding(n))
+        enc.update_into(mv[:full], ov)  # needs len(ov) >= full + 15
+    enc.update_into(bytes(mv[full:]) + _padding(n), ov[full:])
     enc.finalize()
-    return bytes(out)
+    return full + _BLOCK
 
 
 def encrypt_aes128_into(data: bytes | memoryview, out: bytearray | memoryview, key: bytes,
@@ -86,12 +113,7 @@ def encrypt_aes128_into(data: bytes | memoryview, out: bytearray | memoryview, k
     if len(ov) < full + 2 * _BLOCK - 1:
         raise UsageError(f"output buffer of {len(ov)} bytes is too small for {n} input bytes "
                          f"(needs {full + 2 * _BLOCK - 1})")
-    enc = aes_cbc_encryptor(key, iv)
-    if full:
-        enc.update_into(mv[:full], ov)
-    enc.update_into(bytes(mv[full:]) + _padding(n), ov[full:])
-    enc.finalize()
-    return full + _BLOCK
+    return _encrypt_into(mv, ov, key, iv)
 
 
 class Aes128StreamEncryptor:
