@@ -214,7 +214,7 @@ class Mp4Encryptor:
                 engine = engines.get((tid, key.kid))
                 if engine is None:
                     engine = engines[tid, key.kid] = self._engine(tid, key)
-                self._encrypt_traf(rw.out, box, traf, key=key, session=sessions[tid],
+                self._encrypt_traf(rw, box, traf, key=key, session=sessions[tid],
                                    engine=engine,
                                    segment_index=segment_index, fragment=fragment,
                                    first_sample=done.get(tid, 0))
@@ -254,7 +254,7 @@ class Mp4Encryptor:
             return CbcsEngine(key.key, self._cbcs_iv(key), crypt, skip)
         return CencEngine(key.key)
 
-    def _encrypt_traf(self, out: bytearray, moof: Box, traf: Traf, *, key: ContentKey,
+    def _encrypt_traf(self, rw: SegmentRewriter, moof: Box, traf: Traf, *, key: ContentKey,
                       session: MapSession, engine: CencEngine | CbcsEngine,
                       segment_index: int, fragment: int, first_sample: int = 0) -> None:
         tid = traf.track_id
@@ -271,7 +271,8 @@ class Mp4Encryptor:
         use_subs = session.m.family is not CodecFamily.AUDIO
         entries: list[bytes] = []
         base = moof.start
-        mv = memoryview(out)
+        mv = rw.buf
+        patches = rw.patches
         mapper = session.map
         n = traf.sample_count
         if cbcs:
@@ -280,7 +281,7 @@ class Mp4Encryptor:
             for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
                 start = base + off
                 subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
-                eng_b.sample(out, mv, start, size, subs)
+                eng_b.sample(mv, start, size, subsamples=subs, patches=patches)
                 entries.append(_subs_record(b"", subs) if subs is not None else b"")
         else:
             eng_c = engine if isinstance(engine, CencEngine) else None
@@ -295,7 +296,8 @@ class Mp4Encryptor:
                 start = base + off
                 iv = ivs[i]
                 subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
-                eng_c.sample(mv, start, size, iv if iv_size == 16 else iv + zero, subs)
+                eng_c.sample(mv, start, size, iv if iv_size == 16 else iv + zero,
+                             subsamples=subs, patches=patches)
                 entries.append(_subs_record(iv, subs) if subs is not None else iv)
         flags = 2 if use_subs else 0
         senc = full_box(b"senc", 0, flags, struct.pack(">I", len(entries)) + b"".join(entries))

@@ -80,11 +80,16 @@ def patch_mfra(raw: bytes, moved: dict[int, int]) -> bytes:
 
 
 class SegmentRewriter:
-    """Input segment (read-only), a writable copy for sample bytes, and box replacements."""
+    """Input segment (read-only), box replacements and sample patches.
+
+    Sample bytes change either through :meth:`patch` (same-length replacements of input
+    ranges, joined straight into the result: the segment is never copied first) or in place in
+    :attr:`out`, a writable copy made on first use."""
 
     def __init__(self, data: bytes | bytearray | memoryview, *, base_offset: int = 0) -> None:
         self.buf = memoryview(data)
-        self.out = bytearray(self.buf)
+        self._out: bytearray | None = None
+        self.patches: list[tuple[int, bytes | bytearray]] = []
         self.boxes = list(iter_boxes(self.buf, path="segment"))
         self.base_offset = base_offset
         self._mdats = [b for b in self.boxes if b.type == b"mdat"]
@@ -92,6 +97,17 @@ class SegmentRewriter:
         self.deltas: list[tuple[int, int]] = []  # (moof input offset, growth), absolute
         if not any(b.type == b"moof" for b in self.boxes):
             raise Mp4FormatError("media segment has no moof box", box_path="segment")
+
+    @property
+    def out(self) -> bytearray:
+        """A writable copy of the input (made once, on first use) for in-place sample edits."""
+        if self._out is None:
+            self._out = bytearray(self.buf)
+        return self._out
+
+    def patch(self, pos: int, data: bytes | bytearray) -> None:
+        """Replace ``len(data)`` input bytes at ``pos`` (inside an mdat) in the result."""
+        self.patches.append((pos, data))
 
     def check_samples(self, moof: Box, traf: Traf) -> None:
         """Every sample of ``traf`` must lie inside one mdat payload of this segment."""
@@ -129,12 +145,30 @@ class SegmentRewriter:
 
     def result(self, *, extra_deltas: Sequence[tuple[int, int]] = ()) -> bytes:
         deltas = [*self.deltas, *extra_deltas]
-        parts: list[bytes | memoryview] = []
+        parts: list[bytes | bytearray | memoryview] = []
         last = 0
-        mv = memoryview(self.out)
+        mv = memoryview(self._out) if self._out is not None else self.buf
         moved: dict[int, int] | None = None
+        patches = self.patches
+        if patches:
+            patches.sort(key=_first)
+        k = 0
         for box in self.boxes:
             rep: bytes | None = None
+            if box.type == b"mdat" and k < len(patches) and patches[k][0] < box.end:
+                # splice this mdat's sample patches between slices of the input
+                parts.append(mv[last:box.start])
+                last = box.start
+                while k < len(patches) and patches[k][0] < box.end:
+                    pos, data = patches[k]
+                    if pos < max(last, box.payload_start) or pos + len(data) > box.end:
+                        raise Mp4FormatError("overlapping or misplaced sample patch",
+                                             box_path="segment/mdat")
+                    parts.append(mv[last:pos])
+                    parts.append(data)
+                    last = pos + len(data)
+                    k += 1
+                continue
             if box.start in self._repl:
                 rep = self._repl[box.start][1]
             elif box.type == b"sidx" and deltas:
@@ -148,5 +182,11 @@ class SegmentRewriter:
             parts.append(mv[last:box.start])
             parts.append(rep)
             last = box.end
+        if k != len(patches):
+            raise Mp4FormatError("sample patch outside every mdat", box_path="segment")
         parts.append(mv[last:])
         return b"".join(parts)
+
+
+def _first(item: tuple[int, bytes | bytearray]) -> int:
+    return item[0]
