@@ -73,7 +73,7 @@ def _scratch(size: int) -> bytearray:
     return buf
 
 
-def encrypt_aes128(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
+def encrypt_aes128(data: bytes | bytearray | memoryview, key: bytes, iv: bytes) -> bytes:
     """Encrypt one whole segment (or one byte range) with AES-128-CBC and PKCS#7 padding.
 
     The output is ``len(data) + 16 - len(data) % 16`` bytes long. One cipher call writes the
@@ -100,8 +100,8 @@ def _encrypt_into(mv: memoryview, ov: memoryview, key: bytes, iv: bytes) -> int:
     return full + _BLOCK
 
 
-def encrypt_aes128_into(data: bytes | memoryview, out: bytearray | memoryview, key: bytes,
-                        iv: bytes) -> int:
+def encrypt_aes128_into(data: bytes | bytearray | memoryview, out: bytearray | memoryview,
+                        key: bytes, iv: bytes) -> int:
     """:func:`encrypt_aes128` into a caller's buffer (no output allocation, no copy); returns
     the ciphertext length. ``out`` must hold ``len(data) + 31 - len(data) % 16`` bytes (the
     cipher library wants 15 bytes of slack past the ciphertext)."""

@@ -105,6 +105,22 @@ def _check_key_iv(key: bytes, iv: bytes) -> None:
         raise UsageError("SAMPLE-AES IV must be 16 bytes")
 
 
+_SCRATCH = threading.local()
+_SCRATCH_MAX = 64 << 20  # segments up to this size reuse one per-thread work buffer
+
+
+def _scratch(size: int) -> bytearray:
+    """A work buffer of at least ``size`` bytes: one kept per thread for segment-sized work
+    (fresh memory costs a page fault per 4 KiB), a new one for anything larger."""
+    if size > _SCRATCH_MAX:
+        return bytearray(size)
+    buf: bytearray | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(max(size, 1 << 20))
+        _SCRATCH.buf = buf
+    return buf
+
+
 def _plans(pmt: Pmt, *, encrypt: bool, strict: bool) -> list[_Plan]:
     plans = []
     for es in pmt.streams:
@@ -220,8 +236,7 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
 
 
 def _remux_pid(table: PacketTable, g: PidPayload, new: Sequence[bytes | bytearray], *,
-               out: bytearray,
-               splices: dict[int, bytes], keep_cc: bool) -> None:
+               out: memoryview, splices: dict[int, bytes], keep_cc: bool) -> None:
     """Write the packets of one PID into ``out`` (a copy of the segment): same-size PES in
     place with one vectorised scatter, grown PES re-packetised (packets beyond the original
     ones go to ``splices``, keyed by the packet they follow), CC shifted after inserted
@@ -276,11 +291,11 @@ def _remux_pid(table: PacketTable, g: PidPayload, new: Sequence[bytes | bytearra
             splices[u.packets[-1]] = produced[len(u.packets) :].tobytes()
 
 
-def _assemble(out: bytearray, splices: dict[int, bytes]) -> bytes:
+def _assemble(out: memoryview, splices: dict[int, bytes]) -> bytes:
     """The edited segment with added packets spliced in after the packets they follow."""
     if not splices:
         return bytes(out)
-    mv = memoryview(out)
+    mv = out
     parts: list[bytes | memoryview] = []
     prev = 0
     for i in sorted(splices):
@@ -302,7 +317,9 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
         if encrypt:
             raise UnsupportedMediaError("no stream in the segment can be SAMPLE-AES encrypted")
         return table.data
-    out = bytearray(table.data)
+    work = _scratch(len(table.data))
+    work[: len(table.data)] = table.data
+    out = memoryview(work)[: len(table.data)]
     splices: dict[int, bytes] = {}
     setups: dict[int, bytes] = {}
     for plan in plans:
