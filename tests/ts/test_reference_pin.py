@@ -113,3 +113,22 @@ def test_aes128_into_caller_buffer(n: int) -> None:
     assert bytes(out[: len(want)]) == want
     with pytest.raises(UsageError, match="too small"):
         encrypt_aes128_into(data, bytearray(len(out) - 1), KEY, IV)
+
+
+def test_reused_work_buffers_big_then_small_and_threads(segments: dict[str, list[bytes]]
+                                                         ) -> None:
+    """Per-thread work buffers: a small segment after a big one carries nothing over, and
+    threads encrypting at once get what one thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    segs = sorted(segments["h264-aac-ts"] + segments["aac-ts"], key=len, reverse=True)
+    small = segs[-1][: 188 * 40]
+    data = [*segs, small, segs[0][:188 * 7 + 5]]
+    want_saes = [ref.encrypt_sample_aes(s, KEY, IV) for s in data[:-2]]
+    want_aes = [openssl_encrypt(s, KEY, IV) for s in data]
+    assert [encrypt_aes128(s, KEY, IV) for s in data] == want_aes
+    assert [encrypt_sample_aes(s, KEY, IV) for s in data[:-2]] == want_saes
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(lambda s: encrypt_aes128(s, KEY, IV), data * 3)) == want_aes * 3
+        assert list(pool.map(lambda s: encrypt_sample_aes(s, KEY, IV), data[:-2] * 3)
+                    ) == want_saes * 3
