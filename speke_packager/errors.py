@@ -15,6 +15,7 @@ Messages never contain content keys.
         CpixError                     malformed or invalid CPIX (.xpath)
           CpixValidationError         a response that does not answer the request (.check, .kid)
           CpixIntegrityError          MAC or decryption failure of encrypted content keys (.kid)
+        KeyRotationError              live: no usable keys for a key period (.period)
       MediaError                      media that cannot be read or encrypted
         Mp4FormatError                broken ISO BMFF (.box_path)
         TsFormatError                 broken MPEG-TS (.packet_index, .pid)
@@ -104,6 +105,15 @@ class CpixIntegrityError(CpixError):
     def __init__(self, message: str, *, kid: str | None = None, xpath: str | None = None) -> None:
         super().__init__(message, xpath=xpath)
         self.kid = kid
+
+
+class KeyRotationError(KeyAcquisitionError):
+    """Live packaging: the keys of a key period could not be obtained (fail closed) or do not
+    fit the session (wrong period, no key for a rendition)."""
+
+    def __init__(self, message: str, *, period: int | None = None) -> None:
+        super().__init__(message)
+        self.period = period
 
 
 class MediaError(SpekePackagerError):

@@ -1,10 +1,12 @@
 """The only package that knows every stage: keys, media encryption and manifests meet here.
 
-:func:`encrypt_vod` turns a clear HLS/DASH package or a media file into an encrypted package.
+:func:`encrypt_vod` turns a clear HLS/DASH package or a media file into an encrypted package;
+:class:`LiveSession` encrypts live segments one at a time with keys rotating per key period.
 """
 
 from __future__ import annotations
 
+from .live import LivePlaylist, LiveSegment, LiveSession, PeriodKeySource, SpekeKeySource
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .rawkeys import parse_raw_key, raw_keyset
 from .rotation import RotationSchedule
@@ -12,8 +14,13 @@ from .vod import encrypt_vod
 
 __all__ = [
     "KeySource",
+    "LivePlaylist",
+    "LiveSegment",
+    "LiveSession",
     "OutputFormat",
+    "PeriodKeySource",
     "RotationSchedule",
+    "SpekeKeySource",
     "TrackSummary",
     "VodOptions",
     "VodResult",
