@@ -25,6 +25,7 @@ from pathlib import Path
 from .assets import AssetSet
 from .keys import BenchKeys
 from .shaka import shaka_command
+from .verify import verify_output
 
 SCHEMES = ("cenc", "cbcs", "sample-aes", "aes-128")
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +148,7 @@ class Context:
     jobs: int
     packager: str | None
     log: bool = True
+    verified: dict[str, str] = field(default_factory=dict)  # scheme -> result of verify_output
 
     def out_dir(self, name: str) -> Path:
         d = self.scratch / name
@@ -156,6 +158,12 @@ class Context:
     def say(self, text: str) -> None:
         if self.log:
             print(f"[bench] {text}", flush=True)
+
+
+def _verify(ctx: Context, scheme: str, out: Path) -> str:
+    video = next(t for t in ctx.asset.cmaf if t.kind == "video")
+    return verify_output(scheme, ctx.keys, out, ctx.scratch / f"verify-{scheme}",
+                         (video.init, video.segments[0]), ctx.asset.ts_segments[0])
 
 
 def _worker_spec(ctx: Context, scheme: str, jobs: int, out: Path,
@@ -181,19 +189,28 @@ def segment_api(ctx: Context, scheme: str, jobs: int, *, memory: bool = False) -
         out = ctx.out_dir(f"{tool}-{scheme}")
         spec = _worker_spec(ctx, scheme, jobs, out, memory=memory)
         p = run_measured([sys.executable, "-m", "benchmarks.worker", str(spec)])
-        shutil.rmtree(out, ignore_errors=True)
         if p.returncode != 0:
+            shutil.rmtree(out, ignore_errors=True)
             res.status, res.note = "error", _last_line(p.stderr)
             return res
         doc = json.loads(p.stdout.strip().splitlines()[-1])
         if "unavailable" in doc:
+            shutil.rmtree(out, ignore_errors=True)
             res.status, res.note = "unavailable", str(doc["unavailable"])
             return res
         if int(doc["bytes_out"]) < int(doc["bytes_in"]):
+            shutil.rmtree(out, ignore_errors=True)
             res.status = "error"
             res.note = f"output ({doc['bytes_out']} B) smaller than input ({doc['bytes_in']} B)"
             return res
+        if tool == "segment-api-1core" and not memory and scheme not in ctx.verified:
+            ctx.verified[scheme] = _verify(ctx, scheme, out)
+            ctx.say(f"verified {scheme} output with an independent decryptor: "
+                    f"{ctx.verified[scheme]}")
         res.add(float(doc["seconds"]), p)
+        if tool == "segment-api-1core" and scheme in ctx.verified:
+            res.extra["verified"] = ctx.verified[scheme]
+        shutil.rmtree(out, ignore_errors=True)
         res.extra.update(bytes_out=doc["bytes_out"], segments=doc["segments"],
                          total_rss_estimate_kb=doc["total_rss_estimate_kb"])
         ctx.say(f"{tool} {scheme} {res.media_bytes / doc['seconds'] / 1e6:.0f} MB/s")

@@ -57,6 +57,8 @@ def render(doc: dict[str, Any]) -> str:
             if c["status"] != "ok":
                 note = ("not available yet" if str(c["note"]).startswith("not available yet")
                         else f"{c['status']}: {c['note']}")
+            elif c.get("verified"):
+                note = f"first segment decrypted independently: {c['verified']}"
             elif c.get("jobs", 1) > 1 and c.get("total_rss_estimate_kb"):
                 note = (f"{c['jobs']} processes, all together "
                         f"~{c['total_rss_estimate_kb'] / 1024:.0f} MB")

@@ -95,6 +95,8 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
         for c in asset["cases"]:
             note = c["note"] if c["status"] != "ok" else (
                 f"jobs={c['jobs']}" if c.get("jobs", 1) != 1 else "")
+            if c.get("verified"):
+                note = f"decrypted: {c['verified']}"
             if c["status"] == "ok" and c.get("total_rss_estimate_kb") and c.get("jobs", 1) > 1:
                 note += f", all processes ~{c['total_rss_estimate_kb'] / 1024:.0f} MB"
             t.add_row(c["scheme"], c["tool"], _f(c["media_bytes"] / 1e6, ".1f"),
