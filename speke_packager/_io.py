@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError
+
+log = logging.getLogger("speke_packager")
 
 
 @contextlib.contextmanager
@@ -100,3 +104,19 @@ class AtomicDirectory:
             self.abort()
         elif not self._done:
             self.commit()
+
+
+def warn_if_exposed(path: str | os.PathLike[str], what: str = "private key file") -> bool:
+    """Log a warning (and return True) when ``path`` can be read or written by group or others.
+
+    Private keys (delivery keys, TLS keys, PKCS#12 bundles) should be ``chmod 600``. Missing files
+    are left to the code that opens them."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if not stat.S_ISREG(mode) or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    log.warning("%s %s is accessible by other users (mode %s); restrict it with chmod 600",
+                what, os.fspath(path), oct(stat.S_IMODE(mode)))
+    return True

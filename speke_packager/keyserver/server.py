@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
+from .._io import warn_if_exposed
 from ..constants import SPEKE_VERSION_HEADER
 from ..errors import UsageError
 from .answer import AnswerUrls, build_answer
@@ -434,6 +435,8 @@ class KeyServer:
             raise UsageError("TLS needs both a certificate and a key")
         if client_ca is not None and tls_cert is None:
             raise UsageError("a client CA needs TLS (tls_cert and tls_key)")
+        if tls_key is not None:
+            warn_if_exposed(tls_key, "TLS private key")
         if mac_layout.upper() not in ("A", "B"):
             raise UsageError("mac_layout must be 'A' or 'B'")
         if max_body < 1024:
