@@ -17,18 +17,19 @@ the per-segment state (in-band parameter sets, VP9 reference sizes).
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 
 from ..constants import Scheme
 from ..errors import CodecError, UnsupportedMediaError
 from .codecs import h264, hevc, vp9
-from .codecs.nal import iter_length_prefixed
 
 __all__ = ["CodecFamily", "MapSession", "SubsampleMapper", "Subsamples", "split_clear"]
 
 Subsamples = list[tuple[int, int]]
 
 _MAX_CLEAR = 0xFFFF
+_LENGTH_FIELDS = {n: struct.Struct(f">{c}").unpack_from for n, c in ((1, "B"), (2, "H"), (4, "I"))}
 
 
 class CodecFamily(enum.Enum):
@@ -103,33 +104,46 @@ class MapSession:
     def _map_nal(self, sample: bytes | bytearray | memoryview) -> Subsamples:
         mv = memoryview(sample)
         ls = self.m.nal_length_size
+        unpack = _LENGTH_FIELDS.get(ls)
+        if unpack is None:
+            raise CodecError(f"unsupported NAL length size {ls}")
         is_hevc = self.m.family is CodecFamily.HEVC
         hdr_len = 2 if is_hevc else 1
         cbcs = self.m.scheme is Scheme.CBCS
         out: Subsamples = []
         clear = 0
-        for off, size in iter_length_prefixed(mv, ls):
+        n = len(mv)
+        pos = 0
+        while pos < n:  # the length-prefixed NAL units (nal.iter_length_prefixed, inlined)
+            if pos + ls > n:
+                raise CodecError(f"truncated NAL length field at offset {pos}")
+            (size,) = unpack(mv, pos)
+            off = pos
+            pos += ls + size
+            if pos > n:
+                raise CodecError(f"NAL of {size} bytes at offset {off} runs past the end of the "
+                                 f"sample ({n} bytes)")
             if size < hdr_len:
                 clear += ls + size
                 continue
-            nal = mv[off + ls:off + ls + size]
-            b0 = nal[0]
+            b0 = mv[off + ls]
             if is_hevc:
-                t = hevc.nal_type(b0)
-                vcl = hevc.is_vcl(t)
+                t = (b0 >> 1) & 0x3F
+                vcl = t < 32
                 if cbcs and t in (hevc.NAL_SPS, hevc.NAL_PPS):
                     assert self._hevc is not None
-                    self._hevc.add(nal)
+                    self._hevc.add(mv[off + ls:pos])
             else:
-                t = h264.nal_type(b0)
+                t = b0 & 0x1F
                 vcl = t in h264.VCL_TYPES
                 if cbcs and t in (h264.NAL_SPS, h264.NAL_PPS):
                     assert self._avc is not None
-                    self._avc.add(nal)
+                    self._avc.add(mv[off + ls:pos])
             if not vcl:
                 clear += ls + size
                 continue
             if cbcs:
+                nal = mv[off + ls:pos]
                 if is_hevc:
                     assert self._hevc is not None
                     head = hevc.slice_header_size(nal, self._hevc)

@@ -143,3 +143,34 @@ def test_engines_equal_reference_on_media(asset: Callable[[str], Asset], name: s
         assert new != seg  # something was encrypted
         assert new == ref
         assert new != wrong  # negative control: another key gives other bytes
+
+
+def _ue_reference(bits: str, pos: int) -> tuple[int, int] | None:
+    """Exp-Golomb read from a '0'/'1' string: (value, new position), None when it fails."""
+    one = bits.find("1", pos)
+    if one < 0 or one - pos > 31 or 2 * (one - pos) + 1 > len(bits) - pos:
+        return None
+    end = one + (one - pos) + 1
+    return int(bits[one:end], 2) - 1, end
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=40), zeros=st.integers(0, 300), skip=st.integers(0, 40))
+def test_bitreader_ue_equals_reference(data: bytes, zeros: int, skip: int) -> None:
+    from speke_packager.errors import CodecError
+    from speke_packager.media.codecs.bits import BitReader
+
+    raw = bytes(zeros // 8) + data  # long zero runs: codes too long or truncated
+    bits = "".join(f"{b:08b}" for b in raw)
+    r = BitReader(raw)
+    pos = min(skip, len(bits))
+    r.skip(pos)
+    while True:
+        want = _ue_reference(bits, pos)
+        if want is None:
+            with pytest.raises(CodecError):
+                r.ue()
+            return
+        assert r.ue() == want[0]
+        pos = want[1]
+        assert r.pos == pos

@@ -46,18 +46,31 @@ class BitReader:
         self.pos += n
 
     def ue(self) -> int:
-        """Unsigned Exp-Golomb (``ue(v)``)."""
-        left = self._nbits - self.pos
+        """Unsigned Exp-Golomb (``ue(v)``); looks at the next 64 bits only (a code is at most
+        63 bits), so the cost does not grow with the length of the data."""
+        pos = self.pos
+        left = self._nbits - pos
         if left <= 0:
             raise self._short()
-        rest = self._val & ((1 << left) - 1)
-        if rest == 0:
-            raise self._short()
-        zeros = left - rest.bit_length()
+        if left > 64:
+            chunk = (self._val >> (left - 64)) & 0xFFFFFFFFFFFFFFFF
+            width = 64
+        else:
+            chunk = self._val & ((1 << left) - 1)
+            width = left
+        if chunk == 0:
+            if width < 64 or self._val & ((1 << left) - 1) == 0:
+                raise self._short()
+            raise CodecError(f"{self.what}: Exp-Golomb code too long at bit {pos}")
+        zeros = width - chunk.bit_length()
         if zeros > 31:
-            raise CodecError(f"{self.what}: Exp-Golomb code too long at bit {self.pos}")
-        self.pos += zeros
-        return self.u(zeros + 1) - 1
+            raise CodecError(f"{self.what}: Exp-Golomb code too long at bit {pos}")
+        n = 2 * zeros + 1
+        if n > width:
+            self.pos = pos + zeros
+            raise self._short()
+        self.pos = pos + n
+        return (chunk >> (width - n)) - 1
 
     def se(self) -> int:
         """Signed Exp-Golomb (``se(v)``)."""

@@ -164,26 +164,36 @@ def parse_pps(nal: bytes | memoryview) -> Pps:
 class H264ParamSets:
     """SPS/PPS by id; in-band parameter sets (avc3) replace earlier ones."""
 
-    __slots__ = ("pps", "sps")
+    __slots__ = ("_parsed", "pps", "sps")
 
     def __init__(self) -> None:
         self.sps: dict[int, Sps] = {}
         self.pps: dict[int, Pps] = {}
+        # parse results by NAL bytes: in-band parameter sets repeat at every IDR
+        self._parsed: dict[bytes, Sps | Pps] = {}
 
     def copy(self) -> H264ParamSets:
         new = H264ParamSets()
         new.sps = dict(self.sps)
         new.pps = dict(self.pps)
+        new._parsed = dict(self._parsed)
         return new
 
     def add(self, nal: bytes | memoryview) -> None:
         t = nal_type(nal[0])
-        if t == NAL_SPS:
-            s = parse_sps(nal)
-            self.sps[s.sps_id] = s
-        elif t == NAL_PPS:
-            p = parse_pps(nal)
-            self.pps[p.pps_id] = p
+        if t not in (NAL_SPS, NAL_PPS):
+            return
+        raw = bytes(nal)
+        done = self._parsed.get(raw)
+        if done is None:
+            done = parse_sps(raw) if t == NAL_SPS else parse_pps(raw)
+            if len(self._parsed) >= 64:
+                self._parsed.clear()
+            self._parsed[raw] = done
+        if isinstance(done, Sps):
+            self.sps[done.sps_id] = done
+        else:
+            self.pps[done.pps_id] = done
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +360,7 @@ def slice_header_size(nal: bytes | memoryview, ps: H264ParamSets) -> int:
     """Bytes (escaped, NAL header included) of a VCL NAL unit's slice header, rounded up."""
     nal_unit_type = nal_type(nal[0])
     ref_idc = (nal[0] >> 5) & 3
-    limit = min(len(nal), 256)
+    limit = min(len(nal), 32)
     while True:
         rbsp, epbs = unescape_prefix(nal, limit)
         try:

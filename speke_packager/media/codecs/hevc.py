@@ -298,26 +298,36 @@ def parse_pps(nal: bytes | memoryview) -> HevcPps:
 class HevcParamSets:
     """SPS/PPS by id; in-band parameter sets (hev1) replace earlier ones."""
 
-    __slots__ = ("pps", "sps")
+    __slots__ = ("_parsed", "pps", "sps")
 
     def __init__(self) -> None:
         self.sps: dict[int, HevcSps] = {}
         self.pps: dict[int, HevcPps] = {}
+        # parse results by NAL bytes: in-band parameter sets repeat at every IDR
+        self._parsed: dict[bytes, HevcSps | HevcPps] = {}
 
     def copy(self) -> HevcParamSets:
         new = HevcParamSets()
         new.sps = dict(self.sps)
         new.pps = dict(self.pps)
+        new._parsed = dict(self._parsed)
         return new
 
     def add(self, nal: bytes | memoryview) -> None:
         t = nal_type(nal[0])
-        if t == NAL_SPS:
-            s = parse_sps(nal)
-            self.sps[s.sps_id] = s
-        elif t == NAL_PPS:
-            p = parse_pps(nal)
-            self.pps[p.pps_id] = p
+        if t not in (NAL_SPS, NAL_PPS):
+            return
+        raw = bytes(nal)
+        done = self._parsed.get(raw)
+        if done is None:
+            done = parse_sps(raw) if t == NAL_SPS else parse_pps(raw)
+            if len(self._parsed) >= 64:
+                self._parsed.clear()
+            self._parsed[raw] = done
+        if isinstance(done, HevcSps):
+            self.sps[done.sps_id] = done
+        else:
+            self.pps[done.pps_id] = done
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,7 +502,7 @@ def _header_bits(rbsp: bytes, t: int, ps: HevcParamSets) -> int:
 def slice_header_size(nal: bytes | memoryview, ps: HevcParamSets) -> int:
     """Bytes (escaped, NAL header included) of an HEVC slice segment header."""
     t = nal_type(nal[0])
-    limit = min(len(nal), 256)
+    limit = min(len(nal), 64)
     while True:
         rbsp, epbs = unescape_prefix(nal, limit)
         try:
