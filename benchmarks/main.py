@@ -103,7 +103,21 @@ def machine() -> dict[str, object]:
         "ffmpeg": _first_line([ffmpeg, "-version"]) if ffmpeg else "missing",
         "packager": _first_line([packager, "--version"]) if packager else "missing",
         "openssl": _first_line(["openssl", "version"]),
+        **_git(),
     }
+
+
+def _git() -> dict[str, object]:
+    """The commit measured, and whether the package had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=False, cwd=HERE.parent, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "speke_packager"],
+                               capture_output=True, text=True, check=False, cwd=HERE.parent,
+                               timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": head or "unknown", "package_modified_since_commit": bool(dirty)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,9 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores (CPU flags: {', '.join(m['cpu_flags'])}), "
         f"{m['memory']} RAM, Linux {m['kernel']}; Python {m['python']}; "
-        f"{m['ffmpeg'].split(' Copyright')[0]}; {m['packager']}; {m['openssl'].split(' (')[0]}.",
+        f"{m['ffmpeg'].split(' Copyright')[0]}; {m['packager']}; {m['openssl'].split(' (')[0]}; "
+        f"speke-packager at commit {m.get('git_commit', 'unknown')}"
+        f"{' (with uncommitted changes)' if m.get('package_modified_since_commit') else ''}.",
         "",
         _load_line(doc),
         "",
