@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -52,11 +53,55 @@ def _unlink(p: str) -> None:
         os.unlink(p)
 
 
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)\.[^.]+\.partial|old-(?P<old>\d+))$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary folders that dead processes left beside ``target``; returns them."""
+    target = Path(target)
+    removed: list[Path] = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _STALE.match(p.name)
+        if m is None or m.group("name") != target.name or not p.is_dir() or p.is_symlink():
+            continue
+        pid = int(m.group("pid") or m.group("old"))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if m.group("old") and not target.exists():
+            # killed between the two renames of commit(): the earlier output is here, restore it
+            with contextlib.suppress(OSError):
+                os.replace(p, target)
+                log.info("restored %s from %s (interrupted replacement)", target, p.name)
+                continue
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed %s, left behind by an interrupted run (process %d)", p, pid)
+        removed.append(p)
+    return removed
+
+
 class AtomicDirectory:
     """Build a directory under a temporary name beside ``target``; ``commit()`` renames it.
 
     If ``target`` exists and is non-empty, it is refused unless ``force``; with ``force`` the old
-    directory is replaced only at commit time (an error leaves it intact)."""
+    directory is replaced only at commit time (an error leaves it intact).
+
+    The temporary folder is ``.<name>.<pid>.<random>.partial``. A process killed outright
+    (SIGKILL, power loss) leaves it behind, hidden; the next run for the same target removes
+    such folders (and ``.<name>.old-<pid>`` ones) whose process no longer exists."""
 
     def __init__(self, target: str | os.PathLike[str], *, force: bool = False) -> None:
         self.target = Path(target).absolute()
@@ -66,9 +111,10 @@ class AtomicDirectory:
             if any(self.target.iterdir()) and not force:
                 raise OutputError(f"{self.target} is not empty (use --force to replace it)")
         self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.stale_removed = remove_stale_partials(self.target)
         try:
             self.path = Path(
-                tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".partial",
+                tempfile.mkdtemp(prefix=f".{self.target.name}.{os.getpid()}.", suffix=".partial",
                                  dir=self.target.parent)
             )
         except OSError as exc:
