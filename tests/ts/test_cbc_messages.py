@@ -9,7 +9,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speke_packager.media.ts.es_crypto import CbcMessages, encrypt_h264_es, encrypt_h264_pes
+from speke_packager.media.codecs.nal import iter_annexb
+from speke_packager.media.ts.es_crypto import (
+    CbcMessages,
+    encrypt_h264_es,
+    encrypt_h264_pes,
+    nal_spans,
+)
 
 from .tools import IV, KEY, WRONG_KEY
 
@@ -68,3 +74,13 @@ def test_pes_builder_equals_header_plus_es(nals: list[tuple[int, int, bytes]]) -
         assert got == want and want[len(head):] != es
     else:
         assert got is None and want == head + es
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"\x00\x00\x01", b"\x00\x00\x00\x01", b"\x00",
+                                           b"\x00\x00", b""]),
+                          st.binary(max_size=40)), max_size=8),
+       st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x00\x00\x00"]))
+def test_nal_spans_equal_iter_annexb(pieces: list[tuple[bytes, bytes]], tail: bytes) -> None:
+    es = b"".join(a + b for a, b in pieces) + tail
+    assert nal_spans(es) == list(iter_annexb(es))
