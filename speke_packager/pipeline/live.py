@@ -258,6 +258,10 @@ class _KeyCache:
             ex, self._executor = self._executor, None
         if ex is not None:
             ex.shutdown(wait=True, cancel_futures=True)
+        with self._lock:  # prefetches cancelled before they ran: nobody may wait on them
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(UsageError("the live session is closed"))
 
 
 def _check_period(ks: KeySet, index: int) -> None:
@@ -502,8 +506,8 @@ class LiveSession:
         low = min((x.period for x in self._renditions.values() if x.period is not None),
                   default=period)
         self._keys.evict_below(low)
-        if self.prefetch_enabled:  # decide by the segment's end when known: the next one
-            self._keys.prefetch(start_time + duration if duration else start_time)
+        if self.prefetch_enabled:  # N + 1 once N's start is within the lead of the boundary
+            self._keys.prefetch(start_time)
         return LiveSegment(data=out, rendition=rendition, sequence=sequence,
                            start_time=start_time, period=period, kid=entry.kid, keys=keys,
                            key_lines=lines, pssh=pssh, reused_key=pk.reused)
