@@ -181,6 +181,13 @@ class Mp4Encryptor:
         ``clear``: leave samples clear (clear lead, signalled by a seig group with
         isProtected=0). ``keys``: per-track keys for this segment (rotation: KIDs other than the
         init's are signalled per fragment with sbgp/sgpd seig). ``pssh``: boxes for the moofs."""
+        return self._rewrite(data, segment_index=segment_index, clear=clear, keys=keys,
+                             pssh=pssh).result()
+
+    def _rewrite(self, data: bytes | bytearray | memoryview, *, segment_index: int,
+                 clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
+                 pssh: Sequence[bytes] = ()) -> SegmentRewriter:
+        """The segment's new moofs and sample patches, not yet assembled."""
         seg_keys = dict(self._keys)
         for tid, key in (keys or {}).items():
             if tid not in self._keys:
@@ -222,7 +229,7 @@ class Mp4Encryptor:
             new, delta = write_moof(node, trafs, box.size, moof_extra=moof_pssh)
             rw.replace(box, new, delta)
             fragment += 1
-        return rw.result()
+        return rw
 
     def encrypt_stream(self, src: BinaryIO, dst: BinaryIO, *, first_segment_index: int = 0
                        ) -> None:

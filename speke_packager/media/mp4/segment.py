@@ -144,6 +144,23 @@ class SegmentRewriter:
         return out
 
     def result(self, *, extra_deltas: Sequence[tuple[int, int]] = ()) -> bytes:
+        """The rewritten segment."""
+        return b"".join(self.parts(extra_deltas=extra_deltas))
+
+    def parts(self, *, extra_deltas: Sequence[tuple[int, int]] = (), in_place: bool = False
+              ) -> list[bytes | bytearray | memoryview]:
+        """The rewritten segment as consecutive pieces. ``in_place``: first copy the sample
+        patches into the (writable) input, so the pieces are a few large input slices; the
+        input is changed and the pieces refer to it."""
+        if in_place and self.patches:
+            if self.buf.readonly or self._out is not None:
+                raise Mp4FormatError("in-place rewrite needs a writable input",
+                                     box_path="segment")
+            buf = self.buf
+            for pos, chunk in self.patches:
+                self._check_patch(pos, len(chunk))
+                buf[pos:pos + len(chunk)] = chunk
+            self.patches = []
         deltas = [*self.deltas, *extra_deltas]
         parts: list[bytes | bytearray | memoryview] = []
         last = 0
@@ -185,7 +202,11 @@ class SegmentRewriter:
         if k != len(patches):
             raise Mp4FormatError("sample patch outside every mdat", box_path="segment")
         parts.append(mv[last:])
-        return b"".join(parts)
+        return parts
+
+    def _check_patch(self, pos: int, n: int) -> None:
+        if not any(m.payload_start <= pos and pos + n <= m.end for m in self._mdats):
+            raise Mp4FormatError("sample patch outside every mdat", box_path="segment")
 
 
 def _first(item: tuple[int, bytes | bytearray]) -> int:

@@ -33,6 +33,18 @@ def _read_exact(src: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
+def _read_into(src: BinaryIO, out: memoryview, what: str) -> None:
+    """Fill ``out`` from ``src`` (several reads if the stream returns short ones)."""
+    done = 0
+    want = len(out)
+    while done < want:
+        got = src.readinto(out[done:])  # type: ignore[attr-defined]
+        if not got:
+            raise Mp4FormatError(f"file ends inside {what} ({done} of {want} bytes)",
+                                 box_path=what)
+        done += got
+
+
 def _next_box(src: BinaryIO) -> tuple[bytes, bytes, int] | None:
     """(fourcc, header bytes, payload size) of the next top-level box, None at EOF."""
     head = src.read(8)
@@ -74,8 +86,9 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
     segment = first_segment_index
     seen_moov = False
     dst_seekable = dst.seekable()
+    frag_buf = bytearray()
 
-    def write(b: bytes | memoryview) -> None:
+    def write(b: bytes | bytearray | memoryview) -> None:
         nonlocal out_pos
         sink.write(b)
         out_pos += len(b)
@@ -111,13 +124,29 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
             if nxt2 is None or nxt2[0] != b"mdat":
                 raise Mp4FormatError("moof not followed by mdat", box_path="file/moof")
             _, mhead, mn = nxt2
-            mdat = mhead + _payload(src, b"mdat", mn)
-            in_pos += len(mdat)
-            seg = enc.encrypt_segment(moof + mdat, segment_index=segment)
+            if mn < 0:
+                mdat = mhead + _payload(src, b"mdat", mn)
+                fragment = memoryview(moof + mdat)
+            else:
+                # moof, mdat header and payload read into one reused buffer (no joins)
+                total = len(moof) + len(mhead) + mn
+                if len(frag_buf) < total:
+                    frag_buf = bytearray(max(total, len(frag_buf) * 5 // 4))
+                fragment = memoryview(frag_buf)[:total]
+                fragment[:len(moof)] = moof
+                fragment[len(moof):len(moof) + len(mhead)] = mhead
+                _read_into(src, fragment[len(moof) + len(mhead):], "mdat")
+            in_pos += len(fragment) - len(moof)
+            # encrypted in place in the read buffer; written as a few pieces, never joined
+            pieces = enc._rewrite(fragment, segment_index=segment).parts(
+                in_place=True)
+            del fragment
             segment += 1
-            deltas.append((start, len(seg) - len(moof) - len(mdat)))
+            deltas.append((start, sum(map(len, pieces)) - (in_pos - start)))
             moved[start] = out_pos
-            write(seg)
+            for piece in pieces:
+                write(piece)
+            del pieces
         elif fourcc == b"mfra":
             raw = head + _payload(src, fourcc, n)
             write(patch_mfra(raw, moved))
