@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from speke_packager.media.codecs.nal import iter_annexb
 from speke_packager.media.ts.es_crypto import (
     CbcMessages,
+    crypt_adts_es,
     encrypt_h264_es,
     encrypt_h264_pes,
     nal_spans,
@@ -84,3 +86,40 @@ def test_pes_builder_equals_header_plus_es(nals: list[tuple[int, int, bytes]]) -
 def test_nal_spans_equal_iter_annexb(pieces: list[tuple[bytes, bytes]], tail: bytes) -> None:
     es = b"".join(a + b for a, b in pieces) + tail
     assert nal_spans(es) == list(iter_annexb(es))
+
+
+def _adts_frame(payload: int, crc: bool = False) -> bytes:
+    length = (9 if crc else 7) + payload
+    hdr = bytes([0xFF, 0xF0 if crc else 0xF1, 0x50, 0x80 | (length >> 11),
+                 (length >> 3) & 0xFF, ((length & 7) << 5) | 0x1F, 0xFC])
+    return hdr + (b"\x00\x00" if crc else b"") + os.urandom(payload)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.booleans()), min_size=1, max_size=6),
+       st.sampled_from(["none", "sync", "short", "truncated"]))
+def test_adts_fast_walk_equals_reference(frames: list[tuple[int, bool]], fault: str) -> None:
+    """The header-byte walk gives the reference's bytes and setup data, and the same typed
+    error (same message) for a lost sync word, a truncated header or a frame past the end."""
+    from speke_packager.errors import CodecError
+
+    from .reference import es_crypto as ref_es
+
+    es = bytearray(b"".join(_adts_frame(n, c) for n, c in frames))
+    if fault == "sync":
+        es += b"\x12" * 9
+    elif fault == "short":
+        es += b"\xff\xf1\x50"
+    elif fault == "truncated":
+        es += _adts_frame(100)[:50]
+    mine, theirs = bytearray(es), bytearray(es)
+    try:
+        want = ref_es.crypt_adts_es(theirs, KEY, IV)
+    except CodecError as exc:
+        with pytest.raises(CodecError) as got:
+            crypt_adts_es(mine, KEY, IV)
+        assert str(got.value) == str(exc)
+        return
+    assert crypt_adts_es(mine, KEY, IV) == want
+    assert mine == theirs
+    assert fault == "none" and (mine != es or all(n < 32 for n, _ in frames))

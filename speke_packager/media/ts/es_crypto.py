@@ -20,7 +20,7 @@ import numpy as np
 from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
 from ...errors import CodecError
 from ..codecs.ac3 import iter_syncframes
-from ..codecs.adts import iter_adts_frames
+from ..codecs.adts import iter_adts_frames, parse_adts_header
 from ..codecs.nal import _ESCAPE_RE, escape_emulation, iter_annexb, unescape_emulation
 
 __all__ = [
@@ -221,11 +221,40 @@ def _crypt_ranges(buf: bytearray, ranges: list[tuple[int, int]], key: bytes, iv:
         del buf[-slack:]
 
 
+def _adts_ranges(buf: bytearray) -> list[tuple[int, int]] | None:
+    """The encrypted ranges of back-to-back ADTS frames from a few header bytes per frame, or
+    ``None`` at the first thing that is not a valid frame (the caller then walks the frames with
+    :func:`iter_adts_frames`, which names the fault)."""
+    n = len(buf)
+    pos = 0
+    ranges = []
+    while pos < n:
+        if n - pos < 7:
+            return None
+        b1 = buf[pos + 1]
+        if buf[pos] != 0xFF or (b1 & 0xF6) != 0xF0 or ((buf[pos + 2] >> 2) & 0x0F) >= 13:
+            return None
+        length = ((buf[pos + 3] & 0x03) << 11) | (buf[pos + 4] << 3) | (buf[pos + 5] >> 5)
+        lead = 7 if b1 & 0x01 else 9
+        if length < lead or pos + length > n:
+            return None
+        blocks = (length - lead - 16) // 16
+        if blocks > 0:
+            ranges.append((pos + lead + 16, blocks))
+        pos += length
+    return ranges
+
+
 def crypt_adts_es(buf: bytearray, key: bytes, iv: bytes, *, encrypt: bool = True) -> bytes:
     """SAMPLE-AES over every ADTS frame in ``buf`` (in place): header and 16 more bytes clear,
     whole blocks encrypted, the 0-15 byte tail clear. Returns the first frame's
     AudioSpecificConfig (``b""`` when there is no frame)."""
-    ranges: list[tuple[int, int]] = []
+    ranges = _adts_ranges(buf)
+    if ranges is not None:
+        asc = parse_adts_header(buf).audio_specific_config() if buf else b""
+        _crypt_ranges(buf, ranges, key, iv, encrypt)
+        return asc
+    ranges = []
     asc = b""
     for off, hdr in iter_adts_frames(buf):
         if not asc:
