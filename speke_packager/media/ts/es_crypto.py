@@ -128,7 +128,7 @@ def _decrypt_h264_nal(nal: bytes, cbc: CbcMessages) -> bytes:
 _START_CODE = re.compile(b"\x00\x00\x01")
 
 
-def nal_spans(es: bytes) -> list[tuple[int, int]]:
+def nal_spans(es: bytes | memoryview) -> list[tuple[int, int]]:
     """The ``(start, end)`` of every NAL unit of an Annex B stream, exactly as
     :func:`~speke_packager.media.codecs.nal.iter_annexb` gives them (trailing zero bytes belong
     to the next start code), found with one compiled-regex scan, which runs about twice as fast
@@ -146,7 +146,8 @@ def nal_spans(es: bytes) -> list[tuple[int, int]]:
     return spans
 
 
-def encrypt_h264_pes(es: bytes, head: bytes, cbc: CbcMessages) -> bytes | bytearray | None:
+def encrypt_h264_pes(es: bytes | memoryview, head: bytes, cbc: CbcMessages
+                     ) -> bytes | bytearray | None:
     """``head`` (a PES header) followed by :func:`encrypt_h264_es` of ``es``, built in one
     working buffer that is returned as it is (no final copy); ``None`` when ``es`` holds no
     slice NAL to encrypt (the PES stays as it was). PES_packet_length is left to the caller.

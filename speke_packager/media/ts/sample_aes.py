@@ -211,10 +211,10 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
     cbc = CbcMessages(key, iv, encrypt=encrypt)
     for u in units:
         h = pes_header_size(u.data)
-        es = u.data[h:]
+        es = memoryview(u.data)[h:]
         zeros = _LEADING_ZEROS.match(es)
         z = zeros.end() if zeros else 0
-        if es and (z < 2 or es[z : z + 1] != b"\x01"):
+        if es and (z < 2 or z >= len(es) or es[z] != 1):
             raise CodecError(f"video PES does not start with an Annex B start code (PID "
                              f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split across "
                              "PES cannot be encrypted")
@@ -222,8 +222,9 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
         if encrypt:
             pes = encrypt_h264_pes(es, u.data[:h], cbc)
         else:
-            new_es = decrypt_h264_es(es, key, iv, cbc=cbc)
-            pes = None if new_es is es else u.data[:h] + new_es
+            clear = bytes(es)
+            new_es = decrypt_h264_es(clear, key, iv, cbc=cbc)
+            pes = None if new_es is clear else u.data[:h] + new_es
         if pes is None:
             out.append(u.data)
             continue
