@@ -62,13 +62,18 @@ def test_cenc_engine_equals_reference(samples: list[list[tuple[int, int]] | None
     data = os.urandom(sum(s for _, s, _ in layout))
     ref = bytearray(data)
     eng = CencEngine(KEY)
+    eng_in_place = CencEngine(KEY, in_place=True)
+    own = bytearray(data)
     patches: Patches = []
     for i, (start, size, subs) in enumerate(layout):
         iv = (IV16 if iv16 else IV16[:8])[:-1] + bytes([i])
         cenc_sample(ref, start, size, key=KEY, iv=iv, subsamples=subs)
         eng.sample(memoryview(data), start, size, counter_block(iv), subsamples=subs,
                    patches=patches)
+        eng_in_place.sample(memoryview(own), start, size, counter_block(iv), subsamples=subs,
+                            patches=patches)
     assert _apply(data, patches) == ref
+    assert own == ref
 
 
 @settings(max_examples=60, deadline=None)
@@ -84,12 +89,16 @@ def test_cbcs_engine_equals_reference(samples: list[list[tuple[int, int]] | None
     iv = IV16 if iv16 else IV16[:8]
     crypt, skip = pattern
     eng = CbcsEngine(KEY, iv, crypt, skip)
+    eng_in_place = CbcsEngine(KEY, iv, crypt, skip, in_place=True)
+    own = bytearray(data)
     patches: Patches = []
     src = memoryview(data)
     for start, size, subs in layout:
         cbcs_sample(ref, start, size, key=KEY, iv=iv, subsamples=subs, crypt=crypt, skip=skip)
         eng.sample(src, start, size, subsamples=subs, patches=patches)
+        eng_in_place.sample(memoryview(own), start, size, subsamples=subs, patches=patches)
     assert _apply(data, patches) == ref
+    assert own == ref
 
 
 def _segment_jobs(a: Asset, scheme: Scheme

@@ -186,8 +186,11 @@ class Mp4Encryptor:
 
     def _rewrite(self, data: bytes | bytearray | memoryview, *, segment_index: int,
                  clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
-                 pssh: Sequence[bytes] = ()) -> SegmentRewriter:
-        """The segment's new moofs and sample patches, not yet assembled."""
+                 pssh: Sequence[bytes] = (), in_place: bool = False) -> SegmentRewriter:
+        """The segment's new moofs and sample patches, not yet assembled. ``in_place``: the
+        samples are encrypted inside ``data`` (writable, owned by the caller) instead."""
+        if in_place and memoryview(data).readonly:
+            raise UsageError("in-place encryption needs a writable buffer")
         seg_keys = dict(self._keys)
         for tid, key in (keys or {}).items():
             if tid not in self._keys:
@@ -220,7 +223,7 @@ class Mp4Encryptor:
                 key = seg_keys[tid]
                 engine = engines.get((tid, key.kid))
                 if engine is None:
-                    engine = engines[tid, key.kid] = self._engine(tid, key)
+                    engine = engines[tid, key.kid] = self._engine(tid, key, in_place=in_place)
                 self._encrypt_traf(rw, box, traf, key=key, session=sessions[tid],
                                    engine=engine,
                                    segment_index=segment_index, fragment=fragment,
@@ -255,11 +258,11 @@ class Mp4Encryptor:
                 f"{traf.sample_description_index}")
         traf.new_sdi = 2
 
-    def _engine(self, tid: int, key: ContentKey) -> CencEngine | CbcsEngine:
+    def _engine(self, tid: int, key: ContentKey, *, in_place: bool) -> CencEngine | CbcsEngine:
         if self.scheme is Scheme.CBCS:
             crypt, skip = self._pattern(tid)
-            return CbcsEngine(key.key, self._cbcs_iv(key), crypt, skip)
-        return CencEngine(key.key)
+            return CbcsEngine(key.key, self._cbcs_iv(key), crypt, skip, in_place=in_place)
+        return CencEngine(key.key, in_place=in_place)
 
     def _encrypt_traf(self, rw: SegmentRewriter, moof: Box, traf: Traf, *, key: ContentKey,
                       session: MapSession, engine: CencEngine | CbcsEngine,

@@ -17,6 +17,10 @@ a single join.
   string, encrypted with one call into a reused buffer and scattered into a copy of the range.
   Same bytes as :func:`.sample_crypto.cbcs_sample`.
 
+With ``in_place=True`` an engine instead writes the ciphertext into ``src`` (a writable
+memoryview the caller owns) and appends no patches: :func:`.stream.encrypt_stream` uses it on
+its own read buffer.
+
 Engines hold mutable state: make one per segment (or per thread), never share one.
 """
 
@@ -34,20 +38,42 @@ Patches = list[tuple[int, bytes | bytearray]]
 """``(offset in the input, replacement bytes of the same length)``, in any order."""
 
 
+def _protected(start: int, subsamples: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    pos = start
+    for clear, prot in subsamples:
+        pos += clear
+        if prot:
+            out.append((pos, prot))
+            pos += prot
+    return out
+
+
 class CencEngine:
     """AES-CTR with one context: ``sample`` resets the counter and encrypts each range."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_ctx", "_in_place")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, in_place: bool = False) -> None:
         self._ctx = aes_ctr_encryptor(key, bytes(16))
+        self._in_place = in_place
 
     def sample(self, src: memoryview, start: int, size: int, counter: bytes, *,
                subsamples: Sequence[tuple[int, int]] | None, patches: Patches) -> None:
         """Patches for the protected bytes of ``src[start:start+size]`` (``counter``: the
-        16-byte counter block of the sample)."""
+        16-byte counter block of the sample); an ``in_place`` engine encrypts ``src`` itself
+        instead."""
         ctx = self._ctx
         ctx.reset_nonce(counter)
+        if self._in_place:
+            ranges = [(start, size)] if subsamples is None else _protected(start, subsamples)
+            end = len(src)
+            for pos, n in ranges:
+                if pos + n + 15 <= end:
+                    ctx.update_into(src[pos:pos + n], src[pos:pos + n + 15])
+                else:
+                    src[pos:pos + n] = ctx.update(src[pos:pos + n])
+            return
         if subsamples is None:
             if size:
                 patches.append((start, ctx.update(src[start:start + size])))
@@ -63,10 +89,23 @@ class CencEngine:
 class CbcsEngine:
     """AES-CBC pattern encryption with one context chained through every protected range."""
 
-    __slots__ = ("_arr", "_crypt", "_ctx", "_gmv", "_iv", "_last", "_rows_s", "_rows_v", "_skip",
-                 "_src")
+    __slots__ = (
+        "_arr",
+        "_crypt",
+        "_ctx",
+        "_gmv",
+        "_in_place",
+        "_iv",
+        "_last",
+        "_rows_s",
+        "_rows_v",
+        "_skip",
+        "_src",
+    )
 
-    def __init__(self, key: bytes, iv: bytes, crypt: int, skip: int) -> None:
+    def __init__(self, key: bytes, iv: bytes, crypt: int, skip: int, *,
+                 in_place: bool = False) -> None:
+        self._in_place = in_place
         iv16 = iv if len(iv) == 16 else iv + bytes(16 - len(iv))
         self._ctx = aes_cbc_encryptor(key, iv16)
         self._iv = int.from_bytes(iv16, "big")
@@ -79,10 +118,22 @@ class CbcsEngine:
         self._src: object = None
         self._arr = np.empty(0, np.uint8)
 
-    def _chain(self, src: memoryview, pos: int, n: int) -> bytes:
-        """Ciphertext of the whole blocks ``src[pos:pos+n]`` as a fresh chain from the IV."""
+    def _chain(self, src: memoryview, pos: int, n: int) -> bytes | None:
+        """Ciphertext of the whole blocks ``src[pos:pos+n]`` as a fresh chain from the IV
+        (None: written into ``src`` for an ``in_place`` engine)."""
         ctx = self._ctx
         fix = self._last ^ self._iv
+        if self._in_place:
+            if fix:
+                block = src[pos:pos + 16]
+                block[:] = (int.from_bytes(block, "big") ^ fix).to_bytes(16, "big")
+            stop = pos + n
+            if stop + 15 <= len(src):
+                ctx.update_into(src[pos:stop], src[pos:stop + 15])
+            else:
+                src[pos:stop] = ctx.update(src[pos:stop])
+            self._last = int.from_bytes(src[stop - 16:stop], "big")
+            return None
         if fix:
             head = (int.from_bytes(src[pos:pos + 16], "big") ^ fix).to_bytes(16, "big")
             out = ctx.update(head) + ctx.update(src[pos + 16:pos + n]) if n > 16 else \
@@ -103,7 +154,9 @@ class CbcsEngine:
         if skip == 0 or crypt == 0:
             n = length & ~15
             if n:
-                patches.append((pos, self._chain(src, pos, n)))
+                done = self._chain(src, pos, n)
+                if done is not None:
+                    patches.append((pos, done))
             return
         group = crypt * 16
         if length < group:
@@ -111,7 +164,9 @@ class CbcsEngine:
         stride = (crypt + skip) * 16
         groups = (length - group) // stride + 1
         if groups == 1:
-            patches.append((pos, self._chain(src, pos, group)))
+            done = self._chain(src, pos, group)
+            if done is not None:
+                patches.append((pos, done))
             return
         n = groups * group
         if len(self._gmv) < n + 16:
@@ -129,6 +184,10 @@ class CbcsEngine:
         else:
             ctx.update_into(gathered, g[:n + 15])
         self._last = int.from_bytes(g[n - 16:n], "big")
+        if self._in_place:
+            np.ndarray((groups,), self._rows_v, buffer=self._array(src), offset=pos,
+                       strides=(stride,))[:] = np.frombuffer(g, self._rows_v, count=groups)
+            return
         span = (groups - 1) * stride + group
         copy = bytearray(src[pos:pos + span])
         np.ndarray((groups,), self._rows_v, buffer=copy, strides=(stride,))[:] = np.frombuffer(

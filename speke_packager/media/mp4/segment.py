@@ -147,20 +147,10 @@ class SegmentRewriter:
         """The rewritten segment."""
         return b"".join(self.parts(extra_deltas=extra_deltas))
 
-    def parts(self, *, extra_deltas: Sequence[tuple[int, int]] = (), in_place: bool = False
+    def parts(self, *, extra_deltas: Sequence[tuple[int, int]] = ()
               ) -> list[bytes | bytearray | memoryview]:
-        """The rewritten segment as consecutive pieces. ``in_place``: first copy the sample
-        patches into the (writable) input, so the pieces are a few large input slices; the
-        input is changed and the pieces refer to it."""
-        if in_place and self.patches:
-            if self.buf.readonly or self._out is not None:
-                raise Mp4FormatError("in-place rewrite needs a writable input",
-                                     box_path="segment")
-            buf = self.buf
-            for pos, chunk in self.patches:
-                self._check_patch(pos, len(chunk))
-                buf[pos:pos + len(chunk)] = chunk
-            self.patches = []
+        """The rewritten segment as consecutive pieces (slices of the input, new boxes and
+        sample patches)."""
         deltas = [*self.deltas, *extra_deltas]
         parts: list[bytes | bytearray | memoryview] = []
         last = 0
@@ -203,10 +193,6 @@ class SegmentRewriter:
             raise Mp4FormatError("sample patch outside every mdat", box_path="segment")
         parts.append(mv[last:])
         return parts
-
-    def _check_patch(self, pos: int, n: int) -> None:
-        if not any(m.payload_start <= pos and pos + n <= m.end for m in self._mdats):
-            raise Mp4FormatError("sample patch outside every mdat", box_path="segment")
 
 
 def _first(item: tuple[int, bytes | bytearray]) -> int:

@@ -126,7 +126,7 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
             _, mhead, mn = nxt2
             if mn < 0:
                 mdat = mhead + _payload(src, b"mdat", mn)
-                fragment = memoryview(moof + mdat)
+                fragment = memoryview(bytearray(moof + mdat))
             else:
                 # moof, mdat header and payload read into one reused buffer (no joins)
                 total = len(moof) + len(mhead) + mn
@@ -138,8 +138,7 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
                 _read_into(src, fragment[len(moof) + len(mhead):], "mdat")
             in_pos += len(fragment) - len(moof)
             # encrypted in place in the read buffer; written as a few pieces, never joined
-            pieces = enc._rewrite(fragment, segment_index=segment).parts(
-                in_place=True)
+            pieces = enc._rewrite(fragment, segment_index=segment, in_place=True).parts()
             del fragment
             segment += 1
             deltas.append((start, sum(map(len, pieces)) - (in_pos - start)))
