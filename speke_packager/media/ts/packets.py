@@ -34,9 +34,18 @@ class PacketTable:
     PIDs as an array, for vectorised scans (no copy of the segment)."""
 
     data: bytes
-    pids: list[int]
     rows: npt.NDArray[np.uint8]
     pid_array: npt.NDArray[np.int64]
+
+    @property
+    def pids(self) -> list[int]:
+        """The PID of every packet, as a new list (use :meth:`pid` for single packets)."""
+        return self.pid_array.tolist()  # type: ignore[no-any-return]
+
+    def pid(self, i: int) -> int:
+        """The PID of packet ``i``."""
+        b = i * PACKET_SIZE
+        return ((self.data[b + 1] & 0x1F) << 8) | self.data[b + 2]
 
     def indices_of(self, pid: int) -> npt.NDArray[np.intp]:
         """Indices of the packets of ``pid``, in order."""
@@ -44,7 +53,7 @@ class PacketTable:
 
     @property
     def count(self) -> int:
-        return len(self.pids)
+        return len(self.pid_array)
 
     def header(self, i: int) -> bytes:
         b = i * PACKET_SIZE
@@ -63,7 +72,7 @@ class PacketTable:
         afc = (ctl >> 4) & 0x03
         if ctl & 0xC0:
             raise TsFormatError("scrambled packet (transport_scrambling_control != 0)",
-                                packet_index=i, pid=self.pids[i])
+                                packet_index=i, pid=self.pid(i))
         if afc == 1:
             return base + 4
         if afc == 0:
@@ -72,11 +81,11 @@ class PacketTable:
         if afc == 2:
             if af_len > 183:
                 raise TsFormatError(f"adaptation field length {af_len} > 183",
-                                    packet_index=i, pid=self.pids[i])
+                                    packet_index=i, pid=self.pid(i))
             return base + PACKET_SIZE
         if af_len > 182:
             raise TsFormatError(f"adaptation field length {af_len} leaves no room for payload",
-                                packet_index=i, pid=self.pids[i])
+                                packet_index=i, pid=self.pid(i))
         return base + 5 + af_len
 
     def has_payload(self, i: int) -> bool:
@@ -106,16 +115,16 @@ class PacketTable:
         if flags & 0x02:
             if n >= len(af):
                 raise TsFormatError("adaptation field private data runs past its length",
-                                    packet_index=i, pid=self.pids[i])
+                                    packet_index=i, pid=self.pid(i))
             n += 1 + af[n]
         if flags & 0x01:
             if n >= len(af):
                 raise TsFormatError("adaptation field extension runs past its length",
-                                    packet_index=i, pid=self.pids[i])
+                                    packet_index=i, pid=self.pid(i))
             n += 1 + af[n]
         if n > len(af):
             raise TsFormatError("adaptation field fields run past its length",
-                                packet_index=i, pid=self.pids[i])
+                                packet_index=i, pid=self.pid(i))
         if flags == 0 and n == 1:
             return b""
         return bytes(af[:n])
@@ -145,7 +154,7 @@ def split_packets(data: bytes | memoryview) -> PacketTable:
         what = "lost sync" if tail[0] != SYNC_BYTE else "truncated packet"
         raise TsFormatError(f"{what}: {rest} bytes after the last whole 188-byte packet",
                             packet_index=count, pid=pid)
-    return PacketTable(buf, pid_array.tolist(), rows, pid_array)
+    return PacketTable(buf, rows, pid_array)
 
 
 def build_packet(head3: bytes, cc: int, af_core: bytes, payload: bytes | bytearray | memoryview

@@ -126,7 +126,7 @@ def _read_section(table: PacketTable, first: int, pid: int) -> bytes:
     need = 3 + (((data[1] & 0x0F) << 8) | data[2])
     i = first + 1
     while len(data) < need and i < table.count:
-        if table.pids[i] == pid and table.has_payload(i):
+        if table.pid(i) == pid and table.has_payload(i):
             if table.pusi(i):
                 break
             data += bytes(table.payload(i))
@@ -230,7 +230,7 @@ def pmt_packet(table: PacketTable, index: int, section: bytes) -> bytes:
     """Packet ``index`` (a PMT packet) carrying ``section`` instead: same header and CC, the
     room filled as the original did (adaptation-field stuffing if it had an adaptation field,
     0xFF after the section otherwise, which PSI allows)."""
-    pid = table.pids[index]
+    pid = table.pid(index)
     body = b"\x00" + section  # pointer_field 0
     if len(body) > 184:
         raise UnsupportedMediaError(f"rewritten PMT ({len(section)} bytes) does not fit one packet "
