@@ -161,9 +161,8 @@ def encrypt_h264_pes(es: bytes | memoryview, head: bytes, cbc: CbcMessages
         if (es[start] & 0x1F) not in _SLICE_TYPES or end - start <= _LEADER + 16:
             continue
         if out is None:
-            out = bytearray(h + len(es))
-            out[:h] = head
-            out[h:] = es
+            out = bytearray(head)
+            out += es  # (not bytearray(size): that would zero-fill first)
         _crypt_blocks(out, h + start, end - start, cbc)
         done.append((h + start, h + end))
     if out is None:
