@@ -300,3 +300,22 @@ def test_no_file_is_opened(name: str, target: str, tmp_path: Path, listener: Lis
     finally:
         trap.close()
     assert not trap.opened, "the parser opened a local file named by the document"
+
+
+@pytest.mark.parametrize("name", ["doctype-in-fragment", "entity-in-fragment", "unbalanced-fragment"])
+def test_cpd_fragment_in_speke_validation(name: str, tmp_path: Path, listener: Listener) -> None:
+    """The SPEKE client checks ContentProtectionData against PSSH; a hostile fragment there is a
+    CpixValidationError (module-private entry point: the public path needs a hostile server)."""
+    from speke_packager.errors import CpixValidationError
+    from speke_packager.keys.validate import _cpd_pssh
+    trap = FifoTrap(tmp_path / "trap")
+    try:
+        cpd = _FRAGMENTS[name].format(url=f"http://127.0.0.1:{listener.port}",
+                                      file=trap.path.as_uri())
+        cpd = cpd.replace(f"http://127.0.0.1:{listener.port}/cpd", trap.path.as_uri())
+        with pytest.raises(CpixValidationError) as info:
+            _cpd_pssh(cpd, "00000000-0000-0000-0000-000000000001")
+        assert info.value.check == "cpd"
+    finally:
+        trap.close()
+    assert not trap.opened
