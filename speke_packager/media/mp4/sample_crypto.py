@@ -3,6 +3,10 @@
 One cipher context per sample (cenc: one CTR stream fed every protected range; cbcs: a fresh CBC
 chain per subsample, its crypt blocks gathered into one buffer with 16 strided slice copies,
 encrypted with one call and scattered back). No Python loop per byte or per block.
+
+These are the reference ciphers (the decryptor uses them; tests/mp4/test_engine.py pins the
+encryptor's faster :mod:`.engine` against them): simple, but a fresh context per sample costs
+more than encrypting a typical audio frame.
 """
 
 from __future__ import annotations
