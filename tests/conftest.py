@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,35 @@ def keyserver() -> Iterator[object]:
 
     with KeyServer(host="127.0.0.1", port=0, seed="pytest") as ks:
         yield ks
+
+
+CHROMIUM = os.environ.get("SPEKE_PACKAGER_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Any]:
+    """The one ``sync_playwright()`` of this test process: playwright's sync API cannot run
+    twice in one process, so every browser test launches its Chromium from this instance."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{CHROMIUM} missing: the test set-up installs Debian's chromium")
+        pytest.skip(f"no {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pw = sync_api.sync_playwright().start()
+    try:
+        yield pw
+    finally:
+        pw.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright_instance: Any) -> Iterator[Any]:
+    """A headless system Chromium (never a downloaded browser), shared by the session."""
+    from speke_packager.verify.serve import CHROMIUM_ARGS
+
+    browser = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS))
+    try:
+        yield browser
+    finally:
+        browser.close()

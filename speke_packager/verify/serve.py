@@ -371,21 +371,27 @@ class PlaybackResult:
 class Browser:
     """One headless system Chromium driven by playwright; reuse it for several checks."""
 
-    def __init__(self, chromium: str | None = None) -> None:
+    def __init__(self, chromium: str | None = None, *, playwright: Any = None) -> None:
+        """``playwright``: an already started ``sync_playwright()`` instance to share (one
+        process can run only one); by default this browser starts and stops its own."""
         exe = chromium or os.environ.get("SPEKE_PACKAGER_CHROMIUM") or "/usr/bin/chromium"
         if not (os.path.isfile(exe) or shutil.which(exe)):
             raise ToolError(f"Chromium not found at {exe}: install the Debian package chromium")
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError as exc:
-            raise ToolError("playwright is not installed (pip install playwright)") from exc
+        self._own_pw = playwright is None
+        if playwright is None:
+            try:
+                from playwright.sync_api import sync_playwright
+            except ImportError as exc:
+                raise ToolError("playwright is not installed (pip install playwright)") from exc
+            playwright = sync_playwright().start()
+        self._pw = playwright
         self._profile = tempfile.mkdtemp(prefix="speke-chromium-")
-        self._pw = sync_playwright().start()
         try:
             self._ctx = self._pw.chromium.launch_persistent_context(
                 self._profile, executable_path=exe, headless=True, args=list(CHROMIUM_ARGS))
         except Exception as exc:
-            self._pw.stop()
+            if self._own_pw:
+                self._pw.stop()
             shutil.rmtree(self._profile, ignore_errors=True)
             raise ToolError(f"Chromium did not start: {str(exc).splitlines()[0]}") from exc
 
@@ -426,7 +432,8 @@ class Browser:
         try:
             self._ctx.close()
         finally:
-            self._pw.stop()
+            if self._own_pw:
+                self._pw.stop()
             shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> Browser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,10 +14,10 @@ from speke_packager.verify.serve import Browser, find_node_modules
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def browser(playwright_instance: Any) -> Iterator[Browser]:
     try:
         find_node_modules()
-        b = Browser()
+        b = Browser(playwright=playwright_instance)
     except ToolError as exc:
         if os.environ.get("CI"):
             raise  # CI installs Chromium and the npm players: missing means broken set-up

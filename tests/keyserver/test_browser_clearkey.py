@@ -4,12 +4,13 @@ ClearKey session whose licence comes from ``/clearkey/license`` (no media needed
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -76,16 +77,9 @@ def page_origin() -> Iterator[str]:
     server.server_close()
 
 
-def _browser():  # type: ignore[no-untyped-def]
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("chromium not installed")
-    return playwright.sync_playwright()
-
-
-def test_eme_clearkey_licence_from_keyserver(page_origin: str) -> None:
+def test_eme_clearkey_licence_from_keyserver(page_origin: str, playwright_instance: Any) -> None:
     body = _req.v2_request(systems=(_req.CLEARKEY,), scheme="cenc")
-    with KeyServer(seed="browser") as ks, _browser() as p:
+    with KeyServer(seed="browser") as ks, contextlib.nullcontext(playwright_instance) as p:
         r = requests.post(ks.speke_url, data=body, headers={"x-speke-version": "2.0"}, timeout=10)
         keys = check_answer(body, r.content, license_url=ks.clearkey_license_url).keys
         kid_b64u = base64.urlsafe_b64encode(_req.KID_V.bytes).rstrip(b"=").decode()
@@ -106,8 +100,8 @@ def test_eme_clearkey_licence_from_keyserver(page_origin: str) -> None:
     assert base64.urlsafe_b64decode(jwk["k"] + "==") == keys[_req.KID_V]
 
 
-def test_cross_origin_key_fetch_needs_cors(page_origin: str) -> None:
-    with KeyServer(seed="browser") as ks, _browser() as p:
+def test_cross_origin_key_fetch_needs_cors(page_origin: str, playwright_instance: Any) -> None:
+    with KeyServer(seed="browser") as ks, contextlib.nullcontext(playwright_instance) as p:
         ks.register_key(_req.KID_A, bytes(range(16)))
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                     args=["--no-sandbox"], headless=True)
