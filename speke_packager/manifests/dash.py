@@ -145,6 +145,29 @@ def _inherited(elems: Sequence[etree._Element], name: str) -> list[etree._Elemen
     return found
 
 
+MAX_SEGMENTS = 100_000  # per Representation: 55 hours of 2-second segments
+
+
+def _int(text: str | None, what: str, path: str | None, *, default: int,
+         minimum: int | None = None) -> int:
+    """An integer MPD attribute, or a ManifestError naming it (never ValueError)."""
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ManifestError(f"{what} is not an integer: {text[:40]!r}", path=path) from None
+    if minimum is not None and value < minimum:
+        raise ManifestError(f"{what} must be at least {minimum}, not {value}", path=path)
+    return value
+
+
+def _too_many(count: int, rep_id: str, path: str | None) -> None:
+    if count > MAX_SEGMENTS:
+        raise ManifestError(f"Representation {rep_id!r} would have {count} segments, more than "
+                            f"the limit of {MAX_SEGMENTS}", path=path)
+
+
 def _attr(chain: Sequence[etree._Element], name: str) -> str | None:
     for el in reversed(chain):
         v = el.get(name)
@@ -231,7 +254,7 @@ def _rep_segments(mpd: etree._Element, period: etree._Element, aset: etree._Elem
                          path=path)
     if lists:
         seg_list = lists[-1]
-        ts = int(_attr(lists, "timescale") or 1)
+        ts = _int(_attr(lists, "timescale"), "SegmentList@timescale", path, default=1, minimum=1)
         init_el = seg_list.find(f"{_M}Initialization")
         init = None
         if init_el is not None:
@@ -243,8 +266,9 @@ def _rep_segments(mpd: etree._Element, period: etree._Element, aset: etree._Elem
         if not media:
             raise ManifestError(f"SegmentList of Representation {rep_id!r} has no SegmentURL",
                                 path=path)
-        dur = _attr(lists, "duration")
-        starts = [i * int(dur) / ts for i in range(len(media))] if dur else []
+        _too_many(len(media), rep_id, path)
+        dur = _int(_attr(lists, "duration"), "SegmentList@duration", path, default=0, minimum=0)
+        starts = [i * dur / ts for i in range(len(media))] if dur else []
         return RepresentationSegments(rep, aset, "list", init, media, timescale=ts,
                                       starts=starts)
     if not base:
@@ -267,9 +291,11 @@ def _template(mpd: etree._Element, period: etree._Element, aset: etree._Element,
     if not media_t:
         raise ManifestError(f"SegmentTemplate of Representation {rep_id!r} has no @media",
                             path=path)
-    ts = int(_attr(tpls, "timescale") or 1)
-    start_number = int(_attr(tpls, "startNumber") or 1)
-    pto = int(_attr(tpls, "presentationTimeOffset") or 0)
+    ts = _int(_attr(tpls, "timescale"), "SegmentTemplate@timescale", path, default=1, minimum=1)
+    start_number = _int(_attr(tpls, "startNumber"), "SegmentTemplate@startNumber", path,
+                        default=1, minimum=0)
+    pto = _int(_attr(tpls, "presentationTimeOffset"), "SegmentTemplate@presentationTimeOffset",
+               path, default=0, minimum=0)
     init_t = _attr(tpls, "initialization")
     init = DashSegment(urljoin(base, fill_template(init_t, rep_id=rep_id, bandwidth=bw))) \
         if init_t else None
@@ -287,19 +313,20 @@ def _template(mpd: etree._Element, period: etree._Element, aset: etree._Element,
         entries = timeline.findall(f"{_M}S")
         for i, s in enumerate(entries):
             if s.get("t") is not None:
-                t_now = int(s.get("t", "0"))
-            d = int(s.get("d") or 0)
+                t_now = _int(s.get("t"), "S@t", path, default=0, minimum=0)
+            d = _int(s.get("d"), "S@d", path, default=0)
             if d <= 0:
                 raise ManifestError("SegmentTimeline S without a positive @d", path=path)
-            r = int(s.get("r") or 0)
+            r = _int(s.get("r"), "S@r", path, default=0, minimum=-1)
             if r < 0:
                 if i + 1 < len(entries) and entries[i + 1].get("t"):
-                    end = int(entries[i + 1].get("t", "0"))
+                    end = _int(entries[i + 1].get("t"), "S@t", path, default=0, minimum=0)
                 elif period_s is not None:
                     end = pto + round(period_s * ts)
                 else:
                     raise ManifestError("S@r=-1 without a known end", path=path)
                 r = max(0, math.ceil((end - t_now) / d) - 1)
+            _too_many(len(media) + r + 1, rep_id, path)
             for _ in range(r + 1):
                 media.append(DashSegment(urljoin(base, fill_template(
                     media_t, rep_id=rep_id, number=number, time=t_now, bandwidth=bw))))
@@ -314,11 +341,13 @@ def _template(mpd: etree._Element, period: etree._Element, aset: etree._Element,
         if period_s is None:
             raise ManifestError("cannot count segments: no Period or presentation duration",
                                 path=path)
-        count = max(1, math.ceil(period_s * ts / int(dur) - 1e-9))
+        seg_dur = _int(dur, "SegmentTemplate@duration", path, default=0, minimum=1)
+        count = max(1, math.ceil(period_s * ts / seg_dur - 1e-9))
+        _too_many(count, rep_id, path)
         for i in range(count):
             media.append(DashSegment(urljoin(base, fill_template(
                 media_t, rep_id=rep_id, number=start_number + i, bandwidth=bw))))
-            starts.append(i * int(dur) / ts)
+            starts.append(i * seg_dur / ts)
 
         def more(n: int) -> str:
             return urljoin(base, fill_template(media_t, rep_id=rep_id, number=n, bandwidth=bw))
