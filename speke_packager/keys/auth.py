@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._io import warn_if_exposed
 from ..errors import KeyAuthError, UsageError
 
 __all__ = [
@@ -134,6 +135,7 @@ class MtlsAuth(Auth):
         for p in (cert_file, key_file, ca_bundle):
             if p is not None and not Path(p).is_file():
                 raise UsageError(f"mTLS file not found: {p}")
+        warn_if_exposed(key_file, "mTLS client private key")
         object.__setattr__(self, "cert_file", str(cert_file))
         object.__setattr__(self, "key_file", str(key_file))
         object.__setattr__(self, "ca_bundle_file", None if ca_bundle is None else str(ca_bundle))

@@ -186,6 +186,11 @@ class SpekeClient:
                     url=self.url)) from exc
             raise _Retry(KeyServerError(f"cannot reach the key server: {_short(exc)}",
                                         url=self.url)) from exc
+        except (requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            # the answer stopped short of its Content-Length: a broken transfer, like a reset
+            raise _Retry(KeyServerError(f"key server answer was cut short: {_short(exc)}",
+                                        url=self.url)) from exc
         except requests.RequestException as exc:
             raise KeyServerError(f"HTTP error talking to the key server: {_short(exc)}",
                                  url=self.url) from None

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from .._io import warn_if_exposed
 from ..constants import ALG_AES256_CBC, ALG_HMAC_SHA512, ALG_RSA_OAEP_MGF1P
 from ..crypto import aes_cbc_decrypt_pkcs7, rsa_oaep_sha1_decrypt, verify_hmac_sha512
 from ..errors import CpixIntegrityError, KeyAuthError
@@ -61,6 +62,7 @@ class DeliveryKey:
         """Load a PEM/DER certificate plus a PEM/DER private key, or one PKCS#12 file holding
         both (``key_path`` omitted or the same file). Raises :class:`KeyAuthError`."""
         pw = password.encode() if isinstance(password, str) else password
+        warn_if_exposed(key_path if key_path is not None else cert_path, "delivery private key")
         try:
             cert_bytes = Path(cert_path).read_bytes()
             key_bytes = Path(key_path).read_bytes() if key_path is not None else None

@@ -71,6 +71,10 @@ class Plan:
             with path.open("rb") as fh:
                 if offset is None:
                     return fh.read()
+                size = os.fstat(fh.fileno()).st_size
+                if offset > size or (length is not None and offset + length > size):
+                    raise ManifestError(f"{what} {rel}: byte range {length}@{offset} runs past "
+                                        f"the end of the file ({size} bytes)")
                 fh.seek(offset)
                 data = fh.read(length if length is not None else -1)
         except FileNotFoundError:

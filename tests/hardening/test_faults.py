@@ -137,10 +137,6 @@ def test_partial_answer_is_a_typed_error(make: list[KeyServer]) -> None:
         _client(ks).fetch(CONTRACT)
 
 
-@pytest.mark.xfail(strict=True, reason="keys/client.py:SpekeClient._once: a body shorter than its "
-                   "Content-Length (requests ChunkedEncodingError / urllib3 IncompleteRead) is a "
-                   "final 'HTTP error' KeyServerError, not retried like a reset; retry it as a "
-                   "transport error")
 def test_partial_answer_is_retried(make: list[KeyServer]) -> None:
     ks = _start(make, "partial")
     with pytest.raises(KeyServerError):

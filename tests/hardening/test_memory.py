@@ -134,10 +134,6 @@ def test_byterange_control_encrypts_under_cap(tmp_path: Path) -> None:
     assert (tmp_path / "out").is_dir()
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/plan.py:Plan.read: fh.read(length) allocates the "
-                   "claimed length before the short-read check, so #EXT-X-BYTERANGE:4294967296@N "
-                   "is a MemoryError (or 4 GB of RSS), not a ManifestError; check the length "
-                   "against the file size (os.fstat) before reading")
 def test_byterange_claiming_4gb_is_a_typed_error(tmp_path: Path) -> None:
     proc = _encrypt_capped(_hls_package(tmp_path, 1 << 32), tmp_path / "out")
     assert proc.returncode == ManifestError.exit_code, proc.stderr[-1500:]

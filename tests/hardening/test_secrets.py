@@ -298,10 +298,6 @@ def _delivery_files(tmp: Path, mode: int) -> tuple[Path, Path]:
     return pair.cert_pem, pair.key_pem
 
 
-@pytest.mark.xfail(strict=True, reason="keys (cli/keys_cmd.py:_delivery_key, keys/envelope.py "
-                   "DeliveryKey loading, keys/auth.py MtlsAuth): no warning when --delivery-key "
-                   "or --client-key is readable by others; call _io.warn_if_exposed(path) when "
-                   "loading them")
 @pytest.mark.parametrize("option", ["--delivery-key", "--client-key"])
 def test_keys_warns_about_exposed_private_key(session: Session, tmp_path: Path, option: str
                                               ) -> None:

@@ -138,9 +138,12 @@ def test_cpix_decrypts_vector(cpix_samples: Path, capsys: pytest.CaptureFixture[
     ("KeyRotationMultiKeySinglePeriod.xml", "explicitIV"),
 ])
 def test_cpix_invalid_vectors(cpix_samples: Path, capsys: pytest.CaptureFixture[str],
-                              name: str, needle: str) -> None:
+                              tmp_path: Path, name: str, needle: str) -> None:
+    pfx = tmp_path / "Cert1.pfx"  # a private copy (0600): the shared one is world-readable
+    pfx.write_bytes((cpix_samples / f"{V}Cert1.pfx").read_bytes())
+    pfx.chmod(0o600)
     rc, _, err = _run(capsys, "cpix", str(cpix_samples / f"{V}{name}"), "--delivery-key",
-                        str(cpix_samples / f"{V}Cert1.pfx"), "--password", "Cert1")
+                        str(pfx), "--password", "Cert1")
     assert rc != 0 and needle in err and err.count("\n") == 1
 
 
