@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO
 from uuid import UUID
 
+import numpy as np
+
 from ...constants import Scheme
 from ...errors import CodecError, Mp4FormatError, UnsupportedMediaError, UsageError
 from ...model import ContentKey, TrackKind
@@ -280,6 +282,8 @@ class Mp4Encryptor:
             raise UnsupportedMediaError(f"more than {1 << _SAMPLE_BITS} samples in a fragment")
         use_subs = session.m.family is not CodecFamily.AUDIO
         entries: list[bytes] = []
+        rec_sizes: list[int] | None = None
+        body = b""
         base = moof.start
         mv = rw.buf
         patches = rw.patches
@@ -296,33 +300,50 @@ class Mp4Encryptor:
         else:
             eng_c = engine if isinstance(engine, CencEngine) else None
             assert eng_c is not None
-            # every sample's IV at once: high halves hi..hi+n-1 (mod 2**64), then the low half
-            highs = struct.pack(f">{n}Q", *[(hi + i) & _MASK64 for i in range(n)])
-            tail = lo.to_bytes(8, "big")
-            ivs = ([highs[8 * i:8 * i + 8] + tail for i in range(n)] if iv_size == 16
-                   else [highs[8 * i:8 * i + 8] for i in range(n)])
-            zero = bytes(8)
-            for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
-                start = base + off
-                iv = ivs[i]
-                subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
-                eng_c.sample(mv, start, size, iv if iv_size == 16 else iv + zero,
-                             subsamples=subs, patches=patches)
-                entries.append(_subs_record(iv, subs) if subs is not None else iv)
+            if not use_subs:  # whole samples (audio): IVs, keystream and senc per traf
+                high0 = hi & _MASK64
+                highs_a = np.arange(n, dtype=np.uint64) + np.uint64(high0)  # wraps mod 2**64
+                if iv_size == 16:
+                    table = np.empty((n, 2), ">u8")
+                    table[:, 0] = highs_a
+                    table[:, 1] = lo
+                else:
+                    table = highs_a.astype(">u8")
+                eng_c.whole_samples(mv, [base + off for off in traf.offsets], traf.sizes, high0,
+                                    lo if iv_size == 16 else 0, patches=patches)
+                body = table.tobytes()
+                rec_sizes = [iv_size] * n
+            else:
+                # every sample's IV at once: high halves hi..hi+n-1 (mod 2**64), then low half
+                highs = struct.pack(f">{n}Q", *[(hi + i) & _MASK64 for i in range(n)])
+                tail = lo.to_bytes(8, "big")
+                ivs = ([highs[8 * i:8 * i + 8] + tail for i in range(n)] if iv_size == 16
+                       else [highs[8 * i:8 * i + 8] for i in range(n)])
+                zero = bytes(8)
+                for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
+                    start = base + off
+                    iv = ivs[i]
+                    subs = _map(mapper, mv, start, size, (tid, fragment, i))
+                    eng_c.sample(mv, start, size, iv if iv_size == 16 else iv + zero,
+                                 subsamples=subs, patches=patches)
+                    entries.append(_subs_record(iv, subs) if subs is not None else iv)
+        if rec_sizes is None:
+            body = b"".join(entries)
+            rec_sizes = [len(e) for e in entries]
         flags = 2 if use_subs else 0
-        senc = full_box(b"senc", 0, flags, struct.pack(">I", len(entries)) + b"".join(entries))
+        senc = full_box(b"senc", 0, flags, struct.pack(">I", n) + body)
         boxes: list[bytes] = []
         default = self._protection(tid, self._keys[tid])
         if key.kid != default.kid or (cbcs and const_iv != default.constant_iv):
             boxes += seig_boxes(_seig(key.kid, protected=True, iv_size=iv_size,
                                       constant_iv=const_iv if cbcs else None, crypt=crypt,
                                       skip=skip), traf.sample_count)
-        sizes = [len(e) for e in entries]
+        sizes = rec_sizes
         if sizes and max(sizes) > 255:
             raise UnsupportedMediaError(
                 f"track {tid}: a sample has too many subsamples for saiz ({max(sizes)} bytes)")
         if any(sizes):
-            if all(s == sizes[0] for s in sizes):
+            if len(set(sizes)) == 1:
                 saiz = full_box(b"saiz", 0, 0, struct.pack(">BI", sizes[0], len(sizes)))
             else:
                 saiz = full_box(b"saiz", 0, 0, struct.pack(">BI", 0, len(sizes)) + bytes(sizes))

@@ -30,11 +30,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...crypto import aes_cbc_encryptor, aes_ctr_encryptor
+from ...crypto import aes_cbc_encryptor, aes_ctr_encryptor, aes_ecb_encrypt_block
 
 __all__ = ["CbcsEngine", "CencEngine", "Patches"]
 
-Patches = list[tuple[int, bytes | bytearray]]
+_MASK64 = (1 << 64) - 1
+
+Patches = list[tuple[int, bytes | bytearray | memoryview]]
 """``(offset in the input, replacement bytes of the same length)``, in any order."""
 
 
@@ -52,11 +54,55 @@ def _protected(start: int, subsamples: Sequence[tuple[int, int]]) -> list[tuple[
 class CencEngine:
     """AES-CTR with one context: ``sample`` resets the counter and encrypts each range."""
 
-    __slots__ = ("_ctx", "_in_place")
+    __slots__ = ("_ctx", "_in_place", "_key")
 
     def __init__(self, key: bytes, *, in_place: bool = False) -> None:
         self._ctx = aes_ctr_encryptor(key, bytes(16))
+        self._key = key
         self._in_place = in_place
+
+    def whole_samples(self, src: memoryview, starts: Sequence[int], sizes: Sequence[int],
+                      high: int, low: int, *, patches: Patches) -> None:
+        """Whole-sample CTR (audio) for many samples: sample ``i`` gets the counter block
+        ``((high + i) mod 2**64) || low``; same bytes as :meth:`sample` on each.
+
+        When the samples lie end to end, every counter block of every sample is built with
+        numpy, the keystream comes from one AES-ECB call, each sample's share (its first
+        ``size`` bytes) is selected with one mask and XOR-ed with the data in one operation:
+        a single patch instead of a cipher call and a patch per frame."""
+        n = len(starts)
+        if n == 0:
+            return
+        start_a = np.array(starts, np.int64)
+        size_a = np.array(sizes, np.int64)
+        longest = (int(size_a.max()) + 15) // 16
+        if (n < 4 or bool(np.any(start_a[1:] != start_a[:-1] + size_a[:-1]))
+                or low + longest >= 1 << 64):  # a low-half carry: leave it to OpenSSL
+            for i, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+                counter = ((high + i) & _MASK64).to_bytes(8, "big") + low.to_bytes(8, "big")
+                self.sample(src, start, size, counter, subsamples=None, patches=patches)
+            return
+        blocks = (size_a + 15) // 16
+        total = int(blocks.sum())
+        first = np.cumsum(blocks) - blocks  # (small arrays only: a page fault costs more
+        ctr = np.empty((total, 2), ">u8")  # than the AES of the page)
+        ctr[:, 0] = np.repeat(np.arange(n, dtype=np.uint64) + np.uint64(high), blocks)
+        ctr[:, 1] = (np.arange(total, dtype=np.int64) - np.repeat(first, blocks)).astype(
+            np.uint64) + np.uint64(low)
+        stream = np.frombuffer(aes_ecb_encrypt_block(self._key, ctr.tobytes()), np.uint8)
+        length = int(size_a.sum())
+        if length != total * 16:  # drop the tail of each sample's last keystream block
+            runs = np.empty(2 * n, np.int64)  # (size, padding) per sample -> keep / drop
+            runs[0::2] = size_a
+            runs[1::2] = blocks * 16 - size_a
+            keep = np.repeat(np.tile(np.array([True, False]), n), runs)
+            stream = stream[keep]
+        start = starts[0]
+        data = np.frombuffer(src, np.uint8, count=length, offset=start)
+        if self._in_place:
+            np.bitwise_xor(data, stream, out=data)
+        else:
+            patches.append((start, np.bitwise_xor(data, stream).data))
 
     def sample(self, src: memoryview, start: int, size: int, counter: bytes, *,
                subsamples: Sequence[tuple[int, int]] | None, patches: Patches) -> None:

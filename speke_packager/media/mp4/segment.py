@@ -89,7 +89,7 @@ class SegmentRewriter:
     def __init__(self, data: bytes | bytearray | memoryview, *, base_offset: int = 0) -> None:
         self.buf = memoryview(data)
         self._out: bytearray | None = None
-        self.patches: list[tuple[int, bytes | bytearray]] = []
+        self.patches: list[tuple[int, bytes | bytearray | memoryview]] = []
         self.boxes = list(iter_boxes(self.buf, path="segment"))
         self.base_offset = base_offset
         self._mdats = [b for b in self.boxes if b.type == b"mdat"]
@@ -105,7 +105,7 @@ class SegmentRewriter:
             self._out = bytearray(self.buf)
         return self._out
 
-    def patch(self, pos: int, data: bytes | bytearray) -> None:
+    def patch(self, pos: int, data: bytes | bytearray | memoryview) -> None:
         """Replace ``len(data)`` input bytes at ``pos`` (inside an mdat) in the result."""
         self.patches.append((pos, data))
 
@@ -195,5 +195,5 @@ class SegmentRewriter:
         return parts
 
 
-def _first(item: tuple[int, bytes | bytearray]) -> int:
+def _first(item: tuple[int, bytes | bytearray | memoryview]) -> int:
     return item[0]
