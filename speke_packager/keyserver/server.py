@@ -309,10 +309,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_allowed()
             return
         faults = self._faults()
-        if faults is None or self._pre_faults(faults, path) or not self._client_cert_ok():
+        if faults is None:
             return
+        if faults.has("reset"):
+            self._pre_faults(faults, path)
+            return
+        if not self._client_cert_ok():
+            return
+        # read the body before a delay/status fault answers, so a kept-alive connection stays
+        # in step (an unread body would be parsed as the next request)
         body = self._read_body()
-        if body is None:
+        if body is None or self._pre_faults(faults, path):
             return
         if path == "/clearkey/license":
             self._license(body, split.query, faults)

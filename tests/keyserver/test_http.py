@@ -327,3 +327,24 @@ def test_stop_closes_port() -> None:
     ks.stop()  # idempotent
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+@pytest.mark.parametrize("fault", ["status=503", "delay=0.05,status=500"])
+def test_status_fault_keeps_a_kept_alive_connection_in_step(ks: KeyServer, fault: str) -> None:
+    """The body of a faulted POST is read before the fault answers: the next request on the
+    same kept-alive connection must get its own, valid answer."""
+    body = _req.v2_request()
+    conn = http.client.HTTPConnection("127.0.0.1", ks.port, timeout=10)
+    try:
+        conn.request("POST", "/speke", body=body,
+                     headers={"x-speke-version": "2.0", "x-fault": fault})
+        first = conn.getresponse()
+        first.read()
+        assert first.status in (500, 503)
+        conn.request("POST", "/speke", body=body, headers={"x-speke-version": "2.0"})
+        second = conn.getresponse()
+        data = second.read()
+        assert second.status == 200, data[:200]
+        check_answer(body, data)
+    finally:
+        conn.close()
