@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from ...errors import Mp4FormatError, UnsupportedMediaError
 from .boxes import Box, Node, box_bytes, parse_tree
@@ -126,9 +127,9 @@ def parse_moof(buf: bytes | bytearray | memoryview, moof: Box,
             else:
                 sizes = [size] * count
             traf.truns.append(Trun(trun_node, tflags, count, rs, pos))
-            for s in sizes:
-                traf.offsets.append(pos)
-                pos += s
+            ends = list(accumulate(sizes, initial=pos))  # sample offsets, at C speed
+            traf.offsets.extend(ends[:-1])
+            pos = ends[-1]
             traf.sizes.extend(sizes)
         prev_end = pos
         trafs.append(traf)

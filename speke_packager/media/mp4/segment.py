@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from operator import add
 
 from ...errors import Mp4FormatError
 from .boxes import Box, iter_boxes
@@ -114,7 +115,7 @@ class SegmentRewriter:
         if not traf.sizes:
             return
         first = moof.start + traf.offsets[0]
-        last = max(o + s for o, s in zip(traf.offsets, traf.sizes, strict=True)) + moof.start
+        last = max(map(add, traf.offsets, traf.sizes)) + moof.start
         # the data must follow this moof and precede the next one (only this moof's growth
         # shifts it)
         nxt = min((b.start for b in self.boxes if b.type == b"moof" and b.start > moof.start),
