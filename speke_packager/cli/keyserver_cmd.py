@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..keyserver import KeyServer
+from ..pipeline.rawkeys import parse_raw_key
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +42,10 @@ def register(subparsers: Any) -> None:
                    help="MACMethod key layout of encrypted answers (default B)")
     p.add_argument("--max-body", type=int, default=4 << 20, help="request body limit in bytes")
     p.add_argument("--log-requests", action="store_true", help="log one line per request")
+    p.add_argument("--key", action="append", default=[], metavar="KID:KEY",
+                   help="also serve this raw key on /keys/<kid> and the ClearKey licence "
+                        "endpoint (repeatable; for packages made with encrypt-vod --key; "
+                        "test keys only: command lines are visible to other local users)")
     p.set_defaults(func=run)
 
 
@@ -60,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key, client_ca=args.client_ca, log_requests=args.log_requests,
         max_body=args.max_body, default_content_id=args.content_id, mac_layout=args.mac_layout,
     )
+    for spec in args.key:
+        _, kid, key = parse_raw_key(spec)
+        server.register_key(kid, key)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -86,3 +87,33 @@ def test_cli_port_in_use() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_cli_serves_registered_raw_keys() -> None:
+    kid = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+    key = bytes.fromhex("0123456789abcdef0123456789abcdef")
+    proc, url = start("--key", f"{kid.hex}:{key.hex()}")
+    try:
+        r = requests.get(f"{url}/keys/{kid.hex}", timeout=10)
+        assert r.status_code == 200 and r.content == key
+        kid_b64 = base64.urlsafe_b64encode(kid.bytes).rstrip(b"=").decode()
+        lic = requests.post(f"{url}/clearkey/license", json={"kids": [kid_b64]}, timeout=10)
+        assert lic.status_code == 200
+        k = lic.json()["keys"][0]
+        assert k["kid"] == kid_b64 and k["kty"] == "oct"
+        assert base64.urlsafe_b64decode(k["k"] + "==") == key
+        other = requests.get(f"{url}/keys/{uuid.uuid4().hex}", timeout=10)
+        assert other.status_code == 404  # negative control: only registered/issued keys
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert key.hex() not in err and key.hex() not in out
+
+
+def test_cli_refuses_a_malformed_raw_key() -> None:
+    proc = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
+                           "--key", "00112233445566778899aabbccddeeff:abcd"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "32 hex digits" in proc.stderr
