@@ -140,6 +140,7 @@ class CbcsEngine:
         "_crypt",
         "_ctx",
         "_gmv",
+        "_gv",
         "_in_place",
         "_iv",
         "_last",
@@ -159,6 +160,7 @@ class CbcsEngine:
         self._crypt = crypt
         self._skip = skip
         self._gmv = memoryview(bytearray())
+        self._gv = np.empty(0, f"V{crypt * 16}")  # the rows of _gmv
         self._rows_s = np.dtype(f"S{crypt * 16}")  # gather: rows to one bytes string
         self._rows_v = np.dtype(f"V{crypt * 16}")  # scatter: raw rows
         self._src: object = None
@@ -217,6 +219,7 @@ class CbcsEngine:
         n = groups * group
         if len(self._gmv) < n + 16:
             self._gmv = memoryview(bytearray(max(n + 16, 2 * len(self._gmv), 1 << 16)))
+            self._gv = np.frombuffer(self._gmv, self._rows_v, count=len(self._gmv) // group)
         # one strided gather of the crypt groups (numpy rows of `group`-byte strings)
         gathered = memoryview(np.ndarray((groups,), self._rows_s, buffer=self._array(src),
                                          offset=pos, strides=(stride,)).tobytes())
@@ -232,12 +235,11 @@ class CbcsEngine:
         self._last = int.from_bytes(g[n - 16:n], "big")
         if self._in_place:
             np.ndarray((groups,), self._rows_v, buffer=self._array(src), offset=pos,
-                       strides=(stride,))[:] = np.frombuffer(g, self._rows_v, count=groups)
+                       strides=(stride,))[:] = self._gv[:groups]
             return
         span = (groups - 1) * stride + group
         copy = bytearray(src[pos:pos + span])
-        np.ndarray((groups,), self._rows_v, buffer=copy, strides=(stride,))[:] = np.frombuffer(
-            g, self._rows_v, count=groups)
+        np.ndarray((groups,), self._rows_v, buffer=copy, strides=(stride,))[:] = self._gv[:groups]
         patches.append((pos, copy))
 
     def sample(self, src: memoryview, start: int, size: int, *,
