@@ -180,6 +180,8 @@ class H264ParamSets:
         return new
 
     def add(self, nal: bytes | memoryview) -> None:
+        if not nal:
+            raise CodecError("empty NAL unit")
         t = nal_type(nal[0])
         if t not in (NAL_SPS, NAL_PPS):
             return
@@ -358,6 +360,8 @@ def _header_bits(rbsp: bytes, nal_unit_type: int, nal_ref_idc: int, ps: H264Para
 
 def slice_header_size(nal: bytes | memoryview, ps: H264ParamSets) -> int:
     """Bytes (escaped, NAL header included) of a VCL NAL unit's slice header, rounded up."""
+    if not nal:
+        raise CodecError("empty NAL unit")
     nal_unit_type = nal_type(nal[0])
     ref_idc = (nal[0] >> 5) & 3
     limit = min(len(nal), 32)

@@ -314,6 +314,8 @@ class HevcParamSets:
         return new
 
     def add(self, nal: bytes | memoryview) -> None:
+        if not nal:
+            raise CodecError("empty NAL unit")
         t = nal_type(nal[0])
         if t not in (NAL_SPS, NAL_PPS):
             return
@@ -501,6 +503,8 @@ def _header_bits(rbsp: bytes, t: int, ps: HevcParamSets) -> int:
 
 def slice_header_size(nal: bytes | memoryview, ps: HevcParamSets) -> int:
     """Bytes (escaped, NAL header included) of an HEVC slice segment header."""
+    if len(nal) < 2:
+        raise CodecError(f"HEVC NAL unit of {len(nal)} bytes has no complete header")
     t = nal_type(nal[0])
     limit = min(len(nal), 64)
     while True:
