@@ -16,7 +16,6 @@ from ..media.aes128 import encrypt_aes128
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
 from ..model import ContentKey, KeyEntry, KeySet, TrackInfo, TrackKind
-from .boxes import fix_segment_sidx
 from .plan import Transform
 
 # DRM systems each scheme can be signalled with (media-encryption.md §8).
@@ -200,8 +199,8 @@ class Mp4Context:
         assert enc is not None
 
         def run(data: bytes) -> bytes:
-            out = enc.encrypt_segment(data, segment_index=index, clear=clear)
-            return fix_segment_sidx(data, out) if b"sidx" in data[:4096] else out
+            # encrypt_segment keeps a segment's own sidx consistent with the grown fragments
+            return enc.encrypt_segment(data, segment_index=index, clear=clear)
 
         return run
 
