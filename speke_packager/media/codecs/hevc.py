@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ...errors import CodecError
 from .bits import BitReader, escaped_length, unescape_prefix
+from .paramsets import ParamSets
 
 __all__ = [
     "HevcConfig",
@@ -295,41 +296,15 @@ def parse_pps(nal: bytes | memoryview) -> HevcPps:
                    ext, chroma_list)
 
 
-class HevcParamSets:
+class HevcParamSets(ParamSets[HevcSps, HevcPps]):
     """SPS/PPS by id; in-band parameter sets (hev1) replace earlier ones."""
 
-    __slots__ = ("_parsed", "pps", "sps")
-
-    def __init__(self) -> None:
-        self.sps: dict[int, HevcSps] = {}
-        self.pps: dict[int, HevcPps] = {}
-        # parse results by NAL bytes: in-band parameter sets repeat at every IDR
-        self._parsed: dict[bytes, HevcSps | HevcPps] = {}
-
-    def copy(self) -> HevcParamSets:
-        new = HevcParamSets()
-        new.sps = dict(self.sps)
-        new.pps = dict(self.pps)
-        new._parsed = dict(self._parsed)
-        return new
-
-    def add(self, nal: bytes | memoryview) -> None:
-        if not nal:
-            raise CodecError("empty NAL unit")
-        t = nal_type(nal[0])
-        if t not in (NAL_SPS, NAL_PPS):
-            return
-        raw = bytes(nal)
-        done = self._parsed.get(raw)
-        if done is None:
-            done = parse_sps(raw) if t == NAL_SPS else parse_pps(raw)
-            if len(self._parsed) >= 64:
-                self._parsed.clear()
-            self._parsed[raw] = done
-        if isinstance(done, HevcSps):
-            self.sps[done.sps_id] = done
-        else:
-            self.pps[done.pps_id] = done
+    __slots__ = ()
+    NAL_SPS = NAL_SPS
+    NAL_PPS = NAL_PPS
+    nal_type = staticmethod(nal_type)
+    parse_sps = staticmethod(parse_sps)
+    parse_pps = staticmethod(parse_pps)
 
 
 @dataclass(frozen=True, slots=True)
