@@ -92,6 +92,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = 60
+    # headers and body leave in separate sends: without TCP_NODELAY every answer waits ~40 ms
+    # for the peer's delayed ACK
+    disable_nagle_algorithm = True
     server_version = "speke-packager-keyserver"
     sys_version = ""
 
