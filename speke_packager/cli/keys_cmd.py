@@ -33,25 +33,21 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..constants import DrmSystem, Packaging, Scheme, SpekeVersion
 from ..errors import UsageError
-from ..keys.auth import (
-    Auth,
-    BasicAuth,
-    DigestAuth,
-    HeaderAuth,
-    MtlsAuth,
-    NoAuth,
-    SigV4Auth,
-    parse_header,
-)
-from ..keys.client import SpekeClient
-from ..keys.envelope import DeliveryKey
-from ..keys.inspect import CpixReport, inspect_cpix
-from ..keys.request import EncryptionContract
-from ..model import KeyPeriod, KeySet
+from ..model import KeyPeriod
+
+# The key-server client (requests, cryptography, lxml) is imported inside the functions that
+# use it: building the parser for ``--help`` or another sub-command must stay cheap.
+if TYPE_CHECKING:
+    from ..keys.auth import Auth
+    from ..keys.client import SpekeClient
+    from ..keys.envelope import DeliveryKey
+    from ..keys.inspect import CpixReport
+    from ..keys.request import EncryptionContract
+    from ..model import KeySet
 
 __all__ = [
     "add_speke_arguments",
@@ -128,6 +124,16 @@ def _timeout(text: str) -> tuple[float, float]:
 
 
 def _auth_from_args(args: argparse.Namespace) -> Auth:
+    from ..keys.auth import (
+        BasicAuth,
+        DigestAuth,
+        HeaderAuth,
+        MtlsAuth,
+        NoAuth,
+        SigV4Auth,
+        parse_header,
+    )
+
     headers = dict(parse_header(h) for h in args.header)
     mode = args.auth
     if mode == "sigv4":
@@ -148,35 +154,43 @@ def _auth_from_args(args: argparse.Namespace) -> Auth:
     if mode != "mtls" and (args.client_cert or args.client_key):
         raise UsageError("--client-cert/--client-key need --auth mtls")
     if headers:
-        return _Combined(base, HeaderAuth(headers))
+        return _combined(base, HeaderAuth(headers))
     return base
 
 
-class _Combined(Auth):
-    """Static headers first, then the signer (so SigV4 covers them)."""
+def _combined(signer: Auth, headers: Auth) -> Auth:
+    """``signer`` with static ``headers`` added first (the class is built lazily with its base)."""
+    from ..keys.auth import Auth
 
-    def __init__(self, signer: Auth, headers: HeaderAuth) -> None:
-        self._signer = signer
-        self._headers = headers
+    class _Combined(Auth):
+        """Static headers first, then the signer (so SigV4 covers them)."""
 
-    def sign(self, method: str, url: str, headers: Any, body: bytes) -> dict[str, str]:
-        return self._signer.sign(method, url, self._headers.sign(method, url, headers, body),
-                                 body)
+        def __init__(self, signer: Auth, headers: Auth) -> None:
+            self._signer = signer
+            self._headers = headers
 
-    def client_cert(self) -> tuple[str, str] | None:
-        return self._signer.client_cert()
+        def sign(self, method: str, url: str, headers: Any, body: bytes) -> dict[str, str]:
+            return self._signer.sign(method, url, self._headers.sign(method, url, headers, body),
+                                     body)
 
-    def ca_bundle(self) -> str | None:
-        return self._signer.ca_bundle()
+        def client_cert(self) -> tuple[str, str] | None:
+            return self._signer.client_cert()
 
-    def http_auth(self) -> tuple[str, str, str] | None:
-        return self._signer.http_auth()
+        def ca_bundle(self) -> str | None:
+            return self._signer.ca_bundle()
 
-    def describe(self) -> str:
-        return f"{self._signer.describe()}+{self._headers.describe()}"
+        def http_auth(self) -> tuple[str, str, str] | None:
+            return self._signer.http_auth()
+
+        def describe(self) -> str:
+            return f"{self._signer.describe()}+{self._headers.describe()}"
+
+    return _Combined(signer, headers)
 
 
 def _delivery_key(args: argparse.Namespace) -> DeliveryKey | None:
+    from ..keys.envelope import DeliveryKey
+
     cert = getattr(args, "delivery_cert", None)
     key = getattr(args, "delivery_key", None)
     pw = getattr(args, "delivery_key_password", None)
@@ -202,6 +216,8 @@ def speke_client_from_args(args: argparse.Namespace) -> SpekeClient:
         verify = args.ca_bundle
     if args.retries < 0:
         raise UsageError("--retries must not be negative")
+    from ..keys.client import SpekeClient
+
     return SpekeClient(args.speke_url, auth=_auth_from_args(args), timeout=_timeout(args.timeout),
                        retries=args.retries, delivery_key=_delivery_key(args), verify_tls=verify)
 
@@ -245,6 +261,8 @@ def contract_from_args(
     if scheme is None:
         scheme = Scheme(args.scheme) if args.scheme else Scheme.CBCS
     periods = periods_from_args(args)
+    from ..keys.request import EncryptionContract
+
     return EncryptionContract(
         content_id=args.content_id,
         drm=drms,
@@ -341,6 +359,9 @@ def _cpix_handler(args: argparse.Namespace) -> int:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    from ..keys.envelope import DeliveryKey
+    from ..keys.inspect import inspect_cpix
+
     dk = DeliveryKey.load(args.delivery_key, None, args.password) if args.delivery_key else None
     report = inspect_cpix(data, dk)
     if args.json:

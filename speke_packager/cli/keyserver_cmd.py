@@ -12,8 +12,6 @@ from types import FrameType
 from typing import Any
 
 from ..errors import UsageError
-from ..keyserver import KeyServer
-from ..pipeline.rawkeys import parse_raw_key
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         creds = (access, secret)
     if args.log_requests:
         logging.getLogger("speke_packager.keyserver").setLevel(logging.INFO)
+    from ..keyserver import KeyServer  # heavy (lxml, cryptography): only when it runs
+    from ..pipeline.rawkeys import parse_raw_key
+
     server = KeyServer(
         host=args.host, port=args.port, seed=args.seed, faults=args.fault,
         require_sigv4=args.require_sigv4, sigv4_credentials=creds, tls_cert=args.tls_cert,

@@ -14,15 +14,20 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..constants import DrmSystem, Packaging, Scheme
 from ..errors import UsageError
-from ..model import KeySet
-from ..pipeline.contexts import HLS_DRMS
-from ..pipeline.options import KeySource, OutputFormat, VodOptions, VodResult, default_jobs
-from ..pipeline.rawkeys import raw_keyset
-from ..pipeline.vod import default_format, encrypt_vod, input_kind
 from .keys_cmd import add_speke_arguments, contract_from_args, speke_client_from_args
+
+# The pipeline (media, manifests, numpy, lxml) is imported by the handler only: building the
+# parser must stay cheap (it runs for every command and for --help).
+if TYPE_CHECKING:
+    from ..model import KeySet
+    from ..pipeline.options import KeySource, OutputFormat, VodResult
+
+# The values of pipeline.options.OutputFormat (a test checks they agree).
+FORMAT_CHOICES = ("hls", "dash", "both")
 
 _DASH_DRMS = frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY})
 _HEX_IV = re.compile(r"(?:0[xX])?([0-9a-fA-F]{32})")
@@ -49,6 +54,9 @@ def _packaging(fmt: OutputFormat, scheme: Scheme) -> tuple[Packaging, ...]:
 
 
 def _check_drms(drms: tuple[DrmSystem, ...], fmt: OutputFormat, scheme: Scheme) -> None:
+    from ..pipeline.contexts import HLS_DRMS
+    from ..pipeline.options import OutputFormat
+
     for d in drms:
         ok_hls = fmt.hls and d in HLS_DRMS[scheme]
         ok_dash = fmt.dash and d in _DASH_DRMS
@@ -65,6 +73,8 @@ def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
     if args.key and args.speke_url:
         raise UsageError("give either --speke-url or --key, not both")
     if args.key:
+        from ..pipeline.rawkeys import raw_keyset
+
         return raw_keyset(args.key, scheme)
     if not args.speke_url:
         raise UsageError("no keys: give --speke-url (with --content-id) or --key KID:KEY")
@@ -113,6 +123,9 @@ def _summary(r: VodResult) -> str:
 
 
 def _handler(args: argparse.Namespace) -> int:
+    from ..pipeline.options import OutputFormat, VodOptions, default_jobs
+    from ..pipeline.vod import default_format, encrypt_vod, input_kind
+
     src = Path(args.input)
     if not src.exists():
         raise UsageError(f"input {src} does not exist")
@@ -150,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("input", help="clear .m3u8, .mpd or media file")
     p.add_argument("--output", "-o", required=True, help="output folder")
-    p.add_argument("--format", choices=[f.value for f in OutputFormat],
+    p.add_argument("--format", choices=FORMAT_CHOICES,
                    help="output manifests (default: as the input; both for a media file)")
     p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
                    help="segment length for a media-file input (default 6; cut at key frames)")
