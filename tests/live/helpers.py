@@ -72,7 +72,7 @@ def packet_hashes(path: Path, stream: str, extra: Sequence[str] = ()) -> list[st
     assert ffmpeg is not None
     res = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", *extra, "-i", str(path),
                           "-map", f"0:{stream}", "-c", "copy", "-f", "framemd5", "-"],
-                         capture_output=True, check=False)
+                         capture_output=True, check=False, timeout=300)
     if res.returncode != 0:
         return None
     return [ln.split(",")[5].strip() for ln in res.stdout.decode().splitlines()
