@@ -443,9 +443,10 @@ class LiveSession:
         return r.mp4
 
     def encrypt_init(self, rendition: str, *, start_time: float | None = None) -> bytes:
-        """The protected init segment of an fMP4 rendition (its default KID is the key of the
-        period holding ``start_time``, default the schedule's ``t0``). ``aes-128``: the clear
-        init (whole-segment encryption leaves it clear)."""
+        """The protected init segment of an fMP4 rendition. Its default KID is the key of the
+        period holding ``start_time`` (default: the schedule's ``t0``) at the rendition's first
+        call (init or segment); later periods are signalled per fragment (seig + moof pssh).
+        ``aes-128``: the clear init (whole-segment encryption leaves it clear)."""
         r = self._rendition(rendition, None)
         if r.init is None:
             raise UsageError(f"rendition {rendition!r} is MPEG-TS: it has no init segment")
@@ -481,28 +482,29 @@ class LiveSession:
         iv = self._iv(entry)
         keys = self._hls_keys(entry, iv)
         pssh: tuple[bytes, ...] = ()
-        with r.lock:
-            if r.init is not None and self.scheme is not Scheme.AES_128:
-                enc = self._mp4(r, entry, iv)
-                key = replace(entry.key, iv=iv) if self.scheme is Scheme.CBCS else entry.key
-                pssh = tuple(_pssh_boxes(entry)) if self.moof_pssh else ()
-                seg_keys = {t.track_id: key for t in r.tracks}
-                clear = data
-                out = enc.encrypt_segment(clear, segment_index=sequence, keys=seg_keys,
-                                          pssh=pssh)
-                if b"sidx" in clear[:4096]:
-                    out = fix_segment_sidx(clear, out)
-            elif self.scheme is Scheme.SAMPLE_AES:
+        mp4 = r.init is not None and self.scheme is not Scheme.AES_128
+        with r.lock:  # only the rendition's state; encryption runs outside the lock
+            enc = self._mp4(r, entry, iv) if mp4 else None
+            sae: SampleAesEncryptor | None = None
+            if self.scheme is Scheme.SAMPLE_AES:
                 sae = r.sae.get(entry.kid)
                 if sae is None:  # keep the previous period's too (late segments)
                     r.sae = dict(list(r.sae.items())[-1:])
                     sae = r.sae[entry.kid] = SampleAesEncryptor(entry.key.key, iv)
-                out = sae.encrypt_segment(data)
-            else:
-                out = encrypt_aes128(data, entry.key.key, iv)
             lines = () if keys == r.last_keys else tuple(k.render() for k in keys)
             r.last_keys = keys
             r.period = period
+        if enc is not None:
+            key = replace(entry.key, iv=iv) if self.scheme is Scheme.CBCS else entry.key
+            pssh = tuple(_pssh_boxes(entry)) if self.moof_pssh else ()
+            out = enc.encrypt_segment(data, segment_index=sequence,
+                                      keys={t.track_id: key for t in r.tracks}, pssh=pssh)
+            if b"sidx" in data[:4096]:
+                out = fix_segment_sidx(data, out)
+        elif sae is not None:
+            out = sae.encrypt_segment(data)
+        else:
+            out = encrypt_aes128(data, entry.key.key, iv)
         low = min((x.period for x in self._renditions.values() if x.period is not None),
                   default=period)
         self._keys.evict_below(low)

@@ -167,3 +167,39 @@ def test_init_default_kid_is_period_of_start_time(ks: KeyServer,
         kid1 = next(e.kid for e in session.keys_for(1).entries if e.track_type == "VIDEO")
         kid0 = next(e.kid for e in session.keys_for(0).entries if e.track_type == "VIDEO")
     assert kid1.bytes in out and kid0.bytes not in out
+
+
+def test_cenc_two_periods(ks: KeyServer, live_media: dict[str, Rendition],
+                          tmp_path: Path) -> None:
+    """cenc: SAMPLE-AES-CTR tags without IV, a per-sample IV seig group (8-byte IVs) for period
+    1, each period decrypted by FFmpeg with its own key (behind an init naming its KID)."""
+    r = live_media["video"]
+    assert r.init is not None
+    client = SpekeClient(ks.speke_url, retries=0)
+    src = SpekeKeySource(client, contract("live-cenc", Scheme.CENC, DRMS[:2]))
+    clear_init = r.init.read_bytes()
+    with LiveSession(src, RotationSchedule(interval=6.0), Scheme.CENC,
+                     inits={"video": clear_init}) as session:
+        segs, _pl = run(session, "video", r, tmp_path)
+    text = (tmp_path / "video.m3u8").read_text()
+    tags = keys_per_segment(text)
+    assert all(t.method == "SAMPLE-AES-CTR" and t.iv is None
+               for seg in tags.values() for t in seg.values())
+    kid0, kid1 = segs[0].kid, segs[3].kid
+    assert kid0 != kid1 and [s.period for s in segs] == [0, 0, 0, 1, 1, 1]
+    entry = _moof(segs[3].data).need(b"traf").need(b"sgpd").to_bytes()[24:]
+    assert entry[2] == 1 and entry[3] == 8 and UUID(bytes=bytes(entry[4:20])) == kid1
+    track = probe_init(clear_init)[0].track_id
+    key0, key1 = ks.key_for("live-cenc", kid0), ks.key_for("live-cenc", kid1)
+    heads = {0: (tmp_path / "video_init.mp4").read_bytes(),
+             1: Mp4Encryptor(clear_init, Scheme.CENC,
+                             {track: ContentKey(kid1, key1)}).encrypted_init()}
+    for p, key, wrong in ((0, key0, key1), (1, key1, key0)):
+        clear_f = tmp_path / f"clear{p}.mp4"
+        clear_f.write_bytes(clear_init + b"".join(r.data(i) for i in range(3 * p, 3 * p + 3)))
+        enc_f = tmp_path / f"enc{p}.mp4"
+        enc_f.write_bytes(heads[p] + b"".join(s.data for s in segs[3 * p:3 * p + 3]))
+        ref = _frames(clear_f, "v:0")
+        assert len(ref) == 150
+        assert _frames(enc_f, "v:0", key) == ref
+        assert _frames(enc_f, "v:0", wrong) != ref
