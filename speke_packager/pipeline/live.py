@@ -69,7 +69,6 @@ log = logging.getLogger(__name__)
 PeriodKeySource = Callable[[int], KeySet]
 """A key source for live packaging: key period index -> the keys of that period."""
 
-_FMP4_SCHEMES = (Scheme.CENC, Scheme.CBCS, Scheme.AES_128)
 _TS_SCHEMES = (Scheme.AES_128, Scheme.SAMPLE_AES)
 _PSSH_DRMS = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY)
 

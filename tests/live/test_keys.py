@@ -244,3 +244,22 @@ def test_hls_keys_follow_the_playlist(ks: KeyServer, live_media: dict[str, Rendi
     per_seg = keys_per_segment(text)
     assert [per_seg[f"main{i}.ts"]["identity"].iv for i in range(6)] == \
         [s.keys[0].iv for s in segs]
+
+
+def test_speke_v21_periods_carry_datetimes(ks: KeyServer) -> None:
+    """With a wall-clock origin, each v2.1 request names its period's xs:dateTime bounds."""
+    from datetime import UTC, datetime
+
+    from speke_packager.constants import SpekeVersion
+
+    schedule = RotationSchedule(interval=60.0, origin=datetime(2026, 12, 1, 20, 0, tzinfo=UTC))
+    src = SpekeKeySource(SpekeClient(ks.speke_url, retries=0),
+                         contract("v21", Scheme.SAMPLE_AES, (DrmSystem.AES128,), shared=True,
+                                  version=SpekeVersion.V2_1), schedule=schedule)
+    ks2 = src(2)
+    periods = {e.period for e in ks2}
+    assert len(periods) == 1
+    period = periods.pop()
+    assert period is not None and period.index == 2
+    assert period.start == "2026-12-01T20:02:00.000Z" and period.end == "2026-12-01T20:03:00.000Z"
+    assert {e.kid for e in ks2}.isdisjoint({e.kid for e in src(3)})
