@@ -12,11 +12,11 @@ from ..constants import W3C_COMMON, DrmSystem, Scheme
 from ..drm.pssh import build_pssh
 from ..errors import UnsupportedMediaError, UsageError
 from ..manifests.hls_signaling import server_iv
-from ..media.aes128 import encrypt_aes128
+from ..media.aes128 import encrypt_aes128, encrypt_aes128_into
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
 from ..model import ContentKey, KeyEntry, KeySet, TrackInfo, TrackKind
-from .plan import Transform
+from .plan import Part, ReusableBuffer, Transform
 
 # DRM systems each scheme can be signalled with (media-encryption.md §8).
 HLS_DRMS: dict[Scheme, frozenset[DrmSystem]] = {
@@ -122,6 +122,52 @@ def _one_entry(tracks: Sequence[TrackInfo], entries: dict[int, KeyEntry], what: 
     return next(iter(distinct.values()), None)
 
 
+class _Aes128Segment:
+    """AES-128 (whole segment, CBC, PKCS#7) as a parts transform: one cipher call into a reused
+    per-worker output buffer. The repr names no key."""
+
+    __slots__ = ("_iv", "_key")
+    _out = ReusableBuffer()
+
+    def __init__(self, key: bytes, iv: bytes) -> None:
+        self._key = key
+        self._iv = iv
+
+    def __repr__(self) -> str:
+        return "<AES-128 segment transform>"
+
+    def __call__(self, data: bytes) -> bytes:
+        return encrypt_aes128(data, self._key, self._iv)
+
+    def parts(self, buf: memoryview) -> Sequence[Part]:
+        out = self._out.view(len(buf) + 31)
+        n = encrypt_aes128_into(buf, out, self._key, self._iv)
+        return [out[:n]]
+
+
+class _Mp4Segment:
+    """One fMP4 segment's encryption; ``parts`` encrypts the samples in place in the worker's
+    reused buffer and hands back the new boxes and slices of it (no join, no copy)."""
+
+    __slots__ = ("_clear", "_enc", "_index")
+
+    def __init__(self, enc: Mp4Encryptor, index: int, clear: bool) -> None:
+        self._enc = enc
+        self._index = index
+        self._clear = clear
+
+    def __repr__(self) -> str:
+        return f"<fMP4 segment transform {self._index}>"
+
+    def __call__(self, data: bytes) -> bytes:
+        # encrypt_segment keeps a segment's own sidx consistent with the grown fragments
+        return self._enc.encrypt_segment(data, segment_index=self._index, clear=self._clear)
+
+    def parts(self, buf: memoryview) -> Sequence[Part]:
+        return self._enc.encrypt_segment_parts(buf, segment_index=self._index,
+                                               clear=self._clear, in_place=True)
+
+
 class Mp4Context:
     """One fMP4 init section and the encryptor for the segments that use it."""
 
@@ -192,17 +238,10 @@ class Mp4Context:
         if self._aes_key is not None:
             if clear:
                 return None
-            key, iv = self._aes_key, self._aes_iv
-            assert iv is not None
-            return lambda data: encrypt_aes128(data, key, iv)
-        enc = self._enc
-        assert enc is not None
-
-        def run(data: bytes) -> bytes:
-            # encrypt_segment keeps a segment's own sidx consistent with the grown fragments
-            return enc.encrypt_segment(data, segment_index=index, clear=clear)
-
-        return run
+            assert self._aes_iv is not None
+            return _Aes128Segment(self._aes_key, self._aes_iv)
+        assert self._enc is not None
+        return _Mp4Segment(self._enc, index, clear)
 
 
 class TsContext:
@@ -243,5 +282,4 @@ class TsContext:
             return None
         if self._sae is not None:
             return self._sae.encrypt_segment
-        key, iv = self._key, self._iv
-        return lambda data: encrypt_aes128(data, key, iv)
+        return _Aes128Segment(self._key, self._iv)

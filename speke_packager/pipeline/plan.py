@@ -2,25 +2,51 @@
 
 Manifest jobs register pieces (an init section, a media segment, a byte range); a piece
 registered twice (CMAF segments shared by HLS and DASH) is encrypted once. :func:`execute` runs
-the transforms on a thread pool (the cipher calls release the GIL) with a bounded window, writes
-the results in order from the calling thread, and records where each piece landed, so manifests
-can point at the new byte ranges. Bytes between registered ranges are copied verbatim.
+the pieces with a bounded window and records where each piece landed, so manifests can point at
+the new byte ranges. Bytes between registered ranges are copied verbatim.
+
+With ``jobs > 1`` the pieces run in forked worker processes (cbcs and SAMPLE-AES hold the GIL
+for much of their work, so threads would use about one core). Each worker reads its input
+piece, transforms it and writes the result itself: a whole-file piece straight to its output
+file, a byte range to a scratch file that the calling process appends to the output in order
+(``sendfile``, in the kernel). Only small metadata crosses the process boundary, never segment
+bytes. ``jobs == 1`` (or no ``fork``) runs the same code on one thread of this process.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import multiprocessing
 import os
+import pickle
+import shutil
+import signal
+import tempfile
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol, runtime_checkable
 
-from ..errors import ManifestError, OutputError
+from ..errors import ManifestError, MediaError, OutputError, SpekePackagerError
 
 Transform = Callable[[bytes], bytes]
+Part = bytes | bytearray | memoryview
+
+
+@runtime_checkable
+class PartsTransform(Protocol):
+    """A transform that can also work on a reused, writable input buffer and hand back the
+    output as consecutive parts (written with ``os.writev``, never joined)."""
+
+    def __call__(self, data: bytes) -> bytes: ...
+
+    def parts(self, buf: memoryview) -> Sequence[Part]:
+        """The output for the input bytes in ``buf``; ``buf`` belongs to the caller and may be
+        changed in place; the parts may reference it and are written before it is reused."""
+        ...
 # A piece whose bytes depend on where the other pieces of its file landed (a sidx box); it must
 # keep its size. Called with {input offset: (output offset, output length)} of that file.
 LateTransform = Callable[[bytes, dict[int, tuple[int, int]]], bytes]
@@ -109,54 +135,230 @@ class Plan:
         return self.placed[(rel, offset, length)]
 
 
-def _work(plan: Plan, piece: Piece) -> tuple[int, bytes]:
-    data = plan.read(piece.rel, piece.offset, piece.length)
-    return len(data), (piece.transform(data) if piece.transform is not None else data)
+# ---- one piece, in a worker process or thread ------------------------------------------------
+
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
-def _gap_copy(src: Path, start: int, end: int | None, out: BinaryIO) -> int:
-    """Copy input bytes [start, end) of ``src`` to ``out``; returns the count."""
-    n = 0
-    with src.open("rb") as fh:
-        fh.seek(start)
-        while end is None or start + n < end:
-            want = 1 << 20 if end is None else min(1 << 20, end - start - n)
-            chunk = fh.read(want)
-            if not chunk:
+class ReusableBuffer(threading.local):
+    """The reused input buffer of one worker (process or thread): RSS stays flat."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(0)
+
+    def view(self, n: int) -> memoryview:
+        if len(self.buf) < n:
+            # a new buffer (not a resize: parts of the last piece may still hold views)
+            self.buf = bytearray(max(n, len(self.buf) * 5 // 4, 1 << 20))
+        return memoryview(self.buf)[:n]
+
+
+_BUFFERS = ReusableBuffer()
+
+
+def _write_all(fd: int, parts: Sequence[Part], what: str) -> int:
+    """Write every part to ``fd`` with as few ``writev`` calls as possible; returns the count."""
+    views: deque[memoryview] = deque(m for m in (memoryview(p).cast("B") for p in parts)
+                                     if len(m))
+    total = 0
+    try:
+        while views:
+            batch = [views[i] for i in range(min(len(views), _IOV_MAX))]
+            n = os.writev(fd, batch)
+            total += n
+            while views and n >= len(views[0]):
+                n -= len(views.popleft())
+            if n:
+                views[0] = views[0][n:]
+    except OSError as exc:
+        raise OutputError(f"cannot write {what}: {exc.strerror or exc}") from exc
+    return total
+
+
+def _copy_range(src_fd: int, dst_fd: int, start: int, count: int, what: str) -> int:
+    """Copy ``count`` bytes of ``src_fd`` from ``start`` to the position of ``dst_fd`` (kernel
+    copy); returns the count actually copied (short at the end of the source)."""
+    done = 0
+    try:
+        while done < count:
+            n = os.sendfile(dst_fd, src_fd, start + done, min(count - done, 1 << 30))
+            if n == 0:
                 break
-            out.write(chunk)
-            n += len(chunk)
-    return n
+            done += n
+    except OSError as exc:
+        raise OutputError(f"cannot write {what}: {exc.strerror or exc}") from exc
+    return done
+
+
+def _open_input(plan: Plan, piece: Piece, what: str = "segment") -> tuple[int, int, int]:
+    """(fd, start, length) of a piece's input bytes, checked against the file's size."""
+    rel = piece.rel
+    try:
+        fd = os.open(plan.source(rel), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ManifestError(f"{what} {rel} is missing") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{what} {rel} is a folder, not a file") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {what} {rel}: {exc.strerror or exc}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if piece.offset is None:
+            return fd, 0, size
+        length = piece.length if piece.length is not None else max(0, size - piece.offset)
+        if piece.offset > size or piece.offset + length > size:
+            raise ManifestError(f"{what} {rel}: byte range {length}@{piece.offset} runs past "
+                                f"the end of the file ({size} bytes)")
+        return fd, piece.offset, length
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_exact(fd: int, start: int, buf: memoryview, rel: str) -> None:
+    got = 0
+    try:
+        while got < len(buf):
+            n = os.preadv(fd, [buf[got:]], start + got)
+            if n == 0:
+                raise ManifestError(f"segment {rel} became shorter while it was read")
+            got += n
+    except OSError as exc:
+        raise ManifestError(f"cannot read segment {rel}: {exc.strerror or exc}") from None
+
+
+def _create(target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def _run_piece(plan: Plan, piece: Piece, target: Path) -> tuple[int, int]:
+    """Read, transform and write one piece to ``target``; returns (bytes in, bytes out)."""
+    in_fd, start, length = _open_input(plan, piece)
+    try:
+        out_fd = _create(target)
+        try:
+            what = str(target)
+            t = piece.transform
+            if t is None:
+                n = _copy_range(in_fd, out_fd, start, length, what)
+                if n != length:
+                    raise ManifestError(f"segment {piece.rel} became shorter while it was read")
+                return length, n
+            if isinstance(t, PartsTransform):
+                buf = _BUFFERS.view(length)
+                _read_exact(in_fd, start, buf, piece.rel)
+                return length, _write_all(out_fd, t.parts(buf), what)
+            data = os.pread(in_fd, length, start)
+            if len(data) != length:
+                raise ManifestError(f"segment {piece.rel} became shorter while it was read")
+            return length, _write_all(out_fd, [t(data)], what)
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(in_fd)
+
+
+@dataclass(slots=True)
+class _Run:
+    """What a worker needs: inherited by forked workers through :data:`_RUNS`."""
+
+    plan: Plan
+    order: list[Piece]
+    out_root: Path
+    scratch: Path
+
+    def target(self, i: int) -> Path:
+        p = self.order[i]
+        return self.out_root / p.rel if p.offset is None else self.scratch / str(i)
+
+    def run(self, i: int) -> tuple[int, int]:
+        return _run_piece(self.plan, self.order[i], self.target(i))
+
+
+_RUNS: dict[int, _Run] = {}  # token -> run; set before the pool forks its workers
+_TOKENS = itertools.count()
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and waits for us)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _proc_piece(token: int, i: int) -> tuple[int, int]:
+    try:
+        return _RUNS[token].run(i)
+    except SpekePackagerError as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own object, just pickled)
+        except Exception:  # an error class that cannot cross the process boundary
+            raise MediaError(str(exc)) from None
+        raise
+
+
+def _executor(run: _Run, token: int, jobs: int, total: int
+              ) -> tuple[cf.Executor, Callable[[int], cf.Future[tuple[int, int]]]]:
+    workers = max(1, min(jobs, total))
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        pool = cf.ProcessPoolExecutor(max_workers=workers,
+                                      mp_context=multiprocessing.get_context("fork"),
+                                      initializer=_worker_init)
+        return pool, lambda i: pool.submit(_proc_piece, token, i)
+    threads = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encrypt")
+    return threads, lambda i: threads.submit(run.run, i)
+
+
+# ---- the calling process: order, gaps, placement -------------------------------------------
+
+def _gap_copy(src: Path, start: int, end: int | None, out_fd: int, what: str) -> int:
+    """Copy input bytes [start, end) of ``src`` to ``out_fd``; returns the count."""
+    with src.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        stop = size if end is None else min(end, size)
+        return _copy_range(fh.fileno(), out_fd, start, max(0, stop - start), what)
 
 
 def execute(plan: Plan, out_root: Path, *, jobs: int,
             progress: Callable[[int, int], None] | None = None) -> None:
-    """Run every piece's transform and write all output files below ``out_root``."""
+    """Run every piece's transform and write all output files below ``out_root``.
+
+    ``jobs``: pieces in flight at once (worker processes when above 1). The output does not
+    depend on ``jobs``. An error or Ctrl-C waits for the running pieces, then propagates."""
     files = plan.files()
     order: list[Piece] = [p for rel in sorted(files) for p in files[rel]]
     total = len(order)
     done = 0
     window = max(2, jobs * 3)
-    executor = cf.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="encrypt")
-    pending: deque[tuple[Piece, cf.Future[tuple[int, bytes]]]] = deque()
-    it: Iterator[Piece] = iter(order)
-    current: tuple[str, BinaryIO, int, int] | None = None  # rel, handle, out pos, in pos
+    scratch = Path(tempfile.mkdtemp(prefix=".speke-pieces-", dir=out_root))
+    run = _Run(plan, order, out_root, scratch)
+    token = next(_TOKENS)
+    _RUNS[token] = run
+    executor: cf.Executor | None = None
+    pending: deque[tuple[int, cf.Future[tuple[int, int]]]] = deque()
+    it: Iterator[int] = iter(range(total))
+    current: tuple[str, int, int, int] | None = None  # rel, fd, out pos, in pos
     late: list[tuple[Piece, int]] = []
     try:
+        executor, submit = _executor(run, token, jobs, total)
+
         def refill() -> None:
             while len(pending) < window:
-                p = next(it, None)
-                if p is None:
+                i = next(it, None)
+                if i is None:
                     return
-                pending.append((p, executor.submit(_work, plan, p)))
+                pending.append((i, submit(i)))
 
         def close_current() -> None:
             nonlocal current
             if current is None:
                 return
-            rel, fh, pos, in_pos = current
+            rel, fd, pos, in_pos = current
+            what = str(out_root / rel)
             if files[rel][0].offset is not None:  # ranges: copy the tail after the last range
-                pos += _gap_copy(plan.source(rel), in_pos, None, fh)
+                pos += _gap_copy(plan.source(rel), in_pos, None, fd, what)
             spans = {p.offset: plan.placed[p.key] for p in files[rel]
                      if p.offset is not None}
             for p, at in late:
@@ -165,49 +367,55 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
                 new = p.late(body, spans)
                 if len(new) != len(body):
                     raise OutputError(f"{rel}: rewritten index changed size")
-                fh.seek(at)
-                fh.write(new)
-                fh.seek(0, os.SEEK_END)
+                try:
+                    os.pwrite(fd, new, at)
+                except OSError as exc:
+                    raise OutputError(f"cannot write {what}: {exc.strerror or exc}") from exc
             late.clear()
-            fh.close()
-            plan.bytes_out += pos
             current = None
+            os.close(fd)
+            plan.bytes_out += pos
 
         refill()
         while pending:
-            piece, fut = pending.popleft()
-            n_in, data = fut.result()
+            i, fut = pending.popleft()
+            n_in, n_out = fut.result()
             refill()
-            if current is None or current[0] != piece.rel:
-                close_current()
-                target = out_root / piece.rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    new_fh: BinaryIO = target.open("xb")
-                except OSError as exc:
-                    raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
-                current = (piece.rel, new_fh, 0, 0)
-            rel, fh, pos, in_pos = current
-            if piece.offset is not None and piece.offset > in_pos:
-                pos += _gap_copy(plan.source(rel), in_pos, piece.offset, fh)
-            if piece.late is not None:
-                late.append((piece, pos))
-            try:
-                fh.write(data)
-            except OSError as exc:
-                raise OutputError(f"cannot write {out_root / rel}: {exc.strerror or exc}") from exc
-            plan.placed[piece.key] = (pos, len(data))
+            piece = order[i]
             plan.bytes_in += n_in
-            pos += len(data)
-            in_pos = (piece.offset + (piece.length or 0)) if piece.offset is not None else 0
-            current = (rel, fh, pos, in_pos)
+            if piece.offset is None:  # the worker wrote the whole file
+                close_current()
+                plan.placed[piece.key] = (0, n_out)
+                plan.bytes_out += n_out
+            else:
+                if current is None or current[0] != piece.rel:
+                    close_current()
+                    current = (piece.rel, _create(out_root / piece.rel), 0, 0)
+                rel, fd, pos, in_pos = current
+                what = str(out_root / rel)
+                if piece.offset > in_pos:
+                    pos += _gap_copy(plan.source(rel), in_pos, piece.offset, fd, what)
+                if piece.late is not None:
+                    late.append((piece, pos))
+                part = run.target(i)
+                with part.open("rb") as fh:
+                    if _copy_range(fh.fileno(), fd, 0, n_out, what) != n_out:
+                        raise OutputError(f"{what}: a scratch piece is shorter than written")
+                part.unlink()
+                plan.placed[piece.key] = (pos, n_out)
+                pos += n_out
+                in_pos = piece.offset + (piece.length or 0)
+                current = (rel, fd, pos, in_pos)
             done += 1
             if progress is not None:
                 progress(done, total)
         close_current()
     finally:
         if current is not None:
-            current[1].close()
+            os.close(current[1])
         for _, f in pending:
             f.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        _RUNS.pop(token, None)
+        shutil.rmtree(scratch, ignore_errors=True)

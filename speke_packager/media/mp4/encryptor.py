@@ -186,6 +186,16 @@ class Mp4Encryptor:
         return self._rewrite(data, segment_index=segment_index, clear=clear, keys=keys,
                              pssh=pssh).result()
 
+    def encrypt_segment_parts(self, data: bytes | bytearray | memoryview, *,
+                              segment_index: int, clear: bool = False, in_place: bool = False
+                              ) -> list[bytes | bytearray | memoryview]:
+        """:meth:`encrypt_segment` as consecutive pieces, not joined (write them with
+        ``writelines`` or ``os.writev``). ``in_place``: the samples are encrypted inside ``data``
+        (a writable buffer owned by the caller), so the pieces are mostly slices of it: write
+        them before changing or reusing ``data``."""
+        return self._rewrite(data, segment_index=segment_index, clear=clear,
+                             in_place=in_place).parts()
+
     def _rewrite(self, data: bytes | bytearray | memoryview, *, segment_index: int,
                  clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
                  pssh: Sequence[bytes] = (), in_place: bool = False) -> SegmentRewriter:

@@ -1,0 +1,172 @@
+"""encrypt-vod in worker processes: same bytes as one thread, the parts path equals the joined
+path, errors cross the process boundary typed, nothing is left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from speke_packager.constants import Scheme
+from speke_packager.errors import KeyServerHTTPError, MediaError, Mp4FormatError
+from speke_packager.pipeline.contexts import KeyChoice, Mp4Context
+from speke_packager.pipeline.options import VodOptions
+from speke_packager.pipeline.plan import PartsTransform, Piece, Plan, execute
+from speke_packager.pipeline.rawkeys import raw_keyset
+from speke_packager.pipeline.vod import encrypt_vod
+
+from .conftest import IV, KEYSPEC, WRONG, frames
+
+
+def _fixed_ivs() -> Callable[[int], bytes]:
+    counter = itertools.count(1)
+    return lambda n: hashlib.sha256(str(next(counter)).encode()).digest()[:n]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize(("kind", "scheme"), [
+    ("dash-number", Scheme.CENC), ("hls-fmp4", Scheme.CBCS), ("hls-ts", Scheme.SAMPLE_AES),
+    ("hls-ts-byterange", Scheme.AES_128), ("hls-fmp4-byterange", Scheme.CBCS),
+    ("dash-list-ranges", Scheme.CENC),
+])
+def test_processes_write_the_same_bytes_as_one_thread(packages, tmp_path: Path, kind: str,
+                                                      scheme: Scheme) -> None:
+    trees = []
+    for jobs in (1, 2):
+        out = tmp_path / f"j{jobs}"
+        encrypt_vod(VodOptions(input=packages(kind), output=out, scheme=scheme, jobs=jobs,
+                               key_uri="k.bin", iv_source=_fixed_ivs()),
+                    raw_keyset([KEYSPEC], scheme))
+        trees.append(_tree(out))
+        assert not [p for p in out.rglob(".speke-pieces*")]  # scratch files are gone
+    assert trees[0] == trees[1]
+    assert len(trees[0]) >= 2  # a manifest and at least one media file
+
+
+def test_process_output_decrypts_to_the_source_frames(packages, tmp_path: Path) -> None:
+    src = packages("hls-ts-byterange")
+    out = tmp_path / "out"
+    encrypt_vod(VodOptions(input=src, output=out, scheme=Scheme.AES_128, jobs=2,
+                           key_uri="k.bin", iv=IV), raw_keyset([KEYSPEC], Scheme.AES_128))
+    key = bytes.fromhex(KEYSPEC.split(":")[1])
+    (out / "k.bin").write_bytes(key)
+    clear = frames(src, "v:0", hls=True)
+    assert clear
+    assert frames(out / "index.m3u8", "v:0", hls=True) == clear
+    (out / "k.bin").write_bytes(WRONG)  # negative control
+    assert frames(out / "index.m3u8", "v:0", hls=True) != clear
+
+
+@pytest.mark.parametrize("scheme", [Scheme.CENC, Scheme.CBCS, Scheme.AES_128])
+def test_parts_path_equals_joined_path(packages, scheme: Scheme) -> None:
+    root = packages("hls-fmp4").parent
+    choice = KeyChoice(keyset=raw_keyset([KEYSPEC], scheme), scheme=scheme, explicit_iv=IV,
+                       iv_source=_fixed_ivs())
+    ctx = Mp4Context((root / "init.mp4").read_bytes(), choice, what="init.mp4")
+    segs = sorted(root.glob("seg_*.m4s"))
+    assert segs
+    for i, seg in enumerate(segs[:3]):
+        data = seg.read_bytes()
+        t = ctx.segment_transform(i, clear=False)
+        assert isinstance(t, PartsTransform)
+        buf = bytearray(data)
+        joined = b"".join(bytes(p) for p in t.parts(memoryview(buf)))
+        assert joined == t(data)
+        assert joined != data
+
+
+# ---- execute() with plug-in transforms (module level: they run in forked workers) ---------
+
+def _reverse_and_note(data: bytes) -> bytes:
+    note = os.environ["SPEKE_TEST_PID_DIR"]
+    Path(note, str(os.getpid())).touch()
+    return data[::-1] + b"!"
+
+
+def _bad_box(data: bytes) -> bytes:
+    raise Mp4FormatError("truncated moof", box_path="moof/traf")
+
+
+def _unpicklable(data: bytes) -> bytes:
+    raise KeyServerHTTPError("odd", status=500)
+
+
+def _files(root: Path) -> None:
+    (root / "a").mkdir(parents=True)
+    for i in range(6):
+        (root / "a" / f"s{i}.bin").write_bytes(bytes([i]) * (1000 + i))
+    (root / "single.bin").write_bytes(bytes(range(256)) * 40)
+
+
+def _plan(root: Path, transform: Callable[[bytes], bytes]) -> Plan:
+    plan = Plan(root)
+    for i in range(6):
+        plan.add(Piece(f"a/s{i}.bin", None, None, transform, clear=False))
+    plan.add(Piece("single.bin", 100, 1000, transform, clear=False))
+    plan.add(Piece("single.bin", 3000, 500, None))
+    plan.add(Piece("single.bin", 5000, 2000, transform, clear=False))
+    return plan
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_execute_places_pieces_and_uses_processes(tmp_path: Path, monkeypatch, jobs: int
+                                                  ) -> None:
+    src, out, pids = tmp_path / "in", tmp_path / "out", tmp_path / "pids"
+    _files(src)
+    out.mkdir()
+    pids.mkdir()
+    monkeypatch.setenv("SPEKE_TEST_PID_DIR", str(pids))
+    plan = _plan(src, _reverse_and_note)
+    execute(plan, out, jobs=jobs)
+    for i in range(6):
+        body = (src / "a" / f"s{i}.bin").read_bytes()
+        assert (out / "a" / f"s{i}.bin").read_bytes() == body[::-1] + b"!"
+    s = (src / "single.bin").read_bytes()
+    want = (s[:100] + s[100:1100][::-1] + b"!" + s[1100:3000] + s[3000:3500] + s[3500:5000]
+            + s[5000:7000][::-1] + b"!" + s[7000:])
+    assert (out / "single.bin").read_bytes() == want
+    assert plan.new_range("single.bin", 100, 1000) == (100, 1001)
+    assert plan.new_range("single.bin", 3000, 500) == (3001, 500)
+    assert plan.new_range("single.bin", 5000, 2000) == (5001, 2001)
+    assert sorted(p.name for p in out.iterdir()) == ["a", "single.bin"]
+    seen = {int(p.name) for p in pids.iterdir()}
+    if jobs == 1:
+        assert seen == {os.getpid()}
+    else:
+        assert os.getpid() not in seen and seen
+
+
+@pytest.mark.parametrize(("transform", "error", "text"), [
+    (_bad_box, Mp4FormatError, "truncated moof"),
+    (_unpicklable, MediaError, "odd"),
+])
+def test_worker_errors_arrive_typed(tmp_path: Path, transform: Callable[[bytes], bytes],
+                                    error: type[Exception], text: str) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    _files(src)
+    out.mkdir()
+    with pytest.raises(error, match=text) as info:
+        execute(_plan(src, transform), out, jobs=2)
+    assert isinstance(info.value, MediaError)
+    assert not [p for p in out.rglob(".speke-pieces*")]
+
+
+def test_missing_segment_is_a_manifest_error_from_a_worker(tmp_path: Path) -> None:
+    from speke_packager.errors import ManifestError
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _files(src)
+    out.mkdir()
+    plan = _plan(src, _bad_box)
+    plan.add(Piece("a/gone.bin", None, None, None))
+    (src / "a" / "s0.bin").unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        execute(plan, out, jobs=2)
