@@ -26,7 +26,7 @@ def _framemd5(path: Path, extra: tuple[str, ...] = ()) -> list[str] | None:
                          capture_output=True, check=False, timeout=300)
     if res.returncode != 0:
         return None
-    lines = [ln.split(",")[-1].strip() for ln in res.stdout.decode().splitlines()
+    lines = [ln.split(",")[5].strip() for ln in res.stdout.decode().splitlines()
              if ln and not ln.startswith("#")]
     return lines or None
 

@@ -66,7 +66,8 @@ def frame_hashes(input_args: Sequence[str], stream: str, *, secrets: Sequence[by
         cmd += ["-c", "copy"]
     cmd += ["-f", "framemd5", "-"]
     out = _run(cmd, secrets, what)
-    return [ln.rsplit(",", 1)[-1].strip() for ln in out.decode().splitlines()
+    # stream, dts, pts, duration, size, hash[, side data]: the frame/packet hash is column 5
+    return [ln.split(",")[5].strip() for ln in out.decode().splitlines()
             if ln and not ln.startswith("#")]
 
 

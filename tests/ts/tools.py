@@ -66,7 +66,8 @@ def hls_frames(playlist: Path, stream: str, *, decode: bool = True) -> list[str]
     res = subprocess.run(cmd, capture_output=True, check=False, cwd=playlist.parent)
     if res.returncode != 0:
         return []
-    return [ln.split(",")[-1].strip() for ln in res.stdout.decode().splitlines()
+    # stream, dts, pts, duration, size, hash[, side data]: the packet/frame hash is column 5
+    return [ln.split(",")[5].strip() for ln in res.stdout.decode().splitlines()
             if ln and not ln.startswith("#")]
 
 
