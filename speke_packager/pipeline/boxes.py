@@ -146,31 +146,3 @@ def boxes_in(data: bytes | memoryview) -> list[Box]:
         out.append(Box(bytes(typ), pos, size))
         pos += size
     return out
-
-
-def _fragment_starts(boxes: list[Box]) -> list[int]:
-    starts: list[int] = []
-    for i, b in enumerate(boxes):
-        if b.type == b"moof":
-            j = i
-            while j > 0 and boxes[j - 1].type in _FRAGMENT_LEADERS:
-                j -= 1
-            starts.append(boxes[j].offset)
-    return starts
-
-
-def fix_segment_sidx(clear: bytes, encrypted: bytes) -> bytes:
-    """Recompute the sizes in a sidx inside a media segment after its fragments grew."""
-    before = boxes_in(clear)
-    sidx = next((b for b in before if b.type == b"sidx"), None)
-    if sidx is None:
-        return encrypted
-    after = boxes_in(encrypted)
-    sidx_out = next((b for b in after if b.type == b"sidx"), None)
-    s_in, s_out = _fragment_starts(before), _fragment_starts(after)
-    if sidx_out is None or sidx_out.size != sidx.size or len(s_in) != len(s_out):
-        raise Mp4FormatError("segment layout changed around its sidx", box_path="sidx")
-    ends_out = [*s_out[1:], len(encrypted)]
-    spans = {i: (o, e - o) for i, o, e in zip(s_in, s_out, ends_out, strict=True)}
-    new = rewrite_sidx(clear[sidx.offset:sidx.end], sidx.offset, sidx_out.offset, spans)
-    return encrypted[:sidx_out.offset] + new + encrypted[sidx_out.end:]

@@ -52,7 +52,6 @@ from ..media.aes128 import encrypt_aes128
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
 from ..model import KeyEntry, KeyPeriod, KeySet, TrackInfo
-from .boxes import fix_segment_sidx
 from .contexts import HLS_DRMS
 from .rotation import RotationSchedule
 
@@ -498,8 +497,6 @@ class LiveSession:
             pssh = tuple(_pssh_boxes(entry)) if self.moof_pssh else ()
             out = enc.encrypt_segment(data, segment_index=sequence,
                                       keys={t.track_id: key for t in r.tracks}, pssh=pssh)
-            if b"sidx" in data[:4096]:
-                out = fix_segment_sidx(data, out)
         elif sae is not None:
             out = sae.encrypt_segment(data)
         else:
