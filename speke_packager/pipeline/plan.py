@@ -22,6 +22,7 @@ import os
 import pickle
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections import deque
@@ -202,9 +203,10 @@ def _open_input(plan: Plan, piece: Piece, what: str = "segment") -> tuple[int, i
     except OSError as exc:
         raise ManifestError(f"cannot read {what} {rel}: {exc.strerror or exc}") from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         if piece.offset is None:
-            return fd, 0, size
+            return fd, 0, size if stat.S_ISREG(st.st_mode) else -1  # -1: read until EOF
         length = piece.length if piece.length is not None else max(0, size - piece.offset)
         if piece.offset > size or piece.offset + length > size:
             raise ManifestError(f"{what} {rel}: byte range {length}@{piece.offset} runs past "
@@ -227,6 +229,16 @@ def _read_exact(fd: int, start: int, buf: memoryview, rel: str) -> None:
         raise ManifestError(f"cannot read segment {rel}: {exc.strerror or exc}") from None
 
 
+def _read_to_eof(fd: int, rel: str) -> bytes:
+    chunks: list[bytes] = []
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise ManifestError(f"cannot read segment {rel}: {exc.strerror or exc}") from None
+    return b"".join(chunks)
+
+
 def _create(target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -243,6 +255,10 @@ def _run_piece(plan: Plan, piece: Piece, target: Path) -> tuple[int, int]:
         try:
             what = str(target)
             t = piece.transform
+            if length < 0:  # not a regular file (a pipe): its size is known at EOF only
+                data = _read_to_eof(in_fd, piece.rel)
+                out = data if t is None else t(data)
+                return len(data), _write_all(out_fd, [out], what)
             if t is None:
                 n = _copy_range(in_fd, out_fd, start, length, what)
                 if n != length:

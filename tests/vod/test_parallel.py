@@ -170,3 +170,47 @@ def test_missing_segment_is_a_manifest_error_from_a_worker(tmp_path: Path) -> No
     (src / "a" / "s0.bin").unlink()
     with pytest.raises(ManifestError, match="missing"):
         execute(plan, out, jobs=2)
+
+
+# ---- Ctrl-C with worker processes ------------------------------------------------------------
+
+def test_sigint_with_worker_processes_leaves_no_output(packages, tmp_path: Path) -> None:
+    import errno
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(packages("hls-ts").parent, pkg)
+    fifo = pkg / "seg_001.ts"  # a worker blocks opening it: encryption is under way
+    fifo.unlink()
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-vod",
+                             str(pkg / "index.m3u8"), "-o", str(out), "--scheme", "sample-aes",
+                             "--key", KEYSPEC, "--key-uri", "https://k/key", "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fd = -1
+    try:
+        deadline = time.monotonic() + 60
+        while fd < 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never reached the second segment"
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    finally:
+        if fd >= 0:
+            os.close(fd)  # the blocked worker sees EOF and returns
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"Traceback" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no partial folder left
