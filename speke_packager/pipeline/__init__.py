@@ -6,11 +6,28 @@
 
 from __future__ import annotations
 
-from .live import LivePlaylist, LiveSegment, LiveSession, PeriodKeySource, SpekeKeySource
+from typing import TYPE_CHECKING, Any
+
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .rawkeys import parse_raw_key, raw_keyset
 from .rotation import RotationSchedule
 from .vod import encrypt_vod
+
+if TYPE_CHECKING:
+    from .live import LivePlaylist, LiveSegment, LiveSession, PeriodKeySource, SpekeKeySource
+
+_LIVE = ("LivePlaylist", "LiveSegment", "LiveSession", "PeriodKeySource", "SpekeKeySource")
+
+
+def __getattr__(name: str) -> Any:
+    """The live API is imported on first use: it pulls in the SPEKE client (requests), which
+    encrypt-vod with raw keys never needs."""
+    if name in _LIVE:
+        from . import live
+
+        return getattr(live, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "KeySource",
