@@ -14,9 +14,9 @@ Keys and IVs are raw 16-byte values; nothing here logs or reports them.
 
 from __future__ import annotations
 
-import threading
 from typing import BinaryIO
 
+from .._io import ThreadScratch
 from ..crypto import aes_cbc_encryptor
 from ..errors import UsageError
 
@@ -56,21 +56,8 @@ def iv_from_sequence(media_sequence: int) -> bytes:
     return media_sequence.to_bytes(_BLOCK, "big")
 
 
-_SCRATCH = threading.local()
-_SCRATCH_MAX = 32 << 20  # segments up to this size reuse one per-thread work buffer
-
-
-def _scratch(size: int) -> bytearray:
-    """A work buffer of at least ``size`` bytes: one kept per thread for segment-sized work
-    (fresh memory costs a page fault per 4 KiB, about as much as the cipher itself), a new one
-    for anything larger."""
-    if size > _SCRATCH_MAX:
-        return bytearray(size)
-    buf: bytearray | None = getattr(_SCRATCH, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = bytearray(max(size, 1 << 20))
-        _SCRATCH.buf = buf
-    return buf
+# segments up to this size reuse one per-thread work buffer
+_SCRATCH = ThreadScratch(cap=32 << 20)
 
 
 def encrypt_aes128(data: bytes | bytearray | memoryview, key: bytes, iv: bytes) -> bytes:
@@ -83,7 +70,7 @@ def encrypt_aes128(data: bytes | bytearray | memoryview, key: bytes, iv: bytes) 
     mv = memoryview(data).cast("B")
     n = len(mv)
     full = n - n % _BLOCK
-    work = _scratch(full + 2 * _BLOCK - 1)
+    work = _SCRATCH.get(full + 2 * _BLOCK - 1)
     with memoryview(work) as ov:
         _encrypt_into(mv, ov, key, iv)
         return bytes(ov[: full + _BLOCK])

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from .._io import ThreadScratch
 from ..constants import W3C_COMMON, DrmSystem, Scheme
 from ..drm.pssh import build_pssh
 from ..errors import UnsupportedMediaError, UsageError
@@ -16,7 +17,7 @@ from ..media.aes128 import encrypt_aes128, encrypt_aes128_into
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
 from ..model import ContentKey, KeyEntry, KeySet, TrackInfo, TrackKind
-from .plan import Part, ReusableBuffer, Transform
+from .plan import Part, Transform
 
 # DRM systems each scheme can be signalled with (media-encryption.md §8).
 HLS_DRMS: dict[Scheme, frozenset[DrmSystem]] = {
@@ -127,7 +128,7 @@ class _Aes128Segment:
     per-worker output buffer. The repr names no key."""
 
     __slots__ = ("_iv", "_key")
-    _out = ReusableBuffer()
+    _out = ThreadScratch()
 
     def __init__(self, key: bytes, iv: bytes) -> None:
         self._key = key

@@ -24,13 +24,13 @@ import shutil
 import signal
 import stat
 import tempfile
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .._io import ThreadScratch
 from ..errors import ManifestError, MediaError, OutputError, SpekePackagerError
 
 Transform = Callable[[bytes], bytes]
@@ -141,20 +141,7 @@ class Plan:
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
-class ReusableBuffer(threading.local):
-    """The reused input buffer of one worker (process or thread): RSS stays flat."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray(0)
-
-    def view(self, n: int) -> memoryview:
-        if len(self.buf) < n:
-            # a new buffer (not a resize: parts of the last piece may still hold views)
-            self.buf = bytearray(max(n, len(self.buf) * 5 // 4, 1 << 20))
-        return memoryview(self.buf)[:n]
-
-
-_BUFFERS = ReusableBuffer()
+_BUFFERS = ThreadScratch()  # the reused input buffer of each worker
 
 
 def _write_all(fd: int, parts: Sequence[Part], what: str) -> int:

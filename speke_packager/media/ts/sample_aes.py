@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..._io import ThreadScratch
 from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
 from ..codecs.ac3 import parse_syncframe
 from .es_crypto import CbcMessages, crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_pes
@@ -105,20 +106,8 @@ def _check_key_iv(key: bytes, iv: bytes) -> None:
         raise UsageError("SAMPLE-AES IV must be 16 bytes")
 
 
-_SCRATCH = threading.local()
-_SCRATCH_MAX = 64 << 20  # segments up to this size reuse one per-thread work buffer
-
-
-def _scratch(size: int) -> bytearray:
-    """A work buffer of at least ``size`` bytes: one kept per thread for segment-sized work
-    (fresh memory costs a page fault per 4 KiB), a new one for anything larger."""
-    if size > _SCRATCH_MAX:
-        return bytearray(size)
-    buf: bytearray | None = getattr(_SCRATCH, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = bytearray(max(size, 1 << 20))
-        _SCRATCH.buf = buf
-    return buf
+# segments up to this size reuse one per-thread work buffer
+_SCRATCH = ThreadScratch(cap=64 << 20)
 
 
 def _plans(pmt: Pmt, *, encrypt: bool, strict: bool) -> list[_Plan]:
@@ -318,7 +307,7 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
         if encrypt:
             raise UnsupportedMediaError("no stream in the segment can be SAMPLE-AES encrypted")
         return table.data
-    work = _scratch(len(table.data))
+    work = _SCRATCH.get(len(table.data))
     work[: len(table.data)] = table.data
     out = memoryview(work)[: len(table.data)]
     splices: dict[int, bytes] = {}
