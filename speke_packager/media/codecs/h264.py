@@ -45,6 +45,8 @@ class Sps:
     delta_pic_order_always_zero: bool
     frame_mbs_only: bool
     pic_size_in_map_units: int
+    width: int = 0  # luma samples after the frame cropping window
+    height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +117,20 @@ def parse_sps(nal: bytes | memoryview) -> Sps:
     frame_mbs_only = r.flag()
     if sps_id > 31 or log2_max_frame_num > 16 or poc_type > 2:
         raise CodecError(f"H.264 SPS {sps_id}: values out of range")
+    if not frame_mbs_only:
+        r.skip(1)  # mb_adaptive_frame_field_flag
+    r.skip(1)  # direct_8x8_inference_flag
+    width, height = 16 * width_mbs, 16 * (2 - frame_mbs_only) * height_map_units
+    if r.flag():  # frame_cropping_flag (7.4.2.1.1: crop units from the chroma format)
+        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+        chroma = 0 if separate else chroma_format_idc
+        crop_x = 1 if chroma == 0 else (2 if chroma in (1, 2) else 1)
+        crop_y = (1 if chroma == 0 else (2 if chroma == 1 else 1)) * (2 - frame_mbs_only)
+        width -= crop_x * (left + right)
+        height -= crop_y * (top + bottom)
     return Sps(sps_id, 0 if separate else chroma_format_idc, separate, log2_max_frame_num,
                poc_type, log2_max_poc_lsb, always_zero, frame_mbs_only,
-               width_mbs * height_map_units)
+               width_mbs * height_map_units, width, height)
 
 
 def parse_pps(nal: bytes | memoryview) -> Pps:

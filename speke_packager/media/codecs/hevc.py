@@ -65,6 +65,8 @@ class HevcSps:
     num_long_term_ref_pics_sps: int
     lt_used_by_curr: tuple[bool, ...]
     temporal_mvp: bool
+    width: int = 0  # luma samples after the conformance window
+    height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +191,11 @@ def parse_sps(nal: bytes | memoryview) -> HevcSps:
         separate = r.flag()
     width = r.ue()
     height = r.ue()
-    if r.flag():
-        for _ in range(4):
-            r.ue()
+    shown_w, shown_h = width, height
+    if r.flag():  # conformance_window_flag (offsets in chroma sample units)
+        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+        shown_w -= (2 if chroma in (1, 2) else 1) * (left + right)
+        shown_h -= (2 if chroma == 1 else 1) * (top + bottom)
     r.ue()
     r.ue()
     log2_poc = r.ue() + 4
@@ -231,7 +235,7 @@ def parse_sps(nal: bytes | memoryview) -> HevcSps:
     ctb = 1 << log2_ctb
     ctbs = (-(-width // ctb)) * (-(-height // ctb))
     return HevcSps(sps_id, 0 if separate else chroma, separate, log2_poc, ctbs, sao, tuple(sets),
-                   lt_present, len(lt_used), tuple(lt_used), tmvp)
+                   lt_present, len(lt_used), tuple(lt_used), tmvp, shown_w, shown_h)
 
 
 def parse_pps(nal: bytes | memoryview) -> HevcPps:

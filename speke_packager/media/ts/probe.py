@@ -8,125 +8,16 @@ from __future__ import annotations
 
 import itertools
 
-from ...errors import CodecError
 from ...model import TrackInfo, TrackKind
+from ..codecs import h264, hevc
 from ..codecs.ac3 import parse_syncframe
 from ..codecs.adts import parse_adts_header
-from ..codecs.nal import iter_annexb, unescape_emulation
+from ..codecs.nal import iter_annexb
 from .packets import split_packets
 from .pes import PesUnit, collect_pes, pes_header_size
 from .psi import EsInfo, find_program, iter_descriptors
 
 __all__ = ["probe_ts"]
-
-_H264_HIGH = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
-
-
-class _Bits:
-    """Big-endian bit reader over an RBSP (probe only: a few hundred bits per stream)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._v = int.from_bytes(data, "big")
-        self._n = len(data) * 8
-        self._p = 0
-
-    def u(self, n: int) -> int:
-        if self._p + n > self._n:
-            raise CodecError("parameter set ends early")
-        self._p += n
-        return (self._v >> (self._n - self._p)) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise CodecError("invalid Exp-Golomb code in a parameter set")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-def _h264_size(nal: bytes) -> tuple[int, int]:
-    r = _Bits(unescape_emulation(nal[1:], strict_next=False))
-    profile = r.u(8)
-    r.u(16)
-    r.ue()
-    chroma = 1
-    if profile in _H264_HIGH:
-        chroma = r.ue()
-        if chroma == 3:
-            r.u(1)
-        r.ue()
-        r.ue()
-        r.u(1)
-        if r.u(1):
-            for i in range(8 if chroma != 3 else 12):
-                if r.u(1):
-                    last = nxt = 8
-                    for _ in range(16 if i < 6 else 64):
-                        if nxt:
-                            nxt = (last + r.se() + 256) % 256
-                        last = nxt or last
-    r.ue()
-    poc_type = r.ue()
-    if poc_type == 0:
-        r.ue()
-    elif poc_type == 1:
-        r.u(1)
-        r.se()
-        r.se()
-        for _ in range(r.ue()):
-            r.se()
-    r.ue()
-    r.u(1)
-    w_mbs = r.ue() + 1
-    h_units = r.ue() + 1
-    frame_mbs_only = r.u(1)
-    if not frame_mbs_only:
-        r.u(1)
-    r.u(1)
-    width, height = w_mbs * 16, (2 - frame_mbs_only) * h_units * 16
-    if r.u(1):
-        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
-        sub_w = 2 if chroma in (1, 2) else 1
-        sub_h = 2 if chroma == 1 else 1
-        cx = 1 if chroma == 0 else sub_w
-        cy = (1 if chroma == 0 else sub_h) * (2 - frame_mbs_only)
-        width -= cx * (left + right)
-        height -= cy * (top + bottom)
-    return width, height
-
-
-def _hevc_size(nal: bytes) -> tuple[int, int]:
-    r = _Bits(unescape_emulation(nal[2:], strict_next=False))
-    r.u(4)
-    max_sub = r.u(3)
-    r.u(1)
-    r.u(96)  # general profile/tier/level
-    flags = [(r.u(1), r.u(1)) for _ in range(max_sub)]
-    if max_sub:
-        r.u(2 * (8 - max_sub))
-    for prof, lev in flags:
-        if prof:
-            r.u(88)
-        if lev:
-            r.u(8)
-    r.ue()
-    chroma = r.ue()
-    if chroma == 3:
-        r.u(1)
-    width, height = r.ue(), r.ue()
-    if r.u(1):
-        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
-        sub_w = 2 if chroma in (1, 2) else 1
-        sub_h = 2 if chroma == 1 else 1
-        width -= sub_w * (left + right)
-        height -= sub_h * (top + bottom)
-    return width, height
-
 
 def _kind_codec(es: EsInfo) -> tuple[TrackKind, str]:
     t = es.stream_type
@@ -196,12 +87,14 @@ def probe_ts(data: bytes | memoryview) -> list[TrackInfo]:
             if codec == "avc1" and not width:
                 for s, e in iter_annexb(payload):
                     if payload[s] & 0x1F == 7:
-                        width, height = _h264_size(payload[s:e])
+                        sps = h264.parse_sps(payload[s:e])
+                        width, height = sps.width, sps.height
                         break
             elif codec == "hvc1" and not width:
                 for s, e in iter_annexb(payload):
                     if (payload[s] >> 1) & 0x3F == 33:
-                        width, height = _hevc_size(payload[s:e])
+                        hsps = hevc.parse_sps(payload[s:e])
+                        width, height = hsps.width, hsps.height
                         break
             elif codec == "mp4a" and payload:
                 channels = parse_adts_header(payload).channel_configuration
