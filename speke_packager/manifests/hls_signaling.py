@@ -143,17 +143,7 @@ def hls_keys(
     ``iv`` is written for every non-FairPlay tag except SAMPLE-AES-CTR; for cbcs it must be the
     tenc constant IV. ``drms`` limits the DRMs signalled (None: all the key carries). A key with no
     DRM signaling (raw keys) gets one identity tag for ``key_uri``."""
-    out: list[HlsKey] = []
-    signals = [s for s in entry.drm if drms is None or s.drm in drms]
-    for sig in signals:
-        if sig.hls_media:
-            out.extend(_with_iv(_check_method(parse_key_lines(sig.hls_media), scheme, sig.drm),
-                                scheme, iv))
-        else:
-            out.append(_built(sig, entry, scheme, iv, key_uri))
-    if not signals:
-        out.append(identity_key(scheme, iv=iv, key_uri=key_uri, kid=str(entry.kid)))
-    return out
+    return _keys(entry, scheme, iv, key_uri, drms, master=False)
 
 
 def hls_session_keys(
@@ -166,10 +156,15 @@ def hls_session_keys(
 ) -> list[HlsKey]:
     """``EXT-X-SESSION-KEY`` entries for ``entry``: the key server's master lines verbatim, else
     the same attributes as the media tags."""
+    return _keys(entry, scheme, iv, key_uri, drms, master=True)
+
+
+def _keys(entry: KeyEntry, scheme: Scheme, iv: bytes | None, key_uri: str | None,
+          drms: Sequence[DrmSystem] | None, *, master: bool) -> list[HlsKey]:
     out: list[HlsKey] = []
     signals = [s for s in entry.drm if drms is None or s.drm in drms]
     for sig in signals:
-        text = sig.hls_master or sig.hls_media
+        text = (sig.hls_master or sig.hls_media) if master else sig.hls_media
         if text:
             out.extend(_with_iv(_check_method(parse_key_lines(text), scheme, sig.drm), scheme,
                                 iv))
