@@ -7,7 +7,8 @@ from SPEKE signaling or raw keys), :mod:`.dash` (MPD segments and ContentProtect
 
 from __future__ import annotations
 
-from .dash import content_protections, parse_mpd, render_mpd, representation_segments
+from typing import TYPE_CHECKING, Any
+
 from .hls import (
     HlsKey,
     MediaPlaylist,
@@ -18,6 +19,21 @@ from .hls import (
     render_multivariant_playlist,
 )
 from .hls_signaling import hls_keys, hls_session_keys
+
+if TYPE_CHECKING:
+    from .dash import content_protections, parse_mpd, render_mpd, representation_segments
+
+_DASH = ("content_protections", "parse_mpd", "render_mpd", "representation_segments")
+
+
+def __getattr__(name: str) -> Any:
+    """The DASH names are imported on first use: they pull in lxml, which HLS jobs never
+    need."""
+    if name in _DASH:
+        from . import dash
+
+        return getattr(dash, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "HlsKey",

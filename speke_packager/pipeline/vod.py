@@ -19,7 +19,6 @@ from ..constants import Scheme
 from ..errors import UnsupportedMediaError, UsageError
 from ..model import KeySet
 from .contexts import KeyChoice
-from .dash_job import DashJob
 from .hls_job import Contexts, HlsJob
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Plan, execute
@@ -127,8 +126,11 @@ def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None
                        clear_lead=options.clear_lead > 0)
     contexts = Contexts(plan, choice)
     hls = HlsJob(plan, contexts, hls_rel, options.clear_lead) if hls_rel else None
-    dsh = (DashJob(plan, contexts, mpd_rel, options.clear_lead, options.clearkey_license_url)
-           if mpd_rel else None)
+    dsh = None
+    if mpd_rel:
+        from .dash_job import DashJob  # (lxml and the MPD writer: not needed for HLS)
+
+        dsh = DashJob(plan, contexts, mpd_rel, options.clear_lead, options.clearkey_license_url)
     for job in (hls, dsh):
         if job is not None:
             job.prepare()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from speke_packager.cli.vod_cmd import FORMAT_CHOICES
 from speke_packager.pipeline.options import OutputFormat
@@ -28,3 +30,26 @@ def test_build_parser_imports_no_heavy_module() -> None:
 
 def test_format_choices_match_the_option_enum() -> None:
     assert tuple(f.value for f in OutputFormat) == FORMAT_CHOICES
+
+
+def test_hls_job_never_imports_the_dash_writer(packages: Callable[[str], Path],
+                                                tmp_path: Path) -> None:
+    """An HLS package with raw keys runs without lxml, the MPD writer or the SPEKE client
+    (start-up time of every encrypt-vod run)."""
+    src = packages("hls-fmp4")
+    code = ("import sys, json; from speke_packager.cli import main; "
+            f"rc = main(['encrypt-vod', {str(src)!r}, '--output', {str(tmp_path / 'out')!r}, "
+            "'--scheme', 'cbcs', '--key-uri', 'https://127.0.0.1/k/{kid}', "
+            "'--key', '00112233445566778899aabbccddeeff:"
+            "0123456789abcdef0123456789abcdef', '--quiet']); "
+            "print(json.dumps([rc, sorted(sys.modules)]))")
+    p = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                       text=True)
+    import json
+
+    rc, loaded = json.loads(p.stdout.splitlines()[-1])
+    assert rc == 0, p.stderr
+    assert (tmp_path / "out" / src.name).exists()
+    unwanted = ("lxml", "requests", "botocore", "speke_packager.manifests.dash",
+                "speke_packager.pipeline.dash_job", "speke_packager.keys.client")
+    assert [m for m in loaded if any(m == u or m.startswith(u + ".") for u in unwanted)] == []
