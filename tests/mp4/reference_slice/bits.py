@@ -1,0 +1,114 @@
+"""A bit reader for codec headers (MSB first, Exp-Golomb), over a big integer, not per byte."""
+
+from __future__ import annotations
+
+from speke_packager.errors import CodecError
+
+__all__ = ["BitReader"]
+
+
+class BitReader:
+    """Read bits from ``data`` (already free of emulation-prevention bytes where relevant).
+
+    Running out of bits raises :class:`CodecError` naming ``what``."""
+
+    __slots__ = ("_nbits", "_val", "pos", "what")
+
+    def __init__(self, data: bytes | bytearray | memoryview, what: str = "header") -> None:
+        self._val = int.from_bytes(data, "big")
+        self._nbits = len(data) * 8
+        self.pos = 0
+        self.what = what
+
+    @property
+    def bits_left(self) -> int:
+        return self._nbits - self.pos
+
+    def _short(self) -> CodecError:
+        return CodecError(f"{self.what}: truncated after {self.pos} bits")
+
+    def u(self, n: int) -> int:
+        """``n`` bits as an unsigned integer."""
+        if n == 0:
+            return 0
+        end = self.pos + n
+        if end > self._nbits:
+            raise self._short()
+        self.pos = end
+        return (self._val >> (self._nbits - end)) & ((1 << n) - 1)
+
+    def flag(self) -> bool:
+        return self.u(1) == 1
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > self._nbits:
+            raise self._short()
+        self.pos += n
+
+    def ue(self) -> int:
+        """Unsigned Exp-Golomb (``ue(v)``); looks at the next 64 bits only (a code is at most
+        63 bits), so the cost does not grow with the length of the data."""
+        pos = self.pos
+        left = self._nbits - pos
+        if left <= 0:
+            raise self._short()
+        if left > 64:
+            chunk = (self._val >> (left - 64)) & 0xFFFFFFFFFFFFFFFF
+            width = 64
+        else:
+            chunk = self._val & ((1 << left) - 1)
+            width = left
+        if chunk == 0:
+            if width < 64 or self._val & ((1 << left) - 1) == 0:
+                raise self._short()
+            raise CodecError(f"{self.what}: Exp-Golomb code too long at bit {pos}")
+        zeros = width - chunk.bit_length()
+        if zeros > 31:
+            raise CodecError(f"{self.what}: Exp-Golomb code too long at bit {pos}")
+        n = 2 * zeros + 1
+        if n > width:
+            self.pos = pos + zeros
+            raise self._short()
+        self.pos = pos + n
+        return (chunk >> (width - n)) - 1
+
+    def se(self) -> int:
+        """Signed Exp-Golomb (``se(v)``)."""
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+    def byte_aligned(self) -> bool:
+        return self.pos % 8 == 0
+
+
+_EPB = b"\x00\x00\x03"
+
+
+def unescape_prefix(nal: bytes | bytearray | memoryview, limit: int) -> tuple[bytes, list[int]]:
+    """RBSP of the first ``limit`` escaped bytes of ``nal`` and the escaped positions of the
+    emulation-prevention bytes removed (every ``00 00 03``, as a decoder removes them)."""
+    raw = bytes(nal[:limit])
+    epbs: list[int] = []
+    pos = raw.find(_EPB)
+    if pos < 0:
+        return raw, epbs
+    parts: list[bytes] = []
+    last = 0
+    while pos >= 0:
+        epbs.append(pos + 2)
+        parts.append(raw[last:pos + 2])
+        last = pos + 3
+        pos = raw.find(_EPB, last)
+    parts.append(raw[last:])
+    return b"".join(parts), epbs
+
+
+def escaped_length(rbsp_len: int, epbs: list[int]) -> int:
+    """Escaped byte count covering the first ``rbsp_len`` RBSP bytes (EPBs inside included)."""
+    end = rbsp_len
+    for p in epbs:
+        if p < end:
+            end += 1
+        else:
+            break
+    return end

@@ -1,0 +1,192 @@
+"""Which bytes of a sample are protected: (codec, scheme) -> ``[(clear, protected), ...]``.
+
+Deciding the map is separate from encrypting it (media-encryption.md §5-§7):
+
+* H.264 / HEVC: per length-prefixed NAL unit. Non-VCL NAL units are clear and merge into the next
+  subsample's clear count. ``cenc``: clear = length + NAL header, protected = the rest rounded
+  down to 16 bytes (the 1-15 leftover joins the *leading* clear part). ``cbcs``: clear = length +
+  NAL header + slice header (parsed from SPS/PPS), protected = the rest, not rounded.
+* VP9: per frame of a superframe: uncompressed header clear, the rest protected rounded down to
+  16 bytes (leftover joins the clear part); the superframe index is clear.
+* Audio: ``None`` = whole sample (cenc) / whole blocks (cbcs), no subsamples.
+
+A :class:`SubsampleMapper` is immutable and picklable; :meth:`SubsampleMapper.session` returns
+the per-segment state (in-band parameter sets, VP9 reference sizes).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from speke_packager.constants import Scheme
+from speke_packager.errors import CodecError, UnsupportedMediaError
+from speke_packager.media.codecs import vp9
+
+from . import h264, hevc
+
+__all__ = ["CodecFamily", "MapSession", "SubsampleMapper", "Subsamples", "split_clear"]
+
+Subsamples = list[tuple[int, int]]
+
+_MAX_CLEAR = 0xFFFF
+_LENGTH_FIELDS = {n: struct.Struct(f">{c}").unpack_from for n, c in ((1, "B"), (2, "H"), (4, "I"))}
+
+
+class CodecFamily(enum.Enum):
+    H264 = "h264"
+    HEVC = "hevc"
+    VP9 = "vp9"
+    AUDIO = "audio"  # whole-sample encryption (AAC, AC-3, E-AC-3, Opus)
+
+
+def split_clear(clear: int, protected: int, out: Subsamples) -> None:
+    """Append ``(clear, protected)``, splitting clear runs over 65535 into ``(65535, 0)``."""
+    while clear > _MAX_CLEAR:
+        out.append((_MAX_CLEAR, 0))
+        clear -= _MAX_CLEAR
+    out.append((clear, protected))
+
+
+@dataclass(frozen=True, slots=True)
+class SubsampleMapper:
+    """Subsample rules for one track.
+
+    ``param_nals`` are the parameter sets of the decoder configuration (avcC/hvcC) without length
+    fields; ``width``/``height`` seed VP9 frame sizes."""
+
+    family: CodecFamily
+    scheme: Scheme
+    nal_length_size: int = 4
+    param_nals: tuple[bytes, ...] = ()
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in (Scheme.CENC, Scheme.CBCS):
+            raise UnsupportedMediaError(f"scheme {self.scheme.value} is not an ISO CENC scheme")
+
+    def session(self) -> MapSession:
+        """Fresh per-segment state; sessions never share mutable data."""
+        return MapSession(self)
+
+
+class MapSession:
+    """Computes subsample maps for consecutive samples of one track (one segment)."""
+
+    __slots__ = ("_avc", "_hevc", "_vp9", "m")
+
+    def __init__(self, mapper: SubsampleMapper) -> None:
+        self.m = mapper
+        self._avc: h264.H264ParamSets | None = None
+        self._hevc: hevc.HevcParamSets | None = None
+        self._vp9: vp9.Vp9State | None = None
+        if mapper.scheme is Scheme.CBCS:
+            if mapper.family is CodecFamily.H264:
+                self._avc = h264.H264ParamSets()
+                for n in mapper.param_nals:
+                    self._avc.add(n)
+            elif mapper.family is CodecFamily.HEVC:
+                self._hevc = hevc.HevcParamSets()
+                for n in mapper.param_nals:
+                    self._hevc.add(n)
+        if mapper.family is CodecFamily.VP9:
+            self._vp9 = vp9.Vp9State(mapper.width, mapper.height)
+
+    def map(self, sample: bytes | bytearray | memoryview) -> Subsamples | None:
+        """Subsamples of ``sample`` (sizes add up to its length), or None for whole-sample."""
+        fam = self.m.family
+        if fam is CodecFamily.AUDIO:
+            return None
+        if fam is CodecFamily.VP9:
+            return self._map_vp9(sample)
+        return self._map_nal(sample)
+
+    def _map_nal(self, sample: bytes | bytearray | memoryview) -> Subsamples:
+        mv = memoryview(sample)
+        ls = self.m.nal_length_size
+        unpack = _LENGTH_FIELDS.get(ls)
+        if unpack is None:
+            raise CodecError(f"unsupported NAL length size {ls}")
+        is_hevc = self.m.family is CodecFamily.HEVC
+        hdr_len = 2 if is_hevc else 1
+        cbcs = self.m.scheme is Scheme.CBCS
+        out: Subsamples = []
+        clear = 0
+        n = len(mv)
+        pos = 0
+        while pos < n:  # the length-prefixed NAL units (nal.iter_length_prefixed, inlined)
+            if pos + ls > n:
+                raise CodecError(f"truncated NAL length field at offset {pos}")
+            (size,) = unpack(mv, pos)
+            off = pos
+            pos += ls + size
+            if pos > n:
+                raise CodecError(f"NAL of {size} bytes at offset {off} runs past the end of the "
+                                 f"sample ({n} bytes)")
+            if size < hdr_len:
+                clear += ls + size
+                continue
+            b0 = mv[off + ls]
+            if is_hevc:
+                t = (b0 >> 1) & 0x3F
+                vcl = t < 32
+                if cbcs and t in (hevc.NAL_SPS, hevc.NAL_PPS):
+                    assert self._hevc is not None
+                    self._hevc.add(mv[off + ls:pos])
+            else:
+                t = b0 & 0x1F
+                vcl = t in h264.VCL_TYPES
+                if cbcs and t in (h264.NAL_SPS, h264.NAL_PPS):
+                    assert self._avc is not None
+                    self._avc.add(mv[off + ls:pos])
+            if not vcl:
+                clear += ls + size
+                continue
+            if cbcs:
+                nal = mv[off + ls:pos]
+                if is_hevc:
+                    assert self._hevc is not None
+                    head = hevc.slice_header_size(nal, self._hevc)
+                else:
+                    assert self._avc is not None
+                    if t in (2, 3, 4):
+                        raise UnsupportedMediaError(
+                            "H.264 data partitioning (NAL types 2-4) is not supported with cbcs")
+                    head = h264.slice_header_size(nal, self._avc)
+                protected = size - head
+            else:
+                protected = (size - hdr_len) & ~15
+            if protected <= 0:
+                clear += ls + size
+                continue
+            split_clear(clear + ls + size - protected, protected, out)
+            clear = 0
+        if clear or not out:
+            split_clear(clear, 0, out)
+        return out
+
+    def _map_vp9(self, sample: bytes | bytearray | memoryview) -> Subsamples:
+        assert self._vp9 is not None
+        mv = memoryview(sample)
+        frames, index_size = vp9.split_superframe(mv)
+        out: Subsamples = []
+        clear = 0
+        for off, size in frames:
+            if size == 0:
+                continue
+            head = vp9.uncompressed_header_size(mv[off:off + size], self._vp9)
+            protected = (size - head) & ~15
+            if protected <= 0:
+                clear += size
+                continue
+            split_clear(clear + size - protected, protected, out)
+            clear = 0
+        clear += index_size
+        if clear or not out:
+            split_clear(clear, 0, out)
+        total = sum(c + p for c, p in out)
+        if total != len(mv):
+            raise CodecError(f"VP9 subsamples cover {total} of {len(mv)} bytes")
+        return out
