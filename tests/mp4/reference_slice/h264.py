@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass
 
 from speke_packager.errors import CodecError
+
 from .bits import BitReader, escaped_length, unescape_prefix
 from .paramsets import ParamSets
 
