@@ -44,6 +44,8 @@ def register(subparsers: Any) -> None:
                    help="also serve this raw key on /keys/<kid> and the ClearKey licence "
                         "endpoint (repeatable; for packages made with encrypt-vod --key; "
                         "test keys only: command lines are visible to other local users)")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="like --key, one KID:KEY per line read from FILE (# comments)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.log_requests:
         logging.getLogger("speke_packager.keyserver").setLevel(logging.INFO)
     from ..keyserver import KeyServer  # heavy (lxml, cryptography): only when it runs
-    from ..pipeline.rawkeys import parse_raw_key
+    from ..pipeline.rawkeys import parse_raw_key, read_key_file
+
+    specs = (read_key_file(args.key_file) if args.key_file else []) + list(args.key)
 
     server = KeyServer(
         host=args.host, port=args.port, seed=args.seed, faults=args.fault,
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key, client_ca=args.client_ca, log_requests=args.log_requests,
         max_body=args.max_body, default_content_id=args.content_id, mac_layout=args.mac_layout,
     )
-    for spec in args.key:
+    for spec in specs:
         _, kid, key = parse_raw_key(spec)
         server.register_key(kid, key)
     stop = threading.Event()

@@ -20,9 +20,14 @@ def parse_key_option(text: str) -> tuple[UUID, bytes]:
     return kid, key
 
 
-def _keys(values: list[str] | None) -> dict[UUID, bytes]:
+def _keys(values: list[str] | None, key_file: Path | None = None) -> dict[UUID, bytes]:
     out: dict[UUID, bytes] = {}
-    for v in values or []:
+    specs = list(values or [])
+    if key_file is not None:
+        from ..pipeline.rawkeys import read_key_file
+
+        specs = read_key_file(key_file) + specs
+    for v in specs:
         kid, key = parse_key_option(v)
         out[kid] = key
     return out
@@ -41,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     v.add_argument("--reference", required=True, type=Path, help="the clear input it was made from")
     v.add_argument("--key", action="append", metavar="KID:KEY",
                    help="a content key (repeatable); hex KID or UUID, hex key")
+    v.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="content keys from FILE, one KID:KEY per line (# comments)")
     v.add_argument("--clearkey-license-url", metavar="URL",
                    help="get keys from a W3C ClearKey licence server (as a player would)")
     v.add_argument("--no-fetch-key-uris", action="store_true",
@@ -67,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument("--key", action="append", metavar="KID:KEY",
                    help="a key our /clearkey/license and /keys endpoints hand out (repeatable); "
                    "without keys the players use the package's own licence and key URLs")
+    s.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="keys from FILE, one KID:KEY per line (# comments)")
     s.add_argument("--license-url", metavar="URL",
                    help="ClearKey licence URL for the player (default: ours when --key is given)")
     s.add_argument("--check", action="store_true",
@@ -83,7 +92,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     from ..verify import verify_package
 
-    keys = _keys(args.key)
+    keys = _keys(args.key, args.key_file)
     if args.speke_url:
         keys.update(_speke_keys(args))
     report = verify_package(
@@ -130,7 +139,7 @@ def _speke_keys(args: argparse.Namespace) -> dict[UUID, bytes]:
 def _serve(args: argparse.Namespace) -> int:
     from ..verify.serve import PackageServer, check_playback
 
-    keys = _keys(args.key)
+    keys = _keys(args.key, args.key_file)
     with PackageServer(args.directory, keys=keys, host=args.host, port=args.port) as srv:
         url = srv.player_url(args.player, args.manifest, license_url=args.license_url)
         if args.check:

@@ -70,14 +70,20 @@ def _check_drms(drms: tuple[DrmSystem, ...], fmt: OutputFormat, scheme: Scheme) 
 
 def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
                 ) -> KeySource | KeySet:
-    if args.key and args.speke_url:
-        raise UsageError("give either --speke-url or --key, not both")
-    if args.key:
+    specs = list(args.key or [])
+    if args.key_file:
+        from ..pipeline.rawkeys import read_key_file
+
+        specs = read_key_file(args.key_file) + specs
+    if specs and args.speke_url:
+        raise UsageError("give either --speke-url or --key/--key-file, not both")
+    if specs:
         from ..pipeline.rawkeys import raw_keyset
 
-        return raw_keyset(args.key, scheme)
+        return raw_keyset(specs, scheme)
     if not args.speke_url:
-        raise UsageError("no keys: give --speke-url (with --content-id) or --key KID:KEY")
+        raise UsageError("no keys: give --speke-url (with --content-id), --key KID:KEY or "
+                         "--key-file FILE")
     if getattr(args, "packaging", None):
         raise UsageError("encrypt-vod derives the SPEKE packaging from --format and --scheme; "
                          "drop --packaging")
@@ -176,7 +182,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     raw = p.add_argument_group("raw keys (instead of SPEKE)")
     raw.add_argument("--key", action="append", metavar="[video=|audio=]KID:KEY",
-                     help="content key, 32 hex digits each; repeatable with video=/audio=")
+                     help="content key, 32 hex digits each; repeatable with video=/audio= "
+                     "(visible to local users in the process list: prefer --key-file)")
+    raw.add_argument("--key-file", type=Path, metavar="FILE",
+                     help="read the --key values from FILE, one [video=|audio=]KID:KEY per line "
+                     "(# comments; keep it chmod 600)")
     raw.add_argument("--iv", metavar="HEX", help="explicit 16-byte IV (32 hex digits) for "
                      "AES-128, SAMPLE-AES and cbcs (default: the key server's, else random)")
     raw.add_argument("--key-uri", metavar="URL", help="HLS identity key URI (serves the 16 raw "

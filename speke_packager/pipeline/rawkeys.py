@@ -1,11 +1,14 @@
-"""Raw keys given by the user (``--key KID:KEY``, ``--key video=KID:KEY``) as a KeySet."""
+"""Raw keys given by the user (``--key KID:KEY``, ``--key video=KID:KEY``, or the same lines in
+a ``--key-file``) as a KeySet."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from uuid import UUID
 
+from .._io import warn_if_exposed
 from ..constants import Scheme
 from ..errors import UsageError
 from ..model import AudioFilter, ContentKey, KeyEntry, KeySet, VideoFilter
@@ -58,3 +61,39 @@ def raw_keyset(specs: Sequence[str], scheme: Scheme, *, content_id: str = "raw")
     if "ALL" in seen and len(seen) > 1:
         raise UsageError("--key: give either one KID:KEY for all tracks or video=/audio= keys")
     return KeySet(content_id=content_id, scheme=scheme, entries=tuple(entries), version=None)
+
+
+_MAX_KEY_FILE = 1 << 20
+
+
+def read_key_file(path: str | os.PathLike[str]) -> list[str]:
+    """The key lines of a key file: one ``[video=|audio=|all=]KID:KEY`` per line, blank lines
+    and ``#`` comments ignored. The same syntax as ``--key``, but out of the process list
+    (command lines are visible to every local user); a warning is logged when the file can be
+    read by group or others. Errors name the file and line, never the key."""
+    where = os.fspath(path)
+    warn_if_exposed(path, "key file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read key file {where}: {exc.strerror or exc}") from None
+    if len(raw) > _MAX_KEY_FILE:
+        raise UsageError(f"key file {where} is larger than 1 MiB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"key file {where} is not UTF-8 text") from None
+    lines: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        spec = line.split("#", 1)[0].strip()
+        if not spec:
+            continue
+        try:
+            parse_raw_key(spec)
+        except UsageError as exc:
+            raise UsageError(f"key file {where}, line {number}: {exc}") from None
+        lines.append(spec)
+    if not lines:
+        raise UsageError(f"key file {where} holds no KID:KEY line")
+    return lines
