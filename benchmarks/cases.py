@@ -243,12 +243,17 @@ def _vod_command(ctx: Context, scheme: str, from_mp4: bool, out: Path) -> list[s
     src, _, fmt = _vod_input(ctx, scheme, from_mp4)
     k = ctx.keys
     if scheme in ("cenc", "cbcs"):
-        keyargs = ["--key", f"video={k.video.kid.hex}:{k.video.key.hex()}",
-                   "--key", f"audio={k.audio.kid.hex}:{k.audio.key.hex()}"]
-        if scheme == "cbcs":
-            keyargs += ["--iv", k.cbcs_iv.hex()]
+        lines = [f"video={k.video.kid.hex}:{k.video.key.hex()}",
+                 f"audio={k.audio.kid.hex}:{k.audio.key.hex()}"]
+        ivargs = ["--iv", k.cbcs_iv.hex()] if scheme == "cbcs" else []
     else:
-        keyargs = ["--key", f"{k.ts.kid.hex}:{k.ts.key.hex()}", "--iv", k.ts_iv.hex()]
+        lines = [f"{k.ts.kid.hex}:{k.ts.key.hex()}"]
+        ivargs = ["--iv", k.ts_iv.hex()]
+    key_file = ctx.scratch / f"vod-keys-{scheme}.txt"  # 0600, like Shaka's flag file
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    keyargs = ["--key-file", str(key_file), *ivargs]
     return [sys.executable, "-m", "speke_packager", "encrypt-vod", str(src),
             "--output", str(out), "--scheme", scheme, "--format", fmt, *keyargs,
             *(["--key-uri", "https://127.0.0.1/keys/{kid}"] if fmt == "hls" else []),
