@@ -1,11 +1,14 @@
 """Per-slice cost of the cbcs slice-header parsers and of ``MapSession.map`` (not a test).
 
-    .venv/bin/python -m tests.mp4.bench_slice_header [--repeat N] [--hash] [DIR ...]
+    .venv/bin/python -m tests.mp4.bench_slice_header [--repeat N] [--hash] [--reference] [DIR ...]
 
 Each DIR is a CMAF track directory (``init.mp4`` + ``seg_*.m4s``) or an fMP4 file; default: the
 5-minute benchmark asset's video. Prints per-slice µs of ``slice_header_size`` and per-sample µs
-of ``MapSession.map`` (medians over the repeats; the first, cold, pass is shown separately), and
-with ``--hash`` a SHA-256 over every slice-header size and every cbcs/cenc subsample map.
+of ``MapSession.map`` (CPU time of this process, less disturbed by other load than wall time;
+medians over the repeats, the first, cold, pass shown separately), and with ``--hash`` a
+SHA-256 over every slice-header size and every cbcs/cenc subsample map. With ``--reference``
+the frozen first implementation (tests/mp4/reference_slice) is timed too, in turns
+with the current one, so that both see the same load.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from speke_packager.media.mp4.boxes import iter_boxes
 from speke_packager.media.mp4.fragment import parse_moof
 from speke_packager.media.mp4.init import parse_init
 from speke_packager.media.subsamples import CodecFamily, SubsampleMapper
+from tests.mp4.reference_slice import h264 as ref_h264
+from tests.mp4.reference_slice import hevc as ref_hevc
+from tests.mp4.reference_slice import subsamples as ref_subsamples
 
 DEFAULT = (Path(__file__).resolve().parents[2] / "benchmarks" / ".cache"
            / "1080p25-5min-5500k-superfast-v1" / "cmaf" / "video")
@@ -68,11 +74,36 @@ def vcl_nals(m: SubsampleMapper, samples: list[bytes]) -> list[tuple[bytes, list
     return out
 
 
+def timings(shs: object, ps: object, slices: list[bytes], mapper: object,
+            samples: list[bytes]) -> tuple[float, float]:
+    """(µs per slice, µs per sample) of one pass."""
+    f = shs
+    t0 = time.process_time()
+    for nal in slices:
+        f(nal, ps)  # type: ignore[operator]
+    t1 = time.process_time()
+    sess = mapper.session()  # type: ignore[attr-defined]
+    t2 = time.process_time()
+    for s in samples:
+        sess.map(s)
+    t3 = time.process_time()
+    return (t1 - t0) / len(slices) * 1e6, (t3 - t2) / len(samples) * 1e6
+
+
+def show(label: str, runs: list[tuple[float, float]]) -> None:
+    sl = [a for a, _ in runs]
+    sa = [b for _, b in runs]
+    print(f"  {label:9} slice_header_size µs/slice: first {sl[0]:.2f} "
+          f"median {statistics.median(sl):.2f} min {min(sl):.2f} | "
+          f"map µs/sample: first {sa[0]:.2f} median {statistics.median(sa):.2f} min {min(sa):.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("src", nargs="*", type=Path)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--hash", action="store_true")
+    ap.add_argument("--reference", action="store_true")
     a = ap.parse_args(argv)
     for src in a.src or [DEFAULT]:
         cbcs, cenc, samples = load(src)
@@ -83,38 +114,47 @@ def main(argv: list[str] | None = None) -> int:
             ps.add(n)
         pairs = vcl_nals(cbcs, samples)
         slices: list[bytes] = []
+        in_band: list[bytes] = []
         for _, nals in pairs:
             for nal in nals:
                 if is_hevc:
                     t = (nal[0] >> 1) & 0x3F
                     if t in (33, 34):
                         ps.add(nal)
+                        in_band.append(nal)
                     if t < 32:
                         slices.append(nal)
                 else:
                     t = nal[0] & 0x1F
                     if t in (7, 8):
                         ps.add(nal)
+                        in_band.append(nal)
                     if t in (1, 5):
                         slices.append(nal)
         shs = mod.slice_header_size  # type: ignore[attr-defined]
-        per_slice: list[float] = []
-        per_sample: list[float] = []
+        ref_mod = ref_hevc if is_hevc else ref_h264
+        ref_ps = ref_mod.HevcParamSets() if is_hevc else ref_mod.H264ParamSets()
+        for n in cbcs.param_nals:
+            ref_ps.add(n)
+        for nal in in_band:
+            ref_ps.add(nal)
+        ref_mapper = ref_subsamples.SubsampleMapper(
+            ref_subsamples.CodecFamily(cbcs.family.value), cbcs.scheme, cbcs.nal_length_size,
+            cbcs.param_nals)
+        cur: list[tuple[float, float]] = []
+        ref: list[tuple[float, float]] = []
         for _ in range(a.repeat):
-            t0 = time.perf_counter()
-            for nal in slices:
-                shs(nal, ps)
-            per_slice.append((time.perf_counter() - t0) / len(slices) * 1e6)
-            sess = cbcs.session()
-            t0 = time.perf_counter()
-            for s in samples:
-                sess.map(s)
-            per_sample.append((time.perf_counter() - t0) / len(samples) * 1e6)
+            cur.append(timings(shs, ps, slices, cbcs, samples))
+            if a.reference:
+                ref.append(timings(ref_mod.slice_header_size, ref_ps, slices, ref_mapper,
+                                   samples))
         print(f"{src}: {len(samples)} samples, {len(slices)} slices")
-        print(f"  slice_header_size µs/slice: first {per_slice[0]:.2f} "
-              f"median {statistics.median(per_slice):.2f} min {min(per_slice):.2f}")
-        print(f"  cbcs map µs/sample:        first {per_sample[0]:.2f} "
-              f"median {statistics.median(per_sample):.2f} min {min(per_sample):.2f}")
+        show("current", cur)
+        if ref:
+            show("reference", ref)
+            ratio = [statistics.median(r[i] for r in ref) / statistics.median(c[i] for c in cur)
+                     for i in (0, 1)]
+            print(f"  speed-up (medians): slice headers {ratio[0]:.2f}x, map {ratio[1]:.2f}x")
         if a.hash:
             h = hashlib.sha256()
             h.update(repr([shs(nal, ps) for nal in slices]).encode())

@@ -20,6 +20,19 @@ class BitReader:
         self.pos = 0
         self.what = what
 
+    @classmethod
+    def at(cls, val: int, nbits: int, pos: int, what: str) -> BitReader:
+        """A reader over the ``nbits``-bit integer ``val`` (``val < 2**nbits``) at bit ``pos``.
+
+        The fast slice-header parsers hand their rare branches to the generic reader this way;
+        ``pos`` may lie past the end (every read then raises)."""
+        r = cls.__new__(cls)
+        r._val = val
+        r._nbits = nbits
+        r.pos = pos
+        r.what = what
+        return r
+
     @property
     def bits_left(self) -> int:
         return self._nbits - self.pos
@@ -112,3 +125,21 @@ def escaped_length(rbsp_len: int, epbs: list[int]) -> int:
         else:
             break
     return end
+
+
+def _ue_tables() -> tuple[bytes, bytes]:
+    # For z leading zeros (z <= 7) the code is 2z+1 bits: indices [2**(15-z), 2**(16-z)) in
+    # runs of 2**(15-2z), one run per value 2**z - 1 .. 2**(z+1) - 2. Index 0..255 (eight or
+    # more zeros) do not fit: length 0.
+    lens = [b"\x00" * 256]
+    vals = [b"\x00" * 256]
+    for z in range(7, -1, -1):
+        run = 1 << (15 - 2 * z)
+        lens.append(bytes([2 * z + 1]) * (run << z))
+        vals.append(b"".join(bytes([v]) * run for v in range((1 << z) - 1, (2 << z) - 1)))
+    return b"".join(lens), b"".join(vals)
+
+
+UE16_LEN, UE16_VAL = _ue_tables()
+"""``ue(v)`` by the next 16 bits ``p``: ``UE16_LEN[p]`` is the code length (0: longer than 16
+bits, not decoded here) and ``UE16_VAL[p]`` the value (0..254)."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...errors import CodecError
-from .bits import BitReader, escaped_length, unescape_prefix
+from .bits import UE16_LEN, UE16_VAL, BitReader, escaped_length, unescape_prefix
 from .paramsets import ParamSets
 
 __all__ = [
@@ -30,6 +31,11 @@ NAL_IDR = 5
 NAL_SPS = 7
 NAL_PPS = 8
 VCL_TYPES = frozenset({1, 2, 3, 4, 5})
+
+_EPB = b"\x00\x00\x03"
+_FIRST = 32  # escaped bytes of a slice NAL parsed first
+_MMCO_ARGS = (0, 1, 1, 2, 1, 0, 1)  # ue(v) fields after memory_management_control_operation 0..6
+_PAD = 16  # zero bits after the parsed bytes, so that a 16-bit ue(v) look-up never runs out
 
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 
@@ -176,14 +182,21 @@ def parse_pps(nal: bytes | memoryview) -> Pps:
 
 
 class H264ParamSets(ParamSets[Sps, Pps]):
-    """SPS/PPS by id; in-band parameter sets (avc3) replace earlier ones."""
+    """SPS/PPS by id; in-band parameter sets (avc3) replace earlier ones.
 
-    __slots__ = ()
+    ``plans`` caches per PPS id what slice headers need (checked against the current PPS and SPS
+    objects on every use)."""
+
+    __slots__ = ("plans",)
     NAL_SPS = NAL_SPS
     NAL_PPS = NAL_PPS
     nal_type = staticmethod(nal_type)
     parse_sps = staticmethod(parse_sps)
     parse_pps = staticmethod(parse_pps)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: dict[int, _Plan] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,140 +239,268 @@ def parse_avcc(payload: bytes) -> AvcConfig:
     return AvcConfig(length_size, tuple(lists[0]), tuple(lists[1]))
 
 
-def _pred_weight_table(r: BitReader, sps: Sps, l0: int, l1: int, is_b: bool) -> None:
-    r.ue()
-    if sps.chroma_array_type:
-        r.ue()
-    for n in (l0, l1) if is_b else (l0,):
-        for _ in range(n):
-            if r.flag():
-                r.se()
-                r.se()
-            if sps.chroma_array_type and r.flag():
-                r.se()
-                r.se()
-                r.se()
-                r.se()
+class _Plan(NamedTuple):
+    """What a slice header needs from its PPS and SPS, flattened (one per PPS id, kept while
+    the PPS and SPS objects stay the same)."""
+
+    pps: Pps
+    sps: Sps
+    chroma: bool  # ChromaArrayType != 0
+    frame_bits: int  # colour_plane_id + frame_num
+    frame_mbs_only: bool
+    poc_type: int
+    poc_lsb_bits: int
+    bottom_poc: bool  # bottom_field_pic_order_in_frame_present_flag
+    delta_always_zero: bool
+    redundant: bool
+    l0_default: int
+    l1_default: int
+    weighted_pred: bool
+    weighted_bipred_idc: int
+    cabac: bool
+    deblocking: bool
+    tail_bits: int  # slice_group_change_cycle
 
 
-def _ref_pic_list_modification(r: BitReader, lists: int) -> None:
-    for _ in range(lists):
-        if r.flag():
-            for _ in range(1000):
-                idc = r.ue()
-                if idc == 3:
-                    break
-                if idc > 5:
-                    raise CodecError(f"H.264 modification_of_pic_nums_idc {idc}")
-                r.ue()
-            else:
-                raise CodecError("H.264 ref_pic_list_modification does not end")
-
-
-def _dec_ref_pic_marking(r: BitReader, idr: bool) -> None:
-    if idr:
-        r.skip(2)
-        return
-    if r.flag():
-        for _ in range(1000):
-            op = r.ue()
-            if op == 0:
-                return
-            if op > 6:
-                raise CodecError(f"H.264 memory_management_control_operation {op}")
-            if op in (1, 3):
-                r.ue()
-            if op == 2:
-                r.ue()
-            if op in (3, 6):
-                r.ue()
-            if op == 4:
-                r.ue()
-        raise CodecError("H.264 dec_ref_pic_marking does not end")
-
-
-def _header_bits(rbsp: bytes, nal_unit_type: int, nal_ref_idc: int, ps: H264ParamSets) -> int:
-    r = BitReader(rbsp, "H.264 slice header")
-    r.skip(8)  # NAL header
-    r.ue()  # first_mb_in_slice
-    slice_type = r.ue() % 5
-    pps_id = r.ue()
+def _plan(ps: H264ParamSets, pps_id: int) -> _Plan:
     pps = ps.pps.get(pps_id)
     if pps is None:
         raise CodecError(f"H.264 slice refers to unknown PPS {pps_id}")
     sps = ps.sps.get(pps.sps_id)
     if sps is None:
         raise CodecError(f"H.264 PPS {pps_id} refers to unknown SPS {pps.sps_id}")
-    if slice_type > 4:
-        raise CodecError(f"H.264 slice_type {slice_type}")
-    is_b = slice_type == 1
-    is_p = slice_type in (0, 3)
-    if sps.separate_colour_plane:
-        r.skip(2)
-    r.skip(sps.log2_max_frame_num)
-    field_pic = False
-    if not sps.frame_mbs_only:
-        field_pic = r.flag()
-        if field_pic:
-            r.skip(1)
-    idr = nal_unit_type == NAL_IDR
-    if idr:
-        r.ue()
-    if sps.poc_type == 0:
-        r.skip(sps.log2_max_poc_lsb)
-        if pps.bottom_field_pic_order_in_frame_present and not field_pic:
-            r.se()
-    elif sps.poc_type == 1 and not sps.delta_pic_order_always_zero:
-        r.se()
-        if pps.bottom_field_pic_order_in_frame_present and not field_pic:
-            r.se()
-    if pps.redundant_pic_cnt_present:
-        r.ue()
-    if is_b:
-        r.skip(1)
-    l0, l1 = pps.num_ref_idx_l0_default, pps.num_ref_idx_l1_default
-    if is_p or is_b:
-        if r.flag():
-            l0 = r.ue() + 1
-            if is_b:
-                l1 = r.ue() + 1
-    if slice_type not in (2, 4):
-        _ref_pic_list_modification(r, 2 if is_b else 1)
-    if (pps.weighted_pred and is_p) or (pps.weighted_bipred_idc == 1 and is_b):
-        _pred_weight_table(r, sps, l0, l1, is_b)
-    if nal_ref_idc:
-        _dec_ref_pic_marking(r, idr)
-    if pps.entropy_coding_mode and slice_type not in (2, 4):
-        r.ue()
-    r.se()  # slice_qp_delta
-    if slice_type in (3, 4):
-        if slice_type == 3:
-            r.skip(1)
-        r.se()
-    if pps.deblocking_filter_control_present and r.ue() != 1:
-        r.se()
-        r.se()
+    tail = 0
     if pps.num_slice_groups > 1 and pps.slice_group_map_type in (3, 4, 5):
         units = sps.pic_size_in_map_units
         n = -(-units // pps.slice_group_change_rate) + 1
-        r.skip((n - 1).bit_length())
-    return r.pos
+        tail = (n - 1).bit_length()
+    plan = _Plan(pps, sps, sps.chroma_array_type != 0,
+                 2 * sps.separate_colour_plane + sps.log2_max_frame_num, sps.frame_mbs_only,
+                 sps.poc_type, sps.log2_max_poc_lsb,
+                 pps.bottom_field_pic_order_in_frame_present, sps.delta_pic_order_always_zero,
+                 pps.redundant_pic_cnt_present, pps.num_ref_idx_l0_default,
+                 pps.num_ref_idx_l1_default, pps.weighted_pred, pps.weighted_bipred_idc,
+                 pps.entropy_coding_mode, pps.deblocking_filter_control_present, tail)
+    if len(ps.plans) >= 256:
+        ps.plans.clear()
+    ps.plans[pps_id] = plan
+    return plan
+
+
+def _ue_long(val: int, r: int) -> tuple[int, int]:
+    """``(bits left, value)`` of a ``ue(v)`` longer than 16 bits."""
+    w = val & ((1 << r) - 1)
+    z = r - w.bit_length()
+    if z > 31:
+        raise CodecError("H.264 slice header: Exp-Golomb code too long")
+    r -= z + z + 1
+    return r, (w >> r) - 1
+
+
+def _bits_left(val: int, r: int, b0: int, ps: H264ParamSets) -> int:
+    """Parse the slice header (7.3.3) after the NAL header and return the bits left after it
+    (< _PAD: it runs past the data).
+
+    ``val`` holds the RBSP bits followed by ``_PAD`` zero bits; ``r`` counts the bits left
+    (padding included), so a field of n bits is ``r -= n`` and its value ``(val >> r) & mask``.
+    A ``ue(v)`` is looked up by its next 16 bits (``UE16_LEN``/``UE16_VAL``), longer ones go
+    through :func:`_ue_long`. A read past the padding makes a shift count negative, which raises
+    ValueError (the caller's "truncated"); a read into the padding leaves ``r < _PAD`` for good,
+    and the caller sees it."""
+    # first_mb_in_slice ue(v)
+    c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+    if c:
+        r -= c
+    else:
+        r = _ue_long(val, r)[0]
+    # slice_type ue(v)
+    p = (val >> (r - 16)) & 0xFFFF
+    c = UE16_LEN[p]
+    if c:
+        r -= c
+        slice_type = UE16_VAL[p] % 5
+    else:
+        r, slice_type = _ue_long(val, r)
+        slice_type %= 5
+    # pic_parameter_set_id ue(v)
+    p = (val >> (r - 16)) & 0xFFFF
+    c = UE16_LEN[p]
+    if c:
+        r -= c
+        pps_id = UE16_VAL[p]
+    else:
+        r, pps_id = _ue_long(val, r)
+    plan = ps.plans.get(pps_id)
+    if (plan is None or plan[0] is not ps.pps.get(pps_id)
+            or plan[1] is not ps.sps.get(plan[0].sps_id)):
+        plan = _plan(ps, pps_id)
+    (_, _, chroma, frame_bits, frame_mbs_only, poc_type, poc_lsb_bits, bottom_poc,
+     delta_always_zero, redundant, l0, l1, weighted_pred, bipred_idc, cabac, deblocking,
+     tail_bits) = plan
+    r -= frame_bits  # colour_plane_id u(2), frame_num u(v)
+    field_pic = False
+    if not frame_mbs_only:
+        r -= 1
+        if (val >> r) & 1:  # field_pic_flag
+            field_pic = True
+            r -= 1  # bottom_field_flag
+    idr = b0 & 0x1F == NAL_IDR
+    if idr:  # idr_pic_id ue(v)
+        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+        r = r - c if c else _ue_long(val, r)[0]
+    if poc_type == 0:
+        r -= poc_lsb_bits  # pic_order_cnt_lsb u(v)
+        if bottom_poc and not field_pic:  # delta_pic_order_cnt_bottom se(v)
+            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+            r = r - c if c else _ue_long(val, r)[0]
+    elif poc_type == 1 and not delta_always_zero:
+        for _ in range(2 if bottom_poc and not field_pic else 1):  # delta_pic_order_cnt[0..1]
+            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+            r = r - c if c else _ue_long(val, r)[0]
+    if redundant:  # redundant_pic_cnt ue(v)
+        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+        r = r - c if c else _ue_long(val, r)[0]
+    is_b = slice_type == 1
+    intra = slice_type in {2, 4}
+    if not intra:
+        if is_b:
+            r -= 1  # direct_spatial_mv_pred_flag
+        r -= 1
+        if (val >> r) & 1:  # num_ref_idx_active_override_flag
+            p = (val >> (r - 16)) & 0xFFFF
+            c = UE16_LEN[p]
+            if c:
+                r -= c
+                l0 = UE16_VAL[p] + 1
+            else:
+                r, l0 = _ue_long(val, r)
+                l0 += 1
+            if is_b:
+                p = (val >> (r - 16)) & 0xFFFF
+                c = UE16_LEN[p]
+                if c:
+                    r -= c
+                    l1 = UE16_VAL[p] + 1
+                else:
+                    r, l1 = _ue_long(val, r)
+                    l1 += 1
+        # ref_pic_list_modification(): ref_pic_list_modification_flag_l0 [, _l1]
+        for _ in range(2 if is_b else 1):
+            r -= 1
+            if (val >> r) & 1:
+                for _ in range(1000):
+                    p = (val >> (r - 16)) & 0xFFFF
+                    c = UE16_LEN[p]
+                    if c:
+                        r -= c
+                        idc = UE16_VAL[p]
+                    else:
+                        r, idc = _ue_long(val, r)
+                    if idc == 3:
+                        break
+                    if idc > 5:
+                        raise CodecError(f"H.264 modification_of_pic_nums_idc {idc}")
+                    # abs_diff_pic_num_minus1 / long_term_pic_num ue(v)
+                    c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+                    r = r - c if c else _ue_long(val, r)[0]
+                else:
+                    raise CodecError("H.264 ref_pic_list_modification does not end")
+        if (weighted_pred and not is_b) or (bipred_idc == 1 and is_b):
+            # pred_weight_table(): luma_log2_weight_denom [, chroma_log2_weight_denom] ue(v)
+            for _ in range(2 if chroma else 1):
+                c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+                r = r - c if c else _ue_long(val, r)[0]
+            # every iteration reads a flag, so a wrong count runs out of bits soon
+            for _ in range(l0 + l1 if is_b else l0):
+                r -= 1
+                if (val >> r) & 1:  # luma_weight_flag: luma weight, offset se(v)
+                    for _ in range(2):
+                        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+                        r = r - c if c else _ue_long(val, r)[0]
+                if chroma:
+                    r -= 1
+                    if (val >> r) & 1:  # chroma_weight_flag: 2 x (weight, offset) se(v)
+                        for _ in range(4):
+                            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+                            r = r - c if c else _ue_long(val, r)[0]
+    if b0 & 0x60:  # nal_ref_idc: dec_ref_pic_marking()
+        if idr:
+            r -= 2  # no_output_of_prior_pics_flag, long_term_reference_flag
+        else:
+            r -= 1
+            if (val >> r) & 1:  # adaptive_ref_pic_marking_mode_flag
+                for _ in range(1000):
+                    p = (val >> (r - 16)) & 0xFFFF
+                    c = UE16_LEN[p]
+                    if c:
+                        r -= c
+                        op = UE16_VAL[p]
+                    else:
+                        r, op = _ue_long(val, r)
+                    if op == 0:
+                        break
+                    if op > 6:
+                        raise CodecError(f"H.264 memory_management_control_operation {op}")
+                    for _ in range(_MMCO_ARGS[op]):
+                        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+                        r = r - c if c else _ue_long(val, r)[0]
+                else:
+                    raise CodecError("H.264 dec_ref_pic_marking does not end")
+    if cabac and not intra:  # cabac_init_idc ue(v)
+        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+        r = r - c if c else _ue_long(val, r)[0]
+    # slice_qp_delta se(v)
+    c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+    r = r - c if c else _ue_long(val, r)[0]
+    if slice_type >= 3:  # SP: sp_for_switch_flag; SP/SI: slice_qs_delta se(v)
+        if slice_type == 3:
+            r -= 1
+        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+        r = r - c if c else _ue_long(val, r)[0]
+    if deblocking:  # disable_deblocking_filter_idc ue(v)
+        p = (val >> (r - 16)) & 0xFFFF
+        c = UE16_LEN[p]
+        if c:
+            r -= c
+            idc = UE16_VAL[p]
+        else:
+            r, idc = _ue_long(val, r)
+        if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
+            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+            r = r - c if c else _ue_long(val, r)[0]
+            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
+            r = r - c if c else _ue_long(val, r)[0]
+    return r - tail_bits
 
 
 def slice_header_size(nal: bytes | memoryview, ps: H264ParamSets) -> int:
-    """Bytes (escaped, NAL header included) of a VCL NAL unit's slice header, rounded up."""
-    if not nal:
+    """Bytes (escaped, NAL header included) of a VCL NAL unit's slice header, rounded up.
+
+    Parses the first 32 bytes; a header that does not fit (or fails) is parsed again from 4x as
+    many, up to the whole NAL unit, so the result and any error are those of the whole unit.
+    The prefix is unescaped only when it holds a ``00 00 03``."""
+    n = len(nal)
+    if not n:
         raise CodecError("empty NAL unit")
-    nal_unit_type = nal_type(nal[0])
-    ref_idc = (nal[0] >> 5) & 3
-    limit = min(len(nal), 32)
+    b0 = nal[0]
+    limit = n if n < _FIRST else _FIRST
     while True:
-        rbsp, epbs = unescape_prefix(nal, limit)
+        raw = bytes(nal[:limit])
+        epbs: list[int] | None = None
+        if _EPB in raw:
+            raw, epbs = unescape_prefix(raw, limit)
+        nbits = 8 * len(raw)
         try:
-            bits = _header_bits(rbsp, nal_unit_type, ref_idc, ps)
+            left = _bits_left(int.from_bytes(raw, "big") << _PAD, nbits - 8 + _PAD, b0, ps) - _PAD
+        except ValueError:  # a negative shift count: a read past the end of ``raw``
+            left = -1
         except CodecError:
-            if limit >= len(nal):
+            if limit >= n:
                 raise
-            limit = min(len(nal), limit * 4)
-            continue
-        return escaped_length((bits + 7) // 8, epbs)
+            left = -1
+        if left >= 0:
+            size = (nbits - left + 7) >> 3
+            return size if epbs is None else escaped_length(size, epbs)
+        if limit >= n:
+            raise CodecError(f"H.264 slice header: truncated (runs past the {n}-byte NAL unit)")
+        limit = min(n, limit * 4)
