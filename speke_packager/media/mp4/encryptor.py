@@ -61,6 +61,20 @@ def _map(mapper: Callable[[memoryview], Subsamples | None], mv: memoryview, star
         raise CodecError(f"track {tid}, fragment {fragment}, sample {index}: {exc}") from exc
 
 
+def _span(starts: Sequence[int], sizes: Sequence[int]) -> tuple[int, int] | None:
+    """``(start, end)`` of samples that lie end to end; ``(-1, -1)`` when they are in order
+    and disjoint but with gaps; None when they are out of order or overlap."""
+    if len(starts) < 2:
+        return (starts[0], starts[0] + sizes[0]) if starts else (-1, -1)
+    pos = np.array(starts, np.int64)
+    ends = pos + np.array(sizes, np.int64)
+    if bool(np.all(pos[1:] == ends[:-1])):
+        return int(pos[0]), int(ends[-1])
+    if bool(np.all(pos[1:] >= ends[:-1])):
+        return -1, -1
+    return None
+
+
 def seig_boxes(entry: bytes, sample_count: int) -> list[bytes]:
     """``sbgp`` + ``sgpd`` putting every sample of a traf in the traf-local seig entry 1."""
     sbgp = full_box(b"sbgp", 0, 0, b"seig" + struct.pack(">III", 1, sample_count, 0x10001))
@@ -302,11 +316,36 @@ class Mp4Encryptor:
         if cbcs:
             eng_b = engine if isinstance(engine, CbcsEngine) else None
             assert eng_b is not None
-            for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
-                start = base + off
-                subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
-                eng_b.sample(mv, start, size, subsamples=subs, patches=patches)
-                entries.append(_subs_record(b"", subs) if subs is not None else b"")
+            starts = [base + off for off in traf.offsets]
+            span = _span(starts, traf.sizes)
+            if span is None:  # samples out of order or overlapping: one after the other
+                for i, (start, size) in enumerate(zip(starts, traf.sizes, strict=True)):
+                    subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
+                    eng_b.sample(mv, start, size, subsamples=subs, patches=patches)
+                    entries.append(_subs_record(b"", subs) if subs is not None else b"")
+            elif not use_subs:  # whole samples (audio): no senc records, lane-parallel CBC
+                eng_b.whole_samples(mv, starts, traf.sizes, patches=patches)
+                rec_sizes = [0] * n
+            else:  # every sample mapped (clear input), then every protected range at once
+                positions: list[int] = []
+                lengths: list[int] = []
+                for i, (start, size) in enumerate(zip(starts, traf.sizes, strict=True)):
+                    subs = _map(mapper, mv, start, size, (tid, fragment, i))
+                    if subs is None:
+                        positions.append(start)
+                        lengths.append(size)
+                        entries.append(b"")
+                        continue
+                    entries.append(_subs_record(b"", subs))
+                    pos = start
+                    for clear, prot in subs:
+                        pos += clear
+                        if prot:
+                            positions.append(pos)
+                            lengths.append(prot)
+                            pos += prot
+                eng_b.ranges(mv, positions, lengths, span=span if span[0] >= 0 else None,
+                             patches=patches)
         else:
             eng_c = engine if isinstance(engine, CencEngine) else None
             assert eng_c is not None

@@ -40,6 +40,22 @@ Patches = list[tuple[int, bytes | bytearray | memoryview]]
 """``(offset in the input, replacement bytes of the same length)``, in any order."""
 
 
+# cost model (ns, measured): a lane-parallel column (one ECB call, an XOR), a range of the serial
+# path (its CBC call and fix-up), the AES of one block pipelined (ECB) and chained (CBC)
+_LANES_MIN = 8
+_COLUMN_COST = 9000
+_RANGE_COST = 2000
+_ECB_BLOCK = 4
+_CBC_BLOCK = 16
+
+
+def _span(pos: np.ndarray, size: np.ndarray) -> tuple[int, int] | None:
+    """``(start, end)`` when the samples lie end to end, else None."""
+    if len(pos) > 1 and bool(np.any(pos[1:] != pos[:-1] + size[:-1])):
+        return None
+    return int(pos[0]), int(pos[-1] + size[-1])
+
+
 def _protected(start: int, subsamples: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     out = []
     pos = start
@@ -137,17 +153,22 @@ class CbcsEngine:
 
     __slots__ = (
         "_arr",
+        "_bpu",
         "_crypt",
         "_ctx",
         "_gmv",
         "_gv",
         "_in_place",
         "_iv",
+        "_iv64",
+        "_key",
         "_last",
         "_rows_s",
         "_rows_v",
         "_skip",
         "_src",
+        "_unit",
+        "_ustride",
     )
 
     def __init__(self, key: bytes, iv: bytes, crypt: int, skip: int, *,
@@ -155,10 +176,18 @@ class CbcsEngine:
         self._in_place = in_place
         iv16 = iv if len(iv) == 16 else iv + bytes(16 - len(iv))
         self._ctx = aes_cbc_encryptor(key, iv16)
+        self._key = key
         self._iv = int.from_bytes(iv16, "big")
+        self._iv64 = np.frombuffer(iv16, np.uint64)  # native order, like the block views
         self._last = self._iv  # chaining value the context holds now
         self._crypt = crypt
         self._skip = skip
+        whole = skip == 0 or crypt == 0
+        # a range is a run of `units` of `_unit` bytes, one every `_ustride` bytes; its CBC
+        # message is those units back to back (`_bpu` blocks each)
+        self._unit = 16 if whole else crypt * 16
+        self._ustride = 16 if whole else (crypt + skip) * 16
+        self._bpu = 1 if whole else crypt
         self._gmv = memoryview(bytearray())
         self._gv = np.empty(0, f"V{crypt * 16}")  # the rows of _gmv
         self._rows_s = np.dtype(f"S{crypt * 16}")  # gather: rows to one bytes string
@@ -166,6 +195,135 @@ class CbcsEngine:
         self._src: object = None
         self._arr = np.empty(0, np.uint8)
 
+    # -- many ranges at once ----------------------------------------------------------------------
+    def whole_samples(self, src: memoryview, starts: Sequence[int], sizes: Sequence[int], *,
+                      patches: Patches) -> None:
+        """Whole-sample cbcs (audio: no subsamples) of many samples; same bytes as
+        :meth:`sample` on each in turn. Each sample is its own CBC message from the constant
+        IV, so when the samples are many and of similar size they run as lanes of one
+        lane-parallel CBC (see the module docstring)."""
+        self._batch(src, starts, sizes, None, patches)
+
+    def ranges(self, src: memoryview, positions: Sequence[int], lengths: Sequence[int], *,
+               span: tuple[int, int] | None, patches: Patches) -> None:
+        """Every protected range of a traf (in sample order): same bytes as :meth:`sample` on
+        each sample. ``span``: the traf's samples lie end to end in ``[span)``, so one patch
+        may cover them all (None: one patch per range)."""
+        self._batch(src, positions, lengths, span, patches, samples=False)
+
+    def _batch(self, src: memoryview, positions: Sequence[int], lengths: Sequence[int],
+               span: tuple[int, int] | None, patches: Patches, *, samples: bool = True) -> None:
+        if not positions:
+            return
+        pos = np.array(positions, np.int64)
+        length = np.array(lengths, np.int64)
+        if samples:
+            span = _span(pos, length)
+        unit, ustride = self._unit, self._ustride
+        if unit == ustride:
+            units = length >> 4
+        else:
+            units = np.where(length >= unit, (length - unit) // ustride + 1, 0)
+        keep = units > 0
+        if not keep.all():
+            pos = pos[keep]
+            units = units[keep]
+        n = len(pos)
+        if n == 0:
+            return
+        ext = (units - 1) * ustride + unit  # bytes from a range's start to its last unit's end
+        if n > 1 and bool(np.any(pos[1:] < pos[:-1] + ext[:-1])):
+            # out of order or overlapping: one range after the other, as before
+            for p, m in zip(positions, lengths, strict=True):
+                self._range(src, p, m, patches)
+            return
+        lo = int(pos[0])
+        hi = int(pos[-1] + ext[-1])
+        if self._in_place:
+            arr = self._array(src)
+            rel = pos
+        else:
+            if span is not None:
+                lo, hi = span
+            copy = bytearray(src[lo:hi])
+            arr = np.frombuffer(copy, np.uint8)
+            rel = pos - lo
+        blocks = units * self._bpu
+        most = int(blocks.max())
+        total = int(blocks.sum())
+        if (n >= _LANES_MIN and most * _COLUMN_COST + total * _ECB_BLOCK
+                < n * _RANGE_COST + total * _CBC_BLOCK):
+            self._lanes(arr, rel, blocks, most)
+        else:
+            self._serial(arr, rel, units)
+        if self._in_place:
+            return
+        if span is not None:
+            patches.append((lo, copy))
+            return
+        view = memoryview(copy)
+        for p, e in zip(rel.tolist(), ext.tolist(), strict=True):
+            patches.append((p + lo, view[p:p + e]))
+
+    def _serial(self, arr: np.ndarray, rel: np.ndarray, units: np.ndarray) -> None:
+        """One gather of every range's units, one CBC call per range (its first block fixed
+        up as in :meth:`_chain`), one scatter."""
+        unit, ustride = self._unit, self._ustride
+        first = np.cumsum(units) - units
+        count = int(first[-1] + units[-1])
+        offsets = np.repeat(rel - first * ustride, units) + np.arange(count) * ustride
+        window = np.ndarray((len(arr) - unit + 1,), f"V{unit}", buffer=arr, strides=(1,))
+        gathered = window[offsets]
+        g = gathered.view(np.uint8).data
+        ctx = self._ctx
+        iv = self._iv
+        last = self._last
+        a = 0
+        ends = ((first + units) * unit).tolist()
+        stop = ends[-1]
+        for b in ends:
+            fix = last ^ iv
+            if fix:
+                g[a:a + 16] = (int.from_bytes(g[a:a + 16], "big") ^ fix).to_bytes(16, "big")
+            if b + 15 <= stop:
+                ctx.update_into(g[a:b], g[a:b + 15])
+            else:
+                g[a:b] = ctx.update(g[a:b])
+            last = int.from_bytes(g[b - 16:b], "big")
+            a = b
+        self._last = last
+        window[offsets] = gathered
+
+    def _lanes(self, arr: np.ndarray, rel: np.ndarray, blocks: np.ndarray, most: int) -> None:
+        """Lane-parallel CBC: range ``j`` is lane ``j``, its ``k``-th block sits in column
+        ``k``; ``C[:, k] = AES-ECB(P[:, k] ^ C[:, k-1])`` (``C[:, -1]`` = IV) with one ECB call
+        per column over the lanes that still have a block. The CBC context is not used."""
+        order = np.argsort(-blocks, kind="stable")
+        length = blocks[order]  # longest first: a column's live lanes are a prefix
+        k = np.arange(most)
+        bpu = self._bpu
+        ustride = self._ustride
+        step = k * ustride if bpu == 1 else (k // bpu) * ustride + (k % bpu) * 16
+        live = k[:, None] < length[None, :]
+        offsets = (rel[order][None, :] + step[:, None])[live]  # column by column
+        counts = live.sum(axis=1).tolist()
+        window = np.ndarray((len(arr) - 15,), "V16", buffer=arr, strides=(1,))
+        cols = window[offsets]
+        g64 = cols.view(np.uint64).reshape(-1, 2)
+        g = cols.view(np.uint8).data
+        key = self._key
+        s = prev = 0
+        for c in counts:
+            if s:
+                g64[s:s + c] ^= g64[prev:prev + c]
+            else:
+                g64[:c] ^= self._iv64
+            g[16 * s:16 * (s + c)] = aes_ecb_encrypt_block(key, g[16 * s:16 * (s + c)].tobytes())
+            prev = s
+            s += c
+        window[offsets] = cols
+
+    # -- one range at a time ----------------------------------------------------------------------
     def _chain(self, src: memoryview, pos: int, n: int) -> bytes | None:
         """Ciphertext of the whole blocks ``src[pos:pos+n]`` as a fresh chain from the IV
         (None: written into ``src`` for an ``in_place`` engine)."""
