@@ -110,3 +110,25 @@ def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str) -> Path:
                    "--quiet", "--jobs", "1"])
     assert rc == 0
     return out
+
+
+def speke_encrypt_vod(src: Path, out: Path, scheme: str, fmt: str,
+                      drm: str) -> dict[UUID, bytes]:
+    """Our product with keys from the local SPEKE key server (its own DRM signaling: e.g. HLS
+    ``KEYFORMAT="org.w3.clearkey"`` tags with the KID in a data: URI). Returns the content keys
+    (KID -> key) the package uses, so `serve` can hand them out (or wrong ones) itself."""
+    import re
+
+    from speke_packager.keyserver import KeyServer
+
+    content_id = f"e2e-{out.name}"
+    with KeyServer(host="127.0.0.1", port=0, seed="e2e") as ks:
+        rc = cli_main(["encrypt-vod", str(src), "--output", str(out), "--scheme", scheme,
+                       "--format", fmt, "--segment-duration", "2", "--quiet", "--jobs", "1",
+                       "--speke-url", ks.speke_url, "--content-id", content_id, "--drm", drm,
+                       "--video-preset", "PRESET-VIDEO-2", "--audio-preset", "PRESET-AUDIO-1"])
+        assert rc == 0
+        text = "".join(p.read_text() for p in sorted(out.glob("*.m3u8")))
+        kids = {UUID(k) for k in re.findall(r"KEYID=0x([0-9a-fA-F]{32})", text)}
+        assert kids, text[:2000]
+        return {k: ks.key_for(content_id, k) for k in kids}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -22,6 +23,7 @@ from .packages import (
     shaka_dash,
     shaka_hls_fmp4,
     shaka_hls_ts_sample_aes,
+    speke_encrypt_vod,
 )
 
 pytestmark = pytest.mark.e2e
@@ -137,3 +139,62 @@ def test_speke_multi_drm_dash_plays_with_package_laurl(browser: Browser, clear_m
         bad = browser.check(srv.player_url("shaka"), SECONDS)
         assert srv.requests  # our (wrong) licence endpoint was asked, not the MPD's
     assert not bad.ok, bad.to_dict()
+
+
+# Our HLS fMP4 cbcs with the key server's ClearKey signaling (EXT-X-KEY METHOD=SAMPLE-AES,
+# KEYFORMAT="org.w3.clearkey", URI = data: KID): alone, and next to Widevine and PlayReady tags
+# (hls.js must pick ClearKey, the one CDM headless Chromium has).
+SPEKE_HLS = {"clearkey": "clearkey", "multi-drm": "widevine,playready,clearkey"}
+
+
+@pytest.fixture(scope="session")
+def speke_hls(tmp_path_factory: pytest.TempPathFactory,
+              clear_mp4: Path) -> dict[str, tuple[Path, dict[UUID, bytes]]]:
+    root = tmp_path_factory.mktemp("e2e-speke-hls")
+    return {name: (root / name, speke_encrypt_vod(clear_mp4, root / name, "cbcs", "hls", drm))
+            for name, drm in SPEKE_HLS.items()}
+
+
+@pytest.mark.parametrize("package", list(SPEKE_HLS))
+def test_hlsjs_plays_our_hls_fmp4_cbcs_clearkey(
+        browser: Browser, speke_hls: dict[str, tuple[Path, dict[UUID, bytes]]],
+        package: str) -> None:
+    """hls.js plays it through EME ClearKey (the player page's generateRequest hook turns the
+    playlist KID into "keyids" init data); with wrong keys from the same licence endpoint it
+    does not. Both runs must have asked our licence endpoint for every KID of the package."""
+    out, keys = speke_hls[package]
+    with PackageServer(out, keys=keys) as srv:
+        good = browser.check(srv.player_url("hlsjs"), SECONDS)
+        seen = srv.requests
+    assert good.errors == [], good.to_dict()
+    assert good.frames >= 10 and good.current_time > 1.0, good.to_dict()
+    asked = {k for r in seen if r["type"] == "license" for k in r["kids"]}
+    assert asked == {str(k) for k in keys}, seen
+    wrong = {k: bytes(b ^ 0xFF for b in v) for k, v in keys.items()}
+    with PackageServer(out, keys=wrong) as srv:
+        bad = browser.check(srv.player_url("hlsjs"), SECONDS)
+        seen = srv.requests
+    assert any(r["type"] == "license" for r in seen), seen  # the wrong keys were handed out
+    assert not bad.ok, bad.to_dict()
+
+
+def test_player_limitations_are_still_there(
+        browser: Browser, speke_hls: dict[str, tuple[Path, dict[UUID, bytes]]],
+        packages: dict[str, Path]) -> None:
+    """Pins two player limitations documented in README (serve): when one goes away after an
+    npm upgrade, this fails, and README and the OURS cases should be updated.
+
+    - Shaka Player 4.12 has no HLS parser for KEYFORMAT="org.w3.clearkey"
+      (hls_parser.js KEYFORMATS_TO_DRM_PARSERS_): error 4026 HLS_KEYFORMATS_NOT_SUPPORTED.
+    - hls.js 1.5 cannot play identity-key SAMPLE-AES fMP4 (raw --key packages): its MP4
+      demuxer rejects SAMPLE-AES (mp4demuxer.ts demuxSampleAes) and EME is not used for
+      identity keys."""
+    out, keys = speke_hls["clearkey"]
+    with PackageServer(out, keys=keys) as srv:
+        shaka = browser.check(srv.player_url("shaka"), SECONDS)
+    assert not shaka.ok and any("4026" in e for e in shaka.errors), shaka.to_dict()
+    with PackageServer(packages["ours-both-cbcs"], keys=KEYS) as srv:
+        hlsjs = browser.check(srv.player_url("hlsjs", "master.m3u8"), SECONDS)
+    assert not hlsjs.ok, hlsjs.to_dict()
+    assert any("does not support SAMPLE-AES" in e for e in hlsjs.events + hlsjs.errors), \
+        hlsjs.to_dict()
