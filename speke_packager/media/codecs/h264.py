@@ -33,9 +33,8 @@ NAL_PPS = 8
 VCL_TYPES = frozenset({1, 2, 3, 4, 5})
 
 _EPB = b"\x00\x00\x03"
-_FIRST = 32  # escaped bytes of a slice NAL parsed first
+_FIRST = 16  # escaped bytes of a slice NAL parsed first
 _MMCO_ARGS = (0, 1, 1, 2, 1, 0, 1)  # ue(v) fields after memory_management_control_operation 0..6
-_PAD = 16  # zero bits after the parsed bytes, so that a 16-bit ue(v) look-up never runs out
 
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 
@@ -184,8 +183,8 @@ def parse_pps(nal: bytes | memoryview) -> Pps:
 class H264ParamSets(ParamSets[Sps, Pps]):
     """SPS/PPS by id; in-band parameter sets (avc3) replace earlier ones.
 
-    ``plans`` caches per PPS id what slice headers need (checked against the current PPS and SPS
-    objects on every use)."""
+    ``plans`` caches per PPS id what slice headers need; :meth:`add` drops them whenever it
+    changes a parameter set."""
 
     __slots__ = ("plans",)
     NAL_SPS = NAL_SPS
@@ -197,6 +196,9 @@ class H264ParamSets(ParamSets[Sps, Pps]):
     def __init__(self) -> None:
         super().__init__()
         self.plans: dict[int, _Plan] = {}
+
+    def changed(self) -> None:
+        self.plans.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +242,10 @@ def parse_avcc(payload: bytes) -> AvcConfig:
 
 
 class _Plan(NamedTuple):
-    """What a slice header needs from its PPS and SPS, flattened (one per PPS id, kept while
-    the PPS and SPS objects stay the same)."""
+    """What a slice header needs from its PPS and SPS, flattened (one per PPS id;
+    :class:`H264ParamSets` drops them when a parameter set changes)."""
 
-    pps: Pps
-    sps: Sps
+    fixed_bits: int  # frame_num + pic_order_cnt_lsb when nothing else comes between, else 0
     chroma: bool  # ChromaArrayType != 0
     frame_bits: int  # colour_plane_id + frame_num
     frame_mbs_only: bool
@@ -274,9 +275,12 @@ def _plan(ps: H264ParamSets, pps_id: int) -> _Plan:
         units = sps.pic_size_in_map_units
         n = -(-units // pps.slice_group_change_rate) + 1
         tail = (n - 1).bit_length()
-    plan = _Plan(pps, sps, sps.chroma_array_type != 0,
-                 2 * sps.separate_colour_plane + sps.log2_max_frame_num, sps.frame_mbs_only,
-                 sps.poc_type, sps.log2_max_poc_lsb,
+    frame_bits = 2 * sps.separate_colour_plane + sps.log2_max_frame_num
+    fixed = (sps.frame_mbs_only and sps.poc_type == 0
+             and not pps.bottom_field_pic_order_in_frame_present
+             and not pps.redundant_pic_cnt_present)
+    plan = _Plan(frame_bits + sps.log2_max_poc_lsb if fixed else 0, sps.chroma_array_type != 0,
+                 frame_bits, sps.frame_mbs_only, sps.poc_type, sps.log2_max_poc_lsb,
                  pps.bottom_field_pic_order_in_frame_present, sps.delta_pic_order_always_zero,
                  pps.redundant_pic_cnt_present, pps.num_ref_idx_l0_default,
                  pps.num_ref_idx_l1_default, pps.weighted_pred, pps.weighted_bipred_idc,
@@ -287,219 +291,250 @@ def _plan(ps: H264ParamSets, pps_id: int) -> _Plan:
     return plan
 
 
-def _ue_long(val: int, r: int) -> tuple[int, int]:
-    """``(bits left, value)`` of a ``ue(v)`` longer than 16 bits."""
+# The slice-header parser keeps the RBSP prefix as one integer ``val`` followed by 16 zero bits,
+# and the bit position as ``q``, the number of real bits left: a field of n bits is ``q -= n``, a
+# flag ``q -= 1`` and ``(val >> q) & 0x10000``, and the 16 bits after the position are
+# ``(val >> q) & 0xFFFF``, by which a ue(v) code of up to 16 bits is looked up (UE16_LEN,
+# UE16_VAL); longer ones go through _ue_long. Reading past the end: ``q`` goes negative for good;
+# the next read shifts by a negative count, which raises ValueError, or the parse ends with
+# ``q < 0``. Either way the header does not fit in the bytes parsed.
+
+
+def _ue_long(val: int, q: int) -> tuple[int, int]:
+    """``(q, value)`` after a ``ue(v)`` code longer than 16 bits (at most 63: 7.2)."""
+    r = q + 16
     w = val & ((1 << r) - 1)
     z = r - w.bit_length()
     if z > 31:
         raise CodecError("H.264 slice header: Exp-Golomb code too long")
     r -= z + z + 1
-    return r, (w >> r) - 1
+    return r - 16, (w >> r) - 1
 
 
-def _bits_left(val: int, r: int, b0: int, ps: H264ParamSets) -> int:
-    """Parse the slice header (7.3.3) after the NAL header and return the bits left after it
-    (< _PAD: it runs past the data).
+def _skip_ue(val: int, q: int, count: int) -> int:
+    """``q`` after ``count`` ue(v)/se(v) codes whose values are not needed."""
+    ue_len = UE16_LEN
+    for _ in range(count):
+        c = ue_len[(val >> q) & 0xFFFF]
+        q = q - c if c else _ue_long(val, q)[0]
+    return q
 
-    ``val`` holds the RBSP bits followed by ``_PAD`` zero bits; ``r`` counts the bits left
-    (padding included), so a field of n bits is ``r -= n`` and its value ``(val >> r) & mask``.
-    A ``ue(v)`` is looked up by its next 16 bits (``UE16_LEN``/``UE16_VAL``), longer ones go
-    through :func:`_ue_long`. A read past the padding makes a shift count negative, which raises
-    ValueError (the caller's "truncated"); a read into the padding leaves ``r < _PAD`` for good,
-    and the caller sees it."""
-    # first_mb_in_slice ue(v)
-    c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-    if c:
-        r -= c
-    else:
-        r = _ue_long(val, r)[0]
-    # slice_type ue(v)
-    p = (val >> (r - 16)) & 0xFFFF
-    c = UE16_LEN[p]
-    if c:
-        r -= c
-        slice_type = UE16_VAL[p] % 5
-    else:
-        r, slice_type = _ue_long(val, r)
-        slice_type %= 5
-    # pic_parameter_set_id ue(v)
-    p = (val >> (r - 16)) & 0xFFFF
-    c = UE16_LEN[p]
-    if c:
-        r -= c
-        pps_id = UE16_VAL[p]
-    else:
-        r, pps_id = _ue_long(val, r)
-    plan = ps.plans.get(pps_id)
-    if (plan is None or plan[0] is not ps.pps.get(pps_id)
-            or plan[1] is not ps.sps.get(plan[0].sps_id)):
-        plan = _plan(ps, pps_id)
-    (_, _, chroma, frame_bits, frame_mbs_only, poc_type, poc_lsb_bits, bottom_poc,
-     delta_always_zero, redundant, l0, l1, weighted_pred, bipred_idc, cabac, deblocking,
-     tail_bits) = plan
-    r -= frame_bits  # colour_plane_id u(2), frame_num u(v)
-    field_pic = False
-    if not frame_mbs_only:
-        r -= 1
-        if (val >> r) & 1:  # field_pic_flag
-            field_pic = True
-            r -= 1  # bottom_field_flag
-    idr = b0 & 0x1F == NAL_IDR
-    if idr:  # idr_pic_id ue(v)
-        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-        r = r - c if c else _ue_long(val, r)[0]
-    if poc_type == 0:
-        r -= poc_lsb_bits  # pic_order_cnt_lsb u(v)
-        if bottom_poc and not field_pic:  # delta_pic_order_cnt_bottom se(v)
-            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-            r = r - c if c else _ue_long(val, r)[0]
-    elif poc_type == 1 and not delta_always_zero:
-        for _ in range(2 if bottom_poc and not field_pic else 1):  # delta_pic_order_cnt[0..1]
-            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-            r = r - c if c else _ue_long(val, r)[0]
-    if redundant:  # redundant_pic_cnt ue(v)
-        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-        r = r - c if c else _ue_long(val, r)[0]
-    is_b = slice_type == 1
-    intra = slice_type in {2, 4}
-    if not intra:
-        if is_b:
-            r -= 1  # direct_spatial_mv_pred_flag
-        r -= 1
-        if (val >> r) & 1:  # num_ref_idx_active_override_flag
-            p = (val >> (r - 16)) & 0xFFFF
-            c = UE16_LEN[p]
-            if c:
-                r -= c
-                l0 = UE16_VAL[p] + 1
-            else:
-                r, l0 = _ue_long(val, r)
-                l0 += 1
-            if is_b:
-                p = (val >> (r - 16)) & 0xFFFF
-                c = UE16_LEN[p]
-                if c:
-                    r -= c
-                    l1 = UE16_VAL[p] + 1
-                else:
-                    r, l1 = _ue_long(val, r)
-                    l1 += 1
-        # ref_pic_list_modification(): ref_pic_list_modification_flag_l0 [, _l1]
-        for _ in range(2 if is_b else 1):
-            r -= 1
-            if (val >> r) & 1:
-                for _ in range(1000):
-                    p = (val >> (r - 16)) & 0xFFFF
-                    c = UE16_LEN[p]
-                    if c:
-                        r -= c
-                        idc = UE16_VAL[p]
-                    else:
-                        r, idc = _ue_long(val, r)
-                    if idc == 3:
-                        break
-                    if idc > 5:
-                        raise CodecError(f"H.264 modification_of_pic_nums_idc {idc}")
-                    # abs_diff_pic_num_minus1 / long_term_pic_num ue(v)
-                    c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-                    r = r - c if c else _ue_long(val, r)[0]
-                else:
-                    raise CodecError("H.264 ref_pic_list_modification does not end")
-        if (weighted_pred and not is_b) or (bipred_idc == 1 and is_b):
-            # pred_weight_table(): luma_log2_weight_denom [, chroma_log2_weight_denom] ue(v)
-            for _ in range(2 if chroma else 1):
-                c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-                r = r - c if c else _ue_long(val, r)[0]
-            # every iteration reads a flag, so a wrong count runs out of bits soon
-            for _ in range(l0 + l1 if is_b else l0):
-                r -= 1
-                if (val >> r) & 1:  # luma_weight_flag: luma weight, offset se(v)
-                    for _ in range(2):
-                        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-                        r = r - c if c else _ue_long(val, r)[0]
-                if chroma:
-                    r -= 1
-                    if (val >> r) & 1:  # chroma_weight_flag: 2 x (weight, offset) se(v)
-                        for _ in range(4):
-                            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-                            r = r - c if c else _ue_long(val, r)[0]
-    if b0 & 0x60:  # nal_ref_idc: dec_ref_pic_marking()
-        if idr:
-            r -= 2  # no_output_of_prior_pics_flag, long_term_reference_flag
-        else:
-            r -= 1
-            if (val >> r) & 1:  # adaptive_ref_pic_marking_mode_flag
-                for _ in range(1000):
-                    p = (val >> (r - 16)) & 0xFFFF
-                    c = UE16_LEN[p]
-                    if c:
-                        r -= c
-                        op = UE16_VAL[p]
-                    else:
-                        r, op = _ue_long(val, r)
-                    if op == 0:
-                        break
-                    if op > 6:
-                        raise CodecError(f"H.264 memory_management_control_operation {op}")
-                    for _ in range(_MMCO_ARGS[op]):
-                        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-                        r = r - c if c else _ue_long(val, r)[0]
-                else:
-                    raise CodecError("H.264 dec_ref_pic_marking does not end")
-    if cabac and not intra:  # cabac_init_idc ue(v)
-        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-        r = r - c if c else _ue_long(val, r)[0]
-    # slice_qp_delta se(v)
-    c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-    r = r - c if c else _ue_long(val, r)[0]
-    if slice_type >= 3:  # SP: sp_for_switch_flag; SP/SI: slice_qs_delta se(v)
-        if slice_type == 3:
-            r -= 1
-        c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-        r = r - c if c else _ue_long(val, r)[0]
-    if deblocking:  # disable_deblocking_filter_idc ue(v)
-        p = (val >> (r - 16)) & 0xFFFF
-        c = UE16_LEN[p]
+
+def _modifications(val: int, q: int) -> int:
+    """ref_pic_list_modification() of one list after its flag (= 1)."""
+    ue_len, ue_val = UE16_LEN, UE16_VAL
+    for _ in range(1000):
+        p = (val >> q) & 0xFFFF
+        c = ue_len[p]
         if c:
-            r -= c
-            idc = UE16_VAL[p]
+            q -= c
+            idc = ue_val[p]
         else:
-            r, idc = _ue_long(val, r)
-        if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
-            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-            r = r - c if c else _ue_long(val, r)[0]
-            c = UE16_LEN[(val >> (r - 16)) & 0xFFFF]
-            r = r - c if c else _ue_long(val, r)[0]
-    return r - tail_bits
+            q, idc = _ue_long(val, q)
+        if idc == 3:
+            return q
+        if idc > 5:
+            raise CodecError(f"H.264 modification_of_pic_nums_idc {idc}")
+        # abs_diff_pic_num_minus1 / long_term_pic_num ue(v)
+        c = ue_len[(val >> q) & 0xFFFF]
+        q = q - c if c else _ue_long(val, q)[0]
+    raise CodecError("H.264 ref_pic_list_modification does not end")
 
 
-def slice_header_size(nal: bytes | memoryview, ps: H264ParamSets) -> int:
-    """Bytes (escaped, NAL header included) of a VCL NAL unit's slice header, rounded up.
+def _pred_weight_table(val: int, q: int, chroma: bool, refs: int) -> int:
+    """pred_weight_table() (7.3.3.2) over ``refs`` entries (l0, or l0 + l1 for B)."""
+    ue_len = UE16_LEN
+    # luma_log2_weight_denom [, chroma_log2_weight_denom] ue(v)
+    c = ue_len[(val >> q) & 0xFFFF]
+    q = q - c if c else _ue_long(val, q)[0]
+    if chroma:
+        c = ue_len[(val >> q) & 0xFFFF]
+        q = q - c if c else _ue_long(val, q)[0]
+    for _ in range(refs):  # every entry reads a flag: a wrong count runs out of bits soon
+        q -= 1
+        if (val >> q) & 0x10000:  # luma_weight_flag: luma weight, offset se(v)
+            for _ in range(2):
+                c = ue_len[(val >> q) & 0xFFFF]
+                q = q - c if c else _ue_long(val, q)[0]
+        if chroma:
+            q -= 1
+            if (val >> q) & 0x10000:  # chroma_weight_flag: 2 x (weight, offset) se(v)
+                for _ in range(4):
+                    c = ue_len[(val >> q) & 0xFFFF]
+                    q = q - c if c else _ue_long(val, q)[0]
+    return q
+
+
+def _mmco(val: int, q: int) -> int:
+    """The memory_management_control_operation loop (adaptive_ref_pic_marking_mode_flag = 1)."""
+    ue_len, ue_val = UE16_LEN, UE16_VAL
+    for _ in range(1000):
+        p = (val >> q) & 0xFFFF
+        c = ue_len[p]
+        if c:
+            q -= c
+            op = ue_val[p]
+        else:
+            q, op = _ue_long(val, q)
+        if op == 0:
+            return q
+        if op > 6:
+            raise CodecError(f"H.264 memory_management_control_operation {op}")
+        for _ in range(_MMCO_ARGS[op]):
+            c = ue_len[(val >> q) & 0xFFFF]
+            q = q - c if c else _ue_long(val, q)[0]
+    raise CodecError("H.264 dec_ref_pic_marking does not end")
+
+
+def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, start: int = 0,
+                      end: int | None = None) -> int:
+    """Bytes (escaped, NAL header included) of the slice header of the VCL NAL unit
+    ``nal[start:end]``, rounded up.
 
     Parses the first 32 bytes; a header that does not fit (or fails) is parsed again from 4x as
     many, up to the whole NAL unit, so the result and any error are those of the whole unit.
     The prefix is unescaped only when it holds a ``00 00 03``."""
-    n = len(nal)
-    if not n:
+    if end is None:
+        end = len(nal)
+    n = end - start
+    if n <= 0:
         raise CodecError("empty NAL unit")
-    b0 = nal[0]
+    b0 = nal[start]
     limit = n if n < _FIRST else _FIRST
+    ue_len, ue_val = UE16_LEN, UE16_VAL
     while True:
-        raw = bytes(nal[:limit])
+        raw = bytes(nal[start:start + limit])
         epbs: list[int] | None = None
         if _EPB in raw:
             raw, epbs = unescape_prefix(raw, limit)
-        nbits = 8 * len(raw)
+        val = int.from_bytes(raw, "big") << 16
+        q = 8 * len(raw) - 8  # after the NAL header
         try:
-            left = _bits_left(int.from_bytes(raw, "big") << _PAD, nbits - 8 + _PAD, b0, ps) - _PAD
-        except ValueError:  # a negative shift count: a read past the end of ``raw``
-            left = -1
+            # first_mb_in_slice ue(v)
+            c = ue_len[(val >> q) & 0xFFFF]
+            q = q - c if c else _ue_long(val, q)[0]
+            # slice_type ue(v)
+            p = (val >> q) & 0xFFFF
+            c = ue_len[p]
+            if c:
+                q -= c
+                slice_type = ue_val[p] % 5
+            else:
+                q, slice_type = _ue_long(val, q)
+                slice_type %= 5
+            # pic_parameter_set_id ue(v)
+            p = (val >> q) & 0xFFFF
+            c = ue_len[p]
+            if c:
+                q -= c
+                pps_id = ue_val[p]
+            else:
+                q, pps_id = _ue_long(val, q)
+            plan = ps.plans.get(pps_id)
+            if plan is None:
+                plan = _plan(ps, pps_id)
+            (fixed_bits, chroma, frame_bits, frame_mbs_only, poc_type, poc_lsb_bits, bottom_poc,
+             delta_always_zero, redundant, l0, l1, weighted_pred, bipred_idc, cabac, deblocking,
+             tail_bits) = plan
+            idr = b0 & 0x1F == NAL_IDR
+            if fixed_bits and not idr:  # frame_num, pic_order_cnt_lsb: fixed widths
+                q -= fixed_bits
+            else:
+                q -= frame_bits  # colour_plane_id u(2), frame_num u(v)
+                field_pic = False
+                if not frame_mbs_only:
+                    q -= 1
+                    if (val >> q) & 0x10000:  # field_pic_flag
+                        field_pic = True
+                        q -= 1  # bottom_field_flag
+                if idr:  # idr_pic_id ue(v)
+                    c = ue_len[(val >> q) & 0xFFFF]
+                    q = q - c if c else _ue_long(val, q)[0]
+                if poc_type == 0:
+                    q -= poc_lsb_bits  # pic_order_cnt_lsb u(v)
+                    if bottom_poc and not field_pic:  # delta_pic_order_cnt_bottom se(v)
+                        c = ue_len[(val >> q) & 0xFFFF]
+                        q = q - c if c else _ue_long(val, q)[0]
+                elif poc_type == 1 and not delta_always_zero:  # delta_pic_order_cnt[0..1]
+                    q = _skip_ue(val, q, 2 if bottom_poc and not field_pic else 1)
+                if redundant:  # redundant_pic_cnt ue(v)
+                    c = ue_len[(val >> q) & 0xFFFF]
+                    q = q - c if c else _ue_long(val, q)[0]
+            is_b = slice_type == 1
+            intra = slice_type in {2, 4}
+            if not intra:
+                if is_b:
+                    q -= 1  # direct_spatial_mv_pred_flag
+                q -= 1
+                if (val >> q) & 0x10000:  # num_ref_idx_active_override_flag
+                    p = (val >> q) & 0xFFFF
+                    c = ue_len[p]
+                    if c:
+                        q -= c
+                        l0 = ue_val[p] + 1
+                    else:
+                        q, l0 = _ue_long(val, q)
+                        l0 += 1
+                    if is_b:
+                        p = (val >> q) & 0xFFFF
+                        c = ue_len[p]
+                        if c:
+                            q -= c
+                            l1 = ue_val[p] + 1
+                        else:
+                            q, l1 = _ue_long(val, q)
+                            l1 += 1
+                q -= 1
+                if (val >> q) & 0x10000:  # ref_pic_list_modification_flag_l0
+                    q = _modifications(val, q)
+                if is_b:
+                    q -= 1
+                    if (val >> q) & 0x10000:  # ref_pic_list_modification_flag_l1
+                        q = _modifications(val, q)
+                    if bipred_idc == 1:
+                        q = _pred_weight_table(val, q, chroma, l0 + l1)
+                elif weighted_pred:
+                    q = _pred_weight_table(val, q, chroma, l0)
+            if b0 & 0x60:  # nal_ref_idc: dec_ref_pic_marking()
+                if idr:
+                    q -= 2  # no_output_of_prior_pics_flag, long_term_reference_flag
+                else:
+                    q -= 1
+                    if (val >> q) & 0x10000:  # adaptive_ref_pic_marking_mode_flag
+                        q = _mmco(val, q)
+            if cabac and not intra:  # cabac_init_idc ue(v)
+                c = ue_len[(val >> q) & 0xFFFF]
+                q = q - c if c else _ue_long(val, q)[0]
+            # slice_qp_delta se(v)
+            c = ue_len[(val >> q) & 0xFFFF]
+            q = q - c if c else _ue_long(val, q)[0]
+            if slice_type >= 3:  # SP: sp_for_switch_flag; SP/SI: slice_qs_delta se(v)
+                if slice_type == 3:
+                    q -= 1
+                c = ue_len[(val >> q) & 0xFFFF]
+                q = q - c if c else _ue_long(val, q)[0]
+            if deblocking:  # disable_deblocking_filter_idc ue(v)
+                p = (val >> q) & 0xFFFF
+                c = ue_len[p]
+                if c:
+                    q -= c
+                    idc = ue_val[p]
+                else:
+                    q, idc = _ue_long(val, q)
+                if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
+                    c = ue_len[(val >> q) & 0xFFFF]
+                    q = q - c if c else _ue_long(val, q)[0]
+                    c = ue_len[(val >> q) & 0xFFFF]
+                    q = q - c if c else _ue_long(val, q)[0]
+            q -= tail_bits  # slice_group_change_cycle u(v)
+        except ValueError:  # a shift by a negative count: a read past the end of ``raw``
+            q = -1
         except CodecError:
             if limit >= n:
                 raise
-            left = -1
-        if left >= 0:
-            size = (nbits - left + 7) >> 3
+            q = -1
+        if q >= 0:
+            size = len(raw) - (q >> 3)  # ceil((8 * len(raw) - q) / 8)
             return size if epbs is None else escaped_length(size, epbs)
         if limit >= n:
             raise CodecError(f"H.264 slice header: truncated (runs past the {n}-byte NAL unit)")

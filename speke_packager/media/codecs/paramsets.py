@@ -1,7 +1,8 @@
 """SPS/PPS tables shared by the H.264 and HEVC parsers.
 
 Parameter sets are kept by id; in-band ones (avc3, hev1) replace earlier ones. Parse results are
-cached by NAL bytes, because in-band parameter sets repeat at every IDR."""
+cached by NAL bytes, because in-band parameter sets repeat at every IDR (so a repeated set is the
+same object, and :meth:`ParamSets.changed` only runs for a real change)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ class ParamSets(Generic[S, P]):
     def parse_pps(nal: bytes) -> P:
         raise NotImplementedError
 
+    def changed(self) -> None:
+        """Called after :meth:`add` stored a different SPS or PPS: subclasses drop what they
+        derived from the tables (change ``sps``/``pps`` through :meth:`add` only)."""
+
     def copy(self) -> Self:
         new = type(self)()
         new.sps = dict(self.sps)
@@ -72,7 +77,9 @@ class ParamSets(Generic[S, P]):
                 if len(self._parsed_sps) >= _CACHE:
                     self._parsed_sps.clear()
                 self._parsed_sps[raw] = sps
-            self.sps[sps.sps_id] = sps
+            if self.sps.get(sps.sps_id) is not sps:
+                self.sps[sps.sps_id] = sps
+                self.changed()
         elif t == self.NAL_PPS:
             raw = bytes(nal)
             pps = self._parsed_pps.get(raw)
@@ -81,4 +88,6 @@ class ParamSets(Generic[S, P]):
                 if len(self._parsed_pps) >= _CACHE:
                     self._parsed_pps.clear()
                 self._parsed_pps[raw] = pps
-            self.pps[pps.pps_id] = pps
+            if self.pps.get(pps.pps_id) is not pps:
+                self.pps[pps.pps_id] = pps
+                self.changed()
