@@ -7,17 +7,29 @@ The object holds only immutable values and pickles to worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import secrets
 import struct
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO
 from uuid import UUID
 
 import numpy as np
 
+from ..._io import ThreadScratch
 from ...constants import Scheme
-from ...errors import CodecError, Mp4FormatError, UnsupportedMediaError, UsageError
+from ...errors import (
+    CodecError,
+    MediaError,
+    Mp4FormatError,
+    OutputError,
+    UnsupportedMediaError,
+    UsageError,
+)
 from ...model import ContentKey, TrackKind
 from ..subsamples import CodecFamily, MapSession, SubsampleMapper, Subsamples
 from .boxes import Box, full_box, iter_boxes
@@ -30,6 +42,12 @@ __all__ = ["Mp4Encryptor"]
 
 _TRACK_BITS, _SEGMENT_BITS, _FRAGMENT_BITS, _SAMPLE_BITS = 8, 30, 8, 18
 _MASK64 = (1 << 64) - 1
+
+Source = BinaryIO | str | os.PathLike[str]
+"""A file to read or write: a path, or an open binary stream."""
+
+_READ = ThreadScratch()  # encrypt_segment_file's input buffer, one per thread
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
 def _seig(kid: UUID, *, protected: bool, iv_size: int, constant_iv: bytes | None,
@@ -73,6 +91,105 @@ def _span(starts: Sequence[int], sizes: Sequence[int]) -> tuple[int, int] | None
     if bool(np.all(pos[1:] >= ends[:-1])):
         return -1, -1
     return None
+
+
+def _read_all(src: Source) -> memoryview:
+    """Everything ``src`` holds (from its current position to EOF) in the thread's reused
+    buffer: valid until the next call on this thread."""
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise MediaError(f"cannot read {os.fspath(src)}: {exc.strerror or exc}") from None
+        try:
+            size = os.fstat(fd).st_size
+            return _fill(lambda view: os.readv(fd, [view]), size, os.fspath(src))
+        finally:
+            os.close(fd)
+    hint = 0
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        hint = os.fstat(src.fileno()).st_size - src.tell()
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:
+        raise UsageError("encrypt_segment_file needs a binary stream with readinto")
+    return _fill(readinto, hint, getattr(src, "name", "input"))
+
+
+def _fill(readinto: Callable[[memoryview], int | None], hint: int, what: object) -> memoryview:
+    buf = _READ.get(max(hint, 0) + 1)  # one spare byte: the read that finds EOF
+    n = 0
+    try:
+        while True:
+            if n == len(buf):  # longer than announced: a bigger buffer, same contents
+                old = buf
+                buf = _READ.get(2 * n)
+                buf[:n] = old[:n]
+            got = readinto(memoryview(buf)[n:])
+            if not got:
+                return memoryview(buf)[:n]
+            n += got
+    except OSError as exc:
+        raise MediaError(f"cannot read {what}: {exc.strerror or exc}") from None
+
+
+def _writev_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> int:
+    """Every part written to ``fd`` with as few ``os.writev`` calls as possible."""
+    views = deque(m for m in (memoryview(p).cast("B") for p in parts) if len(m))
+    total = 0
+    while views:
+        n = os.writev(fd, [views[i] for i in range(min(len(views), _IOV_MAX))])
+        total += n
+        while views and n >= len(views[0]):
+            n -= len(views.popleft())
+        if n:
+            views[0] = views[0][n:]
+    return total
+
+
+def _write_stream(dst: BinaryIO, parts: Sequence[bytes | bytearray | memoryview]) -> int:
+    """``parts`` to an open stream: ``os.writev`` on its file descriptor when it has one (after
+    a flush; the stream's position is re-read afterwards), else ``writelines``."""
+    try:
+        fd = dst.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        fd = -1
+    if fd < 0:
+        dst.writelines(parts)
+        return sum(map(len, parts))
+    dst.flush()
+    total = _writev_all(fd, parts)
+    if dst.seekable():  # a buffered stream caches its position: tell it where the fd is
+        dst.seek(os.lseek(fd, 0, os.SEEK_CUR))
+    return total
+
+
+def _write_path(path: str | os.PathLike[str], parts: Sequence[bytes | bytearray | memoryview]
+                ) -> int:
+    """``parts`` to a temporary file beside ``path``, renamed over it once complete (no fsync:
+    an error or a killed process never leaves a partial ``path``; durability across a power
+    cut is the caller's business)."""
+    target = os.fspath(path)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        try:
+            total = _writev_all(fd, parts)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return total
 
 
 def seig_boxes(entry: bytes, sample_count: int) -> list[bytes]:
@@ -209,6 +326,32 @@ class Mp4Encryptor:
         them before changing or reusing ``data``."""
         return self._rewrite(data, segment_index=segment_index, clear=clear,
                              in_place=in_place).parts()
+
+    def encrypt_segment_file(self, src: Source, dst: Source, *, segment_index: int,
+                             clear: bool = False) -> int:
+        """:meth:`encrypt_segment` from file to file; returns the bytes written.
+
+        ``src`` (a path or a binary stream, read to EOF) goes into a reused per-thread buffer,
+        its samples are encrypted there in place and the pieces are written with
+        ``os.writev`` (``writelines`` for a stream without a file descriptor): no segment-sized
+        allocation or join per call. A path ``dst`` is written under a temporary name in the
+        same folder and renamed when complete; nothing is written when encryption fails (the
+        same typed errors as :meth:`encrypt_segment`). Read failures raise
+        :class:`~speke_packager.errors.MediaError`, write failures
+        :class:`~speke_packager.errors.OutputError`."""
+        data = _read_all(src)
+        parts = self._rewrite(data, segment_index=segment_index, clear=clear,
+                              in_place=True).parts()
+        try:
+            if isinstance(dst, (str, os.PathLike)):
+                return _write_path(dst, parts)
+            try:
+                return _write_stream(dst, parts)
+            except OSError as exc:
+                name = getattr(dst, "name", "output")
+                raise OutputError(f"cannot write {name}: {exc.strerror or exc}") from None
+        finally:
+            del parts, data
 
     def _rewrite(self, data: bytes | bytearray | memoryview, *, segment_index: int,
                  clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
