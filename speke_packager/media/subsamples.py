@@ -73,13 +73,15 @@ class SubsampleMapper:
 class MapSession:
     """Computes subsample maps for consecutive samples of one track (one segment)."""
 
-    __slots__ = ("_avc", "_hevc", "_vp9", "m")
+    __slots__ = ("_avc", "_hevc", "_ls", "_unpack", "_vp9", "m")
 
     def __init__(self, mapper: SubsampleMapper) -> None:
         self.m = mapper
         self._avc: h264.H264ParamSets | None = None
         self._hevc: hevc.HevcParamSets | None = None
         self._vp9: vp9.Vp9State | None = None
+        self._ls = mapper.nal_length_size
+        self._unpack = _LENGTH_FIELDS.get(self._ls)
         if mapper.scheme is Scheme.CBCS:
             if mapper.family is CodecFamily.H264:
                 self._avc = h264.H264ParamSets()
@@ -102,64 +104,63 @@ class MapSession:
         return self._map_nal(sample)
 
     def _map_nal(self, sample: bytes | bytearray | memoryview) -> Subsamples:
-        mv = memoryview(sample)
-        ls = self.m.nal_length_size
-        unpack = _LENGTH_FIELDS.get(ls)
+        ls = self._ls
+        unpack = self._unpack
         if unpack is None:
             raise CodecError(f"unsupported NAL length size {ls}")
+        avc = self._avc
+        hvc = self._hevc
         is_hevc = self.m.family is CodecFamily.HEVC
         hdr_len = 2 if is_hevc else 1
-        cbcs = self.m.scheme is Scheme.CBCS
         out: Subsamples = []
         clear = 0
-        n = len(mv)
+        n = len(sample)
         pos = 0
         while pos < n:  # the length-prefixed NAL units (nal.iter_length_prefixed, inlined)
             if pos + ls > n:
                 raise CodecError(f"truncated NAL length field at offset {pos}")
-            (size,) = unpack(mv, pos)
-            off = pos
-            pos += ls + size
+            (size,) = unpack(sample, pos)
+            off = pos + ls  # the NAL header
+            pos = off + size
             if pos > n:
-                raise CodecError(f"NAL of {size} bytes at offset {off} runs past the end of the "
-                                 f"sample ({n} bytes)")
+                raise CodecError(f"NAL of {size} bytes at offset {off - ls} runs past the end of "
+                                 f"the sample ({n} bytes)")
             if size < hdr_len:
                 clear += ls + size
                 continue
-            b0 = mv[off + ls]
             if is_hevc:
-                t = (b0 >> 1) & 0x3F
-                vcl = t < 32
-                if cbcs and t in (hevc.NAL_SPS, hevc.NAL_PPS):
-                    assert self._hevc is not None
-                    self._hevc.add(mv[off + ls:pos])
-            else:
-                t = b0 & 0x1F
-                vcl = t in h264.VCL_TYPES
-                if cbcs and t in (h264.NAL_SPS, h264.NAL_PPS):
-                    assert self._avc is not None
-                    self._avc.add(mv[off + ls:pos])
-            if not vcl:
-                clear += ls + size
-                continue
-            if cbcs:
-                nal = mv[off + ls:pos]
-                if is_hevc:
-                    assert self._hevc is not None
-                    head = hevc.slice_header_size(nal, self._hevc)
+                t = (sample[off] >> 1) & 0x3F
+                if t >= 32:  # non-VCL
+                    if hvc is not None and t in (hevc.NAL_SPS, hevc.NAL_PPS):
+                        hvc.add(sample[off:pos])
+                    clear += ls + size
+                    continue
+                if hvc is not None:
+                    protected = size - hevc.slice_header_size(sample, hvc, off, pos)
                 else:
-                    assert self._avc is not None
+                    protected = (size - 2) & ~15
+            else:
+                t = sample[off] & 0x1F
+                if not 1 <= t <= 5:  # non-VCL (h264.VCL_TYPES)
+                    if avc is not None and t in (h264.NAL_SPS, h264.NAL_PPS):
+                        avc.add(sample[off:pos])
+                    clear += ls + size
+                    continue
+                if avc is not None:
                     if t in (2, 3, 4):
                         raise UnsupportedMediaError(
                             "H.264 data partitioning (NAL types 2-4) is not supported with cbcs")
-                    head = h264.slice_header_size(nal, self._avc)
-                protected = size - head
-            else:
-                protected = (size - hdr_len) & ~15
+                    protected = size - h264.slice_header_size(sample, avc, off, pos)
+                else:
+                    protected = (size - 1) & ~15
             if protected <= 0:
                 clear += ls + size
                 continue
-            split_clear(clear + ls + size - protected, protected, out)
+            clear += ls + size - protected
+            if clear > _MAX_CLEAR:
+                split_clear(clear, protected, out)
+            else:
+                out.append((clear, protected))
             clear = 0
         if clear or not out:
             split_clear(clear, 0, out)

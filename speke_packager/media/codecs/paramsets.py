@@ -64,7 +64,7 @@ class ParamSets(Generic[S, P]):
         new._parsed_pps = dict(self._parsed_pps)
         return new
 
-    def add(self, nal: bytes | memoryview) -> None:
+    def add(self, nal: bytes | bytearray | memoryview) -> None:
         """Take an SPS or PPS NAL unit (anything else is ignored)."""
         if not nal:
             raise CodecError("empty NAL unit")
