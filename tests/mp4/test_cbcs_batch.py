@@ -7,16 +7,24 @@ with the serial path forced, in patch mode and in place."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from speke_packager.constants import Scheme
+from speke_packager.media.mp4 import Mp4Decryptor, Mp4Encryptor, probe_init
 from speke_packager.media.mp4 import engine as engine_mod
+from speke_packager.media.mp4.boxes import iter_boxes
 from speke_packager.media.mp4.engine import CbcsEngine, Patches
+from speke_packager.media.mp4.fragment import parse_moof
+from speke_packager.media.mp4.init import parse_init
 from speke_packager.media.mp4.sample_crypto import cbcs_sample
-from tests.mp4.helpers import KEY, WRONG
+from speke_packager.model import ContentKey
+from tests.mp4.conftest import Asset
+from tests.mp4.helpers import KEY, KID, WRONG
 
 IV16 = bytes(range(16))
 PATTERNS = [(0, 0), (1, 0), (1, 9), (2, 8), (5, 5)]
@@ -181,3 +189,79 @@ def test_out_of_order_and_overlapping_ranges_fall_back(path: str) -> None:
         CbcsEngine(KEY, IV16, 1, 9, in_place=True).ranges(memoryview(own), positions, lengths,
                                                           span=None, patches=[])
         assert own == expect
+
+
+# -- whole segments: the batched paths chosen per traf layout --------------------------------
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def _full(kind: bytes, flags: int, payload: bytes) -> bytes:
+    return _box(kind, flags.to_bytes(4, "big") + payload)
+
+
+def _segment(tid: int, groups: list[list[bytes]], order: list[int], gap: int) -> bytes:
+    """moof (one traf, one trun per group, default-base-is-moof) + mdat holding the groups'
+    samples in ``order`` with ``gap`` filler bytes between groups."""
+    filler = bytes(range(gap))
+    at: dict[int, int] = {}
+    payload = b""
+    for g in order:
+        if payload:
+            payload += filler
+        at[g] = len(payload)
+        payload += b"".join(groups[g])
+
+    def moof(offset: int) -> bytes:
+        truns = b"".join(_full(b"trun", 0x201, struct.pack(
+            ">Ii", len(samples), offset + at[g]) + b"".join(struct.pack(">I", len(s))
+                                                           for s in samples))
+            for g, samples in enumerate(groups))
+        traf = _box(b"traf", _full(b"tfhd", 0x020000, struct.pack(">I", tid)) + truns)
+        return _box(b"moof", _full(b"mfhd", 0, struct.pack(">I", 1)) + traf)
+
+    size = len(moof(0))
+    return moof(size + 8) + _box(b"mdat", payload)
+
+
+def _samples(data: bytes, init: bytes) -> dict[int, list[bytes]]:
+    sizes = {t.track_id: t.default_sample_size for t in parse_init(init).tracks.values()}
+    out: dict[int, list[bytes]] = {}
+    for box in iter_boxes(data):
+        if box.type == b"moof":
+            for traf in parse_moof(data, box, sizes)[1]:
+                out.setdefault(traf.track_id, []).extend(
+                    data[box.start + o:box.start + o + n]
+                    for o, n in zip(traf.offsets, traf.sizes, strict=True))
+    return out
+
+
+@pytest.mark.parametrize("layout", ["one trun", "end to end", "gap", "out of order"])
+def test_trun_layouts_encrypt_the_same_samples(asset: Callable[[str], Asset], path: str,
+                                               layout: str) -> None:
+    """A traf's samples split over two truns, end to end, with a gap or in reverse order in
+    the mdat (the serial / lane / one-at-a-time paths): each sample is encrypted exactly as in
+    the original segment (cbcs with a constant IV does not depend on where a sample sits),
+    patched and in place alike, and the decryptor gives the input back."""
+    a = asset("h264-aac-fmp4")
+    tracks = [t.track_id for t in probe_init(a.init)]
+    keys = {t: ContentKey(KID, KEY) for t in tracks}
+    enc = Mp4Encryptor(a.init, Scheme.CBCS, keys)
+    dec = Mp4Decryptor(enc.encrypted_init(), {KID: KEY})
+    seg = a.segments[1]
+    clear = _samples(seg, a.init)
+    want = _samples(enc.encrypt_segment(seg, segment_index=1), a.init)
+    for tid in tracks:
+        samples = clear[tid]
+        k = len(samples) // 3
+        groups = [samples] if layout == "one trun" else [samples[:k], samples[k:]]
+        order = [1, 0] if layout == "out of order" else list(range(len(groups)))
+        data = _segment(tid, groups, order, 13 if layout == "gap" else 0)
+        out = enc.encrypt_segment(data, segment_index=1)
+        buf = bytearray(data)
+        parts = enc.encrypt_segment_parts(buf, segment_index=1, in_place=True)
+        assert b"".join(parts) == out
+        assert _samples(out, a.init)[tid] == want[tid]
+        back = _samples(dec.decrypt_segment(out), a.init)[tid]
+        assert back == samples

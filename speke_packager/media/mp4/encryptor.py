@@ -79,18 +79,39 @@ def _map(mapper: Callable[[memoryview], Subsamples | None], mv: memoryview, star
         raise CodecError(f"track {tid}, fragment {fragment}, sample {index}: {exc}") from exc
 
 
-def _span(starts: Sequence[int], sizes: Sequence[int]) -> tuple[int, int] | None:
-    """``(start, end)`` of samples that lie end to end; ``(-1, -1)`` when they are in order
-    and disjoint but with gaps; None when they are out of order or overlap."""
-    if len(starts) < 2:
-        return (starts[0], starts[0] + sizes[0]) if starts else (-1, -1)
-    pos = np.array(starts, np.int64)
-    ends = pos + np.array(sizes, np.int64)
-    if bool(np.all(pos[1:] == ends[:-1])):
-        return int(pos[0]), int(ends[-1])
-    if bool(np.all(pos[1:] >= ends[:-1])):
-        return -1, -1
-    return None
+def _traf_span(traf: Traf, base: int) -> tuple[int, int] | None:
+    """``(start, end)`` of a traf's samples when they lie end to end; ``(-1, -1)`` when they
+    are in order and disjoint but with gaps; None when they are out of order or overlap.
+
+    The samples of one trun lie end to end by construction, so only trun boundaries count."""
+    offsets, sizes = traf.offsets, traf.sizes
+    k = 0
+    end = -1
+    gaps = False
+    for t in traf.truns:
+        if not t.count:
+            continue
+        first = offsets[k]
+        if k:
+            if first < end:
+                return None
+            gaps = gaps or first != end
+        k += t.count
+        end = offsets[k - 1] + sizes[k - 1]
+    return (-1, -1) if gaps else (base + offsets[0], base + end)
+
+
+def _senc_records(counts: Sequence[int], values: Sequence[int]) -> tuple[bytes, list[int]]:
+    """The senc records of a traf without IVs (``count`` subsamples each: subsample_count and
+    (clear u16, protected u32) pairs; -1: no record) packed at once, and their sizes."""
+    if not counts:
+        return b"", []
+    c0 = counts[0]
+    if c0 >= 0 and counts.count(c0) == len(counts):  # the usual case: one layout for all
+        fmt = ">" + ("H" + "HI" * c0) * len(counts)
+        return struct.pack(fmt, *values), [2 + 6 * c0] * len(counts)
+    fmt = ">" + "".join("H" + "HI" * c for c in counts if c >= 0)
+    return struct.pack(fmt, *values), [2 + 6 * c if c >= 0 else 0 for c in counts]
 
 
 def _read_all(src: Source) -> memoryview:
@@ -460,35 +481,48 @@ class Mp4Encryptor:
             eng_b = engine if isinstance(engine, CbcsEngine) else None
             assert eng_b is not None
             starts = [base + off for off in traf.offsets]
-            span = _span(starts, traf.sizes)
+            span = _traf_span(traf, base)
             if span is None:  # samples out of order or overlapping: one after the other
                 for i, (start, size) in enumerate(zip(starts, traf.sizes, strict=True)):
                     subs = _map(mapper, mv, start, size, (tid, fragment, i)) if use_subs else None
                     eng_b.sample(mv, start, size, subsamples=subs, patches=patches)
                     entries.append(_subs_record(b"", subs) if subs is not None else b"")
             elif not use_subs:  # whole samples (audio): no senc records, lane-parallel CBC
-                eng_b.whole_samples(mv, starts, traf.sizes, patches=patches)
+                eng_b.whole_samples(mv, starts, traf.sizes, patches=patches,
+                                    contiguous=span[0] >= 0)
                 rec_sizes = [0] * n
             else:  # every sample mapped (clear input), then every protected range at once
                 positions: list[int] = []
                 lengths: list[int] = []
-                for i, (start, size) in enumerate(zip(starts, traf.sizes, strict=True)):
-                    subs = _map(mapper, mv, start, size, (tid, fragment, i))
-                    if subs is None:
-                        positions.append(start)
-                        lengths.append(size)
-                        entries.append(b"")
-                        continue
-                    entries.append(_subs_record(b"", subs))
-                    pos = start
-                    for clear, prot in subs:
-                        pos += clear
-                        if prot:
-                            positions.append(pos)
-                            lengths.append(prot)
-                            pos += prot
+                counts: list[int] = []
+                values: list[int] = []  # the senc records' fields, packed once
+                i = 0
+                try:  # (i names the failing sample)
+                    for i, (start, size) in enumerate(  # noqa: B007
+                            zip(starts, traf.sizes, strict=True)):
+                        subs = mapper(mv[start:start + size])
+                        if subs is None:
+                            positions.append(start)
+                            lengths.append(size)
+                            counts.append(-1)
+                            continue
+                        counts.append(len(subs))
+                        values.append(len(subs))
+                        pos = start
+                        for clear, prot in subs:
+                            values.append(clear)
+                            values.append(prot)
+                            pos += clear
+                            if prot:
+                                positions.append(pos)
+                                lengths.append(prot)
+                                pos += prot
+                except CodecError as exc:
+                    raise CodecError(f"track {tid}, fragment {fragment}, sample {i}: {exc}"
+                                     ) from exc
                 eng_b.ranges(mv, positions, lengths, span=span if span[0] >= 0 else None,
                              patches=patches)
+                body, rec_sizes = _senc_records(counts, values)
         else:
             eng_c = engine if isinstance(engine, CencEngine) else None
             assert eng_c is not None

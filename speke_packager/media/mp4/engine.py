@@ -197,12 +197,16 @@ class CbcsEngine:
 
     # -- many ranges at once ----------------------------------------------------------------------
     def whole_samples(self, src: memoryview, starts: Sequence[int], sizes: Sequence[int], *,
-                      patches: Patches) -> None:
+                      patches: Patches, contiguous: bool | None = None) -> None:
         """Whole-sample cbcs (audio: no subsamples) of many samples; same bytes as
         :meth:`sample` on each in turn. Each sample is its own CBC message from the constant
         IV, so when the samples are many and of similar size they run as lanes of one
-        lane-parallel CBC (see the module docstring)."""
-        self._batch(src, starts, sizes, None, patches)
+        lane-parallel CBC (see the module docstring). ``contiguous``: whether the samples lie
+        end to end (one patch for all), if the caller knows (None: checked here)."""
+        span: tuple[int, int] | None = None
+        if contiguous and starts:
+            span = starts[0], starts[-1] + sizes[-1]
+        self._batch(src, starts, sizes, span, patches, samples=contiguous is None)
 
     def ranges(self, src: memoryview, positions: Sequence[int], lengths: Sequence[int], *,
                span: tuple[int, int] | None, patches: Patches) -> None:
