@@ -16,7 +16,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
+from ..._io import ThreadScratch
 from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
 from ...errors import CodecError
 from ..codecs.ac3 import iter_syncframes
@@ -31,6 +34,7 @@ __all__ = [
     "encrypt_h264_es",
     "encrypt_h264_nal",
     "encrypt_h264_pes",
+    "encrypt_h264_run",
     "nal_spans",
 ]
 
@@ -285,3 +289,144 @@ def crypt_ac3_es(buf: bytearray, key: bytes, iv: bytes, *, eac3: bool, encrypt: 
             ranges.append((off + 16, n))
     _crypt_ranges(buf, ranges, key, iv, encrypt)
     return first
+
+
+# --- the whole-PID H.264 hot path ---------------------------------------------------------------
+
+_MASKS = ThreadScratch()  # zero / zero-pair masks over an elementary stream run
+_BLOCKS = ThreadScratch()  # the gathered encrypted blocks of a run
+_EMPTY = np.zeros(0, dtype=np.intp)
+
+
+def _zero_pairs(a: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
+    """Every ``i`` with ``a[i] == a[i + 1] == 0``, ascending. One whole-array pass makes a
+    zero mask (in a reused buffer); the mask seen as 64-bit words (8 times fewer elements) is
+    searched, and only the words holding a zero (a few percent in slice data) are expanded."""
+    n = len(a)
+    if n < 2:
+        return _EMPTY
+    m = -(-n // 8) * 8
+    raw = _MASKS.get(m + m // 8)
+    zero = np.frombuffer(raw, dtype=np.bool_, count=m)
+    np.equal(a, 0, out=zero[:n])
+    zero[n:] = False
+    words = zero.view(np.uint64)
+    busy = np.frombuffer(raw, dtype=np.bool_, count=m // 8, offset=m)
+    np.not_equal(words, 0, out=busy)
+    hit = np.flatnonzero(busy)
+    k = np.flatnonzero(words[hit].view(np.bool_))
+    zpos = hit[k >> 3] * 8 + (k & 7)
+    pairs: npt.NDArray[np.intp] = zpos[:-1][np.diff(zpos) == 1].astype(np.intp)
+    return pairs
+
+
+def _first_of_runs(c: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    """For sorted positions ``c``: which ones a left-to-right scan that resumes two bytes after
+    each match keeps (in a run of consecutive positions, every other one from its first)."""
+    if c.size < 2:
+        return np.ones(c.size, dtype=np.bool_)
+    idx = np.arange(c.size)
+    starts = np.concatenate(([True], np.diff(c) != 1))
+    first = np.maximum.accumulate(np.where(starts, idx, 0))
+    return (idx - first) % 2 == 0  # type: ignore[no-any-return]
+
+
+RunResult = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp],
+                  npt.NDArray[np.uint8]]
+
+
+def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp],
+                     cbc: CbcMessages) -> RunResult:
+    """:func:`encrypt_h264_pes` for many PES at once, in place in ``buf``, vectorised.
+
+    ``es_ranges``: ``(count, 2)`` ascending, non-overlapping ``(start, end)`` of the elementary
+    stream bytes of each PES in ``buf`` (``buf`` must hold at least 32 bytes after the last
+    end: vectorised reads look a few bytes ahead). The slice NALs' 1:9 blocks are encrypted in
+    ``buf``; nothing is inserted. Returns ``(cuts, touched, blocks, ciphertext)``: the ascending
+    positions in ``buf`` where an emulation-prevention byte ``03`` must go (before the byte
+    there; what :func:`encrypt_h264_pes` inserts), the indices of the PES holding a slice NAL,
+    the start of every encrypted block and the blocks' new bytes (``(len(blocks), 16)``, in a
+    per-thread buffer valid until the next call), for callers that write them elsewhere too.
+
+    How: one scan of the stream for ``00 00`` finds every ``00 00 0x`` (x <= 3): the start codes
+    and, in the clear parts of a slice NAL, the spots that the emulation-prevention pass escapes
+    again (only ``00 00 03``, the original EPBs, in a valid stream). The encrypted blocks of every
+    slice NAL are gathered with one fancy index (16-byte windows), encrypted with one cipher
+    call per NAL and scattered back; new ``00 00 0x`` spots can only touch an encrypted byte, so
+    they are found from the zero bytes of the ciphertext and the two clear bytes before each
+    block."""
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    none = (_EMPTY, _EMPTY, _EMPTY, np.zeros((0, 16), dtype=np.uint8))
+    if not len(es_ranges):
+        return none
+    lo = int(es_ranges[0, 0])
+    hi = int(es_ranges[-1, 1])
+    cand = _zero_pairs(arr[lo:hi]) + lo
+    cand = cand[cand + 2 < hi]
+    cand = cand[arr[cand + 2] <= 3]
+    # the PES of each candidate, and whether all three bytes lie in its elementary stream
+    k = np.searchsorted(es_ranges[:, 0], cand, side="right") - 1
+    ok = k >= 0
+    cand, k = cand[ok], k[ok]
+    inside = cand + 3 <= es_ranges[k, 1]
+    sc_at = inside & (arr[cand + 2] == 1)
+    sc, sc_pes = cand[sc_at], k[sc_at]
+    if not sc.size:
+        return none
+    # NAL units exactly as nal_spans: from after a start code to the next one of the same PES
+    # (or the PES end), trailing zero bytes cut off
+    starts = sc + 3
+    ends = np.empty_like(sc)
+    ends[:-1] = sc[1:]
+    ends[-1] = es_ranges[sc_pes[-1], 1]
+    last = np.flatnonzero(sc_pes[:-1] != sc_pes[1:])
+    ends[last] = es_ranges[sc_pes[last], 1]
+    for _ in range(8):
+        trail = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 0)
+        if not trail.any():
+            break
+        ends -= trail
+    else:
+        for j in np.flatnonzero((ends > starts) & (arr[np.maximum(ends - 1, 0)] == 0)).tolist():
+            e, s = int(ends[j]), int(starts[j])
+            while e > s and arr[e - 1] == 0:
+                e -= 1
+            ends[j] = e
+    length = ends - starts
+    slice_nal = (length > _LEADER + 16) & np.isin(arr[np.minimum(starts, hi - 1)] & 0x1F,
+                                                  _SLICE_TYPES)
+    s_enc, e_enc = starts[slice_nal], ends[slice_nal]
+    if not s_enc.size:
+        return none
+    touched = np.unique(sc_pes[slice_nal])
+    nb = (e_enc - s_enc - _LEADER - 16 + _STRIDE - 1) // _STRIDE
+    total = int(nb.sum())
+    first_block = np.concatenate(([0], np.cumsum(nb)))
+    owner = np.repeat(np.arange(nb.size), nb)
+    blocks = s_enc[owner] + _LEADER + _STRIDE * (np.arange(total) - first_block[owner])
+    # gather, encrypt (one message per NAL), scatter
+    win = sliding_window_view(arr, 16, writeable=True)
+    raw = _BLOCKS.get(16 * total + 16)
+    work = np.frombuffer(raw, dtype=np.uint8, count=16 * total).reshape(total, 16)
+    work[:] = win[blocks]
+    with memoryview(raw) as mv:
+        for a, n in zip((16 * first_block[:-1]).tolist(), (16 * nb).tolist(), strict=True):
+            cbc.crypt(mv, a, n)
+    win[blocks] = work
+    del win
+    # spots to escape after encryption: new ones (touching an encrypted byte) ...
+    zq = np.flatnonzero(work.reshape(-1) == 0)
+    p = blocks[zq >> 4] + (zq & 15)
+    new = [p[arr[p - 1] == 0] - 1, p[(arr[p + 1] == 0) & (arr[p + 2] <= 3)]]
+    new[0] = new[0][arr[new[0] + 2] <= 3]
+    b2 = blocks - 2
+    new.append(b2[(arr[b2] == 0) & (arr[b2 + 1] == 0) & (arr[blocks] <= 3)])
+    # ... and the original ones inside slice NALs whose three bytes stayed clear
+    nal = np.searchsorted(s_enc, cand, side="right") - 1
+    in_nal = (nal >= 0) & (cand + 2 < e_enc[np.maximum(nal, 0)])
+    old, nal = cand[in_nal], nal[in_nal]
+    t = old - s_enc[nal] - (_LEADER - 2)
+    hit_block = (t >= 0) & (t % _STRIDE < 18) & (t // _STRIDE < nb[nal])
+    spots = np.unique(np.concatenate([old[~hit_block], *new]))
+    spots = spots[_first_of_runs(spots)]
+    return (spots + 2).astype(np.intp), touched.astype(np.intp), blocks, work

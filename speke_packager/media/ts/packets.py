@@ -18,6 +18,7 @@ __all__ = [
     "PACKET_SIZE",
     "PacketTable",
     "build_packet",
+    "index_packets",
     "split_packets",
 ]
 
@@ -30,10 +31,11 @@ _PAYLOAD = 184
 class PacketTable:
     """A validated run of 188-byte packets and the PID of each.
 
-    ``rows`` is ``data`` seen as a read-only ``count x 188`` byte array and ``pid_array`` the
-    PIDs as an array, for vectorised scans (no copy of the segment)."""
+    ``rows`` is ``data`` seen as a ``count x 188`` byte array (read-only for :func:`split_packets`,
+    writable for :func:`index_packets` of a writable buffer) and ``pid_array`` the PIDs as an
+    array, for vectorised scans (no copy of the segment)."""
 
-    data: bytes
+    data: bytes | bytearray | memoryview
     rows: npt.NDArray[np.uint8]
     pid_array: npt.NDArray[np.int64]
 
@@ -57,7 +59,7 @@ class PacketTable:
 
     def header(self, i: int) -> bytes:
         b = i * PACKET_SIZE
-        return self.data[b : b + 4]
+        return bytes(self.data[b : b + 4])
 
     def pusi(self, i: int) -> bool:
         return bool(self.data[i * PACKET_SIZE + 1] & 0x40)
@@ -135,7 +137,14 @@ def split_packets(data: bytes | memoryview) -> PacketTable:
 
     Raises :class:`TsFormatError` for a truncated last packet or lost sync (with the packet
     index and, when readable, the PID)."""
-    buf = bytes(data)
+    return index_packets(bytes(data))
+
+
+def index_packets(buf: bytes | bytearray | memoryview) -> PacketTable:
+    """:func:`split_packets` over ``buf`` itself (no copy): a writable buffer gives writable
+    ``rows``, for in-place editing. ``buf`` must stay unchanged in size while the table is used."""
+    if isinstance(buf, memoryview) and (buf.ndim != 1 or buf.itemsize != 1):
+        buf = buf.cast("B")
     n = len(buf)
     count, rest = divmod(n, PACKET_SIZE)
     if n == 0:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ..._io import ThreadScratch
 from ...errors import TsFormatError, UnsupportedMediaError
 from .packets import PacketTable, build_packet
 
 __all__ = [
+    "GatherScratch",
     "PesUnit",
     "PidPayload",
     "collect_pes",
@@ -33,11 +35,12 @@ _MAX_PAYLOAD = 184
 
 @dataclass(slots=True)
 class PesUnit:
-    """One PES of a PID: its payload-carrying packets and its bytes."""
+    """One PES of a PID: its payload-carrying packets and its bytes (``bytes``, or a view of
+    the run buffer of :func:`gather_pid` with ``scratch``)."""
 
     pid: int
     packets: list[int]
-    data: bytes
+    data: bytes | memoryview
 
     @property
     def first_packet(self) -> int:
@@ -60,6 +63,15 @@ class PidPayload:
     body: npt.NDArray[np.uint8]
     unit_ranges: list[list[tuple[int, int]]]
     units: list[PesUnit]
+    run_at: npt.NDArray[np.intp] | None = None  # with a run buffer: where each span starts
+    span_lo: npt.NDArray[np.intp] | None = None  # ... and the same span's start in ``body``
+
+    def run_to_segment(self, pos: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Offsets in the segment of the run-buffer positions ``pos`` (each inside a PES)."""
+        assert self.run_at is not None and self.span_lo is not None
+        k = np.searchsorted(self.run_at, pos, side="right") - 1
+        at = pos - self.run_at[k] + self.span_lo[k]
+        return self.payload_packets[at // _MAX_PAYLOAD] * 188 + 4 + at % _MAX_PAYLOAD  # type: ignore[no-any-return]
 
 
 def _raise_first_fault(table: PacketTable, pid: int, indices: list[int]) -> None:
@@ -86,20 +98,34 @@ def _raise_first_fault(table: PacketTable, pid: int, indices: list[int]) -> None
                                 packet_index=i, pid=pid)
 
 
+class GatherScratch:
+    """Per-thread reusable buffers for :func:`gather_pid`: the payload rows and the run of PES."""
+
+    def __init__(self) -> None:
+        self.body = ThreadScratch()
+        self.run = ThreadScratch()
+
+
 def gather_pid(table: PacketTable, pid: int,
-               indices: npt.NDArray[np.intp] | list[int] | None = None) -> PidPayload:
+               indices: npt.NDArray[np.intp] | list[int] | None = None, *,
+               scratch: GatherScratch | None = None, slack: int = 0) -> PidPayload:
     """Split the packets of ``pid`` (``indices``, default: all) into whole PES (PUSI=1 to the
     next PUSI=1) and check each, with whole-array scans instead of per-packet Python.
 
     Payload bytes before the first PES start (a PES begun in an earlier segment) are refused:
-    they could be neither parsed nor encrypted."""
+    they could be neither parsed nor encrypted.
+
+    ``scratch``: ``body`` goes into a reused buffer and the PES are laid out back to back in one
+    reused run buffer (``slack`` more bytes after them), each ``PesUnit.data`` a writable
+    memoryview of it (the run is ``units[0].data.obj``); valid until the next call on the same
+    thread. Without it every PES is its own ``bytes``."""
     idx = table.indices_of(pid) if indices is None else np.asarray(indices, dtype=np.intp)
-    head = table.rows[idx, :5]  # the header bytes only; payload is copied once, below
-    b1 = head[:, 1]
-    ctl = head[:, 3]
+    rows = table.rows
+    b1 = rows[:, 1][idx]  # header bytes, column by column; payload is copied once, below
+    ctl = rows[:, 3][idx]
     has_payload = (ctl & 0x10) != 0
     with_af = (ctl & 0x20) != 0
-    af_len = head[:, 4]
+    af_len = rows[:, 4][idx]
     bad = ((b1 & 0x80) != 0) | (has_payload & (((ctl & 0xC0) != 0)
                                                 | (with_af & (af_len > 182))))
     pusi = (b1[has_payload] & 0x40) != 0
@@ -107,8 +133,13 @@ def gather_pid(table: PacketTable, pid: int,
         _raise_first_fault(table, pid, idx.tolist())  # raises for the first faulty packet
     pay_idx = idx[has_payload]
     cut = np.where(with_af[has_payload], 1 + af_len[has_payload].astype(np.intp), 0)
-    body = table.rows[pay_idx, 4:]  # one row copy: bytes 4..187 of each payload packet
     n = len(pay_idx)
+    if scratch is None:
+        body = table.rows[pay_idx, 4:]  # one row copy: bytes 4..187 of each payload packet
+    else:
+        body = np.frombuffer(scratch.body.get(n * _MAX_PAYLOAD), dtype=np.uint8,
+                             count=n * _MAX_PAYLOAD).reshape(n, _MAX_PAYLOAD)
+        np.take(table.rows[:, 4:], pay_idx, axis=0, out=body, mode="clip")
     # payload spans of ``body``: runs broken by adaptation fields and by PES starts
     breaks = np.flatnonzero((cut != 0) | pusi).tolist()
     r_starts = [0, *(r * _MAX_PAYLOAD + c for r, c in zip(breaks, cut[breaks].tolist(),
@@ -118,8 +149,14 @@ def gather_pid(table: PacketTable, pid: int,
     flat = memoryview(body.reshape(-1))  # type: ignore[arg-type]
     firsts = np.flatnonzero(pusi).tolist()
     pay_list = pay_idx.tolist()
-    units = []
+    units: list[PesUnit] = []
     unit_ranges = []
+    run: memoryview | None = None
+    at = 0
+    run_at: list[int] = []
+    span_lo: list[int] = []
+    if scratch is not None:
+        run = memoryview(scratch.run.get(n * _MAX_PAYLOAD + slack))
     r = 0
     for k, a in enumerate(firsts):
         b = firsts[k + 1] if k + 1 < len(firsts) else n
@@ -131,10 +168,22 @@ def gather_pid(table: PacketTable, pid: int,
             mine.append(ranges[r])
             r += 1
         unit_ranges.append(mine)
-        units.append(PesUnit(pid, pay_list[a:b], b"".join([flat[lo:hi] for lo, hi in mine])))
+        if run is None:
+            units.append(PesUnit(pid, pay_list[a:b], b"".join([flat[lo:hi] for lo, hi in mine])))
+            continue
+        first = at
+        for lo, hi in mine:
+            run_at.append(at)
+            span_lo.append(lo)
+            run[at : at + hi - lo] = flat[lo:hi]
+            at += hi - lo
+        units.append(PesUnit(pid, pay_list[a:b], run[first:at]))
     for u in units:
         check_pes(u)
-    return PidPayload(pid, idx, pay_idx, body, unit_ranges, units)
+    if run is None:
+        return PidPayload(pid, idx, pay_idx, body, unit_ranges, units)
+    return PidPayload(pid, idx, pay_idx, body, unit_ranges, units,
+                      np.array(run_at, dtype=np.intp), np.array(span_lo, dtype=np.intp))
 
 
 def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUnit]:
@@ -191,8 +240,18 @@ def set_pes_length(pes: bytearray, *, was_unbounded: bool, pid: int) -> None:
 
 
 def _caps(table: PacketTable, unit: PesUnit) -> tuple[list[int], list[bytes]]:
-    cores = [table.af_core(i) for i in unit.packets]
-    return [_MAX_PAYLOAD - (1 + len(c) if c else 0) for c in cores], cores
+    """Payload room of each packet of ``unit`` if its adaptation field kept only its fields
+    (no stuffing), and those fields; only packets with an adaptation field are parsed."""
+    n = len(unit.packets)
+    cores = [b""] * n
+    caps = [_MAX_PAYLOAD] * n
+    with_af = np.flatnonzero(table.rows[unit.packets, 3] & 0x20).tolist()
+    for j in with_af:
+        c = table.af_core(unit.packets[j])
+        if c:
+            cores[j] = c
+            caps[j] = _MAX_PAYLOAD - 1 - len(c)
+    return caps, cores
 
 
 def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
@@ -207,7 +266,8 @@ def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
 _COLS = np.arange(_MAX_PAYLOAD)
 
 
-def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray, extra: int,
+def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray | memoryview,
+                extra: int,
                 cc_shift: int) -> npt.NDArray[np.uint8]:
     """Packets carrying ``new_pes`` in place of ``unit``, as a ``(packets, 188)`` array: its
     original packets (CC shifted by ``cc_shift``), then ``extra`` new packets, each packet with

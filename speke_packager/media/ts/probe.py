@@ -46,7 +46,7 @@ def _kind_codec(es: EsInfo) -> tuple[TrackKind, str]:
     return TrackKind.OTHER, f"ts-0x{t:02x}"
 
 
-def _pts(pes: bytes) -> int | None:
+def _pts(pes: bytes | memoryview) -> int | None:
     if len(pes) < 14 or not pes[7] & 0x80:
         return None
     b = pes[9:14]

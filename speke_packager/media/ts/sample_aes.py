@@ -24,6 +24,7 @@ SAMPLE-AES TS definition and always raises; already-protected types (0xDB/0xCF/0
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Sequence
@@ -31,13 +32,22 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._io import ThreadScratch
 from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
 from ..codecs.ac3 import parse_syncframe
-from .es_crypto import CbcMessages, crypt_ac3_es, crypt_adts_es, decrypt_h264_es, encrypt_h264_pes
-from .packets import PACKET_SIZE, PacketTable, split_packets
+from .es_crypto import (
+    CbcMessages,
+    crypt_ac3_es,
+    crypt_adts_es,
+    decrypt_h264_es,
+    encrypt_h264_pes,
+    encrypt_h264_run,
+)
+from .packets import PACKET_SIZE, PacketTable, index_packets
 from .pes import (
+    GatherScratch,
     PesUnit,
     PidPayload,
     gather_pid,
@@ -49,6 +59,8 @@ from .pes import (
 from .psi import EsInfo, Pmt, find_program, iter_descriptors, pmt_packet
 
 __all__ = ["SampleAesEncryptor", "decrypt_sample_aes", "encrypt_sample_aes"]
+
+Part = bytes | bytearray | memoryview
 
 H264, AAC, AC3, EAC3 = "h264", "aac", "ac3", "eac3"
 
@@ -184,7 +196,7 @@ def _crypt_audio(table: PacketTable, plan: _Plan, units: list[PesUnit], key: byt
     pos = 0
     for u, h in zip(units, heads, strict=True):
         n = len(u.data) - h
-        out.append(u.data[:h] + bytes(es[pos : pos + n]))
+        out.append(bytes(u.data[:h]) + bytes(es[pos : pos + n]))
         pos += n
     return out, setup
 
@@ -193,10 +205,10 @@ _LEADING_ZEROS = re.compile(b"\x00*")
 
 
 def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
-                 ) -> list[bytes | bytearray]:
+                 ) -> list[bytes | bytearray | memoryview]:
     """Each PES with its slice NALs encrypted (or decrypted); an unchanged PES is returned as
     the very ``PesUnit.data`` object, so that the remux can skip it."""
-    out: list[bytes | bytearray] = []
+    out: list[bytes | bytearray | memoryview] = []
     cbc = CbcMessages(key, iv, encrypt=encrypt)
     for u in units:
         h = pes_header_size(u.data)
@@ -208,12 +220,13 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
                              f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split across "
                              "PES cannot be encrypted")
         pes: bytes | bytearray | None
+        head = bytes(u.data[:h])
         if encrypt:
-            pes = encrypt_h264_pes(es, u.data[:h], cbc)
+            pes = encrypt_h264_pes(es, head, cbc)
         else:
             clear = bytes(es)
             new_es = decrypt_h264_es(clear, key, iv, cbc=cbc)
-            pes = None if new_es is clear else u.data[:h] + new_es
+            pes = None if new_es is clear else head + new_es
         if pes is None:
             out.append(u.data)
             continue
@@ -225,7 +238,80 @@ def _crypt_video(units: list[PesUnit], key: bytes, iv: bytes, encrypt: bool
     return out
 
 
-def _remux_pid(table: PacketTable, g: PidPayload, new: Sequence[bytes | bytearray], *,
+_VIDEO = GatherScratch()
+
+
+def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryview
+                   ) -> tuple[PidPayload, list[bytes | bytearray | memoryview]]:
+    """Every PES of the video PID in one reused run buffer, encrypted there at once
+    (:func:`encrypt_h264_run`); the new blocks are also written straight into ``out`` (the
+    segment being edited, in place), so a PES that keeps its size needs nothing more. Returns
+    the PID's payload and per PES: the very ``PesUnit.data`` when ``out`` already holds the
+    result, a new ``bytearray`` (emulation prevention added, PES_packet_length fixed) when the
+    PES grew."""
+    g = gather_pid(table, pid, scratch=_VIDEO, slack=64)
+    units = g.units
+    new: list[bytes | bytearray | memoryview] = [u.data for u in units]
+    if not units:
+        return g, new
+    run = units[0].data
+    assert isinstance(run, memoryview) and isinstance(run.obj, bytearray)
+    buf = run.obj
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    lens = np.fromiter((len(u.data) for u in units), dtype=np.intp, count=len(units))
+    pes_end = np.cumsum(lens)
+    pes_start = pes_end - lens
+    es_start = pes_start + 9 + arr[pes_start + 8]
+    # each PES's stream starts with a start code (2+ zero bytes, then 01): vectorised for the
+    # usual 00 00 01 / 00 00 00 01, the regex for anything else
+    a0, a1, a2, a3 = (arr[es_start + i] for i in range(4))
+    usual = ((a0 == 0) & (a1 == 0) & (((a2 == 1) & (es_start + 2 < pes_end))
+                                      | ((a2 == 0) & (a3 == 1) & (es_start + 3 < pes_end))))
+    for k in np.flatnonzero(~usual & (pes_end > es_start)).tolist():
+        start, end = int(es_start[k]), int(pes_end[k])
+        zeros = _LEADING_ZEROS.match(buf, start, end)
+        z = (zeros.end() if zeros else start) - start
+        if z < 2 or start + z >= end or buf[start + z] != 1:
+            u = units[k]
+            raise CodecError(f"video PES does not start with an Annex B start code (PID "
+                             f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split "
+                             "across PES cannot be encrypted")
+    cuts, touched, blocks, work = encrypt_h264_run(buf, np.stack((es_start, pes_end), axis=1),
+                                                   cbc)
+    if not touched.size:
+        return g, new
+    # the new blocks into the segment: whole 16-byte windows where a block lies in one
+    # packet, byte by byte for the few that straddle a packet boundary or adaptation field
+    seg = np.frombuffer(out, dtype=np.uint8)
+    at = g.run_to_segment(blocks)
+    whole = g.run_to_segment(blocks + 15) - at == 15
+    win = sliding_window_view(seg, 16, writeable=True)
+    win[at[whole]] = work[whole]
+    del win
+    split = ~whole
+    if split.any():
+        pos = (blocks[split][:, None] + np.arange(16)).reshape(-1)
+        seg[g.run_to_segment(pos)] = work[split].reshape(-1)
+    if not cuts.size:
+        return g, new
+    grown = np.unique(np.searchsorted(pes_start, cuts, side="right") - 1).tolist()
+    bounds_at = [*np.searchsorted(cuts, pes_start[grown]).tolist(), len(cuts)]
+    cut_list = cuts.tolist()
+    mv = memoryview(buf)
+    for j, k in enumerate(grown):
+        a, b = int(pes_start[k]), int(pes_end[k])
+        c0 = bounds_at[j]
+        c1 = bounds_at[j + 1]
+        edges = [a, *cut_list[c0:c1], b]
+        pes = bytearray(b"\x03".join([mv[x:y] for x, y in itertools.pairwise(edges)]))
+        u = units[k]
+        set_pes_length(pes, was_unbounded=(u.data[4] | u.data[5]) == 0, pid=u.pid)
+        new[k] = pes
+    return g, new
+
+
+def _remux_pid(table: PacketTable, g: PidPayload,
+               new: Sequence[bytes | bytearray | memoryview], *,
                out: memoryview, splices: dict[int, bytes], keep_cc: bool) -> None:
     """Write the packets of one PID into ``out`` (a copy of the segment): same-size PES in
     place with one vectorised scatter, grown PES re-packetised (packets beyond the original
@@ -249,15 +335,18 @@ def _remux_pid(table: PacketTable, g: PidPayload, new: Sequence[bytes | bytearra
     if len(moved) < len(units):
         gone = set(moved)
         flat = memoryview(g.body.reshape(-1))  # type: ignore[arg-type]
+        copied = False
         for k, (u, b) in enumerate(zip(units, new, strict=True)):
             if b is u.data or k in gone:
-                continue  # unchanged (body holds it already) or rewritten below
+                continue  # unchanged (``out`` holds it already) or rewritten below
             src = memoryview(b)
             pos = 0
             for lo, hi in g.unit_ranges[k]:
                 flat[lo:hi] = src[pos : pos + hi - lo]
                 pos += hi - lo
-        rows[g.payload_packets, 4:] = g.body
+            copied = True
+        if copied:
+            rows[g.payload_packets, 4:] = g.body
     # packets after a PES's last packet follow the packets added to it
     if any(adds):
         lasts = np.array([u.packets[-1] for u in units], dtype=np.intp)
@@ -281,49 +370,70 @@ def _remux_pid(table: PacketTable, g: PidPayload, new: Sequence[bytes | bytearra
             splices[u.packets[-1]] = produced[len(u.packets) :].tobytes()
 
 
-def _assemble(out: memoryview, splices: dict[int, bytes]) -> bytes:
-    """The edited segment with added packets spliced in after the packets they follow."""
+def _parts(out: memoryview, splices: dict[int, bytes]) -> list[Part]:
+    """The edited segment as consecutive pieces: slices of ``out`` with the added packets
+    spliced in after the packets they follow."""
     if not splices:
-        return bytes(out)
-    mv = out
-    parts: list[bytes | memoryview] = []
+        return [out]
+    parts: list[Part] = []
     prev = 0
     for i in sorted(splices):
         end = (i + 1) * PACKET_SIZE
-        parts += (mv[prev:end], splices[i])
+        parts += (out[prev:end], splices[i])
         prev = end
-    parts.append(mv[prev:])
-    return b"".join(parts)
+    parts.append(out[prev:])
+    return parts
 
 
-def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, strict: bool,
-             keep_cc: bool, setup_cache: dict[int, bytes] | None, lock: threading.Lock | None
-             ) -> bytes:
+def _assemble(out: memoryview, splices: dict[int, bytes]) -> bytes:
+    """The edited segment with added packets spliced in after the packets they follow."""
+    return b"".join(_parts(out, splices))
+
+
+def _process(data: bytes | bytearray | memoryview, key: bytes, iv: bytes, *, encrypt: bool,
+             strict: bool, keep_cc: bool, setup_cache: dict[int, bytes] | None,
+             lock: threading.Lock | None) -> bytes:
+    """One segment in, one new ``bytes`` out (a copy into the per-thread work buffer, the
+    in-place pass, one join)."""
     _check_key_iv(key, iv)
-    table = split_packets(data)
+    n = len(memoryview(data).cast("B")) if isinstance(data, memoryview) else len(data)
+    with memoryview(_SCRATCH.get(n))[:n] as work:
+        work[:] = data if not isinstance(data, memoryview) else data.cast("B")
+        return b"".join(_process_in_place(work, key, iv, encrypt=encrypt, strict=strict,
+                                          keep_cc=keep_cc, setup_cache=setup_cache,
+                                          lock=lock))
+
+
+def _process_in_place(out: memoryview, key: bytes, iv: bytes, *, encrypt: bool, strict: bool,
+                      keep_cc: bool, setup_cache: dict[int, bytes] | None,
+                      lock: threading.Lock | None) -> list[Part]:
+    """Edit the segment in ``out`` (writable) in place; returns the output as pieces: slices
+    of ``out`` and the packets added to grown PES."""
+    _check_key_iv(key, iv)
+    table = index_packets(out)
     program = find_program(table)
     plans = _plans(program.pmt, encrypt=encrypt, strict=strict)
     if not plans:
         if encrypt:
             raise UnsupportedMediaError("no stream in the segment can be SAMPLE-AES encrypted")
-        return table.data
-    work = _SCRATCH.get(len(table.data))
-    work[: len(table.data)] = table.data
-    out = memoryview(work)[: len(table.data)]
+        return [out]
     splices: dict[int, bytes] = {}
     setups: dict[int, bytes] = {}
     for plan in plans:
-        g = gather_pid(table, plan.pid)
-        units = g.units
-        new: Sequence[bytes | bytearray]
-        if plan.codec == H264:
-            new = _crypt_video(units, key, iv, encrypt)
-        elif units:
-            new, setup = _crypt_audio(table, plan, units, key, iv, encrypt=encrypt)
-            if setup:
-                setups[plan.pid] = setup
+        new: Sequence[bytes | bytearray | memoryview]
+        if plan.codec == H264 and encrypt:
+            g, new = _encrypt_video(table, plan.pid, CbcMessages(key, iv, encrypt=True), out)
         else:
-            new = []
+            g = gather_pid(table, plan.pid)
+            units = g.units
+            if plan.codec == H264:
+                new = _crypt_video(units, key, iv, encrypt)
+            elif units:
+                new, setup = _crypt_audio(table, plan, units, key, iv, encrypt=encrypt)
+                if setup:
+                    setups[plan.pid] = setup
+            else:
+                new = []
         _remux_pid(table, g, new, out=out, splices=splices, keep_cc=keep_cc and encrypt)
     if encrypt:
         for plan in plans:
@@ -346,7 +456,7 @@ def _process(data: bytes | memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
         section = _clear_pmt(program.pmt, plans).to_section()
     for i in program.pmt_packets:
         out[i * PACKET_SIZE : (i + 1) * PACKET_SIZE] = pmt_packet(table, i, section)
-    return _assemble(out, splices)
+    return _parts(out, splices)
 
 
 class SampleAesEncryptor:
