@@ -3,6 +3,13 @@
 Segments are independent: IVs derive from (seed, KID, track, segment_index, fragment, sample),
 so any number of segments can be encrypted in parallel, in any order, with the same result.
 The object holds only immutable values and pickles to worker processes.
+
+A segment goes through :meth:`Mp4Encryptor.encrypt_segment` (bytes in, joined bytes out),
+:meth:`~Mp4Encryptor.encrypt_segment_parts` (the output as pieces, optionally encrypted in
+place in the caller's buffer) or :meth:`~Mp4Encryptor.encrypt_segment_file` (file to file: a
+reused per-thread read buffer, in place, one ``writev``; no segment-sized allocation per call,
+the fastest). All three give the same bytes. Each traf's samples are mapped first (clear
+input), then encrypted at once by a :mod:`.engine` engine.
 """
 
 from __future__ import annotations

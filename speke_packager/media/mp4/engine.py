@@ -1,25 +1,45 @@
-"""Fast sample encryption: one cipher context per key and segment, reused for every sample.
+"""Fast sample encryption: one cipher context per key and segment, whole trafs at a time.
 
 :mod:`.sample_crypto` builds a fresh cipher context for every sample (or cbcs subsample), which
-costs more than encrypting a typical audio frame. The engines here keep one context and never
-copy the segment: they read the clear input and append ``(offset, ciphertext)`` patches of the
-protected ranges (see :meth:`.segment.SegmentRewriter.patch`), so the output is assembled with
-a single join.
+costs more than encrypting a typical audio frame. The engines here keep one context, never
+copy the segment, and do their per-byte and per-block work in numpy or OpenSSL: they either
+append ``(offset, ciphertext)`` patches of the protected bytes (see
+:meth:`.segment.SegmentRewriter.patch`; the output is assembled with a single join) or, with
+``in_place=True``, write the ciphertext into ``src`` (a writable memoryview the caller owns:
+:func:`.stream.encrypt_stream` and :meth:`.Mp4Encryptor.encrypt_segment_file` use it on their
+reused read buffers) and append no patches.
 
 * :class:`CencEngine` (AES-CTR): ``reset_nonce`` to the sample's counter block, then one
-  ``update`` per protected range. Same bytes as :func:`.sample_crypto.cenc_sample`.
-* :class:`CbcsEngine` (AES-CBC, pattern): one CBC context runs through every protected range of a
-  segment. Each range must start its chain from the constant IV, but the context chains from the
-  previous range's last ciphertext block ``C``; XOR-ing ``C ^ IV`` into the range's first
-  plaintext block before the call makes the cipher see ``P0 ^ IV`` (CBC is
-  ``E(P0 ^ chaining value)``), i.e. exactly a fresh chain. Pattern ranges are gathered with a
-  strided numpy view (one ``crypt*16``-byte row every ``(crypt+skip)*16`` bytes) into one
-  string, encrypted with one call into a reused buffer and scattered into a copy of the range.
-  Same bytes as :func:`.sample_crypto.cbcs_sample`.
+  ``update`` per protected range; whole-sample audio builds every counter block of a traf with
+  numpy and XORs one ECB keystream. Same bytes as :func:`.sample_crypto.cenc_sample`.
+* :class:`CbcsEngine` (AES-CBC, pattern). Every protected range is its own CBC message from
+  the constant IV. The hot path takes a whole traf (:meth:`CbcsEngine.ranges` for video,
+  :meth:`CbcsEngine.whole_samples` for audio):
 
-With ``in_place=True`` an engine instead writes the ciphertext into ``src`` (a writable
-memoryview the caller owns) and appends no patches: :func:`.stream.encrypt_stream` uses it on
-its own read buffer.
+  - a range is ``units`` crypt groups (``crypt*16`` bytes every ``(crypt+skip)*16``; whole
+    blocks when the pattern is ``0:0``), and its message is those groups back to back. The
+    offsets of every group of every range of the traf are built with numpy and the groups
+    gathered with ONE fancy index of a byte-strided ``V<crypt*16>`` window over the buffer
+    (no numpy view per range), and scattered back with one more at the end.
+  - serial path: one CBC context runs through the ranges, one ``update_into`` per range in
+    place in the gather buffer. The context chains from the previous range's last ciphertext
+    block ``C``; XOR-ing ``C ^ IV`` into the range's first plaintext block first makes the
+    cipher see ``P0 ^ IV`` (CBC is ``E(P0 ^ chaining value)``), i.e. exactly a fresh chain:
+    two ``int.from_bytes`` and a ``to_bytes`` per range, nothing per block.
+  - lane-parallel path (many short messages of similar length: AAC frames, 20-40 blocks
+    each): range ``j`` is lane ``j`` and its ``k``-th block sits in column ``k``; the blocks
+    are gathered column by column (lanes longest first, so a column's live lanes are a
+    prefix) and ``C[:, k] = AES-ECB(P[:, k] ^ C[:, k-1])`` (``C[:, -1]`` = IV) is one numpy
+    XOR and ONE ECB call per column for all lanes: ~max_blocks cipher calls per traf instead
+    of one per sample, and the blocks of a column pipeline in AES-NI. A cost model
+    (``_COLUMN_COST`` per column against ``_RANGE_COST`` per range) picks it per traf.
+  - patches: one patch for the whole traf when its samples lie end to end, else one per
+    range (slices of one copy). Ranges out of order or overlapping fall back to
+    :meth:`CbcsEngine.sample`, one range at a time (the same chain fix-up, a strided numpy
+    view per range).
+
+  Same bytes as :func:`.sample_crypto.cbcs_sample` on each sample in turn; the engine's chain
+  stays valid across calls (a lane-parallel batch does not touch the CBC context).
 
 Engines hold mutable state: make one per segment (or per thread), never share one.
 """
