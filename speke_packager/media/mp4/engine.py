@@ -60,13 +60,14 @@ Patches = list[tuple[int, bytes | bytearray | memoryview]]
 """``(offset in the input, replacement bytes of the same length)``, in any order."""
 
 
-# cost model (ns, measured): a lane-parallel column (one ECB call, an XOR), a range of the serial
-# path (its CBC call and fix-up), the AES of one block pipelined (ECB) and chained (CBC)
+# cost model (ns, fitted to measurements): the lane-parallel path costs a fixed part, a column
+# (an ECB call and an XOR) and a little per block more than the serial one, which costs a range
+# (its CBC call and fix-up)
 _LANES_MIN = 8
-_COLUMN_COST = 9000
-_RANGE_COST = 2000
-_ECB_BLOCK = 4
-_CBC_BLOCK = 16
+_LANES_FIXED = 20_000
+_COLUMN_COST = 5_000
+_LANE_BLOCK = 10
+_RANGE_COST = 1_300
 
 
 def _span(pos: np.ndarray, size: np.ndarray) -> tuple[int, int] | None:
@@ -275,8 +276,8 @@ class CbcsEngine:
         blocks = units * self._bpu
         most = int(blocks.max())
         total = int(blocks.sum())
-        if (n >= _LANES_MIN and most * _COLUMN_COST + total * _ECB_BLOCK
-                < n * _RANGE_COST + total * _CBC_BLOCK):
+        if (n >= _LANES_MIN
+                and _LANES_FIXED + most * _COLUMN_COST + total * _LANE_BLOCK < n * _RANGE_COST):
             self._lanes(arr, rel, blocks, most)
         else:
             self._serial(arr, rel, units)
