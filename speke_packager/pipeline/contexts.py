@@ -146,6 +146,26 @@ class _Aes128Segment:
         return [out[:n]]
 
 
+class _SampleAesSegment:
+    """SAMPLE-AES (MPEG-TS) as a parts transform: ``parts`` encrypts the segment in place in the
+    worker's reused read buffer and hands back slices of it (plus the few packets added to PES
+    that grew), no copy and no join. The repr names no key."""
+
+    __slots__ = ("_enc",)
+
+    def __init__(self, enc: SampleAesEncryptor) -> None:
+        self._enc = enc
+
+    def __repr__(self) -> str:
+        return "<SAMPLE-AES segment transform>"
+
+    def __call__(self, data: bytes) -> bytes:
+        return self._enc.encrypt_segment(data)
+
+    def parts(self, buf: memoryview) -> Sequence[Part]:
+        return self._enc.encrypt_segment_parts(buf, in_place=True)
+
+
 class _Mp4Segment:
     """One fMP4 segment's encryption; ``parts`` encrypts the samples in place in the worker's
     reused buffer and hands back the new boxes and slices of it (no join, no copy)."""
@@ -282,5 +302,5 @@ class TsContext:
         if clear or self._key is None or self._iv is None:
             return None
         if self._sae is not None:
-            return self._sae.encrypt_segment
+            return _SampleAesSegment(self._sae)
         return _Aes128Segment(self._key, self._iv)

@@ -24,8 +24,13 @@ SAMPLE-AES TS definition and always raises; already-protected types (0xDB/0xCF/0
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import os
 import re
+import secrets
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +40,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._io import ThreadScratch
-from ...errors import CodecError, TsFormatError, UnsupportedMediaError, UsageError
+from ...errors import (
+    CodecError,
+    MediaError,
+    OutputError,
+    TsFormatError,
+    UnsupportedMediaError,
+    UsageError,
+)
 from ..codecs.ac3 import parse_syncframe
 from .es_crypto import (
     CbcMessages,
@@ -491,14 +503,147 @@ class SampleAesEncryptor:
                         lock=self._lock)
 
 
+    def encrypt_segment_parts(self, data: bytes | bytearray | memoryview, *,
+                              iv: bytes | None = None, in_place: bool = False) -> list[Part]:
+        """:meth:`encrypt_segment` as consecutive pieces, not joined (write them with
+        ``os.writev`` or ``writelines``); same bytes, without a segment-sized allocation.
+
+        The pieces are slices of a per-thread work buffer that holds a copy of ``data``: they
+        stay valid until the next call on the same thread (any SAMPLE-AES method), so write or
+        copy them first. ``in_place``: ``data`` (a writable buffer owned by the caller) is
+        edited itself and the pieces are slices of it, with no copy at all."""
+        key_iv = self._iv if iv is None else iv
+        if in_place:
+            view = memoryview(data)
+            if view.readonly:
+                raise UsageError("in-place encryption needs a writable buffer")
+            return self._in_place(view.cast("B") if view.format != "B" or view.ndim != 1
+                                  else view, key_iv)
+        _check_key_iv(self._key, key_iv)
+        src = memoryview(data).cast("B") if isinstance(data, memoryview) else data
+        n = len(src)
+        work = memoryview(_SCRATCH.get(n))[:n]
+        work[:] = src
+        return self._in_place(work, key_iv)
+
+    def _in_place(self, buf: memoryview, iv: bytes) -> list[Part]:
+        return _process_in_place(buf, self._key, iv, encrypt=True, strict=self._strict,
+                                 keep_cc=True, setup_cache=self._setups, lock=self._lock)
+
+    def encrypt_file(self, src: str | os.PathLike[str] | BinaryIO,
+                     dst: str | os.PathLike[str] | BinaryIO, *, iv: bytes | None = None) -> int:
+        """Encrypt one segment file (or readable binary stream) ``src`` into ``dst``; returns
+        the bytes written.
+
+        The segment is read with ``readinto`` into a reused per-thread buffer, encrypted there
+        in place and written as pieces (``os.writev`` to a path, ``write`` per piece to a
+        stream): no segment-sized allocation per call. A path ``dst`` is written under a
+        temporary name beside it and renamed over it when complete (not fsynced), so it is never
+        seen half-written; a stream ``dst`` gets whatever was written before an error (the
+        caller's concern). Errors are typed: input problems raise :class:`MediaError` (e.g.
+        :class:`TsFormatError` for a truncated packet) before anything is written, write
+        problems :class:`OutputError`."""
+        key_iv = self._iv if iv is None else iv
+        _check_key_iv(self._key, key_iv)
+        buf = _read_segment(src)
+        parts = self._in_place(buf, key_iv)
+        if isinstance(dst, (str, os.PathLike)):
+            return _write_path(os.fspath(dst), parts)
+        total = 0
+        for p in parts:
+            dst.write(p)
+            total += len(p)
+        return total
+
     def encrypt_stream(self, src: BinaryIO, dst: BinaryIO, *, iv: bytes | None = None) -> int:
         """Read one segment from ``src``, write it encrypted to ``dst``; returns bytes written.
 
         SAMPLE-AES needs whole PES packets and the PMT, so the segment is held in memory (a
-        segment, never a whole asset)."""
-        out = self.encrypt_segment(src.read(), iv=iv)
-        dst.write(out)
-        return len(out)
+        segment, never a whole asset), in a reused per-thread buffer: see :meth:`encrypt_file`."""
+        return self.encrypt_file(src, dst, iv=iv)
+
+
+def _read_segment(src: str | os.PathLike[str] | BinaryIO) -> memoryview:
+    """The whole of ``src`` in the per-thread work buffer (``readinto``, no other copy)."""
+    if isinstance(src, (str, os.PathLike)):
+        name = os.fspath(src)
+        try:
+            with open(name, "rb", buffering=0) as fh:
+                return _read_all(fh, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            raise MediaError(f"cannot read segment {name}: {exc.strerror or exc}") from exc
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:  # a minimal stream: one read, one copy into the work buffer
+        data = src.read()
+        view = memoryview(_SCRATCH.get(len(data)))[: len(data)]
+        view[:] = data
+        return view
+    hint = 0
+    try:
+        st = os.fstat(src.fileno())
+        if stat.S_ISREG(st.st_mode):
+            hint = max(0, st.st_size - src.tell())
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        pass
+    return _read_all(src, hint)
+
+
+def _read_all(fh: BinaryIO | io.RawIOBase, hint: int) -> memoryview:
+    buf = _SCRATCH.get(hint + 1)  # one byte more: EOF is seen without growing
+    n = 0
+    while True:
+        if n == len(buf):
+            bigger = _SCRATCH.get(2 * len(buf))
+            if bigger is not buf:
+                bigger[:n] = buf[:n]
+            buf = bigger
+        with memoryview(buf)[n:] as room:
+            got = fh.readinto(room)  # type: ignore[union-attr]
+        if not got:
+            return memoryview(buf)[:n]
+        n += got
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _writev_all(fd: int, parts: Sequence[Part]) -> int:
+    views = [memoryview(p) for p in parts if len(p)]
+    total = 0
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        total += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+    return total
+
+
+def _write_path(path: str, parts: Sequence[Part]) -> int:
+    """``parts`` into ``path`` through a temporary file beside it, renamed when complete."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            n = _writev_all(fd, parts)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n
 
 
 def encrypt_sample_aes(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
