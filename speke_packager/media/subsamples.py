@@ -73,13 +73,14 @@ class SubsampleMapper:
 class MapSession:
     """Computes subsample maps for consecutive samples of one track (one segment)."""
 
-    __slots__ = ("_avc", "_hevc", "_ls", "_unpack", "_vp9", "m")
+    __slots__ = ("_avc", "_hevc", "_ls", "_nal", "_unpack", "_vp9", "m")
 
     def __init__(self, mapper: SubsampleMapper) -> None:
         self.m = mapper
         self._avc: h264.H264ParamSets | None = None
         self._hevc: hevc.HevcParamSets | None = None
         self._vp9: vp9.Vp9State | None = None
+        self._nal = mapper.family in (CodecFamily.H264, CodecFamily.HEVC)
         self._ls = mapper.nal_length_size
         self._unpack = _LENGTH_FIELDS.get(self._ls)
         if mapper.scheme is Scheme.CBCS:
@@ -96,14 +97,9 @@ class MapSession:
 
     def map(self, sample: bytes | bytearray | memoryview) -> Subsamples | None:
         """Subsamples of ``sample`` (sizes add up to its length), or None for whole-sample."""
-        fam = self.m.family
-        if fam is CodecFamily.AUDIO:
-            return None
-        if fam is CodecFamily.VP9:
-            return self._map_vp9(sample)
-        return self._map_nal(sample)
-
-    def _map_nal(self, sample: bytes | bytearray | memoryview) -> Subsamples:
+        if not self._nal:
+            return None if self._vp9 is None else self._map_vp9(sample)
+        # H.264 / HEVC: the length-prefixed NAL units (nal.iter_length_prefixed, inlined)
         ls = self._ls
         unpack = self._unpack
         if unpack is None:
@@ -116,7 +112,7 @@ class MapSession:
         clear = 0
         n = len(sample)
         pos = 0
-        while pos < n:  # the length-prefixed NAL units (nal.iter_length_prefixed, inlined)
+        while pos < n:
             if pos + ls > n:
                 raise CodecError(f"truncated NAL length field at offset {pos}")
             (size,) = unpack(sample, pos)

@@ -143,3 +143,32 @@ def _ue_tables() -> tuple[bytes, bytes]:
 UE16_LEN, UE16_VAL = _ue_tables()
 """``ue(v)`` by the next 16 bits ``p``: ``UE16_LEN[p]`` is the code length (0: longer than 16
 bits, not decoded here) and ``UE16_VAL[p]`` the value (0..254)."""
+
+
+def _after_ue(table: bytes, add_length: bool) -> bytes:
+    """A table over 16-bit windows ``p``: for a window that starts with a ue(v) code of L <= 15
+    bits, ``table``'s entry for the window after that code (L zero bits shifted in). With
+    ``add_length`` the entries are code lengths: L + the entry when it still fits in 16 bits,
+    else 0. Built from strided slices (C speed): for L fixed, ``(p << L) & 0xFFFF`` steps
+    through ``table[::2**L]`` once per value of the code."""
+    parts = [bytes(256)]  # eight or more leading zeros: no code fits
+    for z in range(7, -1, -1):  # windows [2**(15-z), 2**(16-z)): codes of 2z+1 bits
+        n = 2 * z + 1
+        chunk = table[::1 << n]
+        if add_length:
+            chunk = chunk.translate(bytes(n + c if 0 < c <= 16 - n else 0 for c in range(256)))
+        parts.append(chunk * (1 << z))
+    return b"".join(parts)
+
+
+UE16_LEN2 = _after_ue(UE16_LEN, True)
+"""Length of two consecutive ``ue(v)`` codes at the start of a 16-bit window (0: they do not
+both fit): one look-up skips two fields whose values are not needed."""
+_SECOND = _after_ue(UE16_VAL, False)
+H264_FIRST3_LEN = _after_ue(UE16_LEN2, True)
+"""Length of first_mb_in_slice, slice_type and pic_parameter_set_id when the three codes fit in
+the 16-bit window (0: they do not)."""
+H264_FIRST3_TYPE = _SECOND.translate(bytes(v % 5 for v in range(256)))
+"""``slice_type % 5`` of such a window."""
+H264_FIRST3_PPS = _after_ue(_SECOND, False)
+"""pic_parameter_set_id of such a window."""

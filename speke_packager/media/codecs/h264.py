@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ...errors import CodecError
-from .bits import UE16_LEN, UE16_VAL, BitReader, escaped_length, unescape_prefix
+from .bits import (
+    H264_FIRST3_LEN,
+    H264_FIRST3_PPS,
+    H264_FIRST3_TYPE,
+    UE16_LEN,
+    UE16_LEN2,
+    UE16_VAL,
+    BitReader,
+    escaped_length,
+    unescape_prefix,
+)
 from .paramsets import ParamSets
 
 __all__ = [
@@ -33,8 +43,7 @@ NAL_PPS = 8
 VCL_TYPES = frozenset({1, 2, 3, 4, 5})
 
 _EPB = b"\x00\x00\x03"
-_FIRST = 16  # escaped bytes of a slice NAL parsed first
-_MMCO_ARGS = (0, 1, 1, 2, 1, 0, 1)  # ue(v) fields after memory_management_control_operation 0..6
+_FIRST = 8  # escaped bytes of a slice NAL parsed first
 
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 
@@ -343,25 +352,22 @@ def _modifications(val: int, q: int) -> int:
 
 def _pred_weight_table(val: int, q: int, chroma: bool, refs: int) -> int:
     """pred_weight_table() (7.3.3.2) over ``refs`` entries (l0, or l0 + l1 for B)."""
-    ue_len = UE16_LEN
+    two = UE16_LEN2
     # luma_log2_weight_denom [, chroma_log2_weight_denom] ue(v)
-    c = ue_len[(val >> q) & 0xFFFF]
-    q = q - c if c else _ue_long(val, q)[0]
-    if chroma:
-        c = ue_len[(val >> q) & 0xFFFF]
-        q = q - c if c else _ue_long(val, q)[0]
+    c = (two if chroma else UE16_LEN)[(val >> q) & 0xFFFF]
+    q = q - c if c else _skip_ue(val, q, 2 if chroma else 1)
     for _ in range(refs):  # every entry reads a flag: a wrong count runs out of bits soon
         q -= 1
         if (val >> q) & 0x10000:  # luma_weight_flag: luma weight, offset se(v)
-            for _ in range(2):
-                c = ue_len[(val >> q) & 0xFFFF]
-                q = q - c if c else _ue_long(val, q)[0]
+            c = two[(val >> q) & 0xFFFF]
+            q = q - c if c else _skip_ue(val, q, 2)
         if chroma:
             q -= 1
             if (val >> q) & 0x10000:  # chroma_weight_flag: 2 x (weight, offset) se(v)
-                for _ in range(4):
-                    c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                c = two[(val >> q) & 0xFFFF]
+                q = q - c if c else _skip_ue(val, q, 2)
+                c = two[(val >> q) & 0xFFFF]
+                q = q - c if c else _skip_ue(val, q, 2)
     return q
 
 
@@ -380,7 +386,10 @@ def _mmco(val: int, q: int) -> int:
             return q
         if op > 6:
             raise CodecError(f"H.264 memory_management_control_operation {op}")
-        for _ in range(_MMCO_ARGS[op]):
+        if op == 3:  # difference_of_pic_nums_minus1, long_term_frame_idx ue(v)
+            c = UE16_LEN2[(val >> q) & 0xFFFF]
+            q = q - c if c else _skip_ue(val, q, 2)
+        elif op != 5:  # the one ue(v) argument of operations 1, 2, 4 and 6
             c = ue_len[(val >> q) & 0xFFFF]
             q = q - c if c else _ue_long(val, q)[0]
     raise CodecError("H.264 dec_ref_pic_marking does not end")
@@ -407,36 +416,42 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
         epbs: list[int] | None = None
         if _EPB in raw:
             raw, epbs = unescape_prefix(raw, limit)
-        val = int.from_bytes(raw, "big") << 16
+        val = int.from_bytes(raw) << 16  # big-endian
         q = 8 * len(raw) - 8  # after the NAL header
         try:
-            # first_mb_in_slice ue(v)
-            c = ue_len[(val >> q) & 0xFFFF]
-            q = q - c if c else _ue_long(val, q)[0]
-            # slice_type ue(v)
+            # first_mb_in_slice, slice_type, pic_parameter_set_id ue(v): one look-up when the
+            # three codes fit in 16 bits
             p = (val >> q) & 0xFFFF
-            c = ue_len[p]
+            c = H264_FIRST3_LEN[p]
             if c:
                 q -= c
-                slice_type = ue_val[p] % 5
+                slice_type = H264_FIRST3_TYPE[p]
+                pps_id = H264_FIRST3_PPS[p]
             else:
-                q, slice_type = _ue_long(val, q)
-                slice_type %= 5
-            # pic_parameter_set_id ue(v)
-            p = (val >> q) & 0xFFFF
-            c = ue_len[p]
-            if c:
-                q -= c
-                pps_id = ue_val[p]
-            else:
-                q, pps_id = _ue_long(val, q)
+                c = ue_len[p]
+                q = q - c if c else _ue_long(val, q)[0]
+                p = (val >> q) & 0xFFFF
+                c = ue_len[p]
+                if c:
+                    q -= c
+                    slice_type = ue_val[p] % 5
+                else:
+                    q, slice_type = _ue_long(val, q)
+                    slice_type %= 5
+                p = (val >> q) & 0xFFFF
+                c = ue_len[p]
+                if c:
+                    q -= c
+                    pps_id = ue_val[p]
+                else:
+                    q, pps_id = _ue_long(val, q)
             plan = ps.plans.get(pps_id)
             if plan is None:
                 plan = _plan(ps, pps_id)
             (fixed_bits, chroma, frame_bits, frame_mbs_only, poc_type, poc_lsb_bits, bottom_poc,
              delta_always_zero, redundant, l0, l1, weighted_pred, bipred_idc, cabac, deblocking,
              tail_bits) = plan
-            idr = b0 & 0x1F == NAL_IDR
+            idr = b0 & 0x1F == 5  # NAL_IDR
             if fixed_bits and not idr:  # frame_num, pic_order_cnt_lsb: fixed widths
                 q -= fixed_bits
             else:
@@ -502,12 +517,12 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                     q -= 1
                     if (val >> q) & 0x10000:  # adaptive_ref_pic_marking_mode_flag
                         q = _mmco(val, q)
-            if cabac and not intra:  # cabac_init_idc ue(v)
+            if cabac and not intra:  # cabac_init_idc ue(v), slice_qp_delta se(v)
+                c = UE16_LEN2[(val >> q) & 0xFFFF]
+                q = q - c if c else _skip_ue(val, q, 2)
+            else:  # slice_qp_delta se(v)
                 c = ue_len[(val >> q) & 0xFFFF]
                 q = q - c if c else _ue_long(val, q)[0]
-            # slice_qp_delta se(v)
-            c = ue_len[(val >> q) & 0xFFFF]
-            q = q - c if c else _ue_long(val, q)[0]
             if slice_type >= 3:  # SP: sp_for_switch_flag; SP/SI: slice_qs_delta se(v)
                 if slice_type == 3:
                     q -= 1
@@ -522,10 +537,8 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                 else:
                     q, idc = _ue_long(val, q)
                 if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
-                    c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
-                    c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                    c = UE16_LEN2[(val >> q) & 0xFFFF]
+                    q = q - c if c else _skip_ue(val, q, 2)
             q -= tail_bits  # slice_group_change_cycle u(v)
         except ValueError:  # a shift by a negative count: a read past the end of ``raw``
             q = -1

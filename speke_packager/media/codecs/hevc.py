@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ...errors import CodecError
-from .bits import UE16_LEN, UE16_VAL, BitReader, escaped_length, unescape_prefix
+from .bits import UE16_LEN, UE16_LEN2, UE16_VAL, BitReader, escaped_length, unescape_prefix
 from .paramsets import ParamSets
 
 __all__ = [
@@ -446,6 +446,15 @@ def _ue_long(val: int, q: int) -> tuple[int, int]:
     return r - 16, (w >> r) - 1
 
 
+def _skip_ue(val: int, q: int, count: int) -> int:
+    """``q`` after ``count`` ue(v)/se(v) codes whose values are not needed."""
+    ue_len = UE16_LEN
+    for _ in range(count):
+        c = ue_len[(val >> q) & 0xFFFF]
+        q = q - c if c else _ue_long(val, q)[0]
+    return q
+
+
 def _reader(val: int, q: int) -> BitReader:
     """The generic reader over the ``q`` real bits left."""
     return BitReader.at((val >> 16) & ((1 << q) - 1), q, 0, _WHAT)
@@ -541,11 +550,10 @@ def _long_term(r: BitReader, sps: HevcSps) -> int:
 
 def _pred_weight_table(val: int, q: int, chroma: bool, counts: tuple[int, ...]) -> int:
     """pred_weight_table() (7.3.6.3) for lists of ``counts`` entries; returns the new ``q``."""
-    ue_len = UE16_LEN
+    two = UE16_LEN2
     # luma_log2_weight_denom ue(v) [, delta_chroma_log2_weight_denom se(v)]
-    for _ in range(2 if chroma else 1):
-        c = ue_len[(val >> q) & 0xFFFF]
-        q = q - c if c else _ue_long(val, q)[0]
+    c = (two if chroma else UE16_LEN)[(val >> q) & 0xFFFF]
+    q = q - c if c else _skip_ue(val, q, 2 if chroma else 1)
     for n in counts:
         if n > q + 16:  # at least one flag per entry: cannot fit
             return -1
@@ -559,13 +567,13 @@ def _pred_weight_table(val: int, q: int, chroma: bool, counts: tuple[int, ...]) 
             cflags = (val >> (q + 16)) & ((1 << n) - 1)
         for i in range(n - 1, -1, -1):
             if (luma >> i) & 1:  # delta_luma_weight, luma_offset se(v)
-                for _ in range(2):
-                    c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                c = two[(val >> q) & 0xFFFF]
+                q = q - c if c else _skip_ue(val, q, 2)
             if (cflags >> i) & 1:  # 2 x (delta_chroma_weight, delta_chroma_offset) se(v)
-                for _ in range(4):
-                    c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                c = two[(val >> q) & 0xFFFF]
+                q = q - c if c else _skip_ue(val, q, 2)
+                c = two[(val >> q) & 0xFFFF]
+                q = q - c if c else _skip_ue(val, q, 2)
     return q
 
 
@@ -590,7 +598,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
         epbs: list[int] | None = None
         if _EPB in raw:
             raw, epbs = unescape_prefix(raw, limit)
-        val = int.from_bytes(raw, "big") << 16
+        val = int.from_bytes(raw) << 16  # big-endian
         q = 8 * len(raw) - 17  # after the NAL header and first_slice_segment_in_pic_flag
         try:
             first = (val >> q) & 0x10000
@@ -707,9 +715,11 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                     c = ue_len[(val >> q) & 0xFFFF]
                     q = q - c if c else _ue_long(val, q)[0]
                 # slice_qp_delta se(v) [, slice_cb_qp_offset, slice_cr_qp_offset se(v)]
-                for _ in range(3 if chroma_qp_offsets else 1):
-                    c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                c = ue_len[(val >> q) & 0xFFFF]
+                q = q - c if c else _ue_long(val, q)[0]
+                if chroma_qp_offsets:
+                    c = UE16_LEN2[(val >> q) & 0xFFFF]
+                    q = q - c if c else _skip_ue(val, q, 2)
                 if chroma_qp_offset_list:
                     q -= 1  # cu_chroma_qp_offset_enabled_flag
                 disabled = deblocking_disabled
@@ -719,9 +729,8 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                         q -= 1
                         disabled = bool((val >> q) & 0x10000)  # slice_deblocking_filter_disabled
                         if not disabled:  # slice_beta_offset_div2, slice_tc_offset_div2 se(v)
-                            for _ in range(2):
-                                c = ue_len[(val >> q) & 0xFFFF]
-                                q = q - c if c else _ue_long(val, q)[0]
+                            c = UE16_LEN2[(val >> q) & 0xFFFF]
+                            q = q - c if c else _skip_ue(val, q, 2)
                 if across_slices and (sao_any or not disabled):
                     q -= 1  # slice_loop_filter_across_slices_enabled_flag
             if entry_points:  # num_entry_point_offsets ue(v)
