@@ -27,6 +27,7 @@ from fixtures.media import make_asset
 from speke_packager._tools import find_tool
 from speke_packager.errors import CodecError, SpekePackagerError
 from speke_packager.media.codecs import h264, hevc
+from speke_packager.media.codecs.bits import BitReader
 from speke_packager.media.subsamples import CodecFamily, SubsampleMapper
 from tests.conftest import MEDIA_DIR
 from tests.hardening.conftest import apply, mutations
@@ -559,3 +560,29 @@ def test_map_edges_against_the_reference() -> None:
                     got = outcome(lambda c=case, m=m: m.session().map(c))  # type: ignore[misc]
                     want = outcome(lambda c=case, r=ref_m: r.session().map(c))  # type: ignore[misc]
                     assert got == want, (name, m.scheme, ls, case[:16].hex())
+
+
+def test_ue_tables_against_the_bit_reader() -> None:
+    """Every 16-bit window: the look-up tables agree with the generic reader."""
+    from speke_packager.media.codecs import bits
+
+    for p in range(1 << 16):
+        window = p.to_bytes(2, "big")
+        r = BitReader(window)
+        values = []
+        ends = []
+        for _ in range(3):
+            try:
+                values.append(r.ue())
+            except CodecError:
+                break
+            ends.append(r.pos)
+        assert bits.UE16_LEN[p] == (ends[0] if ends else 0)
+        if ends:
+            assert bits.UE16_VAL[p] == values[0]
+        assert bits.UE16_LEN2[p] == (ends[1] if len(ends) > 1 else 0)
+        three = len(ends) == 3 and values[2] < 256
+        assert bits.H264_FIRST3_LEN[p] == (ends[2] if three else 0)
+        if three:
+            assert bits.H264_FIRST3_TYPE[p] == values[1] % 5
+            assert bits.H264_FIRST3_PPS[p] == values[2]
