@@ -586,3 +586,5 @@ def test_ue_tables_against_the_bit_reader() -> None:
         if three:
             assert bits.H264_FIRST3_TYPE[p] == values[1] % 5
             assert bits.H264_FIRST3_PPS[p] == values[2]
+        deblock = ends[0] if ends and values[0] == 1 else (ends[2] if len(ends) == 3 else 0)
+        assert bits.H264_DEBLOCK_LEN[p] == deblock

@@ -172,3 +172,6 @@ H264_FIRST3_TYPE = _SECOND.translate(bytes(v % 5 for v in range(256)))
 """``slice_type % 5`` of such a window."""
 H264_FIRST3_PPS = _after_ue(_SECOND, False)
 """pic_parameter_set_id of such a window."""
+H264_DEBLOCK_LEN = H264_FIRST3_LEN[:0x4000] + bytes([3]) * 0x2000 + H264_FIRST3_LEN[0x6000:]
+"""Length of disable_deblocking_filter_idc and, unless it is 1 (windows 010...), the two offsets
+after it, when they fit in the 16-bit window (0: they do not)."""

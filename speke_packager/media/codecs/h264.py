@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from ...errors import CodecError
 from .bits import (
+    H264_DEBLOCK_LEN,
     H264_FIRST3_LEN,
     H264_FIRST3_PPS,
     H264_FIRST3_TYPE,
@@ -478,9 +479,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
             is_b = slice_type == 1
             intra = slice_type in {2, 4}
             if not intra:
-                if is_b:
-                    q -= 1  # direct_spatial_mv_pred_flag
-                q -= 1
+                q -= 2 if is_b else 1  # [direct_spatial_mv_pred_flag]
                 if (val >> q) & 0x10000:  # num_ref_idx_active_override_flag
                     p = (val >> q) & 0xFFFF
                     c = ue_len[p]
@@ -530,15 +529,18 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                 q = q - c if c else _ue_long(val, q)[0]
             if deblocking:  # disable_deblocking_filter_idc ue(v)
                 p = (val >> q) & 0xFFFF
-                c = ue_len[p]
-                if c:
+                c = H264_DEBLOCK_LEN[p]
+                if c:  # with the offsets unless idc = 1, in one look-up
                     q -= c
-                    idc = ue_val[p]
                 else:
-                    q, idc = _ue_long(val, q)
-                if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
-                    c = UE16_LEN2[(val >> q) & 0xFFFF]
-                    q = q - c if c else _skip_ue(val, q, 2)
+                    c = ue_len[p]
+                    if c:
+                        q -= c
+                        idc = ue_val[p]
+                    else:
+                        q, idc = _ue_long(val, q)
+                    if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
+                        q = _skip_ue(val, q, 2)
             q -= tail_bits  # slice_group_change_cycle u(v)
         except ValueError:  # a shift by a negative count: a read past the end of ``raw``
             q = -1
