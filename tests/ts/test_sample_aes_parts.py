@@ -228,7 +228,7 @@ def _check_run(pes_specs: list[tuple[int, list[int], int, int, bytes]], seed: in
     for p in pes_list:
         ranges.append((pos + len(head), pos + len(p)))
         pos += len(p)
-    cuts, touched, _, _ = encrypt_h264_run(buf, np.array(ranges, dtype=np.intp),
+    cuts, touched = encrypt_h264_run(buf, np.array(ranges, dtype=np.intp),
                                            CbcMessages(KEY, IV, encrypt=True))
     cut_list = cuts.tolist()
     pos = 0

@@ -210,14 +210,15 @@ def decrypt_h264_es(es: bytes, key: bytes, iv: bytes, *, cbc: CbcMessages | None
 
 
 def _crypt_ranges(buf: bytearray, ranges: list[tuple[int, int]], key: bytes, iv: bytes,
-                  encrypt: bool) -> None:
+                  encrypt: bool, *, cbc: CbcMessages | None = None) -> None:
     if not ranges:
         return
     start, nblocks = ranges[-1]
     slack = start + 16 * nblocks + 15 - len(buf)
     if slack > 0:
         buf.extend(bytes(slack))  # the cipher library's output slack, removed below
-    cbc = CbcMessages(key, iv, encrypt=encrypt)
+    if cbc is None:
+        cbc = CbcMessages(key, iv, encrypt=encrypt)
     with memoryview(buf) as mv:
         for start, nblocks in ranges:
             cbc.crypt(mv, start, 16 * nblocks)
@@ -249,14 +250,16 @@ def _adts_ranges(buf: bytearray) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def crypt_adts_es(buf: bytearray, key: bytes, iv: bytes, *, encrypt: bool = True) -> bytes:
+def crypt_adts_es(buf: bytearray, key: bytes, iv: bytes, *, encrypt: bool = True,
+                  cbc: CbcMessages | None = None) -> bytes:
     """SAMPLE-AES over every ADTS frame in ``buf`` (in place): header and 16 more bytes clear,
     whole blocks encrypted, the 0-15 byte tail clear. Returns the first frame's
-    AudioSpecificConfig (``b""`` when there is no frame)."""
+    AudioSpecificConfig (``b""`` when there is no frame). ``cbc``: a :class:`CbcMessages` for
+    ``key``/``iv`` in this direction to reuse (optional)."""
     ranges = _adts_ranges(buf)
     if ranges is not None:
         asc = parse_adts_header(buf).audio_specific_config() if buf else b""
-        _crypt_ranges(buf, ranges, key, iv, encrypt)
+        _crypt_ranges(buf, ranges, key, iv, encrypt, cbc=cbc)
         return asc
     ranges = []
     asc = b""
@@ -267,12 +270,12 @@ def crypt_adts_es(buf: bytearray, key: bytes, iv: bytes, *, encrypt: bool = True
         n = (hdr.frame_length - lead) // 16
         if n > 0:
             ranges.append((off + lead, n))
-    _crypt_ranges(buf, ranges, key, iv, encrypt)
+    _crypt_ranges(buf, ranges, key, iv, encrypt, cbc=cbc)
     return asc
 
 
-def crypt_ac3_es(buf: bytearray, key: bytes, iv: bytes, *, eac3: bool, encrypt: bool = True
-                 ) -> bytes:
+def crypt_ac3_es(buf: bytearray, key: bytes, iv: bytes, *, eac3: bool, encrypt: bool = True,
+                 cbc: CbcMessages | None = None) -> bytes:
     """SAMPLE-AES over every AC-3 / E-AC-3 syncframe in ``buf`` (in place): 16 bytes clear,
     whole blocks encrypted, tail clear, IV reset per syncframe. Returns the first syncframe's
     first 10 bytes (the audio setup data source; ``b""`` if none)."""
@@ -287,7 +290,7 @@ def crypt_ac3_es(buf: bytearray, key: bytes, iv: bytes, *, eac3: bool, encrypt: 
         n = (fr.frame_size - 16) // 16
         if n > 0:
             ranges.append((off + 16, n))
-    _crypt_ranges(buf, ranges, key, iv, encrypt)
+    _crypt_ranges(buf, ranges, key, iv, encrypt, cbc=cbc)
     return first
 
 
@@ -331,22 +334,16 @@ def _first_of_runs(c: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
     return (idx - first) % 2 == 0  # type: ignore[no-any-return]
 
 
-RunResult = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp],
-                  npt.NDArray[np.uint8]]
-
-
 def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp],
-                     cbc: CbcMessages) -> RunResult:
+                     cbc: CbcMessages) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """:func:`encrypt_h264_pes` for many PES at once, in place in ``buf``, vectorised.
 
     ``es_ranges``: ``(count, 2)`` ascending, non-overlapping ``(start, end)`` of the elementary
     stream bytes of each PES in ``buf`` (``buf`` must hold at least 32 bytes after the last
     end: vectorised reads look a few bytes ahead). The slice NALs' 1:9 blocks are encrypted in
-    ``buf``; nothing is inserted. Returns ``(cuts, touched, blocks, ciphertext)``: the ascending
-    positions in ``buf`` where an emulation-prevention byte ``03`` must go (before the byte
-    there; what :func:`encrypt_h264_pes` inserts), the indices of the PES holding a slice NAL,
-    the start of every encrypted block and the blocks' new bytes (``(len(blocks), 16)``, in a
-    per-thread buffer valid until the next call), for callers that write them elsewhere too.
+    ``buf``; nothing is inserted. Returns ``(cuts, touched)``: the ascending positions in
+    ``buf`` where an emulation-prevention byte ``03`` must go (before the byte there; what
+    :func:`encrypt_h264_pes` inserts), and the indices of the PES holding a slice NAL.
 
     How: one scan of the stream for ``00 00`` finds every ``00 00 0x`` (x <= 3): the start codes
     and, in the clear parts of a slice NAL, the spots that the emulation-prevention pass escapes
@@ -356,7 +353,7 @@ def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp
     they are found from the zero bytes of the ciphertext and the two clear bytes before each
     block."""
     arr = np.frombuffer(buf, dtype=np.uint8)
-    none = (_EMPTY, _EMPTY, _EMPTY, np.zeros((0, 16), dtype=np.uint8))
+    none = (_EMPTY, _EMPTY)
     if not len(es_ranges):
         return none
     lo = int(es_ranges[0, 0])
@@ -429,4 +426,4 @@ def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp
     hit_block = (t >= 0) & (t % _STRIDE < 18) & (t // _STRIDE < nb[nal])
     spots = np.unique(np.concatenate([old[~hit_block], *new]))
     spots = spots[_first_of_runs(spots)]
-    return (spots + 2).astype(np.intp), touched.astype(np.intp), blocks, work
+    return (spots + 2).astype(np.intp), touched.astype(np.intp)

@@ -38,6 +38,15 @@ class PacketTable:
     data: bytes | bytearray | memoryview
     rows: npt.NDArray[np.uint8]
     pid_array: npt.NDArray[np.int64]
+    header_words: npt.NDArray[np.int64] | None = None  # the 4 header bytes, big-endian
+
+    @property
+    def words(self) -> npt.NDArray[np.int64]:
+        """The 4 header bytes of every packet as one big-endian number."""
+        if self.header_words is not None:
+            return self.header_words
+        head = np.ndarray((self.count,), dtype=">u4", buffer=self.rows, strides=(PACKET_SIZE,))
+        return head.astype(np.int64)
 
     @property
     def pids(self) -> list[int]:
@@ -151,19 +160,22 @@ def index_packets(buf: bytes | bytearray | memoryview) -> PacketTable:
         raise TsFormatError("empty transport stream segment")
     rows = np.frombuffer(buf, dtype=np.uint8, count=count * PACKET_SIZE).reshape(
         count, PACKET_SIZE)
-    bad = np.flatnonzero(rows[:, 0] != SYNC_BYTE)
+    # the 4 header bytes of every packet as one big-endian word: one strided pass
+    head = np.ndarray((count,), dtype=">u4", buffer=rows, strides=(PACKET_SIZE,))
+    word = head.astype(np.int64)
+    bad = np.flatnonzero((word >> 24) != SYNC_BYTE)
     if bad.size:
         first = int(bad[0])
         raise TsFormatError(f"lost sync: byte 0x{buf[first * PACKET_SIZE]:02x} where 0x47 was "
                             "expected", packet_index=first)
-    pid_array = ((rows[:, 1].astype(np.int64) & 0x1F) << 8) | rows[:, 2]
+    pid_array = (word >> 8) & 0x1FFF
     if rest:
         tail = buf[count * PACKET_SIZE :]
         pid = ((tail[1] & 0x1F) << 8) | tail[2] if len(tail) >= 3 else None
         what = "lost sync" if tail[0] != SYNC_BYTE else "truncated packet"
         raise TsFormatError(f"{what}: {rest} bytes after the last whole 188-byte packet",
                             packet_index=count, pid=pid)
-    return PacketTable(buf, rows, pid_array)
+    return PacketTable(buf, rows, pid_array, word)
 
 
 def build_packet(head3: bytes, cc: int, af_core: bytes, payload: bytes | bytearray | memoryview

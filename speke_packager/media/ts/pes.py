@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._io import ThreadScratch
 from ...errors import TsFormatError, UnsupportedMediaError
@@ -120,12 +121,12 @@ def gather_pid(table: PacketTable, pid: int,
     memoryview of it (the run is ``units[0].data.obj``); valid until the next call on the same
     thread. Without it every PES is its own ``bytes``."""
     idx = table.indices_of(pid) if indices is None else np.asarray(indices, dtype=np.intp)
-    rows = table.rows
-    b1 = rows[:, 1][idx]  # header bytes, column by column; payload is copied once, below
-    ctl = rows[:, 3][idx]
+    word = table.words[idx]  # header bytes; the payload is copied once, below
+    b1 = (word >> 16) & 0xFF
+    ctl = word & 0xFF
     has_payload = (ctl & 0x10) != 0
     with_af = (ctl & 0x20) != 0
-    af_len = rows[:, 4][idx]
+    af_len = table.rows[:, 4][idx]
     bad = ((b1 & 0x80) != 0) | (has_payload & (((ctl & 0xC0) != 0)
                                                 | (with_af & (af_len > 182))))
     pusi = (b1[has_payload] & 0x40) != 0
@@ -263,9 +264,6 @@ def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
     return 0 if over <= 0 else -(-over // _MAX_PAYLOAD)
 
 
-_COLS = np.arange(_MAX_PAYLOAD)
-
-
 def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray | memoryview,
                 extra: int,
                 cc_shift: int) -> npt.NDArray[np.uint8]:
@@ -305,7 +303,8 @@ def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray | 
     full = np.flatnonzero(take == _MAX_PAYLOAD)
     src = np.frombuffer(new_pes, dtype=np.uint8)
     res[full, 3] = 0x10 | cc[full]
-    res[full, 4:] = src[pos[full][:, None] + _COLS[None, :]]
+    if full.size:
+        res[full, 4:] = sliding_window_view(src, _MAX_PAYLOAD)[pos[full]]
     for j in np.flatnonzero(take != _MAX_PAYLOAD).tolist():
         head3 = res[j, :3].tobytes()
         core = cores[j] if j < n_orig else b""

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._io import ThreadScratch
 from ...errors import (
@@ -192,15 +191,15 @@ def _clear_pmt(pmt: Pmt, plans: list[_Plan]) -> Pmt:
 
 
 def _crypt_audio(table: PacketTable, plan: _Plan, units: list[PesUnit], key: bytes, iv: bytes,
-                 *, encrypt: bool) -> tuple[list[bytes], bytes]:
+                 *, encrypt: bool, cbc: CbcMessages | None = None) -> tuple[list[bytes], bytes]:
     """All audio PES of a PID as one elementary stream (frames may straddle PES); sizes stay."""
     heads = [pes_header_size(u.data) for u in units]
     es = bytearray(b"".join(memoryview(u.data)[h:] for u, h in zip(units, heads, strict=True)))
     try:
         if plan.codec == AAC:
-            setup = crypt_adts_es(es, key, iv, encrypt=encrypt)
+            setup = crypt_adts_es(es, key, iv, encrypt=encrypt, cbc=cbc)
         else:
-            setup = crypt_ac3_es(es, key, iv, eac3=plan.codec == EAC3, encrypt=encrypt)
+            setup = crypt_ac3_es(es, key, iv, eac3=plan.codec == EAC3, encrypt=encrypt, cbc=cbc)
     except CodecError as exc:
         raise CodecError(f"{exc} (audio PID 0x{plan.pid:04x}, PES from packet "
                          f"{units[0].first_packet})") from exc
@@ -288,28 +287,19 @@ def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryvi
             raise CodecError(f"video PES does not start with an Annex B start code (PID "
                              f"0x{u.pid:04x}, packet {u.first_packet}): NAL units split "
                              "across PES cannot be encrypted")
-    cuts, touched, blocks, work = encrypt_h264_run(buf, np.stack((es_start, pes_end), axis=1),
-                                                   cbc)
+    cuts, touched = encrypt_h264_run(buf, np.stack((es_start, pes_end), axis=1), cbc)
     if not touched.size:
         return g, new
-    # the new blocks into the segment: whole 16-byte windows where a block lies in one
-    # packet, byte by byte for the few that straddle a packet boundary or adaptation field
-    seg = np.frombuffer(out, dtype=np.uint8)
-    at = g.run_to_segment(blocks)
-    whole = g.run_to_segment(blocks + 15) - at == 15
-    win = sliding_window_view(seg, 16, writeable=True)
-    win[at[whole]] = work[whole]
-    del win
-    split = ~whole
-    if split.any():
-        pos = (blocks[split][:, None] + np.arange(16)).reshape(-1)
-        seg[g.run_to_segment(pos)] = work[split].reshape(-1)
+    mv = memoryview(buf)
     if not cuts.size:
+        for k in touched.tolist():
+            new[k] = mv[int(pes_start[k]) : int(pes_end[k])]  # same size: copied back by remux
         return g, new
     grown = np.unique(np.searchsorted(pes_start, cuts, side="right") - 1).tolist()
     bounds_at = [*np.searchsorted(cuts, pes_start[grown]).tolist(), len(cuts)]
     cut_list = cuts.tolist()
-    mv = memoryview(buf)
+    for k in set(touched.tolist()) - set(grown):
+        new[k] = mv[int(pes_start[k]) : int(pes_end[k])]  # same size: copied back by remux
     for j, k in enumerate(grown):
         a, b = int(pes_start[k]), int(pes_end[k])
         c0 = bounds_at[j]
@@ -404,7 +394,7 @@ def _assemble(out: memoryview, splices: dict[int, bytes]) -> bytes:
 
 def _process(data: bytes | bytearray | memoryview, key: bytes, iv: bytes, *, encrypt: bool,
              strict: bool, keep_cc: bool, setup_cache: dict[int, bytes] | None,
-             lock: threading.Lock | None) -> bytes:
+             lock: threading.Lock | None, cbc: CbcMessages | None = None) -> bytes:
     """One segment in, one new ``bytes`` out (a copy into the per-thread work buffer, the
     in-place pass, one join)."""
     _check_key_iv(key, iv)
@@ -413,15 +403,19 @@ def _process(data: bytes | bytearray | memoryview, key: bytes, iv: bytes, *, enc
         work[:] = data if not isinstance(data, memoryview) else data.cast("B")
         return b"".join(_process_in_place(work, key, iv, encrypt=encrypt, strict=strict,
                                           keep_cc=keep_cc, setup_cache=setup_cache,
-                                          lock=lock))
+                                          lock=lock, cbc=cbc))
 
 
 def _process_in_place(out: memoryview, key: bytes, iv: bytes, *, encrypt: bool, strict: bool,
                       keep_cc: bool, setup_cache: dict[int, bytes] | None,
-                      lock: threading.Lock | None) -> list[Part]:
+                      lock: threading.Lock | None, cbc: CbcMessages | None = None
+                      ) -> list[Part]:
     """Edit the segment in ``out`` (writable) in place; returns the output as pieces: slices
-    of ``out`` and the packets added to grown PES."""
+    of ``out`` and the packets added to grown PES. ``cbc``: a :class:`CbcMessages` for
+    ``key``/``iv`` in this direction to reuse (one per thread: contexts are not thread-safe)."""
     _check_key_iv(key, iv)
+    if cbc is None:
+        cbc = CbcMessages(key, iv, encrypt=encrypt)
     table = index_packets(out)
     program = find_program(table)
     plans = _plans(program.pmt, encrypt=encrypt, strict=strict)
@@ -434,14 +428,14 @@ def _process_in_place(out: memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
     for plan in plans:
         new: Sequence[bytes | bytearray | memoryview]
         if plan.codec == H264 and encrypt:
-            g, new = _encrypt_video(table, plan.pid, CbcMessages(key, iv, encrypt=True), out)
+            g, new = _encrypt_video(table, plan.pid, cbc, out)
         else:
             g = gather_pid(table, plan.pid)
             units = g.units
             if plan.codec == H264:
                 new = _crypt_video(units, key, iv, encrypt)
             elif units:
-                new, setup = _crypt_audio(table, plan, units, key, iv, encrypt=encrypt)
+                new, setup = _crypt_audio(table, plan, units, key, iv, encrypt=encrypt, cbc=cbc)
                 if setup:
                     setups[plan.pid] = setup
             else:
@@ -490,6 +484,17 @@ class SampleAesEncryptor:
         self._strict = strict
         self._setups: dict[int, bytes] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()  # per thread: (iv, CbcMessages) of the last segment
+
+    def _cbc(self, iv: bytes) -> CbcMessages:
+        """A cipher context for ``iv``, kept per thread (building one costs more than a small
+        segment's audio): every message restarts at the IV, so reuse changes no byte."""
+        last = getattr(self._local, "cbc", None)
+        if last is not None and last[0] == iv:
+            return last[1]  # type: ignore[no-any-return]
+        cbc = CbcMessages(self._key, iv, encrypt=True)
+        self._local.cbc = (iv, cbc)
+        return cbc
 
     def __repr__(self) -> str:
         return f"SampleAesEncryptor(key=<hidden>, strict={self._strict})"
@@ -498,9 +503,10 @@ class SampleAesEncryptor:
         """Encrypt one TS segment (whole 188-byte packets with a PAT and a PMT).
 
         ``iv`` overrides the instance IV for this segment (per-segment IVs)."""
-        return _process(data, self._key, self._iv if iv is None else iv, encrypt=True,
-                        strict=self._strict, keep_cc=True, setup_cache=self._setups,
-                        lock=self._lock)
+        use = self._iv if iv is None else iv
+        _check_key_iv(self._key, use)
+        return _process(data, self._key, use, encrypt=True, strict=self._strict, keep_cc=True,
+                        setup_cache=self._setups, lock=self._lock, cbc=self._cbc(use))
 
 
     def encrypt_segment_parts(self, data: bytes | bytearray | memoryview, *,
@@ -527,8 +533,10 @@ class SampleAesEncryptor:
         return self._in_place(work, key_iv)
 
     def _in_place(self, buf: memoryview, iv: bytes) -> list[Part]:
+        _check_key_iv(self._key, iv)
         return _process_in_place(buf, self._key, iv, encrypt=True, strict=self._strict,
-                                 keep_cc=True, setup_cache=self._setups, lock=self._lock)
+                                 keep_cc=True, setup_cache=self._setups, lock=self._lock,
+                                 cbc=self._cbc(iv))
 
     def encrypt_file(self, src: str | os.PathLike[str] | BinaryIO,
                      dst: str | os.PathLike[str] | BinaryIO, *, iv: bytes | None = None) -> int:
