@@ -171,7 +171,7 @@ def test_buffer_grows_when_the_size_is_unknown(asset: Callable[[str], Asset],
     before each growth survive it."""
     from speke_packager.media.mp4 import encryptor
 
-    monkeypatch.setattr(encryptor, "_READ", _Exact())
+    monkeypatch.setattr(encryptor, "_WORK", _Exact())
     a = asset("h264-aac-fmp4")
     enc = _enc(a, Scheme.CBCS)
     for i in (0, 1, 0):
@@ -179,3 +179,21 @@ def test_buffer_grows_when_the_size_is_unknown(asset: Callable[[str], Asset],
         enc.encrypt_segment_file(io.BufferedReader(io.BytesIO(a.segments[i]), 1000), sink,
                                  segment_index=i)
         assert sink.getvalue() == enc.encrypt_segment(a.segments[i], segment_index=i)
+
+
+def test_encrypt_segment_copies_its_input(asset: Callable[[str], Asset]) -> None:
+    """encrypt_segment works in place in the thread's buffer, never in the caller's: any buffer
+    type gives the same bytes and stays unchanged, and results of earlier calls are not views
+    of the reused buffer."""
+    a = asset("h264-aac-fmp4")
+    enc = _enc(a, Scheme.CBCS)
+    seg = a.segments[2]
+    want = enc.encrypt_segment(seg, segment_index=2)
+    assert isinstance(want, bytes)
+    mine = bytearray(seg)
+    for data in (mine, memoryview(mine), memoryview(mine).cast("c"), memoryview(seg)):
+        assert enc.encrypt_segment(data, segment_index=2) == want
+    assert mine == seg
+    other = enc.encrypt_segment(a.segments[0], segment_index=0)
+    assert want == enc.encrypt_segment(seg, segment_index=2)
+    assert other == enc.encrypt_segment(a.segments[0], segment_index=0)

@@ -53,7 +53,10 @@ _MASK64 = (1 << 64) - 1
 Source = BinaryIO | str | os.PathLike[str]
 """A file to read or write: a path, or an open binary stream."""
 
-_READ = ThreadScratch()  # encrypt_segment_file's input buffer, one per thread
+# one work buffer per thread: encrypt_segment copies its input there and encrypt_segment_file
+# reads into it, then both encrypt in place (no fresh segment-sized memory per call: its page
+# faults cost about as much as the cipher); both are done with it when they return
+_WORK = ThreadScratch(cap=256 << 20)
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
@@ -144,13 +147,13 @@ def _read_all(src: Source) -> memoryview:
 
 
 def _fill(readinto: Callable[[memoryview], int | None], hint: int, what: object) -> memoryview:
-    buf = _READ.get(max(hint, 0) + 1)  # one spare byte: the read that finds EOF
+    buf = _WORK.get(max(hint, 0) + 1)  # one spare byte: the read that finds EOF
     n = 0
     try:
         while True:
             if n == len(buf):  # longer than announced: a bigger buffer, same contents
                 old = buf
-                buf = _READ.get(2 * n)
+                buf = _WORK.get(2 * n)
                 buf[:n] = old[:n]
             got = readinto(memoryview(buf)[n:])
             if not got:
@@ -341,9 +344,20 @@ class Mp4Encryptor:
 
         ``clear``: leave samples clear (clear lead, signalled by a seig group with
         isProtected=0). ``keys``: per-track keys for this segment (rotation: KIDs other than the
-        init's are signalled per fragment with sbgp/sgpd seig). ``pssh``: boxes for the moofs."""
-        return self._rewrite(data, segment_index=segment_index, clear=clear, keys=keys,
-                             pssh=pssh).result()
+        init's are signalled per fragment with sbgp/sgpd seig). ``pssh``: boxes for the moofs.
+
+        ``data`` is copied into a reused per-thread buffer and encrypted there in place; only
+        the result is new memory."""
+        src = memoryview(data)
+        if src.ndim != 1 or src.format != "B":
+            src = src.cast("B")
+        work = _WORK.view(len(src))
+        work[:] = src
+        try:
+            return self._rewrite(work, segment_index=segment_index, clear=clear, keys=keys,
+                                 pssh=pssh, in_place=True).result()
+        finally:
+            del work
 
     def encrypt_segment_parts(self, data: bytes | bytearray | memoryview, *,
                               segment_index: int, clear: bool = False, in_place: bool = False
