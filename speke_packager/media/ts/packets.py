@@ -38,15 +38,15 @@ class PacketTable:
     data: bytes | bytearray | memoryview
     rows: npt.NDArray[np.uint8]
     pid_array: npt.NDArray[np.int64]
-    header_words: npt.NDArray[np.int64] | None = None  # the 4 header bytes, big-endian
+    header_words: npt.NDArray[np.uint64] | None = None
 
     @property
-    def words(self) -> npt.NDArray[np.int64]:
-        """The 4 header bytes of every packet as one big-endian number."""
+    def words(self) -> npt.NDArray[np.uint64]:
+        """The first 8 bytes of every packet as one big-endian number: sync byte << 56, the
+        PUSI/PID byte << 48, PID << 40, flags/CC << 32, adaptation_field_length << 24, ..."""
         if self.header_words is not None:
             return self.header_words
-        head = np.ndarray((self.count,), dtype=">u4", buffer=self.rows, strides=(PACKET_SIZE,))
-        return head.astype(np.int64)
+        return _words(self.rows)
 
     @property
     def pids(self) -> list[int]:
@@ -141,6 +141,11 @@ class PacketTable:
         return bytes(af[:n])
 
 
+def _words(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    head = np.ndarray((len(rows),), dtype=">u8", buffer=rows, strides=(PACKET_SIZE,))
+    return head.astype(np.uint64)
+
+
 def split_packets(data: bytes | memoryview) -> PacketTable:
     """Validate ``data`` as whole 188-byte packets with sync bytes and index their PIDs.
 
@@ -160,15 +165,13 @@ def index_packets(buf: bytes | bytearray | memoryview) -> PacketTable:
         raise TsFormatError("empty transport stream segment")
     rows = np.frombuffer(buf, dtype=np.uint8, count=count * PACKET_SIZE).reshape(
         count, PACKET_SIZE)
-    # the 4 header bytes of every packet as one big-endian word: one strided pass
-    head = np.ndarray((count,), dtype=">u4", buffer=rows, strides=(PACKET_SIZE,))
-    word = head.astype(np.int64)
-    bad = np.flatnonzero((word >> 24) != SYNC_BYTE)
+    word = _words(rows)  # the first 8 bytes of every packet: one strided pass
+    bad = np.flatnonzero((word >> 56) != SYNC_BYTE)
     if bad.size:
         first = int(bad[0])
         raise TsFormatError(f"lost sync: byte 0x{buf[first * PACKET_SIZE]:02x} where 0x47 was "
                             "expected", packet_index=first)
-    pid_array = (word >> 8) & 0x1FFF
+    pid_array = ((word >> 40) & 0x1FFF).astype(np.int64)
     if rest:
         tail = buf[count * PACKET_SIZE :]
         pid = ((tail[1] & 0x1F) << 8) | tail[2] if len(tail) >= 3 else None

@@ -64,15 +64,6 @@ class PidPayload:
     body: npt.NDArray[np.uint8]
     unit_ranges: list[list[tuple[int, int]]]
     units: list[PesUnit]
-    run_at: npt.NDArray[np.intp] | None = None  # with a run buffer: where each span starts
-    span_lo: npt.NDArray[np.intp] | None = None  # ... and the same span's start in ``body``
-
-    def run_to_segment(self, pos: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-        """Offsets in the segment of the run-buffer positions ``pos`` (each inside a PES)."""
-        assert self.run_at is not None and self.span_lo is not None
-        k = np.searchsorted(self.run_at, pos, side="right") - 1
-        at = pos - self.run_at[k] + self.span_lo[k]
-        return self.payload_packets[at // _MAX_PAYLOAD] * 188 + 4 + at % _MAX_PAYLOAD  # type: ignore[no-any-return]
 
 
 def _raise_first_fault(table: PacketTable, pid: int, indices: list[int]) -> None:
@@ -122,11 +113,11 @@ def gather_pid(table: PacketTable, pid: int,
     thread. Without it every PES is its own ``bytes``."""
     idx = table.indices_of(pid) if indices is None else np.asarray(indices, dtype=np.intp)
     word = table.words[idx]  # header bytes; the payload is copied once, below
-    b1 = (word >> 16) & 0xFF
-    ctl = word & 0xFF
+    b1 = ((word >> 48) & 0xFF).astype(np.intp)
+    ctl = ((word >> 32) & 0xFF).astype(np.intp)
     has_payload = (ctl & 0x10) != 0
     with_af = (ctl & 0x20) != 0
-    af_len = table.rows[:, 4][idx]
+    af_len = ((word >> 24) & 0xFF).astype(np.intp)
     bad = ((b1 & 0x80) != 0) | (has_payload & (((ctl & 0xC0) != 0)
                                                 | (with_af & (af_len > 182))))
     pusi = (b1[has_payload] & 0x40) != 0
@@ -141,50 +132,38 @@ def gather_pid(table: PacketTable, pid: int,
         body = np.frombuffer(scratch.body.get(n * _MAX_PAYLOAD), dtype=np.uint8,
                              count=n * _MAX_PAYLOAD).reshape(n, _MAX_PAYLOAD)
         np.take(table.rows[:, 4:], pay_idx, axis=0, out=body, mode="clip")
-    # payload spans of ``body``: runs broken by adaptation fields and by PES starts
-    breaks = np.flatnonzero((cut != 0) | pusi).tolist()
-    r_starts = [0, *(r * _MAX_PAYLOAD + c for r, c in zip(breaks, cut[breaks].tolist(),
-                                                             strict=True))]
-    r_ends = [*(r * _MAX_PAYLOAD for r in breaks), n * _MAX_PAYLOAD]
-    ranges = [(a, b) for a, b in zip(r_starts, r_ends, strict=True) if b > a]
+    # payload spans of ``body``: runs broken by adaptation fields and by PES starts; each
+    # lies inside one PES (the first payload packet starts one)
+    breaks = np.flatnonzero((cut != 0) | pusi)
+    lo_all = np.concatenate(([0], breaks * _MAX_PAYLOAD + cut[breaks]))
+    hi_all = np.concatenate((breaks * _MAX_PAYLOAD, [n * _MAX_PAYLOAD]))
+    keep = hi_all > lo_all
+    span_lo, span_hi = lo_all[keep], hi_all[keep]
+    firsts = np.flatnonzero(pusi)
+    owner = np.searchsorted(firsts * _MAX_PAYLOAD, span_lo, side="right") - 1
+    unit_no = np.arange(len(firsts))
+    first_span = np.searchsorted(owner, unit_no, side="left").tolist()
+    end_span = np.searchsorted(owner, unit_no, side="right").tolist()
+    spans = list(zip(span_lo.tolist(), span_hi.tolist(), strict=True))
+    unit_ranges = [spans[a:b] for a, b in zip(first_span, end_span, strict=True)]
     flat = memoryview(body.reshape(-1))  # type: ignore[arg-type]
-    firsts = np.flatnonzero(pusi).tolist()
     pay_list = pay_idx.tolist()
-    units: list[PesUnit] = []
-    unit_ranges = []
-    run: memoryview | None = None
-    at = 0
-    run_at: list[int] = []
-    span_lo: list[int] = []
-    if scratch is not None:
+    ends = np.append(firsts[1:], n) if firsts.size else firsts
+    rows_of = list(zip(firsts.tolist(), ends.tolist(), strict=True))
+    units: list[PesUnit]
+    if scratch is None:
+        units = [PesUnit(pid, pay_list[a:b], b"".join([flat[lo:hi] for lo, hi in mine]))
+                 for (a, b), mine in zip(rows_of, unit_ranges, strict=True)]
+    else:
         run = memoryview(scratch.run.get(n * _MAX_PAYLOAD + slack))
-    r = 0
-    for k, a in enumerate(firsts):
-        b = firsts[k + 1] if k + 1 < len(firsts) else n
-        lo, hi = a * _MAX_PAYLOAD, b * _MAX_PAYLOAD
-        while r < len(ranges) and ranges[r][1] <= lo:
-            r += 1
-        mine = []
-        while r < len(ranges) and ranges[r][0] < hi:
-            mine.append(ranges[r])
-            r += 1
-        unit_ranges.append(mine)
-        if run is None:
-            units.append(PesUnit(pid, pay_list[a:b], b"".join([flat[lo:hi] for lo, hi in mine])))
-            continue
-        first = at
-        for lo, hi in mine:
-            run_at.append(at)
-            span_lo.append(lo)
+        at_all = np.concatenate(([0], np.cumsum(span_hi - span_lo))).tolist()
+        for (lo, hi), at in zip(spans, at_all, strict=False):
             run[at : at + hi - lo] = flat[lo:hi]
-            at += hi - lo
-        units.append(PesUnit(pid, pay_list[a:b], run[first:at]))
+        units = [PesUnit(pid, pay_list[a:b], run[at_all[r0] : at_all[r1]])
+                 for (a, b), r0, r1 in zip(rows_of, first_span, end_span, strict=True)]
     for u in units:
         check_pes(u)
-    if run is None:
-        return PidPayload(pid, idx, pay_idx, body, unit_ranges, units)
-    return PidPayload(pid, idx, pay_idx, body, unit_ranges, units,
-                      np.array(run_at, dtype=np.intp), np.array(span_lo, dtype=np.intp))
+    return PidPayload(pid, idx, pay_idx, body, unit_ranges, units)
 
 
 def collect_pes(table: PacketTable, pid: int, indices: list[int]) -> list[PesUnit]:

@@ -198,7 +198,7 @@ def find_program(table: PacketTable) -> Program:
 
     HLS requires a PAT and a PMT in every TS segment (RFC 8216 §3.2); their absence, several
     programs or a PMT that changes its streams inside the segment are typed errors."""
-    pusi = (table.words & 0x400000) != 0
+    pusi = (table.words & (0x40 << 48)) != 0
     pats = np.flatnonzero(pusi & (table.pid_array == 0))
     pat_idx = int(pats[0]) if pats.size else None
     if pat_idx is None:
