@@ -1,10 +1,12 @@
-"""A bit reader for codec headers (MSB first, Exp-Golomb), over a big integer, not per byte."""
+"""A bit reader for codec headers (MSB first, Exp-Golomb), over a big integer, not per byte;
+emulation-prevention helpers; ``ue(v)`` look-up tables over 16-bit windows for the specialised
+slice-header parsers (h264.py, hevc.py)."""
 
 from __future__ import annotations
 
 from ...errors import CodecError
 
-__all__ = ["BitReader"]
+__all__ = ["UE16_LEN", "UE16_LEN2", "UE16_VAL", "BitReader", "escaped_length", "unescape_prefix"]
 
 
 class BitReader:

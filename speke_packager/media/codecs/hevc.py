@@ -2,6 +2,10 @@
 
 :func:`slice_header_size` returns the length in escaped bytes from the first byte of the NAL unit
 (2-byte NAL header included) to the end of ``byte_alignment()``.
+
+As for H.264 (see h264.py), the slice segment header has its own parser over one integer with
+``ue(v)`` look-up tables and a per-PPS plan; a short-term RPS in the slice header is only
+counted (NumPicTotalCurr), not built. Long-term pictures use the generic BitReader.
 """
 
 from __future__ import annotations
