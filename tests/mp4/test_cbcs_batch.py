@@ -50,6 +50,8 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     if request.param == "lanes":
         monkeypatch.setattr(engine_mod, "_LANES_MIN", 1)
         monkeypatch.setattr(engine_mod, "_COLUMN_COST", -10**12)
+        monkeypatch.setattr(engine_mod, "_LANES_FIXED", 0)
+        monkeypatch.setattr(engine_mod, "_LANE_TABLE", 10**12)
     elif request.param == "serial":
         monkeypatch.setattr(engine_mod, "_LANES_MIN", 10**9)
     yield str(request.param)

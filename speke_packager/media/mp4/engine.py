@@ -68,6 +68,7 @@ _LANES_FIXED = 20_000
 _COLUMN_COST = 5_000
 _LANE_BLOCK = 10
 _RANGE_COST = 1_300
+_LANE_TABLE = 4096  # lanes x columns may exceed 4x the blocks by this much (uneven lengths)
 
 
 def _span(pos: np.ndarray, size: np.ndarray) -> tuple[int, int] | None:
@@ -276,7 +277,7 @@ class CbcsEngine:
         blocks = units * self._bpu
         most = int(blocks.max())
         total = int(blocks.sum())
-        if (n >= _LANES_MIN
+        if (n >= _LANES_MIN and most * n <= 4 * total + _LANE_TABLE  # (a small lane table)
                 and _LANES_FIXED + most * _COLUMN_COST + total * _LANE_BLOCK < n * _RANGE_COST):
             self._lanes(arr, rel, blocks, most)
         else:
