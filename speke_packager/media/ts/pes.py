@@ -64,6 +64,29 @@ class PidPayload:
     body: npt.NDArray[np.uint8]
     unit_ranges: list[list[tuple[int, int]]]
     units: list[PesUnit]
+    unit_at: list[int] | None = None  # compacted: where each PES starts in ``body``
+    moves: list[tuple[int, int, int]] | None = None  # compacted: (to, from, length) in ``body``
+    dirty: bool = False  # ``body`` was changed: the remux writes it back
+
+    def uncompact(self, table: PacketTable) -> None:
+        """Undo the compaction of :func:`gather_pid` (``compact=True``): every span back at
+        its place in ``body`` (keeping the bytes it holds now) and the adaptation fields the
+        moves overwrote copied again from the packets, so ``body`` can be written back."""
+        assert self.moves is not None
+        flat = memoryview(self.body.reshape(-1))  # type: ignore[arg-type]
+        for to, frm, n in reversed(self.moves):
+            flat[frm : frm + n] = flat[to : to + n]
+        src = memoryview(table.data).cast("B") if isinstance(table.data, memoryview) else \
+            memoryview(table.data)
+        for to, frm, _ in self.moves:
+            del to
+            # the gap before a moved span is the adaptation field of the span's first packet
+            row = frm // _MAX_PAYLOAD
+            gap = frm - row * _MAX_PAYLOAD
+            seg = int(self.payload_packets[row]) * 188 + 4
+            flat[row * _MAX_PAYLOAD : frm] = src[seg : seg + gap]
+        self.moves = []
+        self.dirty = True
 
 
 def _raise_first_fault(table: PacketTable, pid: int, indices: list[int]) -> None:
@@ -91,11 +114,10 @@ def _raise_first_fault(table: PacketTable, pid: int, indices: list[int]) -> None
 
 
 class GatherScratch:
-    """Per-thread reusable buffers for :func:`gather_pid`: the payload rows and the run of PES."""
+    """Per-thread reusable buffer for :func:`gather_pid`: the payload rows."""
 
     def __init__(self) -> None:
         self.body = ThreadScratch()
-        self.run = ThreadScratch()
 
 
 def gather_pid(table: PacketTable, pid: int,
@@ -107,10 +129,12 @@ def gather_pid(table: PacketTable, pid: int,
     Payload bytes before the first PES start (a PES begun in an earlier segment) are refused:
     they could be neither parsed nor encrypted.
 
-    ``scratch``: ``body`` goes into a reused buffer and the PES are laid out back to back in one
-    reused run buffer (``slack`` more bytes after them), each ``PesUnit.data`` a writable
-    memoryview of it (the run is ``units[0].data.obj``); valid until the next call on the same
-    thread. Without it every PES is its own ``bytes``."""
+    ``scratch``: ``body`` goes into a reused buffer (``slack`` more bytes after it) and each
+    PES is compacted there, in place: the spans after its first one (cut by adaptation fields,
+    usually just the last packet's tail) are moved back to follow it, so ``PesUnit.data`` is a
+    writable memoryview of ``body`` (``unit_at``: where) with no copy of the payload; valid
+    until the next call on the same thread. :meth:`PidPayload.uncompact` puts the spans back.
+    Without it every PES is its own ``bytes``."""
     idx = table.indices_of(pid) if indices is None else np.asarray(indices, dtype=np.intp)
     word = table.words[idx]  # header bytes; the payload is copied once, below
     b1 = ((word >> 48) & 0xFF).astype(np.intp)
@@ -129,8 +153,9 @@ def gather_pid(table: PacketTable, pid: int,
     if scratch is None:
         body = table.rows[pay_idx, 4:]  # one row copy: bytes 4..187 of each payload packet
     else:
-        body = np.frombuffer(scratch.body.get(n * _MAX_PAYLOAD), dtype=np.uint8,
-                             count=n * _MAX_PAYLOAD).reshape(n, _MAX_PAYLOAD)
+        raw = scratch.body.get(n * _MAX_PAYLOAD + slack)
+        body = np.frombuffer(raw, dtype=np.uint8, count=n * _MAX_PAYLOAD).reshape(
+            n, _MAX_PAYLOAD)
         np.take(table.rows[:, 4:], pay_idx, axis=0, out=body, mode="clip")
     # payload spans of ``body``: runs broken by adaptation fields and by PES starts; each
     # lies inside one PES (the first payload packet starts one)
@@ -155,12 +180,21 @@ def gather_pid(table: PacketTable, pid: int,
         units = [PesUnit(pid, pay_list[a:b], b"".join([flat[lo:hi] for lo, hi in mine]))
                  for (a, b), mine in zip(rows_of, unit_ranges, strict=True)]
     else:
-        run = memoryview(scratch.run.get(n * _MAX_PAYLOAD + slack))
-        at_all = np.concatenate(([0], np.cumsum(span_hi - span_lo))).tolist()
-        for (lo, hi), at in zip(spans, at_all, strict=False):
-            run[at : at + hi - lo] = flat[lo:hi]
-        units = [PesUnit(pid, pay_list[a:b], run[at_all[r0] : at_all[r1]])
-                 for (a, b), r0, r1 in zip(rows_of, first_span, end_span, strict=True)]
+        whole = memoryview(raw)
+        units = []
+        unit_at = []
+        moves = []
+        for (a, b), mine in zip(rows_of, unit_ranges, strict=True):
+            start, end = mine[0]
+            for lo, hi in mine[1:]:
+                moves.append((end, lo, hi - lo))
+                flat[end : end + hi - lo] = flat[lo:hi]
+                end += hi - lo
+            unit_at.append(start)
+            units.append(PesUnit(pid, pay_list[a:b], whole[start:end]))
+        for u in units:
+            check_pes(u)
+        return PidPayload(pid, idx, pay_idx, body, unit_ranges, units, unit_at, moves)
     for u in units:
         check_pes(u)
     return PidPayload(pid, idx, pay_idx, body, unit_ranges, units)

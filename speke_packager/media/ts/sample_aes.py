@@ -254,24 +254,24 @@ _VIDEO = GatherScratch()
 
 def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryview
                    ) -> tuple[PidPayload, list[bytes | bytearray | memoryview]]:
-    """Every PES of the video PID in one reused run buffer, encrypted there at once
-    (:func:`encrypt_h264_run`); the new blocks are also written straight into ``out`` (the
-    segment being edited, in place), so a PES that keeps its size needs nothing more. Returns
-    the PID's payload and per PES: the very ``PesUnit.data`` when ``out`` already holds the
-    result, a new ``bytearray`` (emulation prevention added, PES_packet_length fixed) when the
-    PES grew."""
+    """Every PES of the video PID compacted in one reused buffer (:func:`gather_pid`), all
+    encrypted there at once (:func:`encrypt_h264_run`), the buffer put back in packet layout
+    for the remux to write in one scatter. Returns the PID's payload and per PES: the very
+    ``PesUnit.data`` when it kept its size (the written-back buffer holds it), a new
+    ``bytearray`` (emulation prevention added, PES_packet_length fixed) when it grew."""
     g = gather_pid(table, pid, scratch=_VIDEO, slack=64)
     units = g.units
     new: list[bytes | bytearray | memoryview] = [u.data for u in units]
     if not units:
         return g, new
-    run = units[0].data
-    assert isinstance(run, memoryview) and isinstance(run.obj, bytearray)
-    buf = run.obj
+    first = units[0].data
+    assert isinstance(first, memoryview) and isinstance(first.obj, bytearray)
+    assert g.unit_at is not None
+    buf = first.obj
     arr = np.frombuffer(buf, dtype=np.uint8)
     lens = np.fromiter((len(u.data) for u in units), dtype=np.intp, count=len(units))
-    pes_end = np.cumsum(lens)
-    pes_start = pes_end - lens
+    pes_start = np.array(g.unit_at, dtype=np.intp)
+    pes_end = pes_start + lens
     es_start = pes_start + 9 + arr[pes_start + 8]
     # each PES's stream starts with a start code (2+ zero bytes, then 01): vectorised for the
     # usual 00 00 01 / 00 00 00 01, the regex for anything else
@@ -289,17 +289,14 @@ def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryvi
                              "across PES cannot be encrypted")
     cuts, touched = encrypt_h264_run(buf, np.stack((es_start, pes_end), axis=1), cbc)
     if not touched.size:
-        return g, new
+        return g, new  # nothing changed: ``out`` holds it all
     mv = memoryview(buf)
     if not cuts.size:
-        for k in touched.tolist():
-            new[k] = mv[int(pes_start[k]) : int(pes_end[k])]  # same size: copied back by remux
+        g.uncompact(table)  # the remux writes ``body`` back
         return g, new
     grown = np.unique(np.searchsorted(pes_start, cuts, side="right") - 1).tolist()
     bounds_at = [*np.searchsorted(cuts, pes_start[grown]).tolist(), len(cuts)]
     cut_list = cuts.tolist()
-    for k in set(touched.tolist()) - set(grown):
-        new[k] = mv[int(pes_start[k]) : int(pes_end[k])]  # same size: copied back by remux
     for j, k in enumerate(grown):
         a, b = int(pes_start[k]), int(pes_end[k])
         c0 = bounds_at[j]
@@ -309,6 +306,7 @@ def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryvi
         u = units[k]
         set_pes_length(pes, was_unbounded=(u.data[4] | u.data[5]) == 0, pid=u.pid)
         new[k] = pes
+    g.uncompact(table)
     return g, new
 
 
@@ -347,7 +345,7 @@ def _remux_pid(table: PacketTable, g: PidPayload,
                 flat[lo:hi] = src[pos : pos + hi - lo]
                 pos += hi - lo
             copied = True
-        if copied:
+        if copied or g.dirty:
             rows[g.payload_packets, 4:] = g.body
     # packets after a PES's last packet follow the packets added to it
     if any(adds):
