@@ -4,11 +4,23 @@ Streaming"; media-encryption.md §3.1-§3.3). Both directions; the decryptor exi
 Every protected block (an H.264 NAL body, an ADTS frame, an AC-3/E-AC-3 syncframe) is its own
 AES-128-CBC message from the original IV, over whole 16-byte blocks only (no padding).
 
-Hot path: one cipher call per protected block, and one cipher context per elementary stream
-(:class:`CbcMessages` restarts the chain at the IV by folding ``IV xor previous block`` into the
-first block, so no context is built per message). For H.264 the encrypted 16-byte blocks of a
-NAL (1 of every 10) are gathered with one strided numpy copy, encrypted in place in one call and
-scattered back the same way, whatever the NAL size.
+Hot path: one cipher call per protected block (an audio frame, an H.264 slice NAL), and one
+cipher context for many messages (:class:`CbcMessages` restarts the chain at the IV by folding
+``IV xor previous block`` into the first block, so no context is built per message; the
+segment encryptor keeps one per thread across segments).
+
+H.264, the bulk of a segment, goes through :func:`encrypt_h264_run`: all PES of the video PID
+at once, laid out in one buffer. One vectorised scan for ``00 00`` pairs (a zero mask searched
+as 64-bit words) gives every ``00 00 0x`` (x <= 3) of the original stream, i.e. the start codes
+(NAL boundaries, exactly as :func:`nal_spans`) and the original emulation-prevention spots.
+The 1:9 blocks of every slice NAL are gathered with one fancy index over 16-byte windows,
+encrypted with one cipher call per NAL (ciphertext in a reused per-thread buffer) and scattered
+back. Emulation prevention is then not re-scanned: clear bytes of a NAL only hold the original
+``00 00 03`` spots, so the new spots are found from the ciphertext's zero bytes and the two
+clear bytes before each block, merged with the untouched original ones, and thinned like the
+left-to-right regex scan would (``encrypt_h264_pes``, kept as the per-PES reference and for the
+tests). No per-byte or per-block Python. The callers insert the ``03`` bytes only into the rare
+PES that need one.
 """
 
 from __future__ import annotations

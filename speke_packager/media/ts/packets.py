@@ -1,8 +1,10 @@
 """MPEG-TS packet layer (ISO/IEC 13818-1 §2.4.3): validation, PID table, adaptation fields.
 
-Whole-segment checks run at C speed (numpy views of the packet rows); only packets that must
-change are looked at one by one. Packets are addressed by their index in the segment; errors
-name index and PID.
+Whole-segment checks run at C speed (numpy views of the packet rows; the first 8 bytes of every
+packet are read once, as one strided big-endian word, for sync, PID, flags and
+adaptation_field_length); only packets that must change are looked at one by one.
+:func:`index_packets` indexes a writable buffer without copying it, for in-place editing.
+Packets are addressed by their index in the segment; errors name index and PID.
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ its 4-byte header and adaptation-field fields (PCR, random_access, discontinuity
 adaptation-field stuffing changes. Bytes that no longer fit go into new packets of the same PID
 right after the PES's last packet. Room left over becomes adaptation-field stuffing, never 0xFF in
 the payload. PCR, PTS and DTS are never recomputed.
+
+Gathering (:func:`gather_pid`) reads the header fields of a PID's packets from one strided
+8-byte read per packet (:mod:`.packets`), copies the payload rows with one ``take`` and checks
+every PES. With a :class:`GatherScratch` (the SAMPLE-AES video hot path) the rows go into a
+reused per-thread buffer and each PES is made contiguous in place there: only the spans after
+an adaptation field inside the PES (usually the last packet's tail) move, and
+:meth:`PidPayload.uncompact` moves them back so one scatter can write the rows back.
 """
 
 from __future__ import annotations

@@ -16,6 +16,18 @@ What changes in a segment (media-encryption.md §2-§3):
   counter of every PID is the original one and independently encrypted segments still join up
   (no state shared between segments, so segments can be encrypted in parallel).
 
+Hot path (encryption): the segment is edited in place in one writable buffer - the caller's
+(``encrypt_segment_parts(..., in_place=True)``, the encrypt-vod workers' read buffer), the
+per-thread buffer ``encrypt_file`` reads into, or a per-thread copy for ``encrypt_segment`` -
+and handed back as pieces (slices of it plus the packets added to grown PES), written with
+``os.writev`` or joined once. No segment-sized buffer is allocated per call: packets are indexed
+over the buffer itself (:func:`.packets.index_packets`), the video PID's payload rows go into a
+reused per-thread buffer where every PES is compacted in place and the whole PID is encrypted at
+once (:func:`.es_crypto.encrypt_h264_run`), and one scatter writes the rows back. Only PES that
+grew (emulation prevention in new ciphertext, a few per segment) are rebuilt as bytes and
+re-packetised. Audio PES (a few percent of a segment) go frame by frame through the same cipher
+context, which each thread keeps across segments.
+
 Pass-through (documented, never encrypted): stream types without a SAMPLE-AES definition -
 MPEG audio (0x03/0x04), LATM AAC (0x11), metadata, subtitles, private data without an AC-3
 descriptor. ``strict=True`` turns these into :class:`UnsupportedMediaError`. HEVC (0x24) has no
@@ -470,7 +482,11 @@ class SampleAesEncryptor:
     :func:`~speke_packager.media.aes128.iv_from_sequence` of the segment's sequence number).
     Segments are independent: instances may be shared by threads, and separate instances in
     separate processes produce the same bytes. The only thing kept between calls is the audio
-    setup information per PID, used for a segment that happens to hold no audio frame.
+    setup information per PID, used for a segment that happens to hold no audio frame (and, per
+    thread, a cipher context and work buffers: reuse changes no byte).
+
+    File to file, use :meth:`encrypt_file` (or :meth:`encrypt_segment_parts`): they reuse one
+    per-thread buffer instead of allocating the segment twice per call.
 
     ``strict``: raise :class:`UnsupportedMediaError` for streams that would pass through clear.
     """
