@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from ..errors import CpixIntegrityError, UsageError
 
 __all__ = [
+    "CipherContext",
     "aes_cbc_decrypt_pkcs7",
     "aes_cbc_decryptor",
     "aes_cbc_encrypt_pkcs7",
@@ -26,6 +27,7 @@ __all__ = [
     "aes_ctr_decryptor",
     "aes_ctr_encryptor",
     "aes_ecb_encrypt_block",
+    "aes_ecb_encryptor",
     "hmac_sha512",
     "rsa_oaep_sha1_decrypt",
     "rsa_oaep_sha1_encrypt",
@@ -59,6 +61,13 @@ def aes_cbc_encryptor(key: bytes, iv: bytes) -> CipherContext:
 def aes_cbc_decryptor(key: bytes, iv: bytes) -> CipherContext:
     _check(key, iv, (16, 32))
     return Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+
+
+def aes_ecb_encryptor(key: bytes) -> CipherContext:
+    """AES-ECB context for keystream / lane-parallel CBC helpers: reusable for any number of
+    whole-block ``update`` calls (ECB keeps no state between blocks)."""
+    _check(key, bytes(16), (16, 32))
+    return Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 (building block)
 
 
 def aes_ecb_encrypt_block(key: bytes, block: bytes) -> bytes:

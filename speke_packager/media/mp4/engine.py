@@ -47,10 +47,19 @@ Engines hold mutable state: make one per segment (or per thread), never share on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...crypto import aes_cbc_encryptor, aes_ctr_encryptor, aes_ecb_encrypt_block
+from ...crypto import (
+    aes_cbc_encryptor,
+    aes_ctr_encryptor,
+    aes_ecb_encrypt_block,
+    aes_ecb_encryptor,
+)
+
+if TYPE_CHECKING:
+    from ...crypto import CipherContext
 
 __all__ = ["CbcsEngine", "CencEngine", "Patches"]
 
@@ -178,6 +187,7 @@ class CbcsEngine:
         "_bpu",
         "_crypt",
         "_ctx",
+        "_ecb",
         "_gmv",
         "_gv",
         "_in_place",
@@ -201,6 +211,7 @@ class CbcsEngine:
         self._key = key
         self._iv = int.from_bytes(iv16, "big")
         self._iv64 = np.frombuffer(iv16, np.uint64)  # native order, like the block views
+        self._ecb: CipherContext | None = None  # made on the first lane-parallel call
         self._last = self._iv  # chaining value the context holds now
         self._crypt = crypt
         self._skip = skip
@@ -337,14 +348,16 @@ class CbcsEngine:
         cols = window[offsets]
         g64 = cols.view(np.uint64).reshape(-1, 2)
         g = cols.view(np.uint8).data
-        key = self._key
+        ecb = self._ecb
+        if ecb is None:
+            ecb = self._ecb = aes_ecb_encryptor(self._key)
         s = prev = 0
         for c in counts:
             if s:
                 g64[s:s + c] ^= g64[prev:prev + c]
             else:
                 g64[:c] ^= self._iv64
-            g[16 * s:16 * (s + c)] = aes_ecb_encrypt_block(key, g[16 * s:16 * (s + c)].tobytes())
+            g[16 * s:16 * (s + c)] = ecb.update(g[16 * s:16 * (s + c)])
             prev = s
             s += c
         window[offsets] = cols
