@@ -29,7 +29,6 @@ import re
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._io import ThreadScratch
 from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
@@ -98,6 +97,28 @@ class CbcMessages:
                 v = int.from_bytes(buf[start : start + 16], "big") ^ fix
                 buf[start : start + 16] = v.to_bytes(16, "big")
             self._carry = carry
+
+
+    def crypt_all(self, buf: memoryview, starts: list[int], sizes: list[int]) -> None:
+        """:meth:`crypt` for each ``(start, nbytes)`` pair, in order (one loop, names bound
+        once: this runs once per audio frame and per slice NAL)."""
+        if not self._encrypt:
+            for start, nbytes in zip(starts, sizes, strict=True):
+                self.crypt(buf, start, nbytes)
+            return
+        update = self._ctx.update_into
+        from_bytes = int.from_bytes
+        iv = self._iv
+        carry = self._carry
+        for start, nbytes in zip(starts, sizes, strict=True):
+            end = start + nbytes
+            fix = iv ^ carry
+            if fix:
+                head = buf[start : start + 16]
+                head[:] = (from_bytes(head, "big") ^ fix).to_bytes(16, "big")
+            update(buf[start:end], buf[start:])
+            carry = from_bytes(buf[end - 16 : end], "big")
+        self._carry = carry
 
 
 def _crypt_blocks(buf: bytearray, start: int, length: int, cbc: CbcMessages) -> None:
@@ -232,8 +253,7 @@ def _crypt_ranges(buf: bytearray, ranges: list[tuple[int, int]], key: bytes, iv:
     if cbc is None:
         cbc = CbcMessages(key, iv, encrypt=encrypt)
     with memoryview(buf) as mv:
-        for start, nblocks in ranges:
-            cbc.crypt(mv, start, 16 * nblocks)
+        cbc.crypt_all(mv, [s for s, _ in ranges], [16 * n for _, n in ranges])
     if slack > 0:
         del buf[-slack:]
 
@@ -414,13 +434,12 @@ def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp
     owner = np.repeat(np.arange(nb.size), nb)
     blocks = s_enc[owner] + _LEADER + _STRIDE * (np.arange(total) - first_block[owner])
     # gather, encrypt (one message per NAL), scatter
-    win = sliding_window_view(arr, 16, writeable=True)
+    win = np.ndarray((len(arr) - 15, 16), dtype=np.uint8, buffer=buf, strides=(1, 1))
     raw = _BLOCKS.get(16 * total + 16)
     work = np.frombuffer(raw, dtype=np.uint8, count=16 * total).reshape(total, 16)
     work[:] = win[blocks]
     with memoryview(raw) as mv:
-        for a, n in zip((16 * first_block[:-1]).tolist(), (16 * nb).tolist(), strict=True):
-            cbc.crypt(mv, a, n)
+        cbc.crypt_all(mv, (16 * first_block[:-1]).tolist(), (16 * nb).tolist())
     win[blocks] = work
     del win
     # spots to escape after encryption: new ones (touching an encrypted byte) ...
