@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._io import ThreadScratch
 from ...errors import TsFormatError, UnsupportedMediaError
@@ -323,8 +322,10 @@ def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray | 
     full = np.flatnonzero(take == _MAX_PAYLOAD)
     src = np.frombuffer(new_pes, dtype=np.uint8)
     res[full, 3] = 0x10 | cc[full]
-    if full.size:
-        res[full, 4:] = sliding_window_view(src, _MAX_PAYLOAD)[pos[full]]
+    if full.size:  # rows of 184 payload bytes at any offset: one strided view, one gather
+        rows = np.ndarray((size - _MAX_PAYLOAD + 1, _MAX_PAYLOAD), dtype=np.uint8, buffer=src,
+                          strides=(1, 1))
+        res[full, 4:] = rows[pos[full]]
     for j in np.flatnonzero(take != _MAX_PAYLOAD).tolist():
         head3 = res[j, :3].tobytes()
         core = cores[j] if j < n_orig else b""
