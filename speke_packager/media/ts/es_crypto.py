@@ -47,6 +47,7 @@ __all__ = [
     "encrypt_h264_pes",
     "encrypt_h264_run",
     "nal_spans",
+    "sorted_unique",
 ]
 
 _LEADER = 32  # clear bytes at the start of a protected NAL (header + 31)
@@ -355,6 +356,19 @@ def _zero_pairs(a: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
     return pairs
 
 
+def sorted_unique(x: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """``np.unique`` of an array, without its lazy import of ``numpy.ma`` (tens of ms in a
+    fresh process) and without sorting what is sorted already."""
+    if x.size < 2:
+        return x
+    if (x[1:] < x[:-1]).any():
+        x = np.sort(x)
+    keep = np.empty(x.size, dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(x[1:], x[:-1], out=keep[1:])
+    return x[keep]
+
+
 def _first_of_runs(c: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
     """For sorted positions ``c``: which ones a left-to-right scan that resumes two bytes after
     each match keeps (in a run of consecutive positions, every other one from its first)."""
@@ -422,12 +436,13 @@ def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp
                 e -= 1
             ends[j] = e
     length = ends - starts
-    slice_nal = (length > _LEADER + 16) & np.isin(arr[np.minimum(starts, hi - 1)] & 0x1F,
-                                                  _SLICE_TYPES)
+    nal_type = arr[np.minimum(starts, hi - 1)] & 0x1F
+    slice_nal = (length > _LEADER + 16) & ((nal_type == _SLICE_TYPES[0])
+                                           | (nal_type == _SLICE_TYPES[1]))
     s_enc, e_enc = starts[slice_nal], ends[slice_nal]
     if not s_enc.size:
         return none
-    touched = np.unique(sc_pes[slice_nal])
+    touched = sorted_unique(sc_pes[slice_nal])
     nb = (e_enc - s_enc - _LEADER - 16 + _STRIDE - 1) // _STRIDE
     total = int(nb.sum())
     first_block = np.concatenate(([0], np.cumsum(nb)))
@@ -455,6 +470,6 @@ def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp
     old, nal = cand[in_nal], nal[in_nal]
     t = old - s_enc[nal] - (_LEADER - 2)
     hit_block = (t >= 0) & (t % _STRIDE < 18) & (t // _STRIDE < nb[nal])
-    spots = np.unique(np.concatenate([old[~hit_block], *new]))
+    spots = sorted_unique(np.concatenate([old[~hit_block], *new]))
     spots = spots[_first_of_runs(spots)]
     return (spots + 2).astype(np.intp), touched.astype(np.intp)

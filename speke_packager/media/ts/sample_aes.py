@@ -67,6 +67,7 @@ from .es_crypto import (
     decrypt_h264_es,
     encrypt_h264_pes,
     encrypt_h264_run,
+    sorted_unique,
 )
 from .packets import PACKET_SIZE, PacketTable, index_packets
 from .pes import (
@@ -306,7 +307,7 @@ def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryvi
     if not cuts.size:
         g.uncompact(table)  # the remux writes ``body`` back
         return g, new
-    grown = np.unique(np.searchsorted(pes_start, cuts, side="right") - 1).tolist()
+    grown = sorted_unique(np.searchsorted(pes_start, cuts, side="right") - 1).tolist()
     bounds_at = [*np.searchsorted(cuts, pes_start[grown]).tolist(), len(cuts)]
     cut_list = cuts.tolist()
     for j, k in enumerate(grown):
@@ -366,8 +367,9 @@ def _remux_pid(table: PacketTable, g: PidPayload,
         shift = total[np.searchsorted(lasts, g.indices, side="left")]
         keep = (shift % 16) != 0
         if moved:
-            rewritten = np.array([i for k in moved for i in units[k].packets], dtype=np.intp)
-            keep &= ~np.isin(g.indices, rewritten)
+            rewritten = np.zeros(table.count, dtype=np.bool_)
+            rewritten[[i for k in moved for i in units[k].packets]] = True
+            keep &= ~rewritten[g.indices]
         at = g.indices[keep]
         cc = rows[at, 3]
         rows[at, 3] = (cc & 0xF0) | ((cc + (shift[keep] % 16).astype(np.uint8)) & 0x0F)
