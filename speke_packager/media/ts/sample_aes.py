@@ -326,10 +326,11 @@ def _encrypt_video(table: PacketTable, pid: int, cbc: CbcMessages, out: memoryvi
 def _remux_pid(table: PacketTable, g: PidPayload,
                new: Sequence[bytes | bytearray | memoryview], *,
                out: memoryview, splices: dict[int, bytes], keep_cc: bool) -> None:
-    """Write the packets of one PID into ``out`` (a copy of the segment): same-size PES in
-    place with one vectorised scatter, grown PES re-packetised (packets beyond the original
-    ones go to ``splices``, keyed by the packet they follow), CC shifted after inserted
-    packets (a whole-array add)."""
+    """Write the packets of one PID into ``out`` (the segment being edited, in place):
+    same-size PES with one vectorised scatter of ``g.body`` (skipped when ``out`` holds them
+    already: ``new[k] is units[k].data`` and the body is not ``dirty``), grown PES
+    re-packetised (packets beyond the original ones go to ``splices``, keyed by the packet they
+    follow), CC shifted after inserted packets (a whole-array add)."""
     units = g.units
     if not units:
         return
@@ -397,11 +398,6 @@ def _parts(out: memoryview, splices: dict[int, bytes]) -> list[Part]:
         prev = end
     parts.append(out[prev:])
     return parts
-
-
-def _assemble(out: memoryview, splices: dict[int, bytes]) -> bytes:
-    """The edited segment with added packets spliced in after the packets they follow."""
-    return b"".join(_parts(out, splices))
 
 
 def _process(data: bytes | bytearray | memoryview, key: bytes, iv: bytes, *, encrypt: bool,
