@@ -32,6 +32,7 @@ __all__ = [
     "collect_pes",
     "gather_pid",
     "min_new_packets",
+    "packet_room",
     "pes_header_size",
     "repacketise",
     "set_pes_length",
@@ -274,18 +275,29 @@ def _caps(table: PacketTable, unit: PesUnit) -> tuple[list[int], list[bytes]]:
     return caps, cores
 
 
-def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int) -> int:
+Caps = tuple[list[int], list[bytes]]
+
+
+def packet_room(table: PacketTable, unit: PesUnit) -> Caps:
+    """The payload room of each packet of ``unit`` once its adaptation field keeps only its
+    fields, and those fields: what :func:`min_new_packets` and :func:`repacketise` work from
+    (pass it to both to read the adaptation fields once)."""
+    return _caps(table, unit)
+
+
+def min_new_packets(table: PacketTable, unit: PesUnit, new_len: int, *,
+                    room: Caps | None = None) -> int:
     """How many packets must be added so that ``new_len`` bytes fit ``unit``'s packets."""
     if new_len <= len(unit.data):
         return 0  # the original layout already held that much
-    caps, _ = _caps(table, unit)
+    caps, _ = room or _caps(table, unit)
     over = new_len - sum(caps)
     return 0 if over <= 0 else -(-over // _MAX_PAYLOAD)
 
 
 def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray | memoryview,
-                extra: int,
-                cc_shift: int) -> npt.NDArray[np.uint8]:
+                extra: int, cc_shift: int, *, room: Caps | None = None
+                ) -> npt.NDArray[np.uint8]:
     """Packets carrying ``new_pes`` in place of ``unit``, as a ``(packets, 188)`` array: its
     original packets (CC shifted by ``cc_shift``), then ``extra`` new packets, each packet with
     at least one payload byte.
@@ -293,7 +305,7 @@ def repacketise(table: PacketTable, unit: PesUnit, new_pes: bytes | bytearray | 
     Every packet takes as much as its room allows, except that each later packet is left one
     byte; full packets are built with whole-array copies, the few others one by one.
     Callers keep the original layout themselves when the size did not change."""
-    caps, cores = _caps(table, unit)
+    caps, cores = room or _caps(table, unit)
     n_orig = len(unit.packets)
     total = n_orig + extra
     size = len(new_pes)

@@ -76,6 +76,7 @@ from .pes import (
     PidPayload,
     gather_pid,
     min_new_packets,
+    packet_room,
     pes_header_size,
     repacketise,
     set_pes_length,
@@ -334,7 +335,10 @@ def _remux_pid(table: PacketTable, g: PidPayload,
     units = g.units
     if not units:
         return
-    adds = [min_new_packets(table, u, len(b)) for u, b in zip(units, new, strict=True)]
+    rooms = {k: packet_room(table, u) for k, (u, b) in enumerate(zip(units, new, strict=True))
+             if len(b) > len(u.data)}  # grown PES: their packets' room, read once
+    adds = [min_new_packets(table, u, len(b), room=rooms.get(k))
+            for k, (u, b) in enumerate(zip(units, new, strict=True))]
     pad = (-sum(adds)) % 16 if keep_cc else 0
     if pad:
         slack = [len(b) - len(u.packets) - a for u, b, a in zip(units, new, adds, strict=True)]
@@ -379,7 +383,7 @@ def _remux_pid(table: PacketTable, g: PidPayload,
         shifts = np.zeros(len(moved), dtype=np.intp)
     for k, sh in zip(moved, shifts.tolist(), strict=True):
         u = units[k]
-        produced = repacketise(table, u, new[k], adds[k], int(sh))
+        produced = repacketise(table, u, new[k], adds[k], int(sh), room=rooms.get(k))
         rows[u.packets] = produced[: len(u.packets)]
         if adds[k]:
             splices[u.packets[-1]] = produced[len(u.packets) :].tobytes()
