@@ -170,13 +170,13 @@ def warm_inputs(ctx: Context, scheme: str, tool: str) -> None:
     if scheme in ("cenc", "cbcs"):
         if tool == "shaka-packager":
             files = [t.full for t in a.cmaf]
-        elif tool == "encrypt-vod-mp4":
+        elif tool in ("encrypt-vod-mp4", "shaka-packager-mp4"):
             files = [a.source]
         else:
             files = [p for t in a.cmaf for p in (t.init, *t.segments)]
     elif tool == "shaka-packager":
         files = [a.ts_full]
-    elif tool == "encrypt-vod-mp4":
+    elif tool in ("encrypt-vod-mp4", "shaka-packager-mp4"):
         files = [a.source]
     else:
         files = list(a.ts_segments)
@@ -364,23 +364,26 @@ def _collapse(raw: str, top: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shaka(ctx: Context, scheme: str) -> CaseResult:
-    """Shaka Packager with the same keys on the clear CMAF / TS (whole asset, wall time)."""
-    res = CaseResult("shaka-packager", scheme, media_bytes(ctx.asset, scheme))
+def shaka(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseResult:
+    """Shaka Packager with the same keys on the clear CMAF / TS (whole asset, wall time), or
+    with ``from_mp4`` on the progressive MP4 source (the reference for encrypt-vod-mp4)."""
+    tool = "shaka-packager-mp4" if from_mp4 else "shaka-packager"
+    nbytes = ctx.asset.source.stat().st_size if from_mp4 else media_bytes(ctx.asset, scheme)
+    res = CaseResult(tool, scheme, nbytes)
     if not ctx.packager:
         res.status, res.note = "unavailable", "Shaka Packager not found"
         return res
     for _ in range(ctx.runs):
-        out = ctx.out_dir(f"shaka-{scheme}")
-        cmd = shaka_command(ctx.packager, ctx.asset, scheme, ctx.keys, out)
-        warm_inputs(ctx, scheme, "shaka-packager")
+        out = ctx.out_dir(f"{tool}-{scheme}")
+        cmd = shaka_command(ctx.packager, ctx.asset, scheme, ctx.keys, out, from_mp4=from_mp4)
+        warm_inputs(ctx, scheme, tool)
         p = run_measured(cmd)
         shutil.rmtree(out, ignore_errors=True)
         if p.returncode != 0:
             res.status, res.note = "error", _scrub(_last_line(p.stderr), ctx.keys)
             return res
         res.add(p.wall, p)
-        ctx.say(f"shaka {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+        ctx.say(f"{tool} {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 
 

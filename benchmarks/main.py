@@ -29,7 +29,9 @@ from .report import print_report, targets
 HERE = Path(__file__).resolve().parent
 AES_LIMITS = {"aes_128_ctr_1thread": "aes-128-ctr", "aes_128_cbc_1thread": "aes-128-cbc"}
 TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "segment-api-memory",
-         "encrypt-vod", "encrypt-vod-mp4")
+         "encrypt-vod", "shaka-packager-mp4", "encrypt-vod-mp4")
+# the Shaka Packager run each tool is compared with (same input)
+REFERENCE = {"encrypt-vod-mp4": "shaka-packager-mp4", "shaka-packager-mp4": "shaka-packager-mp4"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -233,8 +235,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run_case(ctx: Context, tool: str, scheme: str, jobs: int) -> CaseResult:
-    if tool == "shaka-packager":
-        return cases.shaka(ctx, scheme)
+    if tool in ("shaka-packager", "shaka-packager-mp4"):
+        return cases.shaka(ctx, scheme, from_mp4=tool == "shaka-packager-mp4")
     if tool == "segment-api-1core":
         return cases.segment_api(ctx, scheme, 1)
     if tool == "segment-api-pool":
@@ -247,7 +249,8 @@ def _run_case(ctx: Context, tool: str, scheme: str, jobs: int) -> CaseResult:
 def _with_ratios(r: CaseResult, results: list[CaseResult], limits: dict[str, object]
                  ) -> dict[str, object]:
     doc = r.to_json()
-    ref = next((x for x in results if x.tool == "shaka-packager" and x.scheme == r.scheme), None)
+    ref_tool = REFERENCE.get(r.tool, "shaka-packager")
+    ref = next((x for x in results if x.tool == ref_tool and x.scheme == r.scheme), None)
     mbps = r.mbps
     doc["x_shaka"] = mbps / ref.mbps if mbps and ref and ref.mbps else None
     lim_name = "aes_128_ctr_1thread" if r.scheme == "cenc" else "aes_128_cbc_1thread"

@@ -21,8 +21,10 @@ SHAKA_SCHEME = {
 
 
 def shaka_command(packager: str, asset: AssetSet, scheme: str, keys: BenchKeys,
-                  out: Path) -> list[str]:
-    """The packager argv for ``scheme``; writes the key flagfile into ``out``."""
+                  out: Path, *, from_mp4: bool = False) -> list[str]:
+    """The packager argv for ``scheme``; writes the key flagfile into ``out``. ``from_mp4``:
+    read the progressive MP4 source (Shaka demuxes and segments it itself), as encrypt-vod-mp4
+    does, instead of the clear CMAF / TS."""
     kind, protection = SHAKA_SCHEME[scheme]
     out.mkdir(parents=True, exist_ok=True)
     streams: list[str] = []
@@ -36,7 +38,8 @@ def shaka_command(packager: str, asset: AssetSet, scheme: str, keys: BenchKeys,
         for track in asset.cmaf:
             label = track.kind.upper()
             d = out / track.kind
-            streams.append(f"in={track.full},stream={track.kind},init_segment={d}/init.mp4,"
+            src = asset.source if from_mp4 else track.full
+            streams.append(f"in={src},stream={track.kind},init_segment={d}/init.mp4,"
                            f"segment_template={d}/$Number%05d$.m4s,drm_label={label}")
         key_v, key_a = keys.video, keys.audio
         flags.append(f"--keys=label=VIDEO:key_id={key_v.kid.hex}:key={key_v.key.hex()},"
@@ -45,7 +48,8 @@ def shaka_command(packager: str, asset: AssetSet, scheme: str, keys: BenchKeys,
         flags += [f"--iv={iv.hex()}", f"--mpd_output={out}/manifest.mpd"]
     else:
         for sel in ("video", "audio"):
-            streams.append(f"in={asset.ts_full},stream={sel},"
+            src = asset.source if from_mp4 else asset.ts_full
+            streams.append(f"in={src},stream={sel},"
                            f"segment_template={out}/{sel}_$Number%05d$.ts,"
                            f"playlist_name={sel}.m3u8")
         k = keys.ts
