@@ -195,9 +195,9 @@ def _verify(ctx: Context, scheme: str, out: Path) -> str:
 
 def _worker_spec(ctx: Context, scheme: str, jobs: int, out: Path,
                  profile: Path | None = None, limit: int | None = None,
-                 memory: bool = False) -> Path:
+                 memory: bool = False, copy: bool = False) -> Path:
     spec = {"scheme": scheme, "jobs": jobs, "out": str(out), "keys": str(ctx.key_file),
-            "memory": memory,
+            "memory": memory, "copy": copy,
             "asset_root": str(ctx.asset.root), "asset_spec": ctx.asset.spec.__dict__,
             "profile": str(profile) if profile else None, "limit_segments": limit}
     path = ctx.scratch / f"spec-{scheme}-{jobs}.json"
@@ -205,16 +205,19 @@ def _worker_spec(ctx: Context, scheme: str, jobs: int, out: Path,
     return path
 
 
-def segment_api(ctx: Context, scheme: str, jobs: int, *, memory: bool = False) -> CaseResult:
+def segment_api(ctx: Context, scheme: str, jobs: int, *, memory: bool = False,
+                copy: bool = False) -> CaseResult:
     """Our encryptors in-process over every segment, in a fresh interpreter per run.
 
-    ``memory``: time only the in-memory ``encrypt_segment`` calls (file reads and writes out)."""
-    tool = ("segment-api-memory" if memory else
+    ``memory``: time only the in-memory ``encrypt_segment`` calls (file reads and writes out).
+    ``copy``: the same file loop without encryption (``file-copy``: this machine's I/O floor
+    for the file-to-file cases)."""
+    tool = ("segment-api-memory" if memory else "file-copy" if copy else
             "segment-api-1core" if jobs <= 1 else "segment-api-pool")
     res = CaseResult(tool, scheme, media_bytes(ctx.asset, scheme), extra={"jobs": jobs})
     for _ in range(ctx.runs):
         out = ctx.out_dir(f"{tool}-{scheme}")
-        spec = _worker_spec(ctx, scheme, jobs, out, memory=memory)
+        spec = _worker_spec(ctx, scheme, jobs, out, memory=memory, copy=copy)
         warm_inputs(ctx, scheme, tool)
         p = run_measured([sys.executable, "-m", "benchmarks.worker", str(spec)])
         if p.returncode != 0:

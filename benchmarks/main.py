@@ -28,8 +28,8 @@ from .report import print_report, targets
 
 HERE = Path(__file__).resolve().parent
 AES_LIMITS = {"aes_128_ctr_1thread": "aes-128-ctr", "aes_128_cbc_1thread": "aes-128-cbc"}
-TOOLS = ("shaka-packager", "segment-api-1core", "segment-api-pool", "segment-api-memory",
-         "encrypt-vod", "shaka-packager-mp4", "encrypt-vod-mp4")
+TOOLS = ("shaka-packager", "file-copy", "segment-api-1core", "segment-api-pool",
+         "segment-api-memory", "encrypt-vod", "shaka-packager-mp4", "encrypt-vod-mp4")
 # the Shaka Packager run each tool is compared with (same input)
 REFERENCE = {"encrypt-vod-mp4": "shaka-packager-mp4", "shaka-packager-mp4": "shaka-packager-mp4"}
 
@@ -239,6 +239,8 @@ def _run_case(ctx: Context, tool: str, scheme: str, jobs: int) -> CaseResult:
         return cases.shaka(ctx, scheme, from_mp4=tool == "shaka-packager-mp4")
     if tool == "segment-api-1core":
         return cases.segment_api(ctx, scheme, 1)
+    if tool == "file-copy":
+        return cases.segment_api(ctx, scheme, 1, copy=True)
     if tool == "segment-api-pool":
         return cases.segment_api(ctx, scheme, jobs)
     if tool == "segment-api-memory":

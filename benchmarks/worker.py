@@ -105,6 +105,25 @@ def _aes128_stream(keys: BenchKeys) -> tuple[SegmentFn, MemoryFn]:
     return run, mem
 
 
+def _copy_stream() -> SegmentFn:
+    """The I/O floor of the file-to-file cases: the same reads and writes, no encryption
+    (readinto a reused buffer, one write per file)."""
+    buf = bytearray(16 << 20)
+
+    def run(src: Path, dst: Path, index: int) -> int:
+        with src.open("rb", buffering=0) as fi:
+            n = fi.readinto(buf)
+            if n == len(buf):
+                raise RuntimeError(f"{src} is larger than the copy buffer")
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            return os.write(fd, memoryview(buf)[:n])
+        finally:
+            os.close(fd)
+
+    return run
+
+
 # --- per-process state --------------------------------------------------------------------------
 
 _STREAMS: dict[str, SegmentFn] = {}
@@ -119,10 +138,11 @@ def _setup(spec: dict[str, object], *, write_inits: bool) -> list[Item]:
     out = Path(str(spec["out"]))
     items: list[Item] = []
     limit = spec.get("limit_segments")
+    copy = bool(spec.get("copy"))
     if scheme in ("cenc", "cbcs"):
         for track in asset.cmaf:
             init, fn, mem = _mp4_stream(scheme, track.init.read_bytes(), keys, track.kind)
-            _STREAMS[track.kind], _MEMORY[track.kind] = fn, mem
+            _STREAMS[track.kind], _MEMORY[track.kind] = (_copy_stream() if copy else fn), mem
             d = out / track.kind
             if write_inits:
                 d.mkdir(parents=True, exist_ok=True)
@@ -132,6 +152,8 @@ def _setup(spec: dict[str, object], *, write_inits: bool) -> list[Item]:
     else:
         _STREAMS["ts"], _MEMORY["ts"] = (_sample_aes_stream(keys) if scheme == "sample-aes"
                                          else _aes128_stream(keys))
+        if copy:
+            _STREAMS["ts"] = _copy_stream()
         if write_inits:
             out.mkdir(parents=True, exist_ok=True)
         segs = asset.ts_segments[: int(str(limit))] if limit else asset.ts_segments
