@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from ...errors import CodecError
 
-__all__ = ["UE16_LEN", "UE16_LEN2", "UE16_VAL", "BitReader", "escaped_length", "unescape_prefix"]
+__all__ = [
+    "UE16_LEN",
+    "UE16_LEN2",
+    "UE16_VAL",
+    "BitReader",
+    "escaped_length",
+    "skip_ue",
+    "ue_long",
+    "unescape_prefix",
+]
 
 
 class BitReader:
@@ -177,3 +186,26 @@ H264_FIRST3_PPS = _after_ue(_SECOND, False)
 H264_DEBLOCK_LEN = H264_FIRST3_LEN[:0x4000] + bytes([3]) * 0x2000 + H264_FIRST3_LEN[0x6000:]
 """Length of disable_deblocking_filter_idc and, unless it is 1 (windows 010...), the two offsets
 after it, when they fit in the 16-bit window (0: they do not)."""
+
+
+def ue_long(val: int, q: int, what: str) -> tuple[int, int]:
+    """``(q, value)`` after a ``ue(v)`` code longer than 16 bits (at most 63), for the
+    table-driven slice-header parsers: ``val`` holds the header bits with 16 zero bits appended,
+    ``q`` counts the real bits left. ``what`` names the header in the error."""
+    r = q + 16
+    w = val & ((1 << r) - 1)
+    z = r - w.bit_length()
+    if z > 31:
+        raise CodecError(f"{what}: Exp-Golomb code too long")
+    r -= z + z + 1
+    return r - 16, (w >> r) - 1
+
+
+def skip_ue(val: int, q: int, count: int, what: str) -> int:
+    """``q`` after ``count`` ue(v)/se(v) codes whose values are not needed (see
+    :func:`ue_long`)."""
+    ue_len = UE16_LEN
+    for _ in range(count):
+        c = ue_len[(val >> q) & 0xFFFF]
+        q = q - c if c else ue_long(val, q, what)[0]
+    return q

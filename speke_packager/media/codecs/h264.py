@@ -28,6 +28,8 @@ from .bits import (
     UE16_VAL,
     BitReader,
     escaped_length,
+    skip_ue,
+    ue_long,
     unescape_prefix,
 )
 from .paramsets import ParamSets
@@ -312,29 +314,10 @@ def _plan(ps: H264ParamSets, pps_id: int) -> _Plan:
 # and the bit position as ``q``, the number of real bits left: a field of n bits is ``q -= n``, a
 # flag ``q -= 1`` and ``(val >> q) & 0x10000``, and the 16 bits after the position are
 # ``(val >> q) & 0xFFFF``, by which a ue(v) code of up to 16 bits is looked up (UE16_LEN,
-# UE16_VAL); longer ones go through _ue_long. Reading past the end: ``q`` goes negative for good;
+# UE16_VAL); longer ones go through ue_long. Reading past the end: ``q`` goes negative for good;
 # the next read shifts by a negative count, which raises ValueError, or the parse ends with
 # ``q < 0``. Either way the header does not fit in the bytes parsed.
-
-
-def _ue_long(val: int, q: int) -> tuple[int, int]:
-    """``(q, value)`` after a ``ue(v)`` code longer than 16 bits (at most 63: 7.2)."""
-    r = q + 16
-    w = val & ((1 << r) - 1)
-    z = r - w.bit_length()
-    if z > 31:
-        raise CodecError("H.264 slice header: Exp-Golomb code too long")
-    r -= z + z + 1
-    return r - 16, (w >> r) - 1
-
-
-def _skip_ue(val: int, q: int, count: int) -> int:
-    """``q`` after ``count`` ue(v)/se(v) codes whose values are not needed."""
-    ue_len = UE16_LEN
-    for _ in range(count):
-        c = ue_len[(val >> q) & 0xFFFF]
-        q = q - c if c else _ue_long(val, q)[0]
-    return q
+_WHAT = "H.264 slice header"
 
 
 def _modifications(val: int, q: int) -> int:
@@ -347,14 +330,14 @@ def _modifications(val: int, q: int) -> int:
             q -= c
             idc = ue_val[p]
         else:
-            q, idc = _ue_long(val, q)
+            q, idc = ue_long(val, q, _WHAT)
         if idc == 3:
             return q
         if idc > 5:
             raise CodecError(f"H.264 modification_of_pic_nums_idc {idc}")
         # abs_diff_pic_num_minus1 / long_term_pic_num ue(v)
         c = ue_len[(val >> q) & 0xFFFF]
-        q = q - c if c else _ue_long(val, q)[0]
+        q = q - c if c else ue_long(val, q, _WHAT)[0]
     raise CodecError("H.264 ref_pic_list_modification does not end")
 
 
@@ -363,19 +346,19 @@ def _pred_weight_table(val: int, q: int, chroma: bool, refs: int) -> int:
     two = UE16_LEN2
     # luma_log2_weight_denom [, chroma_log2_weight_denom] ue(v)
     c = (two if chroma else UE16_LEN)[(val >> q) & 0xFFFF]
-    q = q - c if c else _skip_ue(val, q, 2 if chroma else 1)
+    q = q - c if c else skip_ue(val, q, 2 if chroma else 1, _WHAT)
     for _ in range(refs):  # every entry reads a flag: a wrong count runs out of bits soon
         q -= 1
         if (val >> q) & 0x10000:  # luma_weight_flag: luma weight, offset se(v)
             c = two[(val >> q) & 0xFFFF]
-            q = q - c if c else _skip_ue(val, q, 2)
+            q = q - c if c else skip_ue(val, q, 2, _WHAT)
         if chroma:
             q -= 1
             if (val >> q) & 0x10000:  # chroma_weight_flag: 2 x (weight, offset) se(v)
                 c = two[(val >> q) & 0xFFFF]
-                q = q - c if c else _skip_ue(val, q, 2)
+                q = q - c if c else skip_ue(val, q, 2, _WHAT)
                 c = two[(val >> q) & 0xFFFF]
-                q = q - c if c else _skip_ue(val, q, 2)
+                q = q - c if c else skip_ue(val, q, 2, _WHAT)
     return q
 
 
@@ -389,17 +372,17 @@ def _mmco(val: int, q: int) -> int:
             q -= c
             op = ue_val[p]
         else:
-            q, op = _ue_long(val, q)
+            q, op = ue_long(val, q, _WHAT)
         if op == 0:
             return q
         if op > 6:
             raise CodecError(f"H.264 memory_management_control_operation {op}")
         if op == 3:  # difference_of_pic_nums_minus1, long_term_frame_idx ue(v)
             c = UE16_LEN2[(val >> q) & 0xFFFF]
-            q = q - c if c else _skip_ue(val, q, 2)
+            q = q - c if c else skip_ue(val, q, 2, _WHAT)
         elif op != 5:  # the one ue(v) argument of operations 1, 2, 4 and 6
             c = ue_len[(val >> q) & 0xFFFF]
-            q = q - c if c else _ue_long(val, q)[0]
+            q = q - c if c else ue_long(val, q, _WHAT)[0]
     raise CodecError("H.264 dec_ref_pic_marking does not end")
 
 
@@ -437,14 +420,14 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                 pps_id = H264_FIRST3_PPS[p]
             else:
                 c = ue_len[p]
-                q = q - c if c else _ue_long(val, q)[0]
+                q = q - c if c else ue_long(val, q, _WHAT)[0]
                 p = (val >> q) & 0xFFFF
                 c = ue_len[p]
                 if c:
                     q -= c
                     slice_type = ue_val[p] % 5
                 else:
-                    q, slice_type = _ue_long(val, q)
+                    q, slice_type = ue_long(val, q, _WHAT)
                     slice_type %= 5
                 p = (val >> q) & 0xFFFF
                 c = ue_len[p]
@@ -452,7 +435,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                     q -= c
                     pps_id = ue_val[p]
                 else:
-                    q, pps_id = _ue_long(val, q)
+                    q, pps_id = ue_long(val, q, _WHAT)
             plan = ps.plans.get(pps_id)
             if plan is None:
                 plan = _plan(ps, pps_id)
@@ -472,17 +455,17 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                         q -= 1  # bottom_field_flag
                 if idr:  # idr_pic_id ue(v)
                     c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                    q = q - c if c else ue_long(val, q, _WHAT)[0]
                 if poc_type == 0:
                     q -= poc_lsb_bits  # pic_order_cnt_lsb u(v)
                     if bottom_poc and not field_pic:  # delta_pic_order_cnt_bottom se(v)
                         c = ue_len[(val >> q) & 0xFFFF]
-                        q = q - c if c else _ue_long(val, q)[0]
+                        q = q - c if c else ue_long(val, q, _WHAT)[0]
                 elif poc_type == 1 and not delta_always_zero:  # delta_pic_order_cnt[0..1]
-                    q = _skip_ue(val, q, 2 if bottom_poc and not field_pic else 1)
+                    q = skip_ue(val, q, 2 if bottom_poc and not field_pic else 1, _WHAT)
                 if redundant:  # redundant_pic_cnt ue(v)
                     c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                    q = q - c if c else ue_long(val, q, _WHAT)[0]
             is_b = slice_type == 1
             intra = slice_type in {2, 4}
             if not intra:
@@ -494,7 +477,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                         q -= c
                         l0 = ue_val[p] + 1
                     else:
-                        q, l0 = _ue_long(val, q)
+                        q, l0 = ue_long(val, q, _WHAT)
                         l0 += 1
                     if is_b:
                         p = (val >> q) & 0xFFFF
@@ -503,7 +486,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                             q -= c
                             l1 = ue_val[p] + 1
                         else:
-                            q, l1 = _ue_long(val, q)
+                            q, l1 = ue_long(val, q, _WHAT)
                             l1 += 1
                 q -= 1
                 if (val >> q) & 0x10000:  # ref_pic_list_modification_flag_l0
@@ -525,15 +508,15 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                         q = _mmco(val, q)
             if cabac and not intra:  # cabac_init_idc ue(v), slice_qp_delta se(v)
                 c = UE16_LEN2[(val >> q) & 0xFFFF]
-                q = q - c if c else _skip_ue(val, q, 2)
+                q = q - c if c else skip_ue(val, q, 2, _WHAT)
             else:  # slice_qp_delta se(v)
                 c = ue_len[(val >> q) & 0xFFFF]
-                q = q - c if c else _ue_long(val, q)[0]
+                q = q - c if c else ue_long(val, q, _WHAT)[0]
             if slice_type >= 3:  # SP: sp_for_switch_flag; SP/SI: slice_qs_delta se(v)
                 if slice_type == 3:
                     q -= 1
                 c = ue_len[(val >> q) & 0xFFFF]
-                q = q - c if c else _ue_long(val, q)[0]
+                q = q - c if c else ue_long(val, q, _WHAT)[0]
             if deblocking:  # disable_deblocking_filter_idc ue(v)
                 p = (val >> q) & 0xFFFF
                 c = H264_DEBLOCK_LEN[p]
@@ -545,9 +528,9 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: H264ParamSets, st
                         q -= c
                         idc = ue_val[p]
                     else:
-                        q, idc = _ue_long(val, q)
+                        q, idc = ue_long(val, q, _WHAT)
                     if idc != 1:  # slice_alpha_c0_offset_div2, slice_beta_offset_div2 se(v)
-                        q = _skip_ue(val, q, 2)
+                        q = skip_ue(val, q, 2, _WHAT)
             q -= tail_bits  # slice_group_change_cycle u(v)
         except ValueError:  # a shift by a negative count: a read past the end of ``raw``
             q = -1

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ...errors import CodecError
-from .bits import UE16_LEN, UE16_LEN2, UE16_VAL, BitReader, escaped_length, unescape_prefix
+from .bits import (
+    UE16_LEN,
+    UE16_LEN2,
+    UE16_VAL,
+    BitReader,
+    escaped_length,
+    skip_ue,
+    ue_long,
+    unescape_prefix,
+)
 from .paramsets import ParamSets
 
 __all__ = [
@@ -431,32 +440,12 @@ def _plan(ps: HevcParamSets, pps_id: int) -> _Plan:
 # and the bit position as ``q``, the number of real bits left: a field of n bits is ``q -= n``, a
 # flag ``q -= 1`` and ``(val >> q) & 0x10000``, and the 16 bits after the position are
 # ``(val >> q) & 0xFFFF``, by which a ue(v) code of up to 16 bits is looked up (UE16_LEN,
-# UE16_VAL); longer ones go through _ue_long. Reading past the end: ``q`` goes negative for good;
+# UE16_VAL); longer ones go through ue_long. Reading past the end: ``q`` goes negative for good;
 # the next read shifts by a negative count, which raises ValueError, or the parse ends with
 # ``q < 0``. Either way the header does not fit in the bytes parsed. The rare parts (a short-term
 # RPS in the slice header, long-term pictures) use the generic BitReader.
 
 _WHAT = "HEVC slice segment header"
-
-
-def _ue_long(val: int, q: int) -> tuple[int, int]:
-    """``(q, value)`` after a ``ue(v)`` code longer than 16 bits (at most 63)."""
-    r = q + 16
-    w = val & ((1 << r) - 1)
-    z = r - w.bit_length()
-    if z > 31:
-        raise CodecError(f"{_WHAT}: Exp-Golomb code too long")
-    r -= z + z + 1
-    return r - 16, (w >> r) - 1
-
-
-def _skip_ue(val: int, q: int, count: int) -> int:
-    """``q`` after ``count`` ue(v)/se(v) codes whose values are not needed."""
-    ue_len = UE16_LEN
-    for _ in range(count):
-        c = ue_len[(val >> q) & 0xFFFF]
-        q = q - c if c else _ue_long(val, q)[0]
-    return q
 
 
 def _reader(val: int, q: int) -> BitReader:
@@ -481,7 +470,7 @@ def _slice_rps(val: int, q: int, deltas: tuple[tuple[int, ...], ...]) -> tuple[i
             q -= c
             delta_idx = ue_val[p] + 1
         else:
-            q, delta_idx = _ue_long(val, q)
+            q, delta_idx = ue_long(val, q, _WHAT)
             delta_idx += 1
         if delta_idx > num_sets:
             raise CodecError("HEVC st_ref_pic_set predicts from a set that does not exist")
@@ -493,7 +482,7 @@ def _slice_rps(val: int, q: int, deltas: tuple[tuple[int, ...], ...]) -> tuple[i
             q -= c
             delta_rps = ue_val[p] + 1
         else:
-            q, delta_rps = _ue_long(val, q)
+            q, delta_rps = ue_long(val, q, _WHAT)
             delta_rps += 1
         if sign:
             delta_rps = -delta_rps
@@ -514,19 +503,19 @@ def _slice_rps(val: int, q: int, deltas: tuple[tuple[int, ...], ...]) -> tuple[i
         q -= c
         n_neg = ue_val[p]
     else:
-        q, n_neg = _ue_long(val, q)
+        q, n_neg = ue_long(val, q, _WHAT)
     p = (val >> q) & 0xFFFF
     c = ue_len[p]
     if c:
         q -= c
         n_pos = ue_val[p]
     else:
-        q, n_pos = _ue_long(val, q)
+        q, n_pos = ue_long(val, q, _WHAT)
     if n_neg > 16 or n_pos > 16:
         raise CodecError("HEVC st_ref_pic_set too large")
     for _ in range(n_neg + n_pos):  # delta_poc_sX_minus1 ue(v), used_by_curr_pic_sX_flag
         c = ue_len[(val >> q) & 0xFFFF]
-        q = (q - c if c else _ue_long(val, q)[0]) - 1
+        q = (q - c if c else ue_long(val, q, _WHAT)[0]) - 1
         if (val >> q) & 0x10000:
             used += 1
     return q, used
@@ -557,7 +546,7 @@ def _pred_weight_table(val: int, q: int, chroma: bool, counts: tuple[int, ...]) 
     two = UE16_LEN2
     # luma_log2_weight_denom ue(v) [, delta_chroma_log2_weight_denom se(v)]
     c = (two if chroma else UE16_LEN)[(val >> q) & 0xFFFF]
-    q = q - c if c else _skip_ue(val, q, 2 if chroma else 1)
+    q = q - c if c else skip_ue(val, q, 2 if chroma else 1, _WHAT)
     for n in counts:
         if n > q + 16:  # at least one flag per entry: cannot fit
             return -1
@@ -572,12 +561,12 @@ def _pred_weight_table(val: int, q: int, chroma: bool, counts: tuple[int, ...]) 
         for i in range(n - 1, -1, -1):
             if (luma >> i) & 1:  # delta_luma_weight, luma_offset se(v)
                 c = two[(val >> q) & 0xFFFF]
-                q = q - c if c else _skip_ue(val, q, 2)
+                q = q - c if c else skip_ue(val, q, 2, _WHAT)
             if (cflags >> i) & 1:  # 2 x (delta_chroma_weight, delta_chroma_offset) se(v)
                 c = two[(val >> q) & 0xFFFF]
-                q = q - c if c else _skip_ue(val, q, 2)
+                q = q - c if c else skip_ue(val, q, 2, _WHAT)
                 c = two[(val >> q) & 0xFFFF]
-                q = q - c if c else _skip_ue(val, q, 2)
+                q = q - c if c else skip_ue(val, q, 2, _WHAT)
     return q
 
 
@@ -615,7 +604,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                 q -= c
                 pps_id = ue_val[p]
             else:
-                q, pps_id = _ue_long(val, q)
+                q, pps_id = ue_long(val, q, _WHAT)
             plan = ps.plans.get(pps_id)
             if plan is None:
                 plan = _plan(ps, pps_id)
@@ -639,7 +628,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                     q -= c
                     slice_type = ue_val[p]
                 else:
-                    q, slice_type = _ue_long(val, q)
+                    q, slice_type = ue_long(val, q, _WHAT)
                 if slice_type > 2:
                     raise CodecError(f"HEVC slice_type {slice_type}")
                 q -= type_tail_bits  # pic_output_flag, colour_plane_id
@@ -681,7 +670,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                             q -= c
                             l0 = ue_val[p] + 1
                         else:
-                            q, l0 = _ue_long(val, q)
+                            q, l0 = ue_long(val, q, _WHAT)
                             l0 += 1
                         if is_b:
                             p = (val >> q) & 0xFFFF
@@ -690,7 +679,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                                 q -= c
                                 l1 = ue_val[p] + 1
                             else:
-                                q, l1 = _ue_long(val, q)
+                                q, l1 = ue_long(val, q, _WHAT)
                                 l1 += 1
                     if lists_modification and total_curr > 1:  # ref_pic_lists_modification()
                         bits = (total_curr - 1).bit_length()
@@ -712,18 +701,18 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                             from_l0 = bool((val >> q) & 0x10000)  # collocated_from_l0_flag
                         if (l0 if from_l0 else l1) > 1:  # collocated_ref_idx ue(v)
                             c = ue_len[(val >> q) & 0xFFFF]
-                            q = q - c if c else _ue_long(val, q)[0]
+                            q = q - c if c else ue_long(val, q, _WHAT)[0]
                     if weighted_bipred if is_b else weighted_pred:
                         q = _pred_weight_table(val, q, chroma, (l0, l1) if is_b else (l0,))
                     # five_minus_max_num_merge_cand ue(v)
                     c = ue_len[(val >> q) & 0xFFFF]
-                    q = q - c if c else _ue_long(val, q)[0]
+                    q = q - c if c else ue_long(val, q, _WHAT)[0]
                 # slice_qp_delta se(v) [, slice_cb_qp_offset, slice_cr_qp_offset se(v)]
                 c = ue_len[(val >> q) & 0xFFFF]
-                q = q - c if c else _ue_long(val, q)[0]
+                q = q - c if c else ue_long(val, q, _WHAT)[0]
                 if chroma_qp_offsets:
                     c = UE16_LEN2[(val >> q) & 0xFFFF]
-                    q = q - c if c else _skip_ue(val, q, 2)
+                    q = q - c if c else skip_ue(val, q, 2, _WHAT)
                 if chroma_qp_offset_list:
                     q -= 1  # cu_chroma_qp_offset_enabled_flag
                 disabled = deblocking_disabled
@@ -734,7 +723,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                         disabled = bool((val >> q) & 0x10000)  # slice_deblocking_filter_disabled
                         if not disabled:  # slice_beta_offset_div2, slice_tc_offset_div2 se(v)
                             c = UE16_LEN2[(val >> q) & 0xFFFF]
-                            q = q - c if c else _skip_ue(val, q, 2)
+                            q = q - c if c else skip_ue(val, q, 2, _WHAT)
                 if across_slices and (sao_any or not disabled):
                     q -= 1  # slice_loop_filter_across_slices_enabled_flag
             if entry_points:  # num_entry_point_offsets ue(v)
@@ -744,7 +733,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                     q -= c
                     count = ue_val[p]
                 else:
-                    q, count = _ue_long(val, q)
+                    q, count = ue_long(val, q, _WHAT)
                 if count:  # offset_len_minus1 ue(v), then entry_point_offset_minus1[i] u(v)
                     p = (val >> q) & 0xFFFF
                     c = ue_len[p]
@@ -752,7 +741,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                         q -= c
                         size = ue_val[p] + 1
                     else:
-                        q, size = _ue_long(val, q)
+                        q, size = ue_long(val, q, _WHAT)
                         size += 1
                     if size > 32:
                         raise CodecError("HEVC offset_len_minus1 out of range")
@@ -763,7 +752,7 @@ def slice_header_size(nal: bytes | bytearray | memoryview, ps: HevcParamSets, st
                 if c:
                     q -= c + 8 * ue_val[p]
                 else:
-                    q, length = _ue_long(val, q)
+                    q, length = ue_long(val, q, _WHAT)
                     q -= 8 * length
             # byte_alignment(): a one bit, then zero bits to the byte boundary
             q -= 1
