@@ -6,11 +6,13 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import OutputError
@@ -192,3 +194,52 @@ class ThreadScratch(threading.local):
     def view(self, size: int) -> memoryview:
         """The first ``size`` bytes of :meth:`get` as a memoryview."""
         return memoryview(self.get(size))[:size]
+
+
+IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
+
+Buffer = bytes | bytearray | memoryview
+
+
+def writev_all(fd: int, parts: Sequence[Buffer]) -> int:
+    """Every part written to ``fd`` with as few ``os.writev`` calls as possible (short writes
+    resumed); returns the byte count. ``OSError`` propagates: callers name the file."""
+    views: deque[memoryview] = deque(m for m in (memoryview(p).cast("B") for p in parts)
+                                     if len(m))
+    total = 0
+    while views:
+        n = os.writev(fd, [views[i] for i in range(min(len(views), IOV_MAX))])
+        total += n
+        while views and n >= len(views[0]):
+            n -= len(views.popleft())
+        if n:
+            views[0] = views[0][n:]
+    return total
+
+
+def write_parts_atomic(path: str | os.PathLike[str], parts: Sequence[Buffer]) -> int:
+    """``parts`` into a temporary file beside ``path``, renamed over it once complete; returns
+    the byte count. No fsync (an error or a killed process never leaves a partial ``path``;
+    durability across a power cut is the caller's business). Raises :class:`OutputError`."""
+    target = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        try:
+            total = writev_all(fd, parts)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return total

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .._io import ThreadScratch
+from .._io import ThreadScratch, writev_all
 from ..errors import ManifestError, MediaError, OutputError, SpekePackagerError
 
 Transform = Callable[[bytes], bytes]
@@ -138,7 +138,6 @@ class Plan:
 
 # ---- one piece, in a worker process or thread ------------------------------------------------
 
-_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
 _BUFFERS = ThreadScratch()  # the reused input buffer of each worker
@@ -146,21 +145,10 @@ _BUFFERS = ThreadScratch()  # the reused input buffer of each worker
 
 def _write_all(fd: int, parts: Sequence[Part], what: str) -> int:
     """Write every part to ``fd`` with as few ``writev`` calls as possible; returns the count."""
-    views: deque[memoryview] = deque(m for m in (memoryview(p).cast("B") for p in parts)
-                                     if len(m))
-    total = 0
     try:
-        while views:
-            batch = [views[i] for i in range(min(len(views), _IOV_MAX))]
-            n = os.writev(fd, batch)
-            total += n
-            while views and n >= len(views[0]):
-                n -= len(views.popleft())
-            if n:
-                views[0] = views[0][n:]
+        return writev_all(fd, parts)
     except OSError as exc:
         raise OutputError(f"cannot write {what}: {exc.strerror or exc}") from exc
-    return total
 
 
 def _copy_range(src_fd: int, dst_fd: int, start: int, count: int, what: str) -> int:

@@ -18,16 +18,14 @@ import contextlib
 import hashlib
 import io
 import os
-import secrets
 import struct
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO
 from uuid import UUID
 
 import numpy as np
 
-from ..._io import ThreadScratch
+from ..._io import ThreadScratch, write_parts_atomic, writev_all
 from ...constants import Scheme
 from ...errors import (
     CodecError,
@@ -57,7 +55,6 @@ Source = BinaryIO | str | os.PathLike[str]
 # reads into it, then both encrypt in place (no fresh segment-sized memory per call: its page
 # faults cost about as much as the cipher); both are done with it when they return
 _WORK = ThreadScratch(cap=256 << 20)
-_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
 def _seig(kid: UUID, *, protected: bool, iv_size: int, constant_iv: bytes | None,
@@ -163,20 +160,6 @@ def _fill(readinto: Callable[[memoryview], int | None], hint: int, what: object)
         raise MediaError(f"cannot read {what}: {exc.strerror or exc}") from None
 
 
-def _writev_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> int:
-    """Every part written to ``fd`` with as few ``os.writev`` calls as possible."""
-    views = deque(m for m in (memoryview(p).cast("B") for p in parts) if len(m))
-    total = 0
-    while views:
-        n = os.writev(fd, [views[i] for i in range(min(len(views), _IOV_MAX))])
-        total += n
-        while views and n >= len(views[0]):
-            n -= len(views.popleft())
-        if n:
-            views[0] = views[0][n:]
-    return total
-
-
 def _write_stream(dst: BinaryIO, parts: Sequence[bytes | bytearray | memoryview]) -> int:
     """``parts`` to an open stream: ``os.writev`` on its file descriptor when it has one (after
     a flush; the stream's position is re-read afterwards), else ``writelines``."""
@@ -188,38 +171,9 @@ def _write_stream(dst: BinaryIO, parts: Sequence[bytes | bytearray | memoryview]
         dst.writelines(parts)
         return sum(map(len, parts))
     dst.flush()
-    total = _writev_all(fd, parts)
+    total = writev_all(fd, parts)
     if dst.seekable():  # a buffered stream caches its position: tell it where the fd is
         dst.seek(os.lseek(fd, 0, os.SEEK_CUR))
-    return total
-
-
-def _write_path(path: str | os.PathLike[str], parts: Sequence[bytes | bytearray | memoryview]
-                ) -> int:
-    """``parts`` to a temporary file beside ``path``, renamed over it once complete (no fsync:
-    an error or a killed process never leaves a partial ``path``; durability across a power
-    cut is the caller's business)."""
-    target = os.fspath(path)
-    folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        try:
-            total = _writev_all(fd, parts)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return total
 
 
@@ -386,7 +340,7 @@ class Mp4Encryptor:
                               in_place=True).parts()
         try:
             if isinstance(dst, (str, os.PathLike)):
-                return _write_path(dst, parts)
+                return write_parts_atomic(dst, parts)
             try:
                 return _write_stream(dst, parts)
             except OSError as exc:

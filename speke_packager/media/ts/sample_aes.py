@@ -36,12 +36,10 @@ SAMPLE-AES TS definition and always raises; already-protected types (0xDB/0xCF/0
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import os
 import re
-import secrets
 import stat
 import threading
 from collections.abc import Sequence
@@ -50,11 +48,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..._io import ThreadScratch
+from ..._io import ThreadScratch, write_parts_atomic
 from ...errors import (
     CodecError,
     MediaError,
-    OutputError,
     TsFormatError,
     UnsupportedMediaError,
     UsageError,
@@ -572,7 +569,7 @@ class SampleAesEncryptor:
         buf = _read_segment(src)
         parts = self._in_place(buf, key_iv)
         if isinstance(dst, (str, os.PathLike)):
-            return _write_path(os.fspath(dst), parts)
+            return write_parts_atomic(os.fspath(dst), parts)
         total = 0
         for p in parts:
             dst.write(p)
@@ -626,48 +623,6 @@ def _read_all(fh: BinaryIO | io.RawIOBase, hint: int) -> memoryview:
         if not got:
             return memoryview(buf)[:n]
         n += got
-
-
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-
-
-def _writev_all(fd: int, parts: Sequence[Part]) -> int:
-    views = [memoryview(p) for p in parts if len(p)]
-    total = 0
-    while views:
-        n = os.writev(fd, views[:_IOV_MAX])
-        total += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
-    return total
-
-
-def _write_path(path: str, parts: Sequence[Part]) -> int:
-    """``parts`` into ``path`` through a temporary file beside it, renamed when complete."""
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        try:
-            n = _writev_all(fd, parts)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return n
 
 
 def encrypt_sample_aes(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
