@@ -61,8 +61,11 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise ToolError(f"ffmpeg could not segment the input: {lines[-1] if lines else 'failed'}")
 
 
-def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float) -> ClearPackage:
-    """Segment ``src`` into ``workdir``: TS HLS when ``ts``, else CMAF with MPD + HLS."""
+def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float,
+                  hls: bool = True) -> ClearPackage:
+    """Segment ``src`` into ``workdir``: TS HLS when ``ts``, else CMAF with an MPD, plus HLS
+    playlists over the same segments unless ``hls`` is False (a DASH-only job: ffmpeg's DASH
+    muxer rewrites its HLS playlists after every segment, ~10 % of its time)."""
     ffmpeg = find_tool("ffmpeg")
     assert ffmpeg is not None
     video, audio = _streams(src)
@@ -88,11 +91,12 @@ def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float) -> Clea
         return ClearPackage(workdir, workdir / "master.m3u8", None)
     for i in range(video + audio):  # the DASH muxer does not create folders
         (workdir / str(i)).mkdir(parents=True, exist_ok=True)
+    playlists = ["-hls_playlist", "1", "-hls_master_name", "master.m3u8"] if hls else []
     cmd = [*base, *maps, "-c", "copy", "-f", "dash", "-seg_duration", f"{seconds:g}",
-           "-use_template", "1", "-use_timeline", "1", "-hls_playlist", "1",
-           "-hls_master_name", "master.m3u8",
+           "-use_template", "1", "-use_timeline", "1", *playlists,
            "-init_seg_name", "$RepresentationID$/init.mp4",
            "-media_seg_name", "$RepresentationID$/segment_$Number%05d$.m4s",
            "manifest.mpd"]
     _run(cmd, workdir)
-    return ClearPackage(workdir, workdir / "master.m3u8", workdir / "manifest.mpd")
+    return ClearPackage(workdir, workdir / "master.m3u8" if hls else None,
+                        workdir / "manifest.mpd")

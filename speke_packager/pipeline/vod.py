@@ -103,7 +103,8 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
                                              dir=out.path.parent) as work:
                 wd = Path(work)
                 ts = options.scheme in _TS_SCHEMES
-                pkg = segment_media(src, wd, ts=ts, seconds=options.segment_duration)
+                pkg = segment_media(src, wd, ts=ts, seconds=options.segment_duration,
+                                    hls=fmt.hls)
                 result = _run(options, keyset, wd, hls_rel="master.m3u8" if fmt.hls else None,
                               mpd_rel="manifest.mpd" if fmt.dash and pkg.mpd else None,
                               out_dir=out.path, fmt=fmt)
