@@ -210,3 +210,55 @@ def test_sigint_keeps_earlier_output(packages, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     _no_leftovers(tmp_path)
     shutil.rmtree(out)
+
+
+def test_sigint_while_ffmpeg_segments_a_media_file(media, tmp_path: Path) -> None:
+    """Ctrl-C while ffmpeg is still segmenting the input: ffmpeg is stopped, the segments
+    folder and the partial output are removed, and the exit status is 130. ffmpeg is wrapped
+    (``SPEKE_PACKAGER_FFMPEG``) only to read the input at real-time speed, so the run is still
+    inside ffmpeg when the signal comes."""
+    from speke_packager._tools import find_tool
+
+    real = find_tool("ffmpeg")
+    assert real
+    work = tmp_path / "work"
+    work.mkdir()
+    pid_file = work / "ffmpeg.pid"
+    wrapper = work / "slow-ffmpeg"
+    wrapper.write_text(f"#!/bin/sh\necho $$ > '{pid_file}'\nexec '{real}' -readrate 1 \"$@\"\n")
+    wrapper.chmod(0o755)
+    out = work / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-vod",
+                             str(media("h264-aac-mp4")), "-o", str(out), "--scheme", "cenc",
+                             "--format", "dash", "--key", KEYSPEC],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "SPEKE_PACKAGER_FFMPEG": str(wrapper)})
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "ffmpeg never started"
+            time.sleep(0.02)
+        time.sleep(0.5)  # ffmpeg is reading the input at 1x speed now
+        ffmpeg_pid = int(pid_file.read_text())
+        assert [p for p in work.iterdir() if p.name.startswith(".speke-segments-")]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err
+    assert not out.exists()
+    assert sorted(p.name for p in work.iterdir()) == ["ffmpeg.pid", "slow-ffmpeg"]
+    assert not _running(ffmpeg_pid), "ffmpeg was left running"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a killed child that its exited parent
+    could not reap any more waits for init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
