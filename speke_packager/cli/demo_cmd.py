@@ -6,7 +6,8 @@
    PRESET-VIDEO-2 + PRESET-AUDIO-1: separate SD, HD and audio keys) and prints it (no keys),
 4. encrypts the asset to HLS and DASH with ``encrypt-vod`` (cbcs, CMAF segments),
 5. verifies the package with independent decryption (``verify``),
-6. plays it in headless Chromium (Shaka Player, ClearKey) and prints how to play it yourself.
+6. plays the DASH package with Shaka Player and the HLS package with hls.js in headless
+   Chromium (ClearKey) and prints how to play it yourself.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _playback_check(out_dir: Path) -> int | None:
-    """Play the DASH package in headless Chromium with Shaka Player, licences from the running
-    key server (the MPD's own Laurl). Skipped (None) when Chromium or the npm players are
+def _playback_check(out_dir: Path, license_url: str) -> int | None:
+    """Play the DASH package with Shaka Player (licences through the MPD's own Laurl) and the
+    HLS package with hls.js (ClearKey licences from ``license_url``: an HLS ClearKey tag names
+    only the KID) in headless Chromium. Skipped (None) when Chromium or the npm players are
     missing."""
     from . import main as cli_main
 
@@ -75,9 +77,14 @@ def _playback_check(out_dir: Path) -> int | None:
     except ToolError:
         print("[6/6] playback check skipped: npm players not installed (make node)")
         return None
-    print("[6/6] headless Chromium + Shaka Player plays the DASH package (ClearKey)", flush=True)
-    return cli_main(["serve", str(out_dir), "--player", "shaka", "--check", "--port", "0",
-                     "--seconds", "4"])
+    print("[6/6] headless Chromium: Shaka Player plays the DASH package, hls.js the HLS one "
+          "(ClearKey)", flush=True)
+    rc = cli_main(["serve", str(out_dir), "--player", "shaka", "--check", "--port", "0",
+                   "--seconds", "4"])
+    if rc != 0:
+        return rc
+    return cli_main(["serve", str(out_dir), "--player", "hlsjs", "--manifest", "master.m3u8",
+                     "--license-url", license_url, "--check", "--port", "0", "--seconds", "4"])
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -132,7 +139,7 @@ def _handler(args: argparse.Namespace) -> int:
                            "PRESET-AUDIO-1"])
             if rc != 0:
                 return rc
-            played = _playback_check(out_dir)
+            played = _playback_check(out_dir, ks.url + "/clearkey/license")
             if played not in (0, None):
                 return played
             used_port = ks.port
@@ -146,6 +153,8 @@ def _handler(args: argparse.Namespace) -> int:
               f"--content-id {DEMO_CONTENT_ID} &")
         print(f"  speke-packager serve {out_dir} --player shaka --port 8080"
               "   # then open the printed URL")
+        print(f"  speke-packager serve {out_dir} --player hlsjs --manifest master.m3u8 "
+              f"--license-url http://127.0.0.1:{used_port}/clearkey/license --port 8081")
         print(f"Headless check: speke-packager serve {out_dir} --player shaka --check")
         return 0
     finally:
