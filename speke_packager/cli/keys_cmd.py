@@ -67,7 +67,7 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("SPEKE key server")
     g.add_argument("--speke-url", help="SPEKE endpoint URL (used unchanged)")
     g.add_argument("--content-id", help="content id (a letter, then letters, digits, . _ -)")
-    g.add_argument("--drm", default="widevine",
+    g.add_argument("--drm", default=None,
                    help="comma-separated DRM systems: widevine, playready, fairplay, clearkey, "
                         "aes-128, or system ids (default: widevine)")
     g.add_argument("--speke-version", default="2.0", choices=["1.0", "2.0", "2.1"],
@@ -248,7 +248,8 @@ def contract_from_args(
     if not args.content_id:
         raise UsageError("--content-id is required")
     try:
-        drms = tuple(DrmSystem.from_name(d) for d in args.drm.split(",") if d.strip())
+        drms = tuple(DrmSystem.from_name(d) for d in (args.drm or "widevine").split(",")
+                     if d.strip())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if packaging is None:

@@ -77,6 +77,10 @@ def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
         specs = read_key_file(args.key_file) + specs
     if specs and args.speke_url:
         raise UsageError("give either --speke-url or --key/--key-file, not both")
+    if specs and getattr(args, "drm", None):
+        raise UsageError("--drm selects the DRM systems a SPEKE key server signals (with "
+                         "--speke-url); raw keys get an HLS identity tag (--key-uri) and a DASH "
+                         "ClearKey descriptor (--clearkey-license-url)")
     if specs:
         from ..pipeline.rawkeys import raw_keyset
 

@@ -121,7 +121,11 @@ def test_unsupported_combinations(packages, media, tmp_path: Path) -> None:
     _one_line_error(res, 2, "32 hex digits")
     res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o5"))
     _one_line_error(res, 2, "--key")
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+    # --drm is for SPEKE key sets: with raw keys it was silently ignored, now it is refused
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o6"),
+              "--key", KEYSPEC, "--drm", "clearkey")
+    _one_line_error(res, 2, "--drm selects the DRM systems")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
 
 
 def test_no_ffmpeg(media, tmp_path: Path) -> None:
