@@ -77,14 +77,22 @@ def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
         specs = read_key_file(args.key_file) + specs
     if specs and args.speke_url:
         raise UsageError("give either --speke-url or --key/--key-file, not both")
+    clearkey = False
     if specs and getattr(args, "drm", None):
-        raise UsageError("--drm selects the DRM systems a SPEKE key server signals (with "
-                         "--speke-url); raw keys get an HLS identity tag (--key-uri) and a DASH "
-                         "ClearKey descriptor (--clearkey-license-url)")
+        try:
+            drms = {DrmSystem.from_name(d) for d in args.drm.split(",") if d.strip()}
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if drms - {DrmSystem.CLEARKEY}:
+            names = ", ".join(sorted(d.label for d in drms - {DrmSystem.CLEARKEY}))
+            raise UsageError(f"--drm {names} needs a key server (--speke-url): raw keys can "
+                             "only be signalled as ClearKey (--drm clearkey)")
+        _check_drms(tuple(drms), fmt, scheme)
+        clearkey = True
     if specs:
         from ..pipeline.rawkeys import raw_keyset
 
-        return raw_keyset(specs, scheme)
+        return raw_keyset(specs, scheme, clearkey=clearkey)
     if not args.speke_url:
         raise UsageError("no keys: give --speke-url (with --content-id), --key KID:KEY or "
                          "--key-file FILE")

@@ -142,7 +142,8 @@ def hls_keys(
 
     ``iv`` is written for every non-FairPlay tag except SAMPLE-AES-CTR; for cbcs it must be the
     tenc constant IV. ``drms`` limits the DRMs signalled (None: all the key carries). A key with no
-    DRM signaling (raw keys) gets one identity tag for ``key_uri``."""
+    DRM signaling (raw keys) gets one identity tag for ``key_uri``; a raw key signalled as
+    ClearKey gets the ClearKey tag, and the identity tag too when ``key_uri`` is given."""
     return _keys(entry, scheme, iv, key_uri, drms, master=False)
 
 
@@ -170,6 +171,9 @@ def _keys(entry: KeyEntry, scheme: Scheme, iv: bytes | None, key_uri: str | None
                                 iv))
         else:
             out.append(_built(sig, entry, scheme, iv, key_uri))
-    if not signals:
+    raw = all(s.drm is DrmSystem.CLEARKEY and not (s.hls_media or s.hls_master
+                                                   or s.uri_ext_x_key or s.pssh)
+              for s in signals)
+    if not signals or (raw and key_uri):  # raw keys: identity when there is a key URI
         out.append(identity_key(scheme, iv=iv, key_uri=key_uri, kid=str(entry.kid)))
     return out

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from .._io import warn_if_exposed
-from ..constants import Scheme
+from ..constants import DrmSystem, Scheme
 from ..errors import UsageError
-from ..model import AudioFilter, ContentKey, KeyEntry, KeySet, VideoFilter
+from ..model import AudioFilter, ContentKey, DrmSignal, KeyEntry, KeySet, VideoFilter
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _LABELS = {"video": "VIDEO", "audio": "AUDIO", "all": "ALL"}
@@ -38,9 +38,14 @@ def parse_raw_key(text: str) -> tuple[str, UUID, bytes]:
     return label, kid, bytes.fromhex(key_s.strip())
 
 
-def raw_keyset(specs: Sequence[str], scheme: Scheme, *, content_id: str = "raw") -> KeySet:
+def raw_keyset(specs: Sequence[str], scheme: Scheme, *, content_id: str = "raw",
+               clearkey: bool = False) -> KeySet:
     """A KeySet from ``--key`` options: one unlabelled key for every track, or labelled
-    ``video=`` / ``audio=`` keys (a track type with no key stays clear)."""
+    ``video=`` / ``audio=`` keys (a track type with no key stays clear).
+
+    ``clearkey``: the keys carry W3C ClearKey signaling (no data: the KID is all a ClearKey
+    HLS tag or DASH descriptor names), so HLS fMP4 gets a ``KEYFORMAT="org.w3.clearkey"`` tag
+    and DASH a ClearKey descriptor, as from a key server's ClearKey answer."""
     if not specs:
         raise UsageError("no keys: give --speke-url or --key KID:KEY")
     entries: list[KeyEntry] = []
@@ -56,8 +61,10 @@ def raw_keyset(specs: Sequence[str], scheme: Scheme, *, content_id: str = "raw")
         kids.add(kid)
         vf: tuple[VideoFilter, ...] = (VideoFilter(),) if label == "VIDEO" else ()
         af: tuple[AudioFilter, ...] = (AudioFilter(),) if label == "AUDIO" else ()
+        drm = (DrmSignal(drm=DrmSystem.CLEARKEY, system_id=DrmSystem.CLEARKEY.system_id),) \
+            if clearkey else ()
         entries.append(KeyEntry(key=ContentKey(kid=kid, key=key), track_type=label,
-                                video_filters=vf, audio_filters=af))
+                                video_filters=vf, audio_filters=af, drm=drm))
     if "ALL" in seen and len(seen) > 1:
         raise UsageError("--key: give either one KID:KEY for all tracks or video=/audio= keys")
     return KeySet(content_id=content_id, scheme=scheme, entries=tuple(entries), version=None)

@@ -47,6 +47,8 @@ def packages(tmp_path_factory: pytest.TempPathFactory, clear_mp4: Path,
         "ours-hls-aes128": lambda: encrypt_vod(clear_ts, root / "ours-aes", "aes-128", "hls"),
         "ours-hls-sample-aes": lambda: encrypt_vod(clear_ts, root / "ours-sa", "sample-aes",
                                                    "hls"),
+        "ours-hls-cbcs-clearkey": lambda: encrypt_vod(clear_mp4, root / "ours-ck", "cbcs", "hls",
+                                                      clearkey_hls=True),
     }
     out = {}
     for name, make in made.items():
@@ -69,6 +71,7 @@ OURS = [
     ("shaka", "ours-both-cbcs", "master.m3u8"),
     ("hlsjs", "ours-hls-aes128", None),
     ("hlsjs", "ours-hls-sample-aes", None),
+    ("hlsjs", "ours-hls-cbcs-clearkey", "master.m3u8"),  # raw key, --drm clearkey
     ("dashjs", "ours-dash-cenc", None),
 ]
 

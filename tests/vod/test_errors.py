@@ -121,11 +121,14 @@ def test_unsupported_combinations(packages, media, tmp_path: Path) -> None:
     _one_line_error(res, 2, "32 hex digits")
     res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o5"))
     _one_line_error(res, 2, "--key")
-    # --drm is for SPEKE key sets: with raw keys it was silently ignored, now it is refused
+    # raw keys can be signalled as ClearKey only (was: --drm silently ignored)
     res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "o6"),
-              "--key", KEYSPEC, "--drm", "clearkey")
-    _one_line_error(res, 2, "--drm selects the DRM systems")
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
+              "--key", KEYSPEC, "--drm", "clearkey,widevine")
+    _one_line_error(res, 2, "--drm widevine needs a key server")
+    res = cli("encrypt-vod", str(packages("hls-ts")), "-o", str(tmp_path / "o7"),
+              "--scheme", "sample-aes", "--key", KEYSPEC, "--drm", "clearkey")
+    _one_line_error(res, 2, "clearkey cannot be signalled")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
 
 
 def test_no_ffmpeg(media, tmp_path: Path) -> None:

@@ -123,3 +123,43 @@ def test_keyserver_serves_keys_from_the_file(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert KEY.hex() not in err and KEY2.hex() not in err
+
+
+def test_raw_keys_signalled_as_clearkey(packages, tmp_path: Path) -> None:
+    """``--drm clearkey`` with raw keys: HLS fMP4 gets a ClearKey EXT-X-KEY (data: URI of the
+    KID, the IV), plus the identity tag only when --key-uri is given; DASH gets one ClearKey
+    descriptor per AdaptationSet, with the licence URL."""
+    import base64
+    import re
+
+    src = packages("hls-fmp4")
+    out = tmp_path / "ck"
+    r = cli("encrypt-vod", str(src), "--output", str(out), "--scheme", "cbcs", "--drm",
+            "clearkey", "--key", KEYSPEC, "--iv", IV.hex(), "--quiet")
+    assert r.returncode == 0, r.stderr
+    text = (out / src.name).read_text()
+    tags = [t for t in text.splitlines() if t.startswith("#EXT-X-KEY")]
+    assert tags and all('KEYFORMAT="org.w3.clearkey"' in t for t in tags), tags
+    uri = re.search(r'URI="data:text/plain;base64,([^"]+)"', tags[0])
+    assert uri and base64.b64decode(uri.group(1)) == KID.bytes
+    assert f"IV=0x{IV.hex().upper()}" in tags[0] and "METHOD=SAMPLE-AES" in tags[0]
+    out2 = tmp_path / "both"
+    r = cli("encrypt-vod", str(src), "--output", str(out2), "--scheme", "cbcs", "--drm",
+            "clearkey", "--key-file", str(_file(tmp_path, KEYSPEC + "\n")), "--iv", IV.hex(),
+            "--key-uri", "https://keys.example/{kid}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    tags = [t for t in (out2 / src.name).read_text().splitlines()
+            if t.startswith("#EXT-X-KEY")]
+    formats = {m.group(1) for t in tags for m in [re.search(r'KEYFORMAT="([^"]+)"', t)] if m}
+    assert formats == {"org.w3.clearkey", "identity"}, tags
+    assert any(f'URI="https://keys.example/{KID.hex}"' in t for t in tags)
+    dash = tmp_path / "dash"
+    r = cli("encrypt-vod", str(packages("dash-number")), "--output", str(dash), "--scheme",
+            "cenc", "--drm", "clearkey", "--key", KEYSPEC, "--clearkey-license-url",
+            "https://lic.example/ck", "--quiet")
+    assert r.returncode == 0, r.stderr
+    mpd = (dash / "manifest.mpd").read_text()
+    sets = mpd.count("<AdaptationSet")
+    assert sets >= 1
+    assert mpd.count("e2719d58-a985-b3c9-781a-b030af78d30e") == sets
+    assert mpd.count("https://lic.example/ck") == sets
