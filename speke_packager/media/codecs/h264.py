@@ -199,25 +199,15 @@ def parse_pps(nal: bytes | memoryview) -> Pps:
                weighted_pred, bipred, deblocking, redundant)
 
 
-class H264ParamSets(ParamSets[Sps, Pps]):
-    """SPS/PPS by id; in-band parameter sets (avc3) replace earlier ones.
+class H264ParamSets(ParamSets[Sps, Pps, "_Plan"]):
+    """SPS/PPS by id; in-band parameter sets (avc3) replace earlier ones."""
 
-    ``plans`` caches per PPS id what slice headers need; :meth:`add` drops them whenever it
-    changes a parameter set."""
-
-    __slots__ = ("plans",)
+    __slots__ = ()
     NAL_SPS = NAL_SPS
     NAL_PPS = NAL_PPS
     nal_type = staticmethod(nal_type)
     parse_sps = staticmethod(parse_sps)
     parse_pps = staticmethod(parse_pps)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.plans: dict[int, _Plan] = {}
-
-    def changed(self) -> None:
-        self.plans.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,10 +294,7 @@ def _plan(ps: H264ParamSets, pps_id: int) -> _Plan:
                  pps.redundant_pic_cnt_present, pps.num_ref_idx_l0_default,
                  pps.num_ref_idx_l1_default, pps.weighted_pred, pps.weighted_bipred_idc,
                  pps.entropy_coding_mode, pps.deblocking_filter_control_present, tail)
-    if len(ps.plans) >= 256:
-        ps.plans.clear()
-    ps.plans[pps_id] = plan
-    return plan
+    return ps.remember(pps_id, plan)
 
 
 # The slice-header parser keeps the RBSP prefix as one integer ``val`` followed by 16 zero bits,

@@ -317,25 +317,15 @@ def parse_pps(nal: bytes | memoryview) -> HevcPps:
                    ext, chroma_list)
 
 
-class HevcParamSets(ParamSets[HevcSps, HevcPps]):
-    """SPS/PPS by id; in-band parameter sets (hev1) replace earlier ones.
+class HevcParamSets(ParamSets[HevcSps, HevcPps, "_Plan"]):
+    """SPS/PPS by id; in-band parameter sets (hev1) replace earlier ones."""
 
-    ``plans`` caches per PPS id what slice headers need; :meth:`add` drops them whenever it
-    changes a parameter set."""
-
-    __slots__ = ("plans",)
+    __slots__ = ()
     NAL_SPS = NAL_SPS
     NAL_PPS = NAL_PPS
     nal_type = staticmethod(nal_type)
     parse_sps = staticmethod(parse_sps)
     parse_pps = staticmethod(parse_pps)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.plans: dict[int, _Plan] = {}
-
-    def changed(self) -> None:
-        self.plans.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,10 +420,7 @@ def _plan(ps: HevcParamSets, pps_id: int) -> _Plan:
                  pps.chroma_qp_offset_list_enabled, pps.deblocking_override_enabled,
                  pps.pps_deblocking_disabled, pps.loop_filter_across_slices,
                  pps.tiles_enabled or pps.entropy_coding_sync, pps.slice_header_extension_present)
-    if len(ps.plans) >= 256:
-        ps.plans.clear()
-    ps.plans[pps_id] = plan
-    return plan
+    return ps.remember(pps_id, plan)
 
 
 # The slice-header parser keeps the RBSP prefix as one integer ``val`` followed by 16 zero bits,

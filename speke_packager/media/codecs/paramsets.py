@@ -2,7 +2,7 @@
 
 Parameter sets are kept by id; in-band ones (avc3, hev1) replace earlier ones. Parse results are
 cached by NAL bytes, because in-band parameter sets repeat at every IDR (so a repeated set is the
-same object, and :meth:`ParamSets.changed` only runs for a real change)."""
+same object, and the per-PPS plans are dropped only on a real change)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,20 @@ class _Pps(Protocol):
 
 S = TypeVar("S", bound=_Sps)
 P = TypeVar("P", bound=_Pps)
+L = TypeVar("L")  # what a slice-header parser derives per PPS (its "plan")
 
 _CACHE = 64  # distinct parameter-set NALs remembered per table
+_PLANS = 256  # per-PPS plans kept at most (PPS ids are < 256)
 
 
-class ParamSets(Generic[S, P]):
-    """SPS/PPS by id. Subclasses name the NAL types and the parse functions."""
+class ParamSets(Generic[S, P, L]):
+    """SPS/PPS by id. Subclasses name the NAL types and the parse functions.
 
-    __slots__ = ("_parsed_pps", "_parsed_sps", "pps", "sps")
+    ``plans`` caches per PPS id what a slice-header parser derived from the PPS and its SPS;
+    :meth:`add` drops them whenever it changes a parameter set (change ``sps``/``pps`` through
+    :meth:`add` only)."""
+
+    __slots__ = ("_parsed_pps", "_parsed_sps", "plans", "pps", "sps")
     NAL_SPS: ClassVar[int]
     NAL_PPS: ClassVar[int]
 
@@ -39,6 +45,7 @@ class ParamSets(Generic[S, P]):
         self.pps: dict[int, P] = {}
         self._parsed_sps: dict[bytes, S] = {}
         self._parsed_pps: dict[bytes, P] = {}
+        self.plans: dict[int, L] = {}
 
     @staticmethod
     def nal_type(first_byte: int) -> int:
@@ -52,9 +59,12 @@ class ParamSets(Generic[S, P]):
     def parse_pps(nal: bytes) -> P:
         raise NotImplementedError
 
-    def changed(self) -> None:
-        """Called after :meth:`add` stored a different SPS or PPS: subclasses drop what they
-        derived from the tables (change ``sps``/``pps`` through :meth:`add` only)."""
+    def remember(self, pps_id: int, plan: L) -> L:
+        """Keep ``plan`` for ``pps_id`` (the table stays bounded); returns it."""
+        if len(self.plans) >= _PLANS:
+            self.plans.clear()
+        self.plans[pps_id] = plan
+        return plan
 
     def copy(self) -> Self:
         new = type(self)()
@@ -79,7 +89,7 @@ class ParamSets(Generic[S, P]):
                 self._parsed_sps[raw] = sps
             if self.sps.get(sps.sps_id) is not sps:
                 self.sps[sps.sps_id] = sps
-                self.changed()
+                self.plans.clear()
         elif t == self.NAL_PPS:
             raw = bytes(nal)
             pps = self._parsed_pps.get(raw)
@@ -90,4 +100,4 @@ class ParamSets(Generic[S, P]):
                 self._parsed_pps[raw] = pps
             if self.pps.get(pps.pps_id) is not pps:
                 self.pps[pps.pps_id] = pps
-                self.changed()
+                self.plans.clear()
