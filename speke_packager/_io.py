@@ -12,7 +12,7 @@ import stat
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import OutputError
@@ -194,6 +194,24 @@ class ThreadScratch(threading.local):
     def view(self, size: int) -> memoryview:
         """The first ``size`` bytes of :meth:`get` as a memoryview."""
         return memoryview(self.get(size))[:size]
+
+    def fill(self, readinto: Callable[[memoryview], int | None], hint: int) -> memoryview:
+        """Everything ``readinto`` gives until it returns 0 or None (EOF), in this thread's
+        buffer (``hint``: the expected size; one spare byte lets EOF be seen without growing).
+        ``OSError`` propagates: callers name the input."""
+        buf = self.get(max(hint, 0) + 1)
+        n = 0
+        while True:
+            if n == len(buf):  # longer than announced: a bigger buffer, same contents
+                bigger = self.get(2 * n)
+                if bigger is not buf:
+                    bigger[:n] = buf[:n]
+                buf = bigger
+            with memoryview(buf)[n:] as room:
+                got = readinto(room)
+            if not got:
+                return memoryview(buf)[:n]
+            n += got
 
 
 IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024

@@ -144,18 +144,8 @@ def _read_all(src: Source) -> memoryview:
 
 
 def _fill(readinto: Callable[[memoryview], int | None], hint: int, what: object) -> memoryview:
-    buf = _WORK.get(max(hint, 0) + 1)  # one spare byte: the read that finds EOF
-    n = 0
     try:
-        while True:
-            if n == len(buf):  # longer than announced: a bigger buffer, same contents
-                old = buf
-                buf = _WORK.get(2 * n)
-                buf[:n] = old[:n]
-            got = readinto(memoryview(buf)[n:])
-            if not got:
-                return memoryview(buf)[:n]
-            n += got
+        return _WORK.fill(readinto, hint)
     except OSError as exc:
         raise MediaError(f"cannot read {what}: {exc.strerror or exc}") from None
 

@@ -590,7 +590,7 @@ def _read_segment(src: str | os.PathLike[str] | BinaryIO) -> memoryview:
         name = os.fspath(src)
         try:
             with open(name, "rb", buffering=0) as fh:
-                return _read_all(fh, os.fstat(fh.fileno()).st_size)
+                return _SCRATCH.fill(fh.readinto, os.fstat(fh.fileno()).st_size)
         except OSError as exc:
             raise MediaError(f"cannot read segment {name}: {exc.strerror or exc}") from exc
     readinto = getattr(src, "readinto", None)
@@ -606,23 +606,7 @@ def _read_segment(src: str | os.PathLike[str] | BinaryIO) -> memoryview:
             hint = max(0, st.st_size - src.tell())
     except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         pass
-    return _read_all(src, hint)
-
-
-def _read_all(fh: BinaryIO | io.RawIOBase, hint: int) -> memoryview:
-    buf = _SCRATCH.get(hint + 1)  # one byte more: EOF is seen without growing
-    n = 0
-    while True:
-        if n == len(buf):
-            bigger = _SCRATCH.get(2 * len(buf))
-            if bigger is not buf:
-                bigger[:n] = buf[:n]
-            buf = bigger
-        with memoryview(buf)[n:] as room:
-            got = fh.readinto(room)  # type: ignore[union-attr]
-        if not got:
-            return memoryview(buf)[:n]
-        n += got
+    return _SCRATCH.fill(readinto, hint)
 
 
 def encrypt_sample_aes(data: bytes | memoryview, key: bytes, iv: bytes) -> bytes:
