@@ -237,6 +237,14 @@ def periods_from_args(args: argparse.Namespace) -> list[KeyPeriod]:
     return [KeyPeriod(index=i) for i in range(f, f + n)]
 
 
+def drms_from_args(args: argparse.Namespace) -> tuple[DrmSystem, ...]:
+    """``--drm a,b,...`` as DRM systems (empty when the option was not given)."""
+    try:
+        return tuple(DrmSystem.from_name(d) for d in (args.drm or "").split(",") if d.strip())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def contract_from_args(
     args: argparse.Namespace,
     *,
@@ -247,11 +255,7 @@ def contract_from_args(
     ``--key-periods`` the contract carries the first period; see :func:`periods_from_args`."""
     if not args.content_id:
         raise UsageError("--content-id is required")
-    try:
-        drms = tuple(DrmSystem.from_name(d) for d in (args.drm or "widevine").split(",")
-                     if d.strip())
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    drms = drms_from_args(args) if args.drm else (DrmSystem.WIDEVINE,)
     if packaging is None:
         try:
             packaging = tuple(Packaging.parse(p) for p in (args.packaging or "dash").split(",")

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 
 from ..constants import DrmSystem, Packaging, Scheme
 from ..errors import UsageError
-from .keys_cmd import add_speke_arguments, contract_from_args, speke_client_from_args
+from .keys_cmd import (
+    add_speke_arguments,
+    contract_from_args,
+    drms_from_args,
+    speke_client_from_args,
+)
 
 # The pipeline (media, manifests, numpy, lxml) is imported by the handler only: building the
 # parser must stay cheap (it runs for every command and for --help).
@@ -79,10 +84,7 @@ def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
         raise UsageError("give either --speke-url or --key/--key-file, not both")
     clearkey = False
     if specs and getattr(args, "drm", None):
-        try:
-            drms = {DrmSystem.from_name(d) for d in args.drm.split(",") if d.strip()}
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        drms = set(drms_from_args(args))
         if drms - {DrmSystem.CLEARKEY}:
             names = ", ".join(sorted(d.label for d in drms - {DrmSystem.CLEARKEY}))
             raise UsageError(f"--drm {names} needs a key server (--speke-url): raw keys can "
