@@ -102,7 +102,7 @@ def _refuse_protected(path: Path, r: Rendition) -> None:
         why = f"EXT-X-KEY METHOD={','.join(methods)}"
     elif r.protections:
         why = "ContentProtection in the MPD"
-    elif r.init is not None and read_mp4_facts(r.init.read()).tracks:
+    elif r.init is not None and any(read_mp4_facts(r.init.read()).tracks.values()):
         why = "encrypted sample entries in its init segment"
     if why:
         raise ManifestError(f"the reference {r.name} is encrypted ({why}): give the clear "
