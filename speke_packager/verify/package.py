@@ -7,10 +7,13 @@ signaling its manifest declares, so `verify` can decrypt it and compare both.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from lxml import etree
@@ -31,14 +34,29 @@ class Piece:
     offset: int = 0
     length: int | None = None
 
-    def read(self) -> bytes:
+    def open(self) -> BinaryIO:
+        """The file, positioned at ``offset``; refused unless it is a regular file (a FIFO
+        would block, a device never end)."""
         try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                return fh.read() if self.length is None else fh.read(self.length)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise ManifestError(f"segment {self.path.name} cannot be read: {exc.strerror}",
                                 path=str(self.path)) from exc
+        fh = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fh.close()
+            raise ManifestError(f"segment {self.path.name} is not a regular file",
+                                path=str(self.path))
+        fh.seek(self.offset)
+        return fh
+
+    def read(self) -> bytes:
+        with self.open() as fh:
+            try:
+                return fh.read() if self.length is None else fh.read(self.length)
+            except OSError as exc:
+                raise ManifestError(f"segment {self.path.name} cannot be read: "
+                                    f"{exc.strerror}", path=str(self.path)) from exc
 
 
 @dataclass(frozen=True, slots=True)

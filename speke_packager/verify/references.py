@@ -55,9 +55,8 @@ def concat_rendition(r: Rendition, out: Path) -> Path:
     """Init segment + media segments of ``r`` (byte ranges exact) into one new file ``out``."""
     with out.open("xb") as dst:
         for piece in ([r.init] if r.init else []) + r.segments:
-            try:
-                with piece.path.open("rb") as src:
-                    src.seek(piece.offset)
+            with piece.open() as src:
+                try:
                     if piece.length is None:
                         shutil.copyfileobj(src, dst, 1 << 20)
                         continue
@@ -71,9 +70,9 @@ def concat_rendition(r: Rendition, out: Path) -> Path:
                                 path=str(piece.path))
                         dst.write(chunk)
                         left -= len(chunk)
-            except OSError as exc:
-                raise ManifestError(f"segment {piece.path.name} cannot be read: "
-                                    f"{exc.strerror}", path=str(piece.path)) from exc
+                except OSError as exc:
+                    raise ManifestError(f"segment {piece.path.name} cannot be read: "
+                                        f"{exc.strerror}", path=str(piece.path)) from exc
     return out
 
 

@@ -200,3 +200,31 @@ def test_media_file_reference_still_works(media: Callable[[str], Path],
     (the frames of an MP4 and of FFmpeg's DASH/HLS remux of it are the same)."""
     report = verify_package(encrypted("dash-list"), media("h264-aac-mp4"), keys=KEYS)
     assert report.ok, report.to_json()
+
+
+@pytest.mark.parametrize("bad", ["fifo", "short"])
+def test_bad_reference_segment_is_a_one_line_error(bad: str, tmp_path: Path,
+                                                   clear: Callable[[str], Path],
+                                                   encrypted: Callable[[str], Path]) -> None:
+    """A FIFO segment in the reference (would block) and a byte range past the end of its file:
+    one-line errors, exit 5, no hang."""
+    import os
+    import shutil
+
+    kind = "dash-number" if bad == "fifo" else "dash-list-ranges"
+    src = clear(kind)
+    ref = tmp_path / "ref"
+    shutil.copytree(src.parent, ref)
+    if bad == "fifo":
+        seg = sorted(ref.glob("chunk-stream0-*.m4s"))[1]
+        seg.unlink()
+        os.mkfifo(seg)
+    else:
+        single = ref / "manifest-stream0.mp4"
+        single.write_bytes(single.read_bytes()[:-1000])
+    res = subprocess.run([sys.executable, "-m", "speke_packager", "verify", str(encrypted(kind)),
+                          "--reference", str(ref / src.name), "--key", KEYSPEC],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == ManifestError.exit_code, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert ("not a regular file" if bad == "fifo" else "past the end") in res.stderr
