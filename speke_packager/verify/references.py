@@ -114,6 +114,8 @@ class Reference:
     def __init__(self, path: Path, tmp: Path) -> None:
         if not path.exists():
             raise VerificationError(f"reference {path} does not exist")
+        if not (path.is_dir() or path.is_file()):
+            raise VerificationError(f"reference {path} is not a regular file or a folder")
         self.path = path
         self.kind = "package" if path.is_dir() else sniff(path)
         self._streams: list[_Stream] = []

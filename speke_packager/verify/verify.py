@@ -251,7 +251,8 @@ def verify_package(
     clearkey_license_url: str | None = None,
     fetch_key_uris: bool = True,
 ) -> VerifyReport:
-    """Verify every rendition of the package in ``directory`` against the clear ``reference``.
+    """Verify every rendition of the package in ``directory`` against the clear ``reference``:
+    a media file, a clear HLS or DASH manifest, or a folder of them (see :mod:`.references`).
 
     Keys come from ``keys`` (KID -> 16 bytes), a W3C ClearKey licence server, or (HLS) the
     playlist's key URIs when ``fetch_key_uris``. Returns a report; mismatches do not raise
