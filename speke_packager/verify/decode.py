@@ -1,18 +1,24 @@
 """Independent decryption and decoding with FFmpeg >= 8: decoded-frame hashes per stream.
 
-Keys reach ffmpeg only through its argv inside our own process tree (``-decryption_key``) or a
-key file in a private (0700) temporary folder; command lines are never logged, and ffmpeg's
-messages are scrubbed of key material before they reach an exception.
+Keys never appear on a command line (which every local user can read in the process list):
+they reach FFmpeg through files in a private (0700) temporary folder, mode 0600 — for fMP4 an
+ffconcat script whose ``option decryption_key`` line the concat demuxer hands to the MP4
+demuxer (:func:`keyed_input`), for HLS the key files its playlist points to. FFmpeg's messages
+are scrubbed of key material before they reach an exception.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from uuid import UUID
 
 from .._tools import find_tool
 from ..errors import ToolError
+from .keys import write_private
 
 FFMPEG_TIMEOUT = 600
 
@@ -40,6 +46,29 @@ def _run(cmd: list[str], secrets: Sequence[bytes], what: str) -> bytes:
         tail = err[-1] if err else f"exit status {res.returncode}"
         raise DecodeError(f"{what}: ffmpeg failed: {tail}")
     return res.stdout
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def keyed_input(media: Path, keys: Mapping[UUID, bytes], script: Path) -> list[str]:
+    """FFmpeg input arguments that open the (encrypted) MP4 ``media`` with ``keys``.
+
+    The keys go into ``script``, a new 0600 ffconcat file next to ``media`` in a private
+    folder: FFmpeg's concat demuxer passes its ``option`` lines to the demuxer of the listed file
+    (``decryption_key`` for one key, ``decryption_keys`` KID=KEY pairs for several), so the
+    command line holds only the script's name. (FFmpeg's ``-/option FILE`` syntax does not
+    reach demuxer options such as ``decryption_key``.)
+    """
+    if media.parent != script.parent or not _SAFE_NAME.fullmatch(media.name):
+        raise ValueError("the media file and its ffconcat script share one private folder")
+    if len(keys) == 1:
+        option = f"decryption_key {next(iter(keys.values())).hex()}"
+    else:
+        option = "decryption_keys " + ":".join(f"{k.hex}={v.hex()}" for k, v in keys.items())
+    write_private(script, f"ffconcat version 1.0\nfile {media.name}\noption {option}\n"
+                  .encode())
+    return ["-f", "concat", "-safe", "0", "-i", str(script)]  # safe=1 refuses "option"
 
 
 def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> list[str]:

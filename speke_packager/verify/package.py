@@ -7,9 +7,13 @@ signaling its manifest declares, so `verify` can decrypt it and compare both.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from lxml import etree
@@ -30,14 +34,29 @@ class Piece:
     offset: int = 0
     length: int | None = None
 
-    def read(self) -> bytes:
+    def open(self) -> BinaryIO:
+        """The file, positioned at ``offset``; refused unless it is a regular file (a FIFO
+        would block, a device never end)."""
         try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                return fh.read() if self.length is None else fh.read(self.length)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise ManifestError(f"segment {self.path.name} cannot be read: {exc.strerror}",
                                 path=str(self.path)) from exc
+        fh = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fh.close()
+            raise ManifestError(f"segment {self.path.name} is not a regular file",
+                                path=str(self.path))
+        fh.seek(self.offset)
+        return fh
+
+    def read(self) -> bytes:
+        with self.open() as fh:
+            try:
+                return fh.read() if self.length is None else fh.read(self.length)
+            except OSError as exc:
+                raise ManifestError(f"segment {self.path.name} cannot be read: "
+                                    f"{exc.strerror}", path=str(self.path)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,15 +346,13 @@ def read_mpd(path: Path, root: Path) -> list[Rendition]:
         for ai, aset in enumerate(period.findall("mpd:AdaptationSet", _NS)):
             abase = _base(aset, pbase)
             a_cp = _protections(aset)
-            a_tpl = aset.find("mpd:SegmentTemplate", _NS)
             ctype = aset.get("contentType") or (aset.get("mimeType") or "").split("/")[0]
             for rep in aset.findall("mpd:Representation", _NS):
                 rid = rep.get("id") or str(ai)
                 rbase = _base(rep, abase)
-                r_tpl = rep.find("mpd:SegmentTemplate", _NS)
                 ctype_r = ctype or (rep.get("mimeType") or "").split("/")[0]
-                init, segs = _rep_segments(path, root, rep, rid, rbase, a_tpl=a_tpl,
-                                           r_tpl=r_tpl, period_seconds=period_seconds)
+                init, segs = _rep_segments(path, root, (period, aset, rep), rid, rbase,
+                                           period_seconds=period_seconds)
                 name = f"dash:{path.name}:{period.get('id') or pi}/{ctype_r or ai}/{rid}"
                 out.append(Rendition(
                     name=name, source="dash", manifest=path, container="fmp4", init=init,
@@ -345,64 +362,105 @@ def read_mpd(path: Path, root: Path) -> list[Rendition]:
     return out
 
 
-def _rep_segments(path: Path, root: Path, rep: etree._Element, rid: str, base: str, *,
-                  a_tpl: etree._Element | None, r_tpl: etree._Element | None,
-                  period_seconds: float) -> tuple[Piece | None, list[Piece]]:
+def _byte_range(text: str | None, path: Path) -> tuple[int, int | None]:
+    """``first-last`` (inclusive, both given) as (offset, length); absent: the whole file."""
+    if not text:
+        return 0, None
+    m = re.fullmatch(r"\s*(\d+)-(\d+)\s*", text)
+    if not m or int(m.group(2)) < int(m.group(1)):
+        raise ManifestError(f"bad byte range {text!r}", path=str(path))
+    return int(m.group(1)), int(m.group(2)) - int(m.group(1)) + 1
+
+
+def _nearest(chain: tuple[etree._Element, ...], tag: str) -> list[etree._Element]:
+    """The ``tag`` children along Period > AdaptationSet > Representation, outermost first."""
+    return [el for el in (c.find(f"mpd:{tag}", _NS) for c in chain) if el is not None]
+
+
+def _rep_segments(path: Path, root: Path, chain: tuple[etree._Element, ...], rid: str,
+                  base: str, *, period_seconds: float) -> tuple[Piece | None, list[Piece]]:
+    rep = chain[-1]
     bandwidth = rep.get("bandwidth") or ""
 
     def local(uri: str) -> Path:
         return _local(path.parent, uri if "://" in uri or uri.startswith("/") else base + uri,
                       root, path)
 
-    if a_tpl is not None or r_tpl is not None:
-        attrs: dict[str, str] = {}
-        timeline = None
-        for tpl in (a_tpl, r_tpl):
-            if tpl is not None:
-                attrs.update({str(k): str(v) for k, v in tpl.attrib.items()})
-                tl = tpl.find("mpd:SegmentTimeline", _NS)
-                if tl is not None:
-                    timeline = tl
-        media = attrs.get("media")
-        if not media:
-            raise ManifestError(f"SegmentTemplate of representation {rid} has no media",
-                                path=str(path))
-        start = int(attrs.get("startNumber", "1"))
+    def piece(uri: str, byte_range: str | None) -> Piece:
+        off, length = _byte_range(byte_range, path)
+        return Piece(local(uri), off, length)
+
+    templates = _nearest(chain, "SegmentTemplate")
+    if templates:
+        return _template(path, templates, rid, bandwidth, local=local,
+                         period_seconds=period_seconds)
+    lists = _nearest(chain, "SegmentList")
+    if lists:
+        seg_list = lists[-1]
+        ini = next((el for el in (s.find("mpd:Initialization", _NS) for s in reversed(lists))
+                    if el is not None), None)
         init = None
-        if attrs.get("initialization"):
-            init = Piece(local(_fill(attrs["initialization"], rid, bandwidth, 0, 0)))
-        pieces: list[Piece] = []
-        if timeline is not None:
-            number, t = start, 0
-            for s in timeline.findall("mpd:S", _NS):
-                t = int(s.get("t", t))
-                d = int(s.get("d", "0"))
-                r = int(s.get("r", "0"))
-                if r < 0:
-                    raise UnsupportedMediaError("SegmentTimeline with r<0 is not verified")
-                for _ in range(r + 1):
-                    pieces.append(Piece(local(_fill(media, rid, bandwidth, number, t))))
-                    number += 1
-                    t += d
-        else:
-            dur = int(attrs.get("duration", "0"))
-            scale = int(attrs.get("timescale", "1"))
-            if dur <= 0 or period_seconds <= 0:
-                raise ManifestError(f"representation {rid}: no SegmentTimeline and no duration",
-                                    path=str(path))
-            count = math.ceil(period_seconds * scale / dur - 1e-9)
-            for i in range(count):
-                pieces.append(Piece(local(_fill(media, rid, bandwidth, start + i, i * dur))))
-        return init, pieces
-    seg_list = rep.find("mpd:SegmentList", _NS)
-    if seg_list is not None:
-        ini = seg_list.find("mpd:Initialization", _NS)
-        init = Piece(local(ini.get("sourceURL") or "")) if ini is not None else None
-        return init, [Piece(local(u.get("media") or "")) for u in
-                      seg_list.findall("mpd:SegmentURL", _NS)]
-    if base:
+        if ini is not None:
+            init = piece(ini.get("sourceURL") or "", ini.get("range"))
+        return init, [piece(u.get("media") or "", u.get("mediaRange"))
+                      for u in seg_list.findall("mpd:SegmentURL", _NS)]
+    if base:  # SegmentBase or a bare BaseURL: one self-initialising file, read whole
         return None, [Piece(local(""))]
     raise ManifestError(f"representation {rid} has no segment information", path=str(path))
+
+
+MAX_EXTRA_SEGMENTS = 10_000
+
+
+def _template(path: Path, templates: list[etree._Element], rid: str, bandwidth: str, *,
+              local: Callable[[str], Path], period_seconds: float
+              ) -> tuple[Piece | None, list[Piece]]:
+    attrs: dict[str, str] = {}
+    timeline = None
+    for tpl in templates:
+        attrs.update({str(k): str(v) for k, v in tpl.attrib.items()})
+        tl = tpl.find("mpd:SegmentTimeline", _NS)
+        if tl is not None:
+            timeline = tl
+    media = attrs.get("media")
+    if not media:
+        raise ManifestError(f"SegmentTemplate of representation {rid} has no media",
+                            path=str(path))
+    start = int(attrs.get("startNumber", "1"))
+    init = None
+    if attrs.get("initialization"):
+        init = Piece(local(_fill(attrs["initialization"], rid, bandwidth, 0, 0)))
+    pieces: list[Piece] = []
+    if timeline is not None:
+        number, t = start, 0
+        for s in timeline.findall("mpd:S", _NS):
+            t = int(s.get("t", t))
+            d = int(s.get("d", "0"))
+            r = int(s.get("r", "0"))
+            if r < 0:
+                raise UnsupportedMediaError("SegmentTimeline with r<0 is not verified")
+            for _ in range(r + 1):
+                pieces.append(Piece(local(_fill(media, rid, bandwidth, number, t))))
+                number += 1
+                t += d
+        return init, pieces
+    dur = int(attrs.get("duration", "0"))
+    scale = int(attrs.get("timescale", "1"))
+    if dur <= 0 or period_seconds <= 0:
+        raise ManifestError(f"representation {rid}: no SegmentTimeline and no duration",
+                            path=str(path))
+    count = math.ceil(period_seconds * scale / dur - 1e-9)
+    for i in range(count):
+        pieces.append(Piece(local(_fill(media, rid, bandwidth, start + i, i * dur))))
+    if "$Number" in media:
+        # muxers often write one segment past mediaPresentationDuration (audio priming);
+        # encrypt-vod carries such files along, so they are read here too
+        for i in range(count, count + MAX_EXTRA_SEGMENTS):
+            p = local(_fill(media, rid, bandwidth, start + i, i * dur))
+            if not p.is_file():
+                break
+            pieces.append(Piece(p))
+    return init, pieces
 
 
 def discover(root: Path) -> Package:

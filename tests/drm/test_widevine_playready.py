@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from fixtures.media import packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.constants import PLAYREADY, WIDEVINE, Scheme
 from speke_packager.drm.playready import (
@@ -138,7 +139,7 @@ def test_shaka_packager_data_parses(media: Callable[[str], Path], tmp_path: Path
     subprocess.run(
         [packager, f"in={src},stream=video,output={tmp_path / 'v.mp4'}",
          "--enable_raw_key_encryption", "--protection_scheme", "cenc",
-         "--keys", f"label=:key_id={KID1.hex}:key={KEY1.hex()}",
+         packager_key_flags(f"--keys=label=:key_id={KID1.hex}:key={KEY1.hex()}"),
          "--protection_systems", "Widevine,PlayReady",
          "--mpd_output", str(mpd)],
         check=True, capture_output=True, timeout=120)

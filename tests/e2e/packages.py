@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from uuid import UUID
 
+from fixtures.media import packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.cli import main as cli_main
 
@@ -30,7 +31,8 @@ def _packager(args: list[str], cwd: Path) -> None:
 
 
 def _raw_key() -> list[str]:
-    return ["--enable_raw_key_encryption", "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}",
+    return ["--enable_raw_key_encryption",
+            packager_key_flags(f"--keys=label=:key_id={KID.hex}:key={KEY.hex()}"),
             "--clear_lead", "0", "--segment_duration", "2"]
 
 

@@ -55,9 +55,8 @@ def _no_key(text: str, keys: list[bytes]) -> None:
 
 
 def _frames(path: Path, key: bytes | None = None, extra: tuple[str, ...] = ()) -> list[str]:
-    args = (*extra, "-decryption_key", key.hex()) if key is not None else extra
     try:
-        return framemd5(path, "v:0", extra_input_args=args)
+        return framemd5(path, "v:0", extra_input_args=extra, keys=key)
     except RuntimeError:
         return []
 

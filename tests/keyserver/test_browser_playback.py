@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from fixtures.media import packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.keyserver import KeyServer
 
@@ -85,7 +86,7 @@ def _package(src: Path, out: Path, key: bytes, pssh: bytes) -> None:
         [packager, f"in={src},stream=video,init_segment={out}/init.mp4,"
                    f"segment_template={out}/$Number$.m4s",
          "--enable_raw_key_encryption", "--protection_scheme", "cenc",
-         "--keys", f"label=:key_id={_req.KID_V.hex}:key={key.hex()}",
+         packager_key_flags(f"--keys=label=:key_id={_req.KID_V.hex}:key={key.hex()}"),
          "--pssh", pssh.hex(), "--clear_lead", "0", "--generate_static_live_mpd",
          "--mpd_output", f"{out}/out.mpd"],
         check=True, capture_output=True, timeout=300)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fixtures.media import framemd5
+from fixtures.media import framemd5, packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.keyserver import KeyServer
 
@@ -44,17 +44,18 @@ def test_speke_key_encrypts_and_key_url_decrypts(scheme: str, media: Callable[[s
     out = tmp_path / "enc.mp4"
     subprocess.run(
         [packager, f"in={src},stream=video,output={out}", "--enable_raw_key_encryption",
-         "--protection_scheme", scheme, "--keys",
-         f"label=:key_id={_req.KID_V.hex}:key={key.hex()}", "--pssh", b"".join(boxes).hex(),
+         "--protection_scheme", scheme,
+         packager_key_flags(f"--keys=label=:key_id={_req.KID_V.hex}:key={key.hex()}"),
+         "--pssh", b"".join(boxes).hex(),
          "--clear_lead", "0"],
         check=True, capture_output=True, timeout=300)
     data = out.read_bytes()
     for box in boxes:  # our pssh boxes went into the init segment byte for byte
         assert box in data
     clear = framemd5(src)
-    assert framemd5(out, extra_input_args=("-decryption_key", served.hex())) == clear
+    assert framemd5(out, keys=served) == clear
     try:
-        bad = framemd5(out, extra_input_args=("-decryption_key", wrong.hex()))
+        bad = framemd5(out, keys=wrong)
     except RuntimeError:
         bad = []
     assert bad != clear

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from fixtures.media import framemd5
+from fixtures.media import framemd5, packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.constants import (
     KEYFORMAT_IDENTITY,
@@ -49,9 +49,8 @@ def _moof(data: bytes) -> Node:
 
 
 def _frames(path: Path, stream: str, key: bytes | None = None) -> list[str]:
-    extra = ("-decryption_key", key.hex()) if key is not None else ()
     try:
-        return framemd5(path, stream, extra_input_args=extra)
+        return framemd5(path, stream, keys=key)
     except RuntimeError:
         return []
 
@@ -146,8 +145,8 @@ def test_cbcs_two_periods(name: str, packaged: dict[str, list[LiveSegment]], ks:
     dec = tmp_path / f"shaka-{name}-0.mp4"
     kind = "video" if name == "video" else "audio"
     res = subprocess.run([packager, f"in={src},stream={kind},output={dec}",
-                          "--enable_raw_key_decryption", "--keys",
-                          f"label=a:key_id={kid0.hex}:key={key0.hex()}"],
+                          "--enable_raw_key_decryption",
+                          packager_key_flags(f"--keys=label=a:key_id={kid0.hex}:key={key0.hex()}")],
                          capture_output=True, check=False)
     assert res.returncode == 0, res.stderr[-1500:]
     assert _frames(dec, stream) == _frames(tmp_path / f"clear-{name}-0.mp4", stream)

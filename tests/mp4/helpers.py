@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from fixtures.media import framemd5
+from fixtures.media import framemd5, packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.media.mp4.boxes import iter_boxes, parse_tree
 from speke_packager.media.mp4.fragment import parse_moof
@@ -39,13 +39,8 @@ def split(data: bytes) -> tuple[bytes, list[bytes]]:
 def frames(path: Path, stream: str, key: bytes | None = None,
            keys: dict[UUID, bytes] | None = None) -> list[str]:
     """Decoded-frame MD5s; [] when FFmpeg cannot decode at all (wrong key)."""
-    args: tuple[str, ...] = ()
-    if key is not None:
-        args = ("-decryption_key", key.hex())
-    if keys:
-        args = ("-decryption_keys", ":".join(f"{k.hex}={v.hex()}" for k, v in keys.items()))
     try:
-        return framemd5(path, stream, extra_input_args=args)
+        return framemd5(path, stream, keys=keys or key)
     except RuntimeError:
         return []
 
@@ -61,7 +56,7 @@ def shaka_decrypt(src: Path, dst: Path, stream: str, keys: dict[UUID, bytes]) ->
     spec = ",".join(f"label=k{i}:key_id={k.hex}:key={v.hex()}"
                     for i, (k, v) in enumerate(keys.items()))
     shaka(f"in={src},stream={stream},output={dst}", "--enable_raw_key_decryption",
-          "--keys", spec)
+          packager_key_flags(f"--keys={spec}"))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.media import packager_key_flags
 from speke_packager.constants import Scheme
 from speke_packager.media.mp4 import Mp4Encryptor
 from speke_packager.media.mp4.init import parse_init
@@ -93,7 +94,7 @@ def test_cbcs_bytes_equal_shaka(name: str, asset: Callable[[str], Asset], tmp_pa
     a = asset(name)
     theirs = tmp_path / "shaka.mp4"
     shaka(f"in={a.path},stream=video,output={theirs}", "--enable_raw_key_encryption",
-          "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}", "--iv", IV16.hex(),
+          packager_key_flags(f"--keys=label=:key_id={KID.hex}:key={KEY.hex()}"), "--iv", IV16.hex(),
           "--protection_scheme", "cbcs", "--clear_lead", "0")
     ours = encrypt_all(a, Scheme.CBCS, constant_iv=IV16)
     mine = senc_samples(ours, 1, 0)
@@ -116,7 +117,8 @@ def test_vp9_headers_match_shaka(scheme: Scheme, asset: Callable[[str], Asset],
     a = asset("vp9-opus-fmp4")
     theirs = tmp_path / "shaka.mp4"
     shaka(f"in={a.path},stream=video,output={theirs}", "--enable_raw_key_encryption",
-          "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}", "--iv", IV16.hex()[:16],
+          packager_key_flags(f"--keys=label=:key_id={KID.hex}:key={KEY.hex()}"),
+          "--iv", IV16.hex()[:16],
           "--protection_scheme", scheme.value, "--clear_lead", "0")
     iv_size = 8 if scheme is Scheme.CENC else 0
     mine = senc_samples(encrypt_all(a, scheme), 1, iv_size)
@@ -176,7 +178,7 @@ def test_our_decryptor_reads_shaka_output(name: str, scheme: Scheme,
     stream = "video" if name != "aac-fmp4" else "audio"
     theirs = tmp_path / "shaka.mp4"
     shaka(f"in={a.path},stream={stream},output={theirs}", "--enable_raw_key_encryption",
-          "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}", "--iv", IV16.hex(),
+          packager_key_flags(f"--keys=label=:key_id={KID.hex}:key={KEY.hex()}"), "--iv", IV16.hex(),
           "--protection_scheme", scheme.value, "--clear_lead", "0", "--segment_duration", "2")
     init, segs = split(theirs.read_bytes())
     assert len(segs) >= 3
@@ -199,7 +201,7 @@ def test_cbcs_audio_bytes_equal_shaka(name: str, track: int, asset: Callable[[st
     a = asset(name)
     theirs = tmp_path / "shaka.mp4"
     shaka(f"in={a.path},stream=audio,output={theirs}", "--enable_raw_key_encryption",
-          "--keys", f"label=:key_id={KID.hex}:key={KEY.hex()}", "--iv", IV16.hex(),
+          packager_key_flags(f"--keys=label=:key_id={KID.hex}:key={KEY.hex()}"), "--iv", IV16.hex(),
           "--protection_scheme", "cbcs", "--clear_lead", "0")
     enc = Mp4Encryptor(a.init, Scheme.CBCS, {track: ContentKey(KID, KEY)}, constant_iv=IV16)
     ours = enc.encrypted_init() + b"".join(

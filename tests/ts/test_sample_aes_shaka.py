@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.media import packager_key_flags
 from speke_packager._tools import find_tool
 from speke_packager.media.ts import SampleAesEncryptor, encrypt_sample_aes
 
@@ -41,8 +42,9 @@ def _shaka(src: Path, out: Path, stream: str) -> bytes:
                     f"in={src},stream={stream},segment_template={out}/{stream}_$Number$.ts,"
                     f"playlist_name={stream}.m3u8",
                     "--hls_master_playlist_output", str(out / "master.m3u8"),
-                    "--enable_raw_key_encryption", "--keys",
-                    f"label=:key_id={KID}:key={KEY.hex()}", "--iv", IV.hex(),
+                    "--enable_raw_key_encryption",
+                    packager_key_flags(f"--keys=label=:key_id={KID}:key={KEY.hex()}"),
+                    "--iv", IV.hex(),
                     "--protection_scheme", "cbcs", "--clear_lead", "0",
                     "--segment_duration", "30"], check=True, capture_output=True)
     segs = sorted(out.glob(f"{stream}_*.ts"))

@@ -57,13 +57,11 @@ def frames(path: Path, stream: str, *, key: bytes | None = None, hls: bool = Fal
            ) -> list[str] | None:
     """Decoded-frame MD5s (None if FFmpeg fails, e.g. with a wrong key)."""
     extra: tuple[str, ...] = ()
-    if key is not None:
-        extra += ("-decryption_key", key.hex())
     if hls:
         extra += ("-allowed_extensions", "ALL", "-protocol_whitelist",
                   "file,crypto,data,http,tcp")
     try:
-        return framemd5(path, stream, extra_input_args=extra)
+        return framemd5(path, stream, extra_input_args=extra, keys=key)
     except RuntimeError:
         return None
 
