@@ -26,24 +26,46 @@ class ClearPackage:
     mpd: Path | None
 
 
-def _streams(path: Path) -> tuple[int, int]:
-    """(video stream count, audio stream count) from ffprobe."""
+# ISO BMFF sample entry names for stream copy out of MPEG-TS, whose stream types ffmpeg keeps as
+# codec tags the MP4 muxer refuses ("Tag [27][0][0][0] incompatible with output codec id")
+_MP4_TAGS = {"h264": "avc1", "hevc": "hvc1", "aac": "mp4a", "ac3": "ac-3", "eac3": "ec-3"}
+
+
+def _probe(path: Path) -> tuple[list[dict[str, str]], str]:
+    """Every stream's (codec_type, codec_name) and the container's format name, from ffprobe."""
     ffprobe = find_tool("ffprobe")
     assert ffprobe is not None
-    res = _spawn([ffprobe, "-v", "error", "-show_entries", "stream=codec_type", "-of", "json",
+    res = _spawn([ffprobe, "-v", "error", "-show_entries",
+                  "stream=codec_type,codec_name:format=format_name", "-of", "json",
                   str(path)], None)
     if res.returncode != 0:
         msg = res.stderr.decode(errors="replace").strip().splitlines()
         raise UnsupportedMediaError(f"cannot read {path}: {msg[-1] if msg else 'ffprobe failed'}")
     try:
-        streams = json.loads(res.stdout or b"{}").get("streams", [])
-    except ValueError:
+        info = json.loads(res.stdout or b"{}")
+        streams = [s for s in info.get("streams", []) if isinstance(s, dict)]
+        fmt = str((info.get("format") or {}).get("format_name", ""))
+    except (ValueError, AttributeError):
         raise ToolError("ffprobe printed invalid JSON") from None
-    video = sum(1 for s in streams if s.get("codec_type") == "video")
-    audio = sum(1 for s in streams if s.get("codec_type") == "audio")
-    if not video and not audio:
+    if not any(s.get("codec_type") in ("video", "audio") for s in streams):
         raise UnsupportedMediaError(f"{path} has no audio or video stream")
-    return video, audio
+    return streams, fmt
+
+
+def _mp4_tags(streams: list[dict[str, str]], fmt: str) -> list[str]:
+    """``-tag`` options that give streams copied out of MPEG-TS their ISO BMFF names (the
+    mapped order: video streams, then audio streams); nothing for other containers, whose tags
+    (avc1 or avc3, hvc1 or hev1) are kept as they are."""
+    if "mpegts" not in fmt.split(","):
+        return []
+    out: list[str] = []
+    for kind, letter in (("video", "v"), ("audio", "a")):
+        of_kind = [s for s in streams if s.get("codec_type") == kind]
+        for i, s in enumerate(of_kind):
+            tag = _MP4_TAGS.get(str(s.get("codec_name", "")))
+            if tag:
+                out += [f"-tag:{letter}:{i}", tag]
+    return out
 
 
 def _spawn(cmd: list[str], cwd: Path | None) -> subprocess.CompletedProcess[bytes]:
@@ -68,7 +90,9 @@ def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float,
     muxer rewrites its HLS playlists after every segment, ~10 % of its time)."""
     ffmpeg = find_tool("ffmpeg")
     assert ffmpeg is not None
-    video, audio = _streams(src)
+    streams, fmt = _probe(src)
+    video = sum(1 for s in streams if s.get("codec_type") == "video")
+    audio = sum(1 for s in streams if s.get("codec_type") == "audio")
     src_abs = str(src.resolve())
     base = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", src_abs]
     maps: list[str] = []
@@ -92,7 +116,8 @@ def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float,
     for i in range(video + audio):  # the DASH muxer does not create folders
         (workdir / str(i)).mkdir(parents=True, exist_ok=True)
     playlists = ["-hls_playlist", "1", "-hls_master_name", "master.m3u8"] if hls else []
-    cmd = [*base, *maps, "-c", "copy", "-f", "dash", "-seg_duration", f"{seconds:g}",
+    cmd = [*base, *maps, "-c", "copy", *_mp4_tags(streams, fmt), "-f", "dash",
+           "-seg_duration", f"{seconds:g}",
            "-use_template", "1", "-use_timeline", "1", *playlists,
            "-init_seg_name", "$RepresentationID$/init.mp4",
            "-media_seg_name", "$RepresentationID$/segment_$Number%05d$.m4s",

@@ -209,6 +209,26 @@ def test_media_file_sample_aes_ts(media, tmp_path: Path, key_file: Path,
     assert frames(out / "audio0" / "index.m3u8", "a:0", hls=True) == ref_a
 
 
+@pytest.mark.parametrize("name", ["h264-aac-ts", "hevc-ts"])
+def test_ts_file_to_dash(name: str, media, tmp_path: Path) -> None:
+    """MPEG-TS input to CMAF: the streams copied out of TS get ISO BMFF sample entry names
+    (ffmpeg's MP4 muxer refuses the TS stream types it would otherwise keep)."""
+    src = media(name)
+    out = tmp_path / "out"
+    res = cli("encrypt-vod", str(src), "--output", str(out), "--format", "dash",
+              "--scheme", "cenc", "--key", KEYSPEC, "--segment-duration", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    segs = sorted((out / "0").glob("segment_*.m4s"))
+    assert segs  # (the HEVC asset is one 2-second GOP)
+    track = concat(tmp_path / "track-0.mp4", [out / "0" / "init.mp4", *segs])
+    ref = frames(src, "v:0")
+    assert ref and frames(track, "v:0", key=KEY) == ref
+    assert frames(track, "v:0", key=WRONG) != ref
+    if name == "h264-aac-ts":
+        audio = _fmp4_track(out, "1", tmp_path)
+        assert frames(audio, "a:0", key=KEY) == frames(src, "a:0")
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".mov"])
 def test_other_containers_are_segmented(suffix: str, media, tmp_path: Path) -> None:
     from .conftest import ffmpeg, run
