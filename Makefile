@@ -100,7 +100,7 @@ lock: $(UV)
 test-latest: system node
 	rm -rf .venv-latest
 	$(PY) -m venv .venv-latest
-	.venv-latest/bin/python -m pip install -q --upgrade pip setuptools wheel
+	.venv-latest/bin/python -m pip install -q --upgrade pip setuptools
 	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
 	.venv-latest/bin/python -m pip check
 	@echo "--- test-latest: newest releases allowed by pyproject.toml"
