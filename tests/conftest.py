@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
+# every cipher context made in this process and in the commands the tests start refuses an
+# update_into with overlapping input and output, on any cryptography release
+os.environ["SPEKE_PACKAGER_CHECK_OVERLAP"] = "1"
+
 from fixtures.media import make_asset
+from speke_packager.crypto import set_overlap_guard
+
+set_overlap_guard(True)
 
 MEDIA_DIR = Path(os.environ.get("SPEKE_TEST_MEDIA") or
                  Path(tempfile.gettempdir()) / "speke-packager-test-media")

@@ -2,12 +2,21 @@
 
 No files, clocks or randomness: callers pass keys, IVs and data and get bytes back. Failed checks
 raise; they never return False.
+
+``update_into(data, buf)`` is only ever called with ``data`` and ``buf`` in separate memory: the
+cipher library documents no in-place operation, and cryptography >= 51 refuses overlapping
+buffers. Hot paths gather clear bytes, encrypt them into a separate output buffer and write (or
+scatter) that. With ``SPEKE_PACKAGER_CHECK_OVERLAP=1`` in the environment (the test suite sets
+it) or :func:`set_overlap_guard`, every context made here refuses overlapping ``update_into``
+calls itself, whatever the installed release accepts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+from typing import Any
 
 from cryptography.exceptions import InvalidTag  # noqa: F401  (re-exported for callers)
 from cryptography.hazmat.primitives import hashes
@@ -31,8 +40,58 @@ __all__ = [
     "hmac_sha512",
     "rsa_oaep_sha1_decrypt",
     "rsa_oaep_sha1_encrypt",
+    "set_overlap_guard",
     "verify_hmac_sha512",
 ]
+
+_GUARD = [os.environ.get("SPEKE_PACKAGER_CHECK_OVERLAP", "") not in ("", "0")]
+
+
+def set_overlap_guard(on: bool) -> bool:
+    """Turn the overlapping-buffer guard on or off for contexts made from now on; returns the
+    previous setting. For tests: the guard adds a check to every ``update_into`` call."""
+    old = _GUARD[0]
+    _GUARD[0] = on
+    return old
+
+
+def _span(buf: Any) -> tuple[int, int]:
+    import numpy as np  # (only with the guard on)
+
+    a = np.frombuffer(buf, np.uint8)
+    start = int(a.__array_interface__["data"][0])
+    return start, start + a.nbytes
+
+
+class _OverlapGuard:
+    """A cipher context that refuses ``update_into`` with overlapping input and output (the
+    rule of cryptography >= 51, enforced on every release)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: CipherContext) -> None:
+        self._ctx = ctx
+
+    def update_into(self, data: Any, buf: Any) -> int:
+        a0, a1 = _span(data)
+        b0, b1 = _span(buf)
+        if a0 < a1 and b0 < b1 and a0 < b1 and b0 < a1:
+            raise ValueError("update_into: data and buf overlap (overlap guard)")
+        return int(self._ctx.update_into(data, buf))
+
+    def update(self, data: Any) -> bytes:
+        return self._ctx.update(data)
+
+    def finalize(self) -> bytes:
+        return self._ctx.finalize()
+
+    def reset_nonce(self, nonce: bytes) -> None:
+        self._ctx.reset_nonce(nonce)
+
+
+def _context(cipher: Cipher[Any], *, encrypt: bool) -> CipherContext:
+    ctx = cipher.encryptor() if encrypt else cipher.decryptor()
+    return _OverlapGuard(ctx) if _GUARD[0] else ctx  # type: ignore[return-value]
 
 
 def _check(key: bytes, iv: bytes, key_sizes: tuple[int, ...] = (16,)) -> None:
@@ -46,7 +105,7 @@ def aes_ctr_encryptor(key: bytes, counter_block: bytes) -> CipherContext:
     """AES-CTR context (encrypt == decrypt). The counter increments over all 128 bits; CENC
     callers keep the low 64 bits from wrapping inside one sample."""
     _check(key, counter_block)
-    return Cipher(algorithms.AES(key), modes.CTR(counter_block)).encryptor()
+    return _context(Cipher(algorithms.AES(key), modes.CTR(counter_block)), encrypt=True)
 
 
 aes_ctr_decryptor = aes_ctr_encryptor
@@ -55,19 +114,20 @@ aes_ctr_decryptor = aes_ctr_encryptor
 def aes_cbc_encryptor(key: bytes, iv: bytes) -> CipherContext:
     """AES-CBC without padding; feed whole 16-byte blocks (``update``/``update_into``)."""
     _check(key, iv, (16, 32))
-    return Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return _context(Cipher(algorithms.AES(key), modes.CBC(iv)), encrypt=True)
 
 
 def aes_cbc_decryptor(key: bytes, iv: bytes) -> CipherContext:
     _check(key, iv, (16, 32))
-    return Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    return _context(Cipher(algorithms.AES(key), modes.CBC(iv)), encrypt=False)
 
 
 def aes_ecb_encryptor(key: bytes) -> CipherContext:
     """AES-ECB context for keystream / lane-parallel CBC helpers: reusable for any number of
     whole-block ``update`` calls (ECB keeps no state between blocks)."""
     _check(key, bytes(16), (16, 32))
-    return Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 (building block)
+    return _context(Cipher(algorithms.AES(key), modes.ECB()),  # noqa: S305 (building block)
+                    encrypt=True)
 
 
 def aes_ecb_encrypt_block(key: bytes, block: bytes) -> bytes:

@@ -33,12 +33,13 @@ def _fresh(data: bytes, key: bytes, iv: bytes, encrypt: bool) -> bytes:
        st.booleans())
 def test_messages_equal_fresh_contexts(blocks: list[int], encrypt: bool) -> None:
     msgs = [os.urandom(16 * n) for n in blocks]
-    buf = bytearray(b"".join(msgs) + bytes(16))
+    src = bytearray(b"".join(msgs))
+    buf = bytearray(len(src) + 16)
     cbc = CbcMessages(KEY, IV, encrypt=encrypt)
     pos = 0
-    with memoryview(buf) as mv:
+    with memoryview(src) as sv, memoryview(buf) as mv:
         for m in msgs:
-            cbc.crypt(mv, pos, len(m))
+            cbc.crypt(sv, mv, pos, len(m))
             pos += len(m)
     pos = 0
     for m in msgs:
@@ -53,10 +54,11 @@ def test_round_trip_and_repr() -> None:
     buf = bytearray(b"".join(msgs) + bytes(16))
     for encrypt in (True, False):
         cbc = CbcMessages(KEY, IV, encrypt=encrypt)
-        with memoryview(buf) as mv:
+        src = bytearray(buf)
+        with memoryview(src) as sv, memoryview(buf) as mv:
             pos = 0
             for m in msgs:
-                cbc.crypt(mv, pos, len(m))
+                cbc.crypt(sv, mv, pos, len(m))
                 pos += len(m)
     assert bytes(buf[:-16]) == b"".join(msgs)
     assert KEY.hex() not in repr(CbcMessages(KEY, IV, encrypt=True))

@@ -252,11 +252,13 @@ def test_crypt_all_equals_crypt_per_message(encrypt: bool) -> None:
     data = bytearray(os.urandom(starts[-1] + sizes[-1] + 16))
     one, many = bytearray(data), bytearray(data)
     cbc = CbcMessages(KEY, IV, encrypt=encrypt)
-    with memoryview(one) as mv:
+    src = bytearray(data)
+    with memoryview(src) as sv, memoryview(one) as mv:
         for s, n in zip(starts, sizes, strict=True):
-            cbc.crypt(mv, s, n)
+            cbc.crypt(sv, mv, s, n)
     cbc2 = CbcMessages(KEY, IV, encrypt=encrypt)
-    with memoryview(many) as mv:
-        cbc2.crypt_all(mv, starts[:2], sizes[:2])
-        cbc2.crypt_all(mv, starts[2:], sizes[2:])  # the chain state carries over
+    src = bytearray(data)
+    with memoryview(src) as sv, memoryview(many) as mv:
+        cbc2.crypt_all(sv, mv, starts[:2], sizes[:2])
+        cbc2.crypt_all(sv, mv, starts[2:], sizes[2:])  # the chain state carries over
     assert one == many != data

@@ -51,10 +51,14 @@ _MASK64 = (1 << 64) - 1
 Source = BinaryIO | str | os.PathLike[str]
 """A file to read or write: a path, or an open binary stream."""
 
-# one work buffer per thread: encrypt_segment copies its input there and encrypt_segment_file
-# reads into it, then both encrypt in place (no fresh segment-sized memory per call: its page
-# faults cost about as much as the cipher); both are done with it when they return
+# one work buffer per thread: encrypt_segment copies a cbcs input there (the gathered ranges'
+# ciphertext is scattered back into it) and encrypt_segment_file reads into it (no fresh
+# segment-sized memory per call: its page faults cost about as much as the cipher); both are
+# done with it when they return
 _WORK = ThreadScratch(cap=256 << 20)
+# cenc: the cipher writes each sample from the input straight into this per-thread output
+# buffer (same layout as the segment), and the result's sample pieces are views of it
+_OUT = ThreadScratch(cap=256 << 20)
 
 
 def _seig(kid: UUID, *, protected: bool, iv_size: int, constant_iv: bytes | None,
@@ -290,11 +294,15 @@ class Mp4Encryptor:
         isProtected=0). ``keys``: per-track keys for this segment (rotation: KIDs other than the
         init's are signalled per fragment with sbgp/sgpd seig). ``pssh``: boxes for the moofs.
 
-        ``data`` is copied into a reused per-thread buffer and encrypted there in place; only
-        the result is new memory."""
+        cenc: the samples are encrypted from ``data`` into a reused per-thread buffer; cbcs:
+        ``data`` is copied into one and the ciphertext scattered there. Only the result is new
+        memory."""
         src = memoryview(data)
         if src.ndim != 1 or src.format != "B":
             src = src.cast("B")
+        if self.scheme is not Scheme.CBCS:
+            return self._rewrite(src, segment_index=segment_index, clear=clear, keys=keys,
+                                 pssh=pssh, scratch=True).result()
         work = _WORK.view(len(src))
         work[:] = src
         try:
@@ -307,11 +315,12 @@ class Mp4Encryptor:
                               segment_index: int, clear: bool = False, in_place: bool = False
                               ) -> list[bytes | bytearray | memoryview]:
         """:meth:`encrypt_segment` as consecutive pieces, not joined (write them with
-        ``writelines`` or ``os.writev``). ``in_place``: the samples are encrypted inside ``data``
-        (a writable buffer owned by the caller), so the pieces are mostly slices of it: write
-        them before changing or reusing ``data``."""
+        ``writelines`` or ``os.writev``). ``in_place``: ``data`` is a writable buffer owned by
+        the caller, which cbcs may change (its ranges' ciphertext is scattered there), and the
+        pieces are slices of it and of a reused per-thread output buffer (cenc): write them
+        before changing or reusing ``data`` and before the next call in this thread."""
         return self._rewrite(data, segment_index=segment_index, clear=clear,
-                             in_place=in_place).parts()
+                             in_place=in_place, scratch=in_place).parts()
 
     def encrypt_segment_file(self, src: Source, dst: Source, *, segment_index: int,
                              clear: bool = False) -> int:
@@ -327,7 +336,7 @@ class Mp4Encryptor:
         :class:`~speke_packager.errors.OutputError`."""
         data = _read_all(src)
         parts = self._rewrite(data, segment_index=segment_index, clear=clear,
-                              in_place=True).parts()
+                              in_place=True, scratch=True).parts()
         try:
             if isinstance(dst, (str, os.PathLike)):
                 return write_parts_atomic(dst, parts)
@@ -341,9 +350,13 @@ class Mp4Encryptor:
 
     def _rewrite(self, data: bytes | bytearray | memoryview, *, segment_index: int,
                  clear: bool = False, keys: Mapping[int, ContentKey] | None = None,
-                 pssh: Sequence[bytes] = (), in_place: bool = False) -> SegmentRewriter:
-        """The segment's new moofs and sample patches, not yet assembled. ``in_place``: the
-        samples are encrypted inside ``data`` (writable, owned by the caller) instead."""
+                 pssh: Sequence[bytes] = (), in_place: bool = False, scratch: bool = False
+                 ) -> SegmentRewriter:
+        """The segment's new moofs and sample patches, not yet assembled. ``in_place``: cbcs
+        ciphertext is scattered into ``data`` (writable, owned by the caller) instead of into
+        patches. ``scratch``: cenc writes the encrypted samples into this thread's reused
+        output buffer (else into fresh memory); the patches are views of it, valid until the
+        next call in this thread."""
         if in_place and memoryview(data).readonly:
             raise UsageError("in-place encryption needs a writable buffer")
         seg_keys = dict(self._keys)
@@ -358,6 +371,7 @@ class Mp4Encryptor:
         rw = SegmentRewriter(data)
         sessions: dict[int, MapSession] = {}
         engines: dict[tuple[int, UUID], CencEngine | CbcsEngine] = {}
+        out: memoryview | None = None  # cenc output buffer, made on the first encrypted traf
         fragment = 0
         for box in rw.boxes:
             if box.type != b"moof":
@@ -378,7 +392,11 @@ class Mp4Encryptor:
                 key = seg_keys[tid]
                 engine = engines.get((tid, key.kid))
                 if engine is None:
-                    engine = engines[tid, key.kid] = self._engine(tid, key, in_place=in_place)
+                    if out is None and self.scheme is not Scheme.CBCS:
+                        size = len(rw.buf) + 16  # (the cipher library's output slack)
+                        out = _OUT.view(size) if scratch else memoryview(bytearray(size))
+                    engine = engines[tid, key.kid] = self._engine(tid, key, in_place=in_place,
+                                                                  out=out)
                 self._encrypt_traf(rw, box, traf, key=key, session=sessions[tid],
                                    engine=engine,
                                    segment_index=segment_index, fragment=fragment,
@@ -413,11 +431,12 @@ class Mp4Encryptor:
                 f"{traf.sample_description_index}")
         traf.new_sdi = 2
 
-    def _engine(self, tid: int, key: ContentKey, *, in_place: bool) -> CencEngine | CbcsEngine:
+    def _engine(self, tid: int, key: ContentKey, *, in_place: bool, out: memoryview | None
+                ) -> CencEngine | CbcsEngine:
         if self.scheme is Scheme.CBCS:
             crypt, skip = self._pattern(tid)
             return CbcsEngine(key.key, self._cbcs_iv(key), crypt, skip, in_place=in_place)
-        return CencEngine(key.key, in_place=in_place)
+        return CencEngine(key.key, out=out)
 
     def _encrypt_traf(self, rw: SegmentRewriter, moof: Box, traf: Traf, *, key: ContentKey,
                       session: MapSession, engine: CencEngine | CbcsEngine,
@@ -511,13 +530,18 @@ class Mp4Encryptor:
                 ivs = ([highs[8 * i:8 * i + 8] + tail for i in range(n)] if iv_size == 16
                        else [highs[8 * i:8 * i + 8] for i in range(n)])
                 zero = bytes(8)
+                span = _traf_span(traf, base)
+                whole = span is not None and span[0] >= 0  # one patch for the traf
+                per_sample = None if whole else patches
                 for i, (off, size) in enumerate(zip(traf.offsets, traf.sizes, strict=True)):
                     start = base + off
                     iv = ivs[i]
                     subs = _map(mapper, mv, start, size, (tid, fragment, i))
                     eng_c.sample(mv, start, size, iv if iv_size == 16 else iv + zero,
-                                 subsamples=subs, patches=patches)
+                                 subsamples=subs, patches=per_sample)
                     entries.append(_subs_record(iv, subs) if subs is not None else iv)
+                if whole and span is not None and span[1] > span[0]:
+                    patches.append((span[0], eng_c.output[span[0]:span[1]]))
         if rec_sizes is None:
             body = b"".join(entries)
             rec_sizes = [len(e) for e in entries]

@@ -2,16 +2,18 @@
 
 :mod:`.sample_crypto` builds a fresh cipher context for every sample (or cbcs subsample), which
 costs more than encrypting a typical audio frame. The engines here keep one context, never
-copy the segment, and do their per-byte and per-block work in numpy or OpenSSL: they either
-append ``(offset, ciphertext)`` patches of the protected bytes (see
-:meth:`.segment.SegmentRewriter.patch`; the output is assembled with a single join) or, with
-``in_place=True``, write the ciphertext into ``src`` (a writable memoryview the caller owns:
-:func:`.stream.encrypt_stream` and :meth:`.Mp4Encryptor.encrypt_segment_file` use it on their
-reused read buffers) and append no patches.
+copy the segment, and do their per-byte and per-block work in numpy or OpenSSL. No cipher call
+ever gets overlapping input and output buffers (cryptography >= 51 refuses them; no release
+documents them): clear bytes are read from ``src`` and the ciphertext is written once into a
+separate buffer.
 
 * :class:`CencEngine` (AES-CTR): ``reset_nonce`` to the sample's counter block, then one
-  ``update`` per protected range; whole-sample audio builds every counter block of a traf with
-  numpy and XORs one ECB keystream. Same bytes as :func:`.sample_crypto.cenc_sample`.
+  ``update_into`` per protected range from ``src`` straight into ``out`` (a buffer of the same
+  layout as ``src``, e.g. a reused per-thread one), the few clear subsample bytes copied beside
+  them, so ``out[start:start+size]`` is the whole encrypted sample: the caller appends it as a
+  patch (one per traf when the samples lie end to end). Whole-sample audio builds every counter
+  block of a traf with numpy and XORs one ECB keystream into ``out``. Without ``out``, patches
+  are fresh bytes. Same bytes as :func:`.sample_crypto.cenc_sample`.
 * :class:`CbcsEngine` (AES-CBC, pattern). Every protected range is its own CBC message from
   the constant IV. The hot path takes a whole traf (:meth:`CbcsEngine.ranges` for video,
   :meth:`CbcsEngine.whole_samples` for audio):
@@ -21,16 +23,18 @@ reused read buffers) and append no patches.
     offsets of every group of every range of the traf are built with numpy and the groups
     gathered with ONE fancy index of a byte-strided ``V<crypt*16>`` window over the buffer
     (no numpy view per range), and scattered back with one more at the end.
-  - serial path: one CBC context runs through the ranges, one ``update_into`` per range in
-    place in the gather buffer. The context chains from the previous range's last ciphertext
-    block ``C``; XOR-ing ``C ^ IV`` into the range's first plaintext block first makes the
-    cipher see ``P0 ^ IV`` (CBC is ``E(P0 ^ chaining value)``), i.e. exactly a fresh chain:
-    two ``int.from_bytes`` and a ``to_bytes`` per range, nothing per block.
+  - serial path: one CBC context runs through the ranges, one ``update_into`` per range from
+    the gather buffer into a second (cipher) buffer, which is what gets scattered. The
+    context chains from the previous range's last ciphertext block ``C``; XOR-ing
+    ``C ^ IV`` into the range's first plaintext block first makes the cipher see ``P0 ^ IV``
+    (CBC is ``E(P0 ^ chaining value)``), i.e. exactly a fresh chain: two ``int.from_bytes``
+    and a ``to_bytes`` per range, nothing per block.
   - lane-parallel path (many short messages of similar length: AAC frames, 20-40 blocks
     each): range ``j`` is lane ``j`` and its ``k``-th block sits in column ``k``; the blocks
     are gathered column by column (lanes longest first, so a column's live lanes are a
     prefix) and ``C[:, k] = AES-ECB(P[:, k] ^ C[:, k-1])`` (``C[:, -1]`` = IV) is one numpy
-    XOR and ONE ECB call per column for all lanes: ~max_blocks cipher calls per traf instead
+    XOR and ONE ECB ``update_into`` per column for all lanes (from the gathered plaintext
+    column into the ciphertext buffer): ~max_blocks cipher calls per traf instead
     of one per sample, and the blocks of a column pipeline in AES-NI. A cost model
     (``_COLUMN_COST`` per column against ``_RANGE_COST`` per range) picks it per traf.
   - patches: one patch for the whole traf when its samples lie end to end, else one per
@@ -39,7 +43,10 @@ reused read buffers) and append no patches.
     view per range).
 
   Same bytes as :func:`.sample_crypto.cbcs_sample` on each sample in turn; the engine's chain
-  stays valid across calls (a lane-parallel batch does not touch the CBC context).
+  stays valid across calls (a lane-parallel batch does not touch the CBC context). With
+  ``in_place=True`` the ciphertext is scattered into ``src`` itself (a writable buffer the
+  caller owns and writes out: the cipher still never reads and writes the same memory),
+  otherwise into a copy that becomes a patch.
 
 Engines hold mutable state: make one per segment (or per thread), never share one.
 """
@@ -51,6 +58,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..._io import ThreadScratch
 from ...crypto import (
     aes_cbc_encryptor,
     aes_ctr_encryptor,
@@ -79,6 +87,8 @@ _LANE_BLOCK = 10
 _RANGE_COST = 1_300
 _LANE_TABLE = 4096  # lanes x columns may exceed 4x the blocks by this much (uneven lengths)
 
+_CIPHER = ThreadScratch()  # cbcs: the ciphertext of a traf's gathered ranges, then scattered
+
 
 def _span(pos: np.ndarray, size: np.ndarray) -> tuple[int, int] | None:
     """``(start, end)`` when the samples lie end to end, else None."""
@@ -99,14 +109,25 @@ def _protected(start: int, subsamples: Sequence[tuple[int, int]]) -> list[tuple[
 
 
 class CencEngine:
-    """AES-CTR with one context: ``sample`` resets the counter and encrypts each range."""
+    """AES-CTR with one context: ``sample`` resets the counter and encrypts each range.
 
-    __slots__ = ("_ctx", "_in_place", "_key")
+    ``out``: a writable buffer laid out like every ``src`` given to this engine (at least
+    ``len(src) + 15`` bytes: the cipher library's output slack): the encrypted samples are
+    written there and the patches are views of it. Without it, patches are fresh bytes."""
 
-    def __init__(self, key: bytes, *, in_place: bool = False) -> None:
+    __slots__ = ("_ctx", "_key", "_out")
+
+    def __init__(self, key: bytes, *, out: memoryview | None = None) -> None:
         self._ctx = aes_ctr_encryptor(key, bytes(16))
         self._key = key
-        self._in_place = in_place
+        self._out = out
+
+    @property
+    def output(self) -> memoryview:
+        """The ``out`` buffer (a :class:`ValueError` without one)."""
+        if self._out is None:
+            raise ValueError("this CencEngine writes patches, not into an out buffer")
+        return self._out
 
     def whole_samples(self, src: memoryview, starts: Sequence[int], sizes: Sequence[int],
                       high: int, low: int, *, patches: Patches) -> None:
@@ -146,27 +167,46 @@ class CencEngine:
             stream = stream[keep]
         start = starts[0]
         data = np.frombuffer(src, np.uint8, count=length, offset=start)
-        if self._in_place:
-            np.bitwise_xor(data, stream, out=data)
+        out = self._out
+        if out is not None:
+            np.bitwise_xor(data, stream, out=np.frombuffer(out, np.uint8, count=length,
+                                                           offset=start))
+            patches.append((start, out[start:start + length]))
         else:
             patches.append((start, np.bitwise_xor(data, stream).data))
 
     def sample(self, src: memoryview, start: int, size: int, counter: bytes, *,
-               subsamples: Sequence[tuple[int, int]] | None, patches: Patches) -> None:
-        """Patches for the protected bytes of ``src[start:start+size]`` (``counter``: the
-        16-byte counter block of the sample); an ``in_place`` engine encrypts ``src`` itself
-        instead."""
+               subsamples: Sequence[tuple[int, int]] | None, patches: Patches | None) -> None:
+        """Encrypt the protected bytes of ``src[start:start+size]`` (``counter``: the 16-byte
+        counter block of the sample). With ``out``, the whole sample (clear subsample bytes
+        copied) lands in ``out[start:start+size]`` and is appended to ``patches`` as one view
+        (``patches=None``: the caller appends a larger span itself); without, each protected
+        range becomes a patch of fresh bytes."""
         ctx = self._ctx
         ctx.reset_nonce(counter)
-        if self._in_place:
-            ranges = [(start, size)] if subsamples is None else _protected(start, subsamples)
-            end = len(src)
-            for pos, n in ranges:
-                if pos + n + 15 <= end:
-                    ctx.update_into(src[pos:pos + n], src[pos:pos + n + 15])
-                else:
-                    src[pos:pos + n] = ctx.update(src[pos:pos + n])
+        out = self._out
+        if out is not None:
+            if subsamples is None:
+                if size:
+                    ctx.update_into(src[start:start + size], out[start:])
+            else:
+                update = ctx.update_into
+                pos = start
+                for clear, prot in subsamples:
+                    if clear:
+                        out[pos:pos + clear] = src[pos:pos + clear]
+                        pos += clear
+                    if prot:
+                        update(src[pos:pos + prot], out[pos:])
+                        pos += prot
+                end = start + size
+                if pos < end:  # (a mapper covers the whole sample; never trust it to)
+                    out[pos:end] = src[pos:end]
+            if patches is not None and size:
+                patches.append((start, out[start:start + size]))
             return
+        if patches is None:
+            raise ValueError("CencEngine.sample without an out buffer needs patches")
         if subsamples is None:
             if size:
                 patches.append((start, ctx.update(src[start:start + size])))
@@ -312,24 +352,25 @@ class CbcsEngine:
         window = np.ndarray((len(arr) - unit + 1,), f"V{unit}", buffer=arr, strides=(1,))
         gathered = window[offsets]
         g = gathered.view(np.uint8).data
+        ends = ((first + units) * unit).tolist()
+        stop = ends[-1]
+        cipher = self._cipher_rows(stop)
+        c = memoryview(cipher)
         ctx = self._ctx
+        update = ctx.update_into
+        from_bytes = int.from_bytes
         iv = self._iv
         last = self._last
         a = 0
-        ends = ((first + units) * unit).tolist()
-        stop = ends[-1]
         for b in ends:
             fix = last ^ iv
             if fix:
-                g[a:a + 16] = (int.from_bytes(g[a:a + 16], "big") ^ fix).to_bytes(16, "big")
-            if b + 15 <= stop:
-                ctx.update_into(g[a:b], g[a:b + 15])
-            else:
-                g[a:b] = ctx.update(g[a:b])
-            last = int.from_bytes(g[b - 16:b], "big")
+                g[a:a + 16] = (from_bytes(g[a:a + 16], "big") ^ fix).to_bytes(16, "big")
+            update(g[a:b], c[a:])
+            last = from_bytes(c[b - 16:b], "big")
             a = b
         self._last = last
-        window[offsets] = gathered
+        window[offsets] = np.frombuffer(cipher, f"V{unit}", count=count)
 
     def _lanes(self, arr: np.ndarray, rel: np.ndarray, blocks: np.ndarray, most: int) -> None:
         """Lane-parallel CBC: range ``j`` is lane ``j``, its ``k``-th block sits in column
@@ -348,19 +389,24 @@ class CbcsEngine:
         cols = window[offsets]
         g64 = cols.view(np.uint64).reshape(-1, 2)
         g = cols.view(np.uint8).data
+        total = len(offsets)
+        cipher = self._cipher_rows(16 * total)
+        c = memoryview(cipher)
+        c64 = np.frombuffer(cipher, np.uint64, count=2 * total).reshape(-1, 2)
         ecb = self._ecb
         if ecb is None:
             ecb = self._ecb = aes_ecb_encryptor(self._key)
+        update = ecb.update_into
         s = prev = 0
-        for c in counts:
+        for n in counts:
             if s:
-                g64[s:s + c] ^= g64[prev:prev + c]
+                g64[s:s + n] ^= c64[prev:prev + n]
             else:
-                g64[:c] ^= self._iv64
-            g[16 * s:16 * (s + c)] = ecb.update(g[16 * s:16 * (s + c)])
+                g64[:n] ^= self._iv64
+            update(g[16 * s:16 * (s + n)], c[16 * s:])
             prev = s
-            s += c
-        window[offsets] = cols
+            s += n
+        window[offsets] = np.frombuffer(cipher, "V16", count=total)
 
     # -- one range at a time ----------------------------------------------------------------------
     def _chain(self, src: memoryview, pos: int, n: int) -> bytes | None:
@@ -373,10 +419,9 @@ class CbcsEngine:
                 block = src[pos:pos + 16]
                 block[:] = (int.from_bytes(block, "big") ^ fix).to_bytes(16, "big")
             stop = pos + n
-            if stop + 15 <= len(src):
-                ctx.update_into(src[pos:stop], src[pos:stop + 15])
-            else:
-                src[pos:stop] = ctx.update(src[pos:stop])
+            cipher = self._cipher_rows(n)
+            ctx.update_into(src[pos:stop], cipher)
+            src[pos:stop] = memoryview(cipher)[:n]
             self._last = int.from_bytes(src[stop - 16:stop], "big")
             return None
         if fix:
@@ -387,6 +432,11 @@ class CbcsEngine:
             out = ctx.update(src[pos:pos + n])
         self._last = int.from_bytes(out[-16:], "big")
         return out
+
+    @staticmethod
+    def _cipher_rows(n: int) -> bytearray:
+        """This thread's cipher output buffer for ``n`` bytes (+ the cipher library's slack)."""
+        return _CIPHER.get(n + 16)
 
     def _array(self, src: memoryview) -> np.ndarray:
         if self._src is not src:

@@ -138,7 +138,8 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
                 _read_into(src, fragment[len(moof) + len(mhead):], "mdat")
             in_pos += len(fragment) - len(moof)
             # encrypted in place in the read buffer; written as a few pieces, never joined
-            pieces = enc._rewrite(fragment, segment_index=segment, in_place=True).parts()
+            pieces = enc._rewrite(fragment, segment_index=segment, in_place=True,
+                                  scratch=True).parts()
             del fragment
             segment += 1
             deltas.append((start, sum(map(len, pieces)) - (in_pos - start)))

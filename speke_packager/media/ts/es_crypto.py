@@ -79,46 +79,40 @@ class CbcMessages:
     def __repr__(self) -> str:
         return f"CbcMessages(encrypt={self._encrypt})"
 
-    def crypt(self, buf: memoryview, start: int, nbytes: int) -> None:
-        """Encrypt/decrypt ``buf[start:start+nbytes]`` in place as one message (``nbytes``: a
-        positive multiple of 16; ``buf`` must extend at least 15 bytes past the message, the
-        cipher library's slack for output buffers)."""
-        end = start + nbytes
-        fix = self._iv ^ self._carry
-        if self._encrypt:
-            if fix:
-                v = int.from_bytes(buf[start : start + 16], "big") ^ fix
-                buf[start : start + 16] = v.to_bytes(16, "big")
-            self._ctx.update_into(buf[start:end], buf[start:])
-            self._carry = int.from_bytes(buf[end - 16 : end], "big")
-        else:
-            carry = int.from_bytes(buf[end - 16 : end], "big")
-            self._ctx.update_into(buf[start:end], buf[start:])
-            if fix:
-                v = int.from_bytes(buf[start : start + 16], "big") ^ fix
-                buf[start : start + 16] = v.to_bytes(16, "big")
-            self._carry = carry
+    def crypt(self, src: memoryview, dst: memoryview, start: int, nbytes: int) -> None:
+        """Encrypt/decrypt ``src[start:start+nbytes]`` into ``dst[start:start+nbytes]`` as one
+        message (``nbytes``: a positive multiple of 16). ``src`` and ``dst`` are separate
+        buffers of the same layout; ``dst`` must extend at least 15 bytes past the message (the
+        cipher library's slack for output buffers). Encrypting changes the message's first
+        block in ``src`` (the chain fix-up): ``src`` is a gathered copy the caller discards."""
+        self.crypt_all(src, dst, [start], [nbytes])
 
-
-    def crypt_all(self, buf: memoryview, starts: list[int], sizes: list[int]) -> None:
+    def crypt_all(self, src: memoryview, dst: memoryview, starts: list[int], sizes: list[int]
+                  ) -> None:
         """:meth:`crypt` for each ``(start, nbytes)`` pair, in order (one loop, names bound
         once: this runs once per audio frame and per slice NAL)."""
-        if not self._encrypt:
-            for start, nbytes in zip(starts, sizes, strict=True):
-                self.crypt(buf, start, nbytes)
-            return
         update = self._ctx.update_into
         from_bytes = int.from_bytes
         iv = self._iv
         carry = self._carry
-        for start, nbytes in zip(starts, sizes, strict=True):
-            end = start + nbytes
-            fix = iv ^ carry
-            if fix:
-                head = buf[start : start + 16]
-                head[:] = (from_bytes(head, "big") ^ fix).to_bytes(16, "big")
-            update(buf[start:end], buf[start:])
-            carry = from_bytes(buf[end - 16 : end], "big")
+        if self._encrypt:
+            for start, nbytes in zip(starts, sizes, strict=True):
+                end = start + nbytes
+                fix = iv ^ carry
+                if fix:
+                    head = src[start : start + 16]
+                    head[:] = (from_bytes(head, "big") ^ fix).to_bytes(16, "big")
+                update(src[start:end], dst[start:])
+                carry = from_bytes(dst[end - 16 : end], "big")
+        else:
+            for start, nbytes in zip(starts, sizes, strict=True):
+                end = start + nbytes
+                fix = iv ^ carry
+                carry = from_bytes(src[end - 16 : end], "big")
+                update(src[start:end], dst[start:])
+                if fix:
+                    head = dst[start : start + 16]
+                    head[:] = (from_bytes(head, "big") ^ fix).to_bytes(16, "big")
         self._carry = carry
 
 
@@ -129,11 +123,10 @@ def _crypt_blocks(buf: bytearray, start: int, length: int, cbc: CbcMessages) -> 
     nb = _nal_blocks(length)
     blocks = np.ndarray((nb, 16), dtype=np.uint8, buffer=buf, offset=start + _LEADER,
                         strides=(_STRIDE, 1))
-    work = np.empty(16 * nb + 16, dtype=np.uint8)  # + slack for update_into
-    gathered = work[: 16 * nb].reshape(nb, 16)
-    gathered[:] = blocks
-    cbc.crypt(memoryview(work), 0, 16 * nb)  # type: ignore[arg-type]
-    blocks[:] = gathered
+    gathered = blocks.copy()  # the clear blocks, back to back
+    done = np.empty(16 * nb + 16, dtype=np.uint8)  # + slack for update_into
+    cbc.crypt(gathered.data.cast("B"), done.data, 0, 16 * nb)
+    blocks[:] = done[: 16 * nb].reshape(nb, 16)
     del blocks  # release the export of ``buf``
 
 
@@ -243,20 +236,33 @@ def decrypt_h264_es(es: bytes, key: bytes, iv: bytes, *, cbc: CbcMessages | None
     return _map_nals(es, cbc or CbcMessages(key, iv, encrypt=False), False)
 
 
+_RANGES_IN = ThreadScratch()  # gathered clear blocks of the audio ranges
+_RANGES_OUT = ThreadScratch()  # their ciphertext (cipher output never overlaps its input)
+
+
 def _crypt_ranges(buf: bytearray, ranges: list[tuple[int, int]], key: bytes, iv: bytes,
                   encrypt: bool, *, cbc: CbcMessages | None = None) -> None:
+    """Each ``(start, blocks)`` range of ``buf`` as one CBC message from ``iv``: the ranges'
+    blocks gathered back to back (one fancy index over 16-byte windows), run through the
+    cipher into a second buffer and scattered back (one more)."""
     if not ranges:
         return
-    start, nblocks = ranges[-1]
-    slack = start + 16 * nblocks + 15 - len(buf)
-    if slack > 0:
-        buf.extend(bytes(slack))  # the cipher library's output slack, removed below
     if cbc is None:
         cbc = CbcMessages(key, iv, encrypt=encrypt)
-    with memoryview(buf) as mv:
-        cbc.crypt_all(mv, [s for s, _ in ranges], [16 * n for _, n in ranges])
-    if slack > 0:
-        del buf[-slack:]
+    r = np.array(ranges, dtype=np.intp).reshape(-1, 2)
+    counts = r[:, 1]
+    total = int(counts.sum())
+    first = np.cumsum(counts) - counts
+    blocks = np.repeat(r[:, 0] - 16 * first, counts) + 16 * np.arange(total)
+    win = np.ndarray((len(buf) - 15,), dtype="V16", buffer=buf, strides=(1,))
+    n = 16 * total
+    gathered = _RANGES_IN.get(n)
+    np.frombuffer(gathered, dtype="V16", count=total)[:] = win[blocks]
+    out = _RANGES_OUT.get(n + 16)
+    with memoryview(gathered) as sv, memoryview(out) as dv:
+        cbc.crypt_all(sv, dv, (16 * first).tolist(), (16 * counts).tolist())
+    win[blocks] = np.frombuffer(out, dtype="V16", count=total)
+    del win
 
 
 def _adts_ranges(buf: bytearray) -> list[tuple[int, int]] | None:
@@ -330,7 +336,8 @@ def crypt_ac3_es(buf: bytearray, key: bytes, iv: bytes, *, eac3: bool, encrypt: 
 # --- the whole-PID H.264 hot path ---------------------------------------------------------------
 
 _MASKS = ThreadScratch()  # zero / zero-pair masks over an elementary stream run
-_BLOCKS = ThreadScratch()  # the gathered encrypted blocks of a run
+_BLOCKS = ThreadScratch()  # the gathered clear blocks of a run
+_CIPHER = ThreadScratch()  # their ciphertext
 _EMPTY = np.zeros(0, dtype=np.intp)
 
 
@@ -450,13 +457,14 @@ def encrypt_h264_run(buf: bytearray | memoryview, es_ranges: npt.NDArray[np.intp
     blocks = s_enc[owner] + _LEADER + _STRIDE * (np.arange(total) - first_block[owner])
     # gather, encrypt (one message per NAL), scatter
     win = np.ndarray((len(arr) - 15, 16), dtype=np.uint8, buffer=buf, strides=(1, 1))
-    raw = _BLOCKS.get(16 * total + 16)
+    clear = np.frombuffer(_BLOCKS.get(16 * total), dtype=np.uint8, count=16 * total)
+    clear.reshape(total, 16)[:] = win[blocks]
+    raw = _CIPHER.get(16 * total + 16)
     work = np.frombuffer(raw, dtype=np.uint8, count=16 * total).reshape(total, 16)
-    work[:] = win[blocks]
-    with memoryview(raw) as mv:
-        cbc.crypt_all(mv, (16 * first_block[:-1]).tolist(), (16 * nb).tolist())
+    with clear.data as sv, memoryview(raw) as dv:
+        cbc.crypt_all(sv, dv, (16 * first_block[:-1]).tolist(), (16 * nb).tolist())
     win[blocks] = work
-    del win
+    del win, clear
     # spots to escape after encryption: new ones (touching an encrypted byte) ...
     zq = np.flatnonzero(work.reshape(-1) == 0)
     p = blocks[zq >> 4] + (zq & 15)
