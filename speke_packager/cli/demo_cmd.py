@@ -60,22 +60,38 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _playback_missing() -> str | None:
+    """Why the playback step cannot run here (one line), or None: it needs Chromium, the
+    playwright package (``speke-packager[tools]``) and the npm players."""
+    import importlib.util
+    import os
+
+    exe = os.environ.get("SPEKE_PACKAGER_CHROMIUM") or "/usr/bin/chromium"
+    if not (os.path.isfile(exe) or shutil.which(exe)):
+        return (f"Chromium not found at {exe} (install Debian's chromium or set "
+                "SPEKE_PACKAGER_CHROMIUM)")
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install 'speke-packager[tools]')"
+    from ..verify.serve import find_node_modules
+
+    try:
+        find_node_modules()
+    except ToolError as exc:
+        return str(exc)
+    return None
+
+
 def _playback_check(out_dir: Path, license_url: str) -> int | None:
     """Play the DASH package with Shaka Player (licences through the MPD's own Laurl) and the
     HLS package with hls.js (ClearKey licences from ``license_url``: an HLS ClearKey tag names
-    only the KID) in headless Chromium. Skipped (None) when Chromium or the npm players are
-    missing."""
+    only the KID) in headless Chromium. Skipped (None) with one line naming what is missing
+    when Chromium, playwright or the npm players are not there: the package is written and
+    verified by then, and playback is the only step that needs them."""
     from . import main as cli_main
 
-    if shutil.which("chromium") is None:
-        print("[6/6] playback check skipped: no chromium on PATH")
-        return None
-    try:
-        from ..verify.serve import find_node_modules
-
-        find_node_modules()
-    except ToolError:
-        print("[6/6] playback check skipped: npm players not installed (make node)")
+    missing = _playback_missing()
+    if missing is not None:
+        print(f"[6/6] playback check skipped: {missing}")
         return None
     print("[6/6] headless Chromium: Shaka Player plays the DASH package, hls.js the HLS one "
           "(ClearKey)", flush=True)

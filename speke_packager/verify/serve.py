@@ -63,8 +63,10 @@ def find_node_modules() -> Path:
     for c in candidates:
         if all((c / rel).is_file() for rel in PLAYERS.values()):
             return c
-    raise ToolError("the npm players (shaka-player, hls.js, dashjs) are not installed: run "
-                    f"`npm ci` in the project root (make node) or set {NODE_MODULES_ENV}")
+    raise ToolError("the npm players (shaka-player, hls.js, dashjs) were not found: set "
+                    f"{NODE_MODULES_ENV} to a node_modules folder holding them "
+                    "(npm install shaka-player hls.js dashjs), or run `npm ci` (make node) in a "
+                    "source checkout")
 
 
 def _b64url(b: bytes) -> str:
@@ -252,7 +254,9 @@ class PackageServer:
         for k, v in (keys or {}).items():
             if len(v) != 16:
                 raise UsageError(f"key for KID {k} must be 16 bytes")
-        nm = Path(node_modules) if node_modules else find_node_modules()
+        # resolved like the package root: _file compares resolved paths, so a node_modules
+        # reached through a symlink would otherwise 404 every player script
+        nm = (Path(node_modules) if node_modules else find_node_modules()).resolve()
         try:
             self._server = _Server((host, port), self.root, keys or {}, nm)
         except OSError as exc:
