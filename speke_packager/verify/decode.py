@@ -11,7 +11,7 @@ import json
 import subprocess
 from collections.abc import Sequence
 
-from .._tools import find_tool
+from .._tools import FFMPEG_VERIFY, FFPROBE_VERIFY, find_tool
 from ..errors import ToolError
 
 FFMPEG_TIMEOUT = 600
@@ -44,7 +44,7 @@ def _run(cmd: list[str], secrets: Sequence[bytes], what: str) -> bytes:
 
 def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> list[str]:
     """Codec types ('video', 'audio', ...) of the streams of an input, in order."""
-    ffprobe = find_tool("ffprobe")
+    ffprobe = find_tool("ffprobe", FFPROBE_VERIFY)
     assert ffprobe is not None
     out = _run([ffprobe, "-v", "error", *input_args, "-show_streams", "-of", "json"], secrets,
                "probe")
@@ -58,7 +58,7 @@ def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> li
 def frame_hashes(input_args: Sequence[str], stream: str, *, secrets: Sequence[bytes] = (),
                  decode: bool = True, what: str = "decode") -> list[str]:
     """MD5 of each decoded frame (``decode=False``: of each packet) of ``stream`` (``v:0``)."""
-    ffmpeg = find_tool("ffmpeg")
+    ffmpeg = find_tool("ffmpeg", FFMPEG_VERIFY)
     assert ffmpeg is not None
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
            "-map", f"0:{stream}"]

@@ -136,7 +136,7 @@ def test_no_ffmpeg(media, tmp_path: Path) -> None:
                SPEKE_PACKAGER_FFPROBE=str(tmp_path / "no" / "ffprobe"))
     res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "out"),
               "--key", KEYSPEC, env=env)
-    _one_line_error(res, 7, "ffprobe")
+    _one_line_error(res, 7, "SPEKE_PACKAGER_FFMPEG")
     assert not (tmp_path / "out").exists()
     _no_leftovers(tmp_path)
 
