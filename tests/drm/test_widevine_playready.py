@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.constants import PLAYREADY, WIDEVINE, Scheme
 from speke_packager.drm.playready import (
     PlayReadyError,
@@ -131,7 +131,7 @@ def test_playready_malformed() -> None:
 # --- an independent producer: Shaka Packager --------------------------------------------------
 @pytest.mark.interop
 def test_shaka_packager_data_parses(media: Callable[[str], Path], tmp_path: Path) -> None:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     src = media("h264-fmp4")
     mpd = tmp_path / "out.mpd"

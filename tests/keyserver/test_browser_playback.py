@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.keyserver import KeyServer
 
 from . import _req
@@ -78,7 +78,7 @@ def site(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def _package(src: Path, out: Path, key: bytes, pssh: bytes) -> None:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     out.mkdir()
     subprocess.run(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.media.ts import SampleAesEncryptor, encrypt_sample_aes
 
 from .tools import (
@@ -34,7 +34,7 @@ KID = "00112233445566778899aabbccddeeff"
 
 
 def _shaka(src: Path, out: Path, stream: str) -> bytes:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([packager,
@@ -78,7 +78,7 @@ def test_same_bytes_as_shaka(media, tmp_path: Path, recipe: str, audio: int) -> 
 
 
 def _shaka_clear(src: Path, out: Path, stream: str) -> list[Path]:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([packager,
