@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 
 from . import cases
 from .assets import CACHE, AssetSpec, ensure_asset
@@ -94,7 +94,7 @@ def machine() -> dict[str, object]:
     except OSError:
         pass
     ffmpeg = find_tool("ffmpeg", required=False)
-    packager = find_tool("packager", required=False)
+    packager = find_tool("packager", PACKAGER, required=False)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -151,7 +151,7 @@ def _main(argv: list[str] | None) -> int:
         if log:
             print("[bench] measuring the limits (openssl speed, memory copy, file I/O)", flush=True)
         limits = measure_limits(scratch, smoke=args.smoke)
-        packager = find_tool("packager", required=False)
+        packager = find_tool("packager", PACKAGER, required=False)
 
         aes_rounds: dict[str, list[float]] = {
             k: [v] for k in AES_LIMITS if isinstance(v := limits.get(k), float)}

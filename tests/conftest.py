@@ -25,17 +25,58 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 if not SHARED.exists():  # CI clones elsewhere; shared/ is a sibling of the project root
     SHARED = Path(os.environ.get("SPEKE_SHARED_DIR", "../shared")).resolve()
 
+# Public third-party data in ../shared (not in a user's clone). A test that reads it skips with
+# this one line; what it guards is also checked on data the tests make themselves.
+SHARED_WHY = {
+    "cpix-samples": "public CPIX and SPEKE vectors; covered with generated data by "
+                    "tests/keys/test_generated_cpix.py, test_request.py, test_validate.py and "
+                    "tests/keyserver/test_speke.py",
+    "dash-schema": "the MPEG-DASH MPD schema; every MPD test also runs tests/mpd_structure.py, "
+                   "an independent structure check",
+}
+
+
+def shared_folder(name: str) -> Path | None:
+    """``../shared/NAME`` if present."""
+    p = SHARED / name
+    return p if p.is_dir() else None
+
+
+def shared_skip_reason(name: str) -> str:
+    return f"../shared/{name} not present ({SHARED_WHY[name]})"
+
+
+def require_shared(name: str) -> Path:
+    """``../shared/NAME``, or skip the test with one line naming the folder."""
+    p = shared_folder(name)
+    if p is None:
+        pytest.skip(shared_skip_reason(name))
+    return p
+
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.skip("../shared test data not present")
-    return SHARED
+def cpix_samples() -> Path:
+    return require_shared("cpix-samples")
 
 
 @pytest.fixture(scope="session")
-def cpix_samples(shared_dir: Path) -> Path:
-    return shared_dir / "cpix-samples"
+def check_mpd() -> Callable[[Any], None]:
+    """``check_mpd(root)``: AssertionError unless the MPD passes tests/mpd_structure.py and,
+    when ../shared/dash-schema is present, the MPEG-DASH XSD (lxml)."""
+    from lxml import etree
+
+    from tests.mpd_structure import mpd_problems
+
+    folder = shared_folder("dash-schema")
+    xsd = etree.XMLSchema(etree.parse(str(folder / "DASH-MPD.xsd"))) if folder else None
+
+    def check(root: Any) -> None:
+        problems = mpd_problems(root)
+        assert not problems, problems
+        if xsd is not None:
+            xsd.assertValid(root)
+
+    return check
 
 
 @pytest.fixture(scope="session")

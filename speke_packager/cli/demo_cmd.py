@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .._tools import find_tool
+from .._tools import FFMPEG_DEMO, FFPROBE_VERIFY, find_tool
 from ..constants import DrmSystem, Packaging, Scheme, SpekeVersion
 from ..errors import ToolError, UsageError
 
@@ -29,7 +29,7 @@ DEMO_PORT = 8099
 
 def make_sample(directory: Path, seconds: float) -> Path:
     """A clear MP4 with two video renditions (1280x720, 640x360) and one AAC stereo track."""
-    ffmpeg = find_tool("ffmpeg")
+    ffmpeg = find_tool("ffmpeg", FFMPEG_DEMO)
     assert ffmpeg
     out = directory / "sample.mp4"
     cmd = [
@@ -112,6 +112,8 @@ def _handler(args: argparse.Namespace) -> int:
     out_dir: Path = args.output.absolute()
     if out_dir.exists() and any(out_dir.iterdir()) and not args.force:
         raise UsageError(f"{out_dir} is not empty (use --force to replace it)")
+    find_tool("ffmpeg", FFMPEG_DEMO)  # one line now, not after the key server has started
+    find_tool("ffprobe", FFPROBE_VERIFY)
     work = Path(tempfile.mkdtemp(prefix="speke-demo-"))
     port = args.port if args.port is not None else (DEMO_PORT if _port_free(DEMO_PORT) else 0)
     try:

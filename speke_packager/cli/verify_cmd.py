@@ -90,8 +90,12 @@ def _verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .._tools import FFMPEG_VERIFY, FFPROBE_VERIFY, find_tool
     from ..verify import verify_package
 
+    # the tools first: one line naming what was found, before any key is fetched
+    find_tool("ffmpeg", FFMPEG_VERIFY)
+    find_tool("ffprobe", FFPROBE_VERIFY)
     keys = _keys(args.key, args.key_file)
     if args.speke_url:
         keys.update(_speke_keys(args))

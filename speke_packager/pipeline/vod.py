@@ -22,7 +22,7 @@ from .contexts import KeyChoice
 from .hls_job import Contexts, HlsJob
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Plan, execute
-from .segmenter import MEDIA_SUFFIXES, segment_media
+from .segmenter import MEDIA_SUFFIXES, check_tools, segment_media
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
         raise UsageError(f"input {src} is not a file (give the playlist, MPD or media file)")
     kind = input_kind(src)
     fmt = _check(options, kind)
+    if kind == "media":
+        check_tools()
     with AtomicDirectory(options.output, force=options.force) as out:
         keyset = key_source if isinstance(key_source, KeySet) else key_source(options.scheme)
         if not keyset.entries:

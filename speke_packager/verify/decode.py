@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from uuid import UUID
 
-from .._tools import find_tool
+from .._tools import FFMPEG_VERIFY, FFPROBE_VERIFY, find_tool
 from ..errors import ToolError
 from .keys import write_private
 
@@ -73,7 +73,7 @@ def keyed_input(media: Path, keys: Mapping[UUID, bytes], script: Path) -> list[s
 
 def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> list[str]:
     """Codec types ('video', 'audio', ...) of the streams of an input, in order."""
-    ffprobe = find_tool("ffprobe")
+    ffprobe = find_tool("ffprobe", FFPROBE_VERIFY)
     assert ffprobe is not None
     out = _run([ffprobe, "-v", "error", *input_args, "-show_streams", "-of", "json"], secrets,
                "probe")
@@ -87,7 +87,7 @@ def stream_kinds(input_args: Sequence[str], secrets: Sequence[bytes] = ()) -> li
 def frame_hashes(input_args: Sequence[str], stream: str, *, secrets: Sequence[bytes] = (),
                  decode: bool = True, what: str = "decode") -> list[str]:
     """MD5 of each decoded frame (``decode=False``: of each packet) of ``stream`` (``v:0``)."""
-    ffmpeg = find_tool("ffmpeg")
+    ffmpeg = find_tool("ffmpeg", FFMPEG_VERIFY)
     assert ffmpeg is not None
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
            "-map", f"0:{stream}"]

@@ -14,7 +14,7 @@ import pytest
 from lxml import etree
 
 from fixtures.media import packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.constants import PLAYREADY, WIDEVINE, Scheme
 from speke_packager.drm.playready import (
     PlayReadyError,
@@ -132,7 +132,7 @@ def test_playready_malformed() -> None:
 # --- an independent producer: Shaka Packager --------------------------------------------------
 @pytest.mark.interop
 def test_shaka_packager_data_parses(media: Callable[[str], Path], tmp_path: Path) -> None:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     src = media("h264-fmp4")
     mpd = tmp_path / "out.mpd"

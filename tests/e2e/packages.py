@@ -11,7 +11,7 @@ from pathlib import Path
 from uuid import UUID
 
 from fixtures.media import packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.cli import main as cli_main
 
 KID = UUID("00112233445566778899aabbccddeeff")
@@ -23,7 +23,7 @@ KEY_URI = f"/keys/{KID.hex}"  # root-relative: served by `serve` on the package'
 
 
 def _packager(args: list[str], cwd: Path) -> None:
-    exe = find_tool("packager")
+    exe = find_tool("packager", PACKAGER)
     assert exe
     cwd.mkdir(parents=True, exist_ok=True)
     res = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False)

@@ -30,6 +30,8 @@ from speke_packager.media.codecs.nal import iter_annexb, iter_length_prefixed, u
 from speke_packager.media.mp4 import Mp4Encryptor, probe_init
 from speke_packager.media.ts import encrypt_sample_aes, probe_ts
 from speke_packager.model import ContentKey, TrackKind
+from tests.conftest import shared_folder
+from tests.cpix_seeds import cpix_seeds
 
 from .conftest import (
     FUZZ,
@@ -134,15 +136,18 @@ MPD_LIST = """<?xml version="1.0"?>
 """
 
 
-def _cpix_seeds(cpix_samples: Path) -> list[bytes]:
-    return [p.read_bytes() for p in sorted(cpix_samples.glob("*.xml"))]
+def _cpix_seeds() -> list[bytes]:
+    """Generated documents, plus the public vectors when ../shared/cpix-samples is present."""
+    shared = shared_folder("cpix-samples")
+    public = [p.read_bytes() for p in sorted(shared.glob("*.xml"))] if shared else []
+    return [*cpix_seeds(), *public]
 
 
 # ---- CPIX --------------------------------------------------------------------------------------
 @FUZZ
 @given(data=st.data())
-def test_fuzz_cpix(cpix_samples: Path, data: st.DataObject) -> None:
-    seeds = _cpix_seeds(cpix_samples)
+def test_fuzz_cpix(data: st.DataObject) -> None:
+    seeds = _cpix_seeds()
     doc = apply(data.draw(st.sampled_from(seeds)), data.draw(mutations))
     typed_only(lambda: parse_cpix(doc))
 
@@ -152,12 +157,17 @@ def test_corpus_cpix(path: Path) -> None:
     typed_only(lambda: parse_cpix(path.read_bytes()))
 
 
-def test_cpix_seeds_parse(cpix_samples: Path) -> None:
+def test_cpix_seeds_parse() -> None:
     """Control: the fuzzer starts from documents the parser accepts (else it fuzzes nothing)."""
+    for doc in cpix_seeds():
+        parse_cpix(doc)
+
+
+def test_public_cpix_seeds_parse(cpix_samples: Path) -> None:
     ok = 0
-    for doc in _cpix_seeds(cpix_samples):
+    for p in sorted(cpix_samples.glob("*.xml")):
         try:
-            parse_cpix(doc)
+            parse_cpix(p.read_bytes())
             ok += 1
         except SpekePackagerError:
             pass

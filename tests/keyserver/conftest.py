@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +81,10 @@ def delivery_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, CertPa
 
 
 @pytest.fixture(scope="session")
-def cpix_schema(shared_dir: Path) -> etree.XMLSchema:
-    path = shared_dir / "cpix-schema" / "2.3" / "cpix.xsd"
-    return etree.XMLSchema(etree.parse(str(path)))
+def cpix_schema() -> etree.XMLSchema:
+    """DASH-IF's CPIX 2.3 XSD as the package ships it (validated by lxml, not by our code)."""
+    from speke_packager.keys.cpix.schema import SCHEMA_DIR
+
+    return etree.XMLSchema(etree.parse(str(SCHEMA_DIR / "2.3" / "cpix.xsd")))
 
 
-@pytest.fixture(scope="session")
-def sample(cpix_samples: Path) -> Callable[[str], bytes]:
-    def read(name: str) -> bytes:
-        return (cpix_samples / name).read_bytes()
-    return read

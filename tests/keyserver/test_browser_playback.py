@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from fixtures.media import packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.keyserver import KeyServer
 
 from . import _req
@@ -79,7 +79,7 @@ def site(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def _package(src: Path, out: Path, key: bytes, pssh: bytes) -> None:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     out.mkdir()
     subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from fixtures.media import framemd5, packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.keyserver import KeyServer
 
 from . import _req
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.interop
 @pytest.mark.parametrize("scheme", ["cenc", "cbcs"])
 def test_speke_key_encrypts_and_key_url_decrypts(scheme: str, media: Callable[[str], Path],
                                                  tmp_path: Path) -> None:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     src = media("h264-fmp4")
     body = _req.v2_request(scheme=scheme, systems=(_req.WIDEVINE, _req.PLAYREADY),

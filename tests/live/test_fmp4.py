@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 
 from fixtures.media import framemd5, packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.constants import (
     KEYFORMAT_IDENTITY,
     KEYFORMAT_PLAYREADY,
@@ -139,7 +139,7 @@ def test_cbcs_two_periods(name: str, packaged: dict[str, list[LiveSegment]], ks:
         assert _frames(enc_f, stream, wrong) != ref
         assert _frames(enc_f, stream) != ref
     # period 0 as packaged (our init) through Shaka Packager's raw-key decryption
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager is not None
     src = tmp_path / f"enc-{name}-0.mp4"
     dec = tmp_path / f"shaka-{name}-0.mp4"

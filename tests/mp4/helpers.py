@@ -9,7 +9,7 @@ from pathlib import Path
 from uuid import UUID
 
 from fixtures.media import framemd5, packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.media.mp4.boxes import iter_boxes, parse_tree
 from speke_packager.media.mp4.fragment import parse_moof
 from speke_packager.media.mp4.init import parse_init
@@ -46,7 +46,7 @@ def frames(path: Path, stream: str, key: bytes | None = None,
 
 
 def shaka(*args: str) -> None:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     res = subprocess.run([packager, *args], capture_output=True, check=False)
     assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.errors import UsageError
 from speke_packager.media.aes128 import (
     Aes128StreamEncryptor,
@@ -67,7 +67,7 @@ def test_sample_aes_instance_matches_reference_across_segments(
 
 def test_sample_aes_shaka_made_input_matches_reference(media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Another segmenter's layout (AF-stuffed PSI, PCR in PES packets)."""
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     src = media("h264-aac-ts")
     segs: list[Path] = []

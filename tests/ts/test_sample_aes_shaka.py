@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.media import packager_key_flags
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.media.ts import SampleAesEncryptor, encrypt_sample_aes
 
 from .tools import (
@@ -35,7 +35,7 @@ KID = "00112233445566778899aabbccddeeff"
 
 
 def _shaka(src: Path, out: Path, stream: str) -> bytes:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([packager,
@@ -80,7 +80,7 @@ def test_same_bytes_as_shaka(media, tmp_path: Path, recipe: str, audio: int) -> 
 
 
 def _shaka_clear(src: Path, out: Path, stream: str) -> list[Path]:
-    packager = find_tool("packager")
+    packager = find_tool("packager", PACKAGER)
     assert packager
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([packager,

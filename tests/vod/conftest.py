@@ -15,7 +15,7 @@ from uuid import UUID
 import pytest
 
 from fixtures.media import RECIPES, Recipe, framemd5
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 
 KID = UUID("00112233-4455-6677-8899-aabbccddeeff")
 KEY = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
@@ -168,7 +168,7 @@ def make_package(kind: str, src: Path, out: Path) -> Path:
         run([*ff, *dash, "-single_file", "1", "manifest.mpd"], cwd=out)
         return out / "manifest.mpd"
     if kind == "dash-base":
-        pk = find_tool("packager")
+        pk = find_tool("packager", PACKAGER)
         assert pk
         run([pk, f"in={src},stream=video,output=video.mp4",
              f"in={src},stream=audio,output=audio.mp4", "--segment_duration", "2",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from speke_packager._tools import find_tool
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.constants import Scheme
 from speke_packager.pipeline.options import VodOptions
 from speke_packager.pipeline.rawkeys import raw_keyset
@@ -26,7 +26,7 @@ def iframe_package(media: Callable[[str], Path], tmp_path_factory: pytest.TempPa
     """Emulation-prevention-heavy H.264 (SAMPLE-AES grows its PES) with an I-frame playlist."""
     src = media("h264-epb-aac-ts")
     out = tmp_path_factory.mktemp("iframes")
-    pk = find_tool("packager")
+    pk = find_tool("packager", PACKAGER)
     assert pk
     run([pk, f"in={src},stream=video,segment_template=v_$Number$.ts,playlist_name=v.m3u8,"
              "iframe_playlist_name=v_iframe.m3u8",
@@ -99,7 +99,7 @@ def test_fmp4_iframe_ranges_follow_the_grown_moof(media, tmp_path: Path, key_fil
     src = media("h264-aac-mp4")
     pkg = tmp_path / "clear"
     pkg.mkdir()
-    pk = find_tool("packager")
+    pk = find_tool("packager", PACKAGER)
     assert pk
     run([pk, f"in={src},stream=video,init_segment=v_init.mp4,segment_template=v_$Number$.m4s,"
              "playlist_name=v.m3u8,iframe_playlist_name=v_iframe.m3u8",

@@ -22,6 +22,7 @@ from speke_packager.constants import (
 )
 from speke_packager.keys import EncryptionContract, SpekeClient
 from speke_packager.model import KeySet
+from tests.mpd_structure import MpdCheck
 
 from .conftest import cli, concat, ffmpeg, frames, key_lines, pssh_boxes, run, tenc
 
@@ -52,11 +53,6 @@ def _entry(ks: KeySet, track_type: str):  # type: ignore[no-untyped-def]
     return e
 
 
-@pytest.fixture(scope="module")
-def schema(shared_dir: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(shared_dir / "dash-schema" / "DASH-MPD.xsd")))
-
-
 def _sd_hd_dash_package(src: Path, out: Path) -> Path:
     """Both video resolutions in ONE AdaptationSet (the pipeline must split it by key)."""
     out.mkdir()
@@ -67,7 +63,7 @@ def _sd_hd_dash_package(src: Path, out: Path) -> Path:
 
 
 def test_v2_multi_key_multi_drm_dash(keyserver, media, tmp_path: Path,
-                                     schema: etree.XMLSchema) -> None:
+                                     check_mpd: MpdCheck) -> None:
     src = media("h264-2res-aac-mp4")
     mpd = _sd_hd_dash_package(src, tmp_path / "clear")
     out = tmp_path / "out"
@@ -82,7 +78,7 @@ def test_v2_multi_key_multi_drm_dash(keyserver, media, tmp_path: Path,
         assert base64.b64encode(e.key.key).decode() not in res.stdout + res.stderr
     sd, hd, audio = (_entry(keys, t) for t in ("SD", "HD", "AUDIO"))
     doc = etree.parse(str(out / "manifest.mpd"))
-    schema.assertValid(doc)
+    check_mpd(doc)
     sets = doc.findall(".//m:AdaptationSet", NS)
     assert len(sets) == 3  # the video set was split: one KID per AdaptationSet
     by_kid = {}
