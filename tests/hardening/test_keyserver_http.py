@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(host="127.0.0.1", port=0, seed="http-hostile", max_body=64 * 1024) as server:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="http-hostile", max_body=64 * 1024) as server:
         yield server
 
 

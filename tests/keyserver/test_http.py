@@ -31,7 +31,7 @@ def b64url(data: bytes) -> str:
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(seed=SEED) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED) as server:
         yield server
 
 
@@ -88,9 +88,9 @@ def test_licence_unknown_kid_404_and_content_id_query(ks: KeyServer) -> None:
 
 def test_restart_licence_with_default_content_id() -> None:
     body = _req.v2_request(systems=(_req.CLEARKEY,), content_id="show-9")
-    with KeyServer(seed=SEED) as a:
+    with KeyServer(allow_fault_header=True, seed=SEED) as a:
         keys = check_answer(body, speke(a, body).content).keys
-    with KeyServer(seed=SEED, default_content_id="show-9") as b:  # fresh process state
+    with KeyServer(allow_fault_header=True, seed=SEED, default_content_id="show-9") as b:  # fresh process state
         doc = licence(b, [_req.KID_V]).json()
         assert base64.urlsafe_b64decode(doc["keys"][0]["k"] + "==") == keys[_req.KID_V]
         raw = requests.get(b.key_url(_req.KID_A), timeout=10)
@@ -153,7 +153,7 @@ def test_404_405(ks: KeyServer) -> None:
 
 
 def test_body_limit_413() -> None:
-    with KeyServer(max_body=4096) as ks:
+    with KeyServer(allow_fault_header=True, max_body=4096) as ks:
         r = requests.post(ks.speke_url, data=b"<" * 5000, headers={"x-speke-version": "2.0"},
                           timeout=10)
         assert r.status_code == 413
@@ -186,7 +186,7 @@ def test_fault_parse() -> None:
         with pytest.raises(FaultError):
             parse_faults([bad])
     with pytest.raises(UsageError):
-        KeyServer(faults=["bogus"])
+        KeyServer(allow_fault_header=True, faults=["bogus"])
 
 
 def test_fault_header_bad_is_400(ks: KeyServer) -> None:
@@ -278,7 +278,7 @@ def test_fault_layout_switch(ks: KeyServer, delivery_certs: dict) -> None:  # ty
 
 
 def test_server_wide_faults() -> None:
-    with KeyServer(faults=["status=503"]) as ks:
+    with KeyServer(allow_fault_header=True, faults=["status=503"]) as ks:
         assert speke(ks, _req.v2_request()).status_code == 503
         assert requests.get(ks.key_url(uuid.uuid4()), timeout=10).status_code == 503
         assert requests.get(ks.url + "/healthz", timeout=10).status_code == 200
@@ -300,7 +300,7 @@ def test_key_endpoint_faults(ks: KeyServer) -> None:
 def test_200_concurrent_requests() -> None:
     body = _req.v2_request(systems=(_req.WIDEVINE, _req.PLAYREADY))
     barrier = threading.Barrier(200, timeout=60)
-    with KeyServer(seed=SEED) as ks:
+    with KeyServer(allow_fault_header=True, seed=SEED) as ks:
         expected = check_answer(body, speke(ks, body).content).keys
 
         def one(i: int) -> tuple[int, dict[uuid.UUID, bytes]]:
@@ -321,7 +321,7 @@ def test_200_concurrent_requests() -> None:
 
 
 def test_stop_closes_port() -> None:
-    ks = KeyServer().start()
+    ks = KeyServer(allow_fault_header=True).start()
     port = ks.port
     ks.stop()
     ks.stop()  # idempotent
