@@ -61,13 +61,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s = subparsers.add_parser(
         "serve",
         help="serve a package with a local key server and a browser player page",
-        description="Serve DIR with CORS, the ClearKey licence (POST /clearkey/license) and "
+        description="Serve DIR (with CORS), the ClearKey licence (POST /clearkey/license) and "
         "raw-key (GET /keys/KID) endpoints, and player pages for Shaka Player, hls.js and dash.js "
-        "from node_modules. --check plays it in headless Chromium and prints JSON.",
+        "from node_modules. The key endpoints answer only same-origin requests addressed to a "
+        "loopback name or to --host. --check plays it in headless Chromium and prints JSON.",
     )
     s.add_argument("directory", type=Path, help="the package folder")
     s.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1 (0: any)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1); besides loopback names, the key "
+                   "endpoints answer requests addressed to this name")
     s.add_argument("--player", choices=["shaka", "hlsjs", "dashjs"], default="shaka")
     s.add_argument("--manifest", help="manifest path inside DIR (default: the first MPD for "
                    "shaka/dashjs, the master playlist for hlsjs)")
