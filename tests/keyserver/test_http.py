@@ -348,3 +348,40 @@ def test_status_fault_keeps_a_kept_alive_connection_in_step(ks: KeyServer, fault
         check_answer(body, data)
     finally:
         conn.close()
+
+
+def _raw_answer(ks: KeyServer, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", ks.port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("value", [b"2.0\r\n X-Evil: injected", b"2.0\r\n\tSet-Cookie: a=b",
+                                   b"x" * 200, b"2.0<script>"])
+def test_only_a_version_string_is_echoed(ks: KeyServer, value: bytes) -> None:
+    """A folded or hostile X-Speke-Version is never copied into the answer's headers."""
+    body = _req.v2_request()
+    answer = _raw_answer(ks, b"POST /speke HTTP/1.1\r\nHost: x\r\nX-Speke-Version: " + value
+                         + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                         + body)
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 4"), head
+    assert b"X-Evil" not in head and b"Set-Cookie" not in head and b"x" * 50 not in head
+    assert b"X-Speke-Version" not in head
+    good = speke(ks, body, version="2.0")  # control: a real version is echoed
+    assert good.status_code == 200 and good.headers["X-Speke-Version"] == "2.0"
+
+
+def test_sigv4_error_bodies_are_json() -> None:
+    """A hostile credential scope (quotes, backslashes) still gives a JSON body that parses."""
+    with KeyServer(require_sigv4=True, sigv4_credentials=("AK", "SK")) as server:
+        auth = ('AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/s"3\\/aws4_request, '
+                "SignedHeaders=host, Signature=" + "0" * 64)
+        r = requests.post(server.speke_url, data=b"<x/>", timeout=10,
+                          headers={"Authorization": auth, "X-Amz-Date": "20260101T000000Z"})
+        assert r.status_code == 403
+        assert 's"3\\' in r.json()["message"]
