@@ -10,10 +10,13 @@ What it bounds, so that no client can hold the server hostage:
   it is also the keep-alive idle limit and covers the TLS handshake). This is a deadline for the
   whole request, not a timeout per socket read: a client trickling one byte a second is cut
   off like an idle one. Answers are written with a per-send timeout of the same length;
-- **bodies**: only with ``Content-Length`` (digits only, one header, at most the route's limit),
-  else 411 / 400 / 413; chunked bodies are refused (411). A request that carries a body on a
-  method that takes none is answered and its connection closed (the body is never parsed as
-  the next request);
+- **size of a request**: the request line and the header block are at most 64 KiB each (414 /
+  431 beyond, as are more than 100 headers); a body only with ``Content-Length`` (digits only,
+  one header, at most the route's limit), else 411 / 400 / 413; chunked bodies are refused (411).
+  All bodies held at once share a budget of ``body_budget`` bytes (64 MiB): a request that would
+  exceed it gets 503, so the server's memory stays bounded whatever the number of clients. A
+  request that carries a body on a method that takes none is answered and its connection closed
+  (the body is never parsed as the next request);
 - **shutdown**: :meth:`BoundedHTTPServer.close` stops the accept loop, closes the listening
   socket and shuts down every open connection (their threads wake up and end); it does not wait
   for handlers that are busy, so it returns in well under a second.
@@ -23,6 +26,7 @@ Handler exceptions never reach the wire or stderr as a traceback (see ``handle_e
 
 from __future__ import annotations
 
+import http.client
 import io
 import logging
 import socket
@@ -46,6 +50,8 @@ log = logging.getLogger("speke_packager.httpd")
 
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_BODY_BUDGET = 64 << 20
+MAX_HEADER_BYTES = 64 << 10
 _MAX_LENGTH_DIGITS = 18  # longer Content-Length values are over any limit (and int() is slow)
 _BUSY_BODY = b"too many connections, try again\n"
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -89,6 +95,22 @@ class _Writer(io.BufferedIOBase):
             return view.nbytes
 
 
+class _HeaderBudget:
+    """``readline`` for http.client's header parser with a budget for the whole header block."""
+
+    def __init__(self, fp: io.BufferedIOBase, budget: int) -> None:
+        self._fp = fp
+        self._left = budget
+
+    def readline(self, limit: int = -1) -> bytes:
+        cap = self._left + 1 if limit < 0 else min(limit, self._left + 1)
+        line = self._fp.readline(cap)
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong("header block")
+        return line
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """:class:`ThreadingHTTPServer` with a connection cap, request deadlines and a fast close."""
 
@@ -98,7 +120,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BoundedHandler], *,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 body_budget: int = DEFAULT_BODY_BUDGET) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if not request_timeout > 0:
@@ -106,6 +129,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.max_connections = max_connections
         self.request_timeout = float(request_timeout)
         self.refused = 0  # connections answered 503 because every slot was taken
+        self.body_budget = body_budget
+        self._body_bytes = 0  # bytes of request bodies currently held
         self._slots = threading.BoundedSemaphore(max_connections)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -159,6 +184,17 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         finally:
             self.shutdown_request(sock)
 
+    def reserve_body(self, n: int) -> bool:
+        with self._open_lock:
+            if self._body_bytes + n > self.body_budget:
+                return False
+            self._body_bytes += n
+            return True
+
+    def release_body(self, n: int) -> None:
+        with self._open_lock:
+            self._body_bytes -= n
+
     # --- open connections and shutdown -------------------------------------------------------
     @property
     def open_connections(self) -> int:
@@ -195,6 +231,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     deadline = 0.0
     _served = 0
+    _reserved = 0  # body bytes this request holds of the server's budget
 
     def setup(self) -> None:
         self.deadline = time.monotonic() + self.server.request_timeout
@@ -211,10 +248,21 @@ class BoundedHandler(BaseHTTPRequestHandler):
         if self._served:  # the first request's clock started at accept (handshake included)
             self.deadline = time.monotonic() + self.server.request_timeout
         self._served += 1
-        super().handle_one_request()
+        try:
+            super().handle_one_request()
+        finally:
+            if self._reserved:
+                self.server.release_body(self._reserved)
+                self._reserved = 0
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
+        rfile = self.rfile
+        self.rfile = _HeaderBudget(rfile, MAX_HEADER_BYTES)  # type: ignore[assignment]
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = rfile
+        if not parsed:
             return False
         if self.command not in _BODY_METHODS and (
                 self.headers.get("Content-Length", "0").strip() not in ("", "0")
@@ -262,6 +310,11 @@ class BoundedHandler(BaseHTTPRequestHandler):
             self.answer_error(413, f"request body larger than {limit} bytes")
             return None
         length = int(text)
+        if not self.server.reserve_body(length):
+            self.close_connection = True
+            self.answer_error(503, "too many request bodies in flight, try again")
+            return None
+        self._reserved += length
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True

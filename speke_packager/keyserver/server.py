@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 from .._httpd import (
+    DEFAULT_BODY_BUDGET,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
     BoundedHandler,
@@ -531,7 +532,8 @@ class KeyServer:
         try:
             server = _Server((self.host, self._port), _Handler,
                              max_connections=self.max_connections,
-                             request_timeout=self.request_timeout)
+                             request_timeout=self.request_timeout,
+                             body_budget=max(DEFAULT_BODY_BUDGET, 2 * self.max_body))
         except OSError as exc:
             raise UsageError(f"cannot listen on {self.host}:{self._port}: {exc}") from exc
         server.keyserver = self
