@@ -29,6 +29,7 @@ from __future__ import annotations
 import http.client
 import io
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -239,10 +240,29 @@ class BoundedHandler(BaseHTTPRequestHandler):
         if self.disable_nagle_algorithm and self.connection.family != socket.AF_UNIX:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.settimeout(self.server.request_timeout)
-            self.connection.do_handshake()
+            self._handshake(self.connection)
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self), 65536)
         self.wfile = _Writer(self.connection)
+
+    def _handshake(self, conn: ssl.SSLSocket) -> None:
+        """The TLS handshake within the request deadline (a socket timeout would apply to each
+        of its reads, so a trickling client could stretch it)."""
+        conn.setblocking(False)
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("TLS handshake deadline passed")
+            try:
+                conn.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                event = select.POLLIN
+            except ssl.SSLWantWriteError:
+                event = select.POLLOUT
+            poller = select.poll()  # not select(): descriptors above 1024 under load
+            poller.register(conn, event)
+            if not poller.poll(left * 1000):
+                raise TimeoutError("TLS handshake deadline passed")
 
     def handle_one_request(self) -> None:
         if self._served:  # the first request's clock started at accept (handshake included)

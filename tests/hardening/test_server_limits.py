@@ -203,3 +203,44 @@ def test_keyserver_cli_sigterm_under_flood() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tls_handshake_within_the_deadline(tmp_path: Path) -> None:
+    """A TLS client that sends its ClientHello a byte at a time is cut at the request deadline
+    (a timeout per read would let it stretch the handshake without end); a real TLS client is
+    served."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (tmp_path / "k.pem").chmod(0o600)
+    with KeyServer(tls_cert=str(tmp_path / "c.pem"), tls_key=str(tmp_path / "k.pem"),
+                   request_timeout=1.5) as ks:
+        hello = bytes.fromhex("16030100c8010000c40303") + bytes(200)  # a ClientHello's start
+        with socket.create_connection(("127.0.0.1", ks.port), timeout=10) as s:
+            start = time.monotonic()
+            with contextlib.suppress(OSError):
+                for b in hello:
+                    s.sendall(bytes([b]))
+                    time.sleep(0.1)
+            assert time.monotonic() - start < 4
+        r = requests.get(f"{ks.url}/healthz", verify=str(tmp_path / "c.pem"), timeout=10)
+        assert r.status_code == 200
