@@ -94,7 +94,7 @@ def keyserver() -> Iterator[object]:
     """The local SPEKE key server on 127.0.0.1, ephemeral port, fixed seed."""
     from speke_packager.keyserver import KeyServer
 
-    with KeyServer(host="127.0.0.1", port=0, seed="pytest") as ks:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="pytest") as ks:
         yield ks
 
 

@@ -11,6 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from .._httpd import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from ..errors import UsageError
 
 
@@ -28,14 +29,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--content-id", dest="content_id", default=None,
                    help="default content ID for /keys and licence requests of unknown KIDs")
     p.add_argument("--require-sigv4", action="store_true",
-                   help="require AWS SigV4 on SPEKE requests; credentials from "
-                   "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+                   help="require AWS SigV4 on every route that hands out keys (SPEKE, /keys, "
+                   "ClearKey licence); credentials from AWS_ACCESS_KEY_ID / "
+                   "AWS_SECRET_ACCESS_KEY")
     p.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    p.add_argument("--client-ca", help="PEM CA bundle; clients must present a certificate")
+    p.add_argument("--client-ca", help="PEM CA bundle; clients of every key route must present "
+                   "a certificate it signed")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="fault switch for every request, e.g. 'delay=2', 'status=503', "
                    "'drop=PSSH' (repeatable; see the README)")
+    p.add_argument("--allow-fault-header", action="store_true",
+                   help="honour the x-fault request header (tests only: lets any client that "
+                   "reaches the server switch faults on)")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                   help="connections served at once; more get 503 (default "
+                   f"{DEFAULT_MAX_CONNECTIONS})")
+    p.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT,
+                   metavar="SECONDS", help="deadline for a whole request (line, headers, body) "
+                   f"and keep-alive idle time (default {DEFAULT_REQUEST_TIMEOUT:g})")
     p.add_argument("--mac-layout", choices=["A", "B"], default="B",
                    help="MACMethod key layout of encrypted answers (default B)")
     p.add_argument("--max-body", type=int, default=4 << 20, help="request body limit in bytes")
@@ -69,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         require_sigv4=args.require_sigv4, sigv4_credentials=creds, tls_cert=args.tls_cert,
         tls_key=args.tls_key, client_ca=args.client_ca, log_requests=args.log_requests,
         max_body=args.max_body, default_content_id=args.content_id, mac_layout=args.mac_layout,
+        allow_fault_header=args.allow_fault_header, max_connections=args.max_connections,
+        request_timeout=args.request_timeout,
     )
     for spec in specs:
         _, kid, key = parse_raw_key(spec)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from uuid import UUID
 
-from ..errors import VerificationError
+from ..errors import UsageError, VerificationError
 
 
 def parse_key_option(text: str) -> tuple[UUID, bytes]:
@@ -61,13 +61,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s = subparsers.add_parser(
         "serve",
         help="serve a package with a local key server and a browser player page",
-        description="Serve DIR with CORS, the ClearKey licence (POST /clearkey/license) and "
+        description="Serve DIR (with CORS), the ClearKey licence (POST /clearkey/license) and "
         "raw-key (GET /keys/KID) endpoints, and player pages for Shaka Player, hls.js and dash.js "
-        "from node_modules. --check plays it in headless Chromium and prints JSON.",
+        "from node_modules. The key endpoints answer only same-origin requests addressed to a "
+        "loopback name or to --host. --check plays it in headless Chromium and prints JSON.",
     )
     s.add_argument("directory", type=Path, help="the package folder")
     s.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1 (0: any)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1); besides loopback names, the key "
+                   "endpoints answer requests addressed to this name")
     s.add_argument("--player", choices=["shaka", "hlsjs", "dashjs"], default="shaka")
     s.add_argument("--manifest", help="manifest path inside DIR (default: the first MPD for "
                    "shaka/dashjs, the master playlist for hlsjs)")
@@ -78,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="keys from FILE, one KID:KEY per line (# comments)")
     s.add_argument("--license-url", metavar="URL",
                    help="ClearKey licence URL for the player (default: ours when --key is given)")
+    s.add_argument("--max-connections", type=int, default=512,
+                   help="connections served at once; more get 503 (default 512)")
+    s.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="deadline for a whole request and keep-alive idle time (default 30)")
     s.add_argument("--check", action="store_true",
                    help="play in headless Chromium, print JSON, exit non-zero if playback fails")
     s.add_argument("--seconds", type=float, default=5.0, help="how long --check plays")
@@ -144,7 +151,12 @@ def _serve(args: argparse.Namespace) -> int:
     from ..verify.serve import PackageServer, check_playback
 
     keys = _keys(args.key, args.key_file)
-    with PackageServer(args.directory, keys=keys, host=args.host, port=args.port) as srv:
+    if args.max_connections < 1 or not 0 < args.request_timeout <= 3600:
+        raise UsageError("--max-connections must be at least 1 and --request-timeout between "
+                         "0 and 3600 seconds")
+    with PackageServer(args.directory, keys=keys, host=args.host, port=args.port,
+                       max_connections=args.max_connections,
+                       request_timeout=args.request_timeout) as srv:
         url = srv.player_url(args.player, args.manifest, license_url=args.license_url)
         if args.check:
             result = check_playback(url, seconds=args.seconds, chromium=args.chromium)

@@ -27,14 +27,20 @@ Endpoints
     The raw 16-byte key (HLS AES-128 / SAMPLE-AES identity URI); same lookup and CORS.
 ``GET /healthz``; ``GET .../heartbeat`` (SPEKE v1 heartbeat).
 
+Access: with ``require_sigv4`` / ``client_ca`` every route that hands out key material (SPEKE,
+``/keys``, the ClearKey licence) needs a valid signature / client certificate; one check
+(``_Handler._admit``) applies to all of them.
+
 Status codes: 400 malformed, 401 missing / 403 wrong SigV4 signature, 403 missing client
 certificate (mutual TLS), 404, 405, 411 no Content-Length, 413 body over ``max_body``, 422 SPEKE
-v2 request errors, 500 only for the server's own failures (never a traceback on the wire).
+v2 request errors, 503 every one of ``max_connections`` busy, 500 only for the server's own
+failures (never a traceback on the wire).
 
 Fault switches
 --------------
-Per request with the header ``x-fault: SPEC`` or for every request with ``faults=[SPEC, ...]`` /
-``--fault SPEC`` (repeatable). SPEC is a comma-separated list of:
+For every request with ``faults=[SPEC, ...]`` / ``--fault SPEC`` (repeatable), or per request
+with the header ``x-fault: SPEC`` when the server was started with ``allow_fault_header=True`` /
+``--allow-fault-header`` (otherwise the header is ignored). SPEC is a comma-separated list of:
 
 ====================== ==========================================================================
 ``delay=S``            wait S seconds (0-120) before answering (client timeouts)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -10,12 +12,18 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
+from .._httpd import (
+    DEFAULT_BODY_BUDGET,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+    BoundedHandler,
+    BoundedHTTPServer,
+)
 from .._io import warn_if_exposed
 from ..constants import SPEKE_VERSION_HEADER
 from ..errors import UsageError
@@ -39,71 +47,30 @@ CORS_HEADERS = (
     ("Access-Control-Max-Age", "600"),
 )
 _CORS_PATHS = ("/clearkey/license", "/keys/")
+# the only shape of X-Speke-Version we echo (a folded or hostile header is never copied back)
+_VERSION = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){1,2}")
 
 
-MAX_CONNECTIONS = 512
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-    allow_reuse_address = True
+class _Server(BoundedHTTPServer):
     keyserver: KeyServer
     ssl_context: ssl.SSLContext | None = None
-
-    def server_activate(self) -> None:
-        super().server_activate()
-        # At most MAX_CONNECTIONS handler threads; further connections wait in the listen
-        # backlog (back-pressure instead of unbounded threads).
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self._slots.acquire()
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
         if self.ssl_context is not None:
-            # The handshake runs in the request's thread (see _Handler.setup), so a slow or
-            # broken client never blocks the accept loop.
+            # The handshake runs in the request's thread (BoundedHandler.setup, bounded by the
+            # request deadline), so a slow or broken client never blocks the accept loop.
             sock = self.ssl_context.wrap_socket(sock, server_side=True,
                                                 do_handshake_on_connect=False)
         return sock, addr
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-    timeout = 60
-    # headers and body leave in separate sends: without TCP_NODELAY every answer waits ~40 ms
-    # for the peer's delayed ACK
-    disable_nagle_algorithm = True
     server_version = "speke-packager-keyserver"
     sys_version = ""
 
     # --- plumbing ---------------------------------------------------------------------------
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
-
     @property
     def ks(self) -> KeyServer:
         return self.server.keyserver
@@ -161,8 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _faults(self) -> Faults | None:
-        """Server-wide faults merged with the request's ``x-fault`` header; None after a 400."""
-        spec = self.headers.get_all("x-fault") or []
+        """Server-wide faults merged with the request's ``x-fault`` header (read only when the
+        server allows it, ``allow_fault_header``); None after a 400."""
+        spec = (self.headers.get_all("x-fault") or []) if self.ks.allow_fault_header else []
         try:
             own = parse_faults(spec)
         except FaultError as exc:
@@ -182,43 +150,33 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def _client_cert_ok(self) -> bool:
-        if self.ks.client_ca is None:
-            return True
-        conn = self.connection
-        if isinstance(conn, ssl.SSLSocket) and conn.getpeercert():
-            return True
-        self.close_connection = True
-        self._text(403, "client certificate required")
-        return False
+    def answer_error(self, status: int, reason: str) -> None:
+        self._text(status, reason, self._cors(urlsplit(self.path).path))
 
-    def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            self._text(411, "chunked request bodies are not supported; send Content-Length")
-            return None
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            self.close_connection = True
-            self._text(411, "Content-Length required")
-            return None
-        try:
-            length = int(length_text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            self._text(400, "bad Content-Length")
-            return None
-        if length > self.ks.max_body:
-            self.close_connection = True
-            self._text(413, f"request body larger than {self.ks.max_body} bytes")
-            return None
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            return None
-        return body
+    def _admit(self, path: str, body: bytes) -> bool:
+        """The one access rule of every route that hands out key material (SPEKE, ``/keys``,
+        the ClearKey licence): a client certificate when the server has a client CA, a valid
+        SigV4 signature with ``require_sigv4``. False after answering 401/403."""
+        ks = self.ks
+        if ks.client_ca is not None:
+            conn = self.connection
+            if not (isinstance(conn, ssl.SSLSocket) and conn.getpeercert()):
+                self.close_connection = True
+                self._text(403, "client certificate required", self._cors(path))
+                return False
+        if ks.require_sigv4:
+            assert ks.sigv4_credentials is not None
+            try:
+                verify_sigv4(self.command, self.path, _Headers(self.headers), body,
+                             access_key=ks.sigv4_credentials[0],
+                             secret_key=ks.sigv4_credentials[1])
+            except SigV4Failure as exc:
+                self._json(exc.status, {"message": exc.reason}, self._cors(path))
+                return False
+        return True
+
+    def _json(self, status: int, doc: object, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self._send(status, json.dumps(doc).encode("utf-8"), "application/json", headers)
 
     def _guard(self, method: str) -> None:
         self.ks._count(method.upper(), urlsplit(self.path).path)
@@ -279,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path.startswith("/keys/"):
             faults = self._faults()
-            if faults is None or self._pre_faults(faults, path) or not self._client_cert_ok():
+            if faults is None or not self._admit(path, b"") or self._pre_faults(faults, path):
                 return
             self._get_key(path[len("/keys/"):], split.query, faults)
             return
@@ -314,15 +272,10 @@ class _Handler(BaseHTTPRequestHandler):
         faults = self._faults()
         if faults is None:
             return
-        if faults.has("reset"):
-            self._pre_faults(faults, path)
-            return
-        if not self._client_cert_ok():
-            return
-        # read the body before a delay/status fault answers, so a kept-alive connection stays
-        # in step (an unread body would be parsed as the next request)
-        body = self._read_body()
-        if body is None or self._pre_faults(faults, path):
+        # read the body before anything answers, so a kept-alive connection stays in step (an
+        # unread body would be parsed as the next request); the signature covers it
+        body = self.read_body(self.ks.max_body)
+        if body is None or not self._admit(path, body) or self._pre_faults(faults, path):
             return
         if path == "/clearkey/license":
             self._license(body, split.query, faults)
@@ -352,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         version_header = self.headers.get(SPEKE_VERSION_HEADER)
         echo: list[tuple[str, str]] = []
         if version_header is not None:
-            if faults.version is None:
+            if faults.version is None and _VERSION.fullmatch(version_header.strip()):
                 echo.append(("X-Speke-Version", version_header.strip()))
             if not faults.has("no-user-agent"):
                 echo.append(("X-Speke-User-Agent", USER_AGENT))
@@ -361,16 +314,6 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.version:
             echo.append(("X-Speke-Version", faults.version))
         ks = self.ks
-        if ks.require_sigv4:
-            assert ks.sigv4_credentials is not None
-            try:
-                verify_sigv4(self.command, self.path, _Headers(self.headers), body,
-                             access_key=ks.sigv4_credentials[0],
-                             secret_key=ks.sigv4_credentials[1])
-            except SigV4Failure as exc:
-                self._send(exc.status, f'{{"message":"{exc.reason}"}}'.encode(),
-                           "application/json")
-                return
         try:
             req = parse_request(body, version_header, max_bytes=ks.max_body)
             answer = build_answer(
@@ -414,9 +357,13 @@ class _Headers:
 class KeyServer:
     """The local SPEKE v1/v2.0/v2.1 test key server; a context manager.
 
-    Threaded (one daemon thread per connection). Keys are :func:`derive_key` of the seed, the
-    request's content ID and the KID. See :mod:`speke_packager.keyserver` for endpoints and
-    fault switches.
+    Threaded (one daemon thread per connection, at most ``max_connections``; more get 503).
+    Every request must arrive within ``request_timeout`` seconds (see
+    :mod:`speke_packager._httpd`). Keys are :func:`derive_key` of the seed, the request's content
+    ID and the KID. ``require_sigv4`` / ``client_ca`` guard every route that hands out key
+    material. The ``x-fault`` request header is honoured only with ``allow_fault_header=True``
+    (tests); ``faults`` apply to every request. See :mod:`speke_packager.keyserver` for
+    endpoints and fault switches.
     """
 
     def __init__(
@@ -435,6 +382,9 @@ class KeyServer:
         max_body: int = 4 << 20,
         default_content_id: str | None = None,
         mac_layout: str = "B",
+        allow_fault_header: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if isinstance(faults, str):
             faults = [faults]
@@ -451,6 +401,10 @@ class KeyServer:
             raise UsageError("mac_layout must be 'A' or 'B'")
         if max_body < 1024:
             raise UsageError("max_body must be at least 1024 bytes")
+        if max_connections < 1:
+            raise UsageError("max_connections must be at least 1")
+        if not 0 < request_timeout <= 3600:
+            raise UsageError("request_timeout must be between 0 and 3600 seconds")
         self.host = host
         self._port = port
         self._seed = seed
@@ -463,6 +417,9 @@ class KeyServer:
         self.max_body = max_body
         self.default_content_id = default_content_id
         self.mac_layout = mac_layout.upper()
+        self.allow_fault_header = allow_fault_header
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
         self._issued: OrderedDict[UUID, str] = OrderedDict()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._faulted = 0
@@ -572,9 +529,11 @@ class KeyServer:
         """Bind and serve in a daemon thread; returns self."""
         if self._server is not None:
             return self
-        cls = _Server6 if ":" in self.host else _Server
         try:
-            server = cls((self.host, self._port), _Handler)
+            server = _Server((self.host, self._port), _Handler,
+                             max_connections=self.max_connections,
+                             request_timeout=self.request_timeout,
+                             body_budget=max(DEFAULT_BODY_BUDGET, 2 * self.max_body))
         except OSError as exc:
             raise UsageError(f"cannot listen on {self.host}:{self._port}: {exc}") from exc
         server.keyserver = self
@@ -601,8 +560,8 @@ class KeyServer:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        server.shutdown()  # the accept loop ends within its 0.2 s poll interval
+        server.close()  # listening socket and every open connection; busy handlers not awaited
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

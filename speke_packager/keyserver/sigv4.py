@@ -1,8 +1,11 @@
 """Verify AWS Signature Version 4 (``AWS4-HMAC-SHA256``) on incoming requests.
 
-The server recomputes the signature from the received method, path, query, signed headers and
-body with the configured secret (service ``execute-api``, any region) and compares in constant
-time. ``x-amz-date`` must be within 15 minutes of the server clock.
+The server parses the ``Authorization`` header, then lets botocore recompute the signature the
+client should have sent (the same code that signs our own requests) from the received method,
+path, query, the headers named in ``SignedHeaders`` and the body, with the configured secret
+(service ``execute-api``, any region), and compares in constant time. ``x-amz-date`` must be
+within 15 minutes of the server clock; the body must be signed (its SHA-256, not
+``UNSIGNED-PAYLOAD``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import hmac
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import parse_qsl, quote, urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from ..errors import KeyAuthError
 
@@ -36,16 +42,6 @@ class SigV4Failure(KeyAuthError):
 
 class HeaderLookup(Protocol):
     def get(self, name: str) -> str | None: ...
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.digest(key, msg.encode("utf-8"), hashlib.sha256)
-
-
-def _canonical_query(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    enc = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in pairs)
-    return "&".join(f"{k}={v}" for k, v in enc)
 
 
 def verify_sigv4(
@@ -77,7 +73,7 @@ def verify_sigv4(
         raise SigV4Failure(403, "The security token included in the request is invalid")
     if service != "execute-api":
         raise SigV4Failure(403, f"Credential should be scoped to service execute-api, not "
-                                f"{service}")
+                                f"{service[:64]}")
     amz_date = headers.get("x-amz-date") or ""
     try:
         when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
@@ -91,30 +87,27 @@ def verify_sigv4(
     names = signed_headers.lower().split(";")
     if "host" not in names or names != sorted(names):
         raise SigV4Failure(403, "SignedHeaders must be sorted and include host")
-    canon_headers = ""
+    received: dict[str, str] = {}
     for name in names:
         value = headers.get(name)
         if value is None:
             raise SigV4Failure(403, f"Signed header {name} is missing")
-        canon_headers += f"{name}:{' '.join(value.split())}\n"
+        received[name] = value
     payload_hash = hashlib.sha256(body).hexdigest()
     declared = headers.get("x-amz-content-sha256")
-    if declared and declared not in ("UNSIGNED-PAYLOAD", payload_hash):
+    if declared is not None and declared.strip().lower() != payload_hash:
         raise SigV4Failure(403, "X-Amz-Content-Sha256 does not match the body")
-    if declared == "UNSIGNED-PAYLOAD":
-        payload_hash = declared
-    split = urlsplit(target)
-    path = quote(split.path or "/", safe="/~")
-    canonical = "\n".join([method.upper(), path, _canonical_query(split.query), canon_headers,
-                           signed_headers.lower(), payload_hash])
-    scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode("utf-8")).hexdigest()])
-    k = _hmac(f"AWS4{secret_key}".encode(), day)
-    k = _hmac(k, region)
-    k = _hmac(k, service)
-    k = _hmac(k, "aws4_request")
-    expected = hmac.new(k, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    signer = SigV4Auth(Credentials(akid, secret_key), service, region)
+    try:
+        request = AWSRequest(method=method.upper(), url=f"http://{received['host']}{target}",
+                             data=body, headers=received)
+        request.context["timestamp"] = amz_date
+        if signer.signed_headers(signer.headers_to_sign(request)) != ";".join(names):
+            raise SigV4Failure(403, "SignedHeaders names a header that cannot be signed")
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    except (ValueError, TypeError, UnicodeError):  # a target botocore cannot canonicalise
+        raise SigV4Failure(403, "The request cannot be canonicalised") from None
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise SigV4Failure(403, "The request signature we calculated does not match the "
                                 "signature you provided")

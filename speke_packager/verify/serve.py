@@ -1,12 +1,18 @@
 """``serve``: a package, a local key server and browser player pages on one loopback origin.
 
-Routes (all with CORS):
+Routes:
 
-- ``/package/<path>``            the package files (byte ranges supported)
+- ``/package/<path>``            the package files (byte ranges supported; CORS ``*``)
 - ``POST /clearkey/license``     W3C ClearKey licence for the keys given (EME JSON)
 - ``GET /keys/<kid-hex>``        the raw 16-byte key (HLS AES-128 / SAMPLE-AES / identity)
 - ``/player/<shaka|hlsjs|dashjs>.html?manifest=...``  player pages (``verify/static``)
 - ``/lib/<player>.js``           the player from ``node_modules`` (never a CDN)
+
+The two key routes answer only same-origin requests (``Origin`` and ``Sec-Fetch-Site`` when the
+browser sends them) whose ``Host`` is a loopback name or the ``host`` the server was bound to,
+with the server's port, and never send CORS headers: a page of another origin open in the same
+browser, or a DNS-rebound name, gets 403. Limits (connections, request deadline, bodies) are
+those of :mod:`speke_packager._httpd`; a licence request body is at most 64 KiB.
 
 :func:`check_playback` opens a player page in headless Chromium (playwright driving the system
 Chromium) and reports decoded frames, current time, errors and key-system events.
@@ -14,25 +20,36 @@ Chromium) and reports decoded frames, current time, errors and key-system events
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import html
 import json
+import logging
 import mimetypes
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 from uuid import UUID
 
+from .._httpd import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+    BoundedHandler,
+    BoundedHTTPServer,
+)
 from ..errors import OutputError, ToolError, UsageError
+from ..keyserver.clearkey import license_response, parse_license_request
+from ..keyserver.request import SpekeRequestError
+
+log = logging.getLogger("speke_packager.serve")
 
 STATIC = Path(__file__).resolve().parent / "static"
 PLAYERS: Mapping[str, str] = {
@@ -69,51 +86,115 @@ def find_node_modules() -> Path:
                     "source checkout")
 
 
-def _b64url(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+_KEY_ROUTES = ("/keys/", "/clearkey/license")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (names, not a bind)
+MAX_LICENCE_BODY = 64 << 10
 
 
-def _b64url_decode(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+def _hostile(path: str) -> bool:
+    """NUL, control characters or backslashes in a decoded path: refused before any lookup."""
+    return any(ord(c) < 0x20 or c in "\x7f\\" for c in path)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
+    server_version = "speke-packager-serve"
+    sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # quiet: paths may carry KIDs, never keys, but keep stderr for the JSON report
 
-    def _cors(self) -> None:
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Access-Control-Allow-Headers", "*")
-        self.send_header("Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS")
-        self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+    def _cors(self, path: str) -> None:
+        """CORS for the package and player files only; never on the key routes (a page of
+        another origin must not read keys)."""
+        if not path.startswith(_KEY_ROUTES):
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "*")
+            self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+            self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
         self.send_header("Cache-Control", "no-store")
+
+    def _path(self) -> str:
+        return unquote(urlsplit(self.path).path)
 
     def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8",
               extra: Mapping[str, str] | None = None) -> None:
         self.send_response(status)
-        self._cors()
+        self._cors(self._path())
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _json(self, status: int, doc: object) -> None:
+        self._send(status, json.dumps(doc).encode("utf-8"), "application/json")
+
+    def answer_error(self, status: int, reason: str) -> None:
+        self._send(status, reason.encode("utf-8") + b"\n")
+
+    def _guard(self, method: Callable[[], None]) -> None:
+        """Run a method's handler; an unexpected error is a 500 line, never a traceback."""
+        try:
+            if _hostile(self._path()):
+                self.close_connection = True
+                self._send(400, b"bad path\n")
+                return
+            method()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            log.debug("error while answering %s", self.command, exc_info=True)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send(500, b"internal server error\n")
+
+    def _same_origin(self) -> bool:
+        """Key routes answer only a request for one of our own names (a loopback name, or the
+        --host given) from our own origin; else 403. Stops other web pages in the same browser
+        and DNS rebinding from reading keys."""
+        host = (self.headers.get("Host") or "").strip().lower()
+        reason = None
+        if host not in self.server.allowed_hosts:
+            reason = "key routes answer only requests for this server's own host name"
+        else:
+            origin = self.headers.get("Origin")
+            site = (self.headers.get("Sec-Fetch-Site") or "same-origin").strip().lower()
+            if (origin is not None and origin.strip().lower() != f"http://{host}") \
+                    or site not in ("same-origin", "none"):
+                reason = "key routes answer only same-origin requests"
+        if reason is None:
+            return True
+        self.close_connection = True
+        self._send(403, reason.encode() + b"\n")
+        return False
+
     def do_OPTIONS(self) -> None:
+        self._guard(self._options)
+
+    def _options(self) -> None:
         self.send_response(HTTPStatus.NO_CONTENT)
-        self._cors()
+        self._cors(self._path())
+        self.send_header("Allow", "GET, HEAD, POST, OPTIONS")
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def do_HEAD(self) -> None:
-        self.do_GET()
+        self._guard(self._get)
 
     def do_GET(self) -> None:
-        path = unquote(urlsplit(self.path).path)
+        self._guard(self._get)
+
+    def do_POST(self) -> None:
+        self._guard(self._post)
+
+    def _get(self) -> None:
+        path = self._path()
         srv = self.server
         if path in ("/", "/index.html"):
             self._send(200, srv.index_html().encode(), _MIME[".html"])
@@ -125,32 +206,33 @@ class _Handler(BaseHTTPRequestHandler):
             rel = PLAYERS[path[5:-3]]
             self._file(srv.node_modules, rel)
         elif path.startswith("/keys/"):
-            self._key(path[len("/keys/"):])
+            if self._same_origin():
+                self._key(path[len("/keys/"):])
         else:
             self._send(404, b"not found\n")
 
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(min(length, 1 << 16))
+    def _post(self) -> None:
+        path = self._path()
         if path != "/clearkey/license":
+            self.close_connection = True  # the body stays unread
             self._send(404, b"not found\n")
             return
+        if not self._same_origin():
+            return
+        body = self.read_body(MAX_LICENCE_BODY)
+        if body is None:
+            return
         try:
-            req = json.loads(body)
-            kids = [UUID(bytes=_b64url_decode(k)) for k in req["kids"]]
-        except (ValueError, KeyError, TypeError):
-            self._send(400, b'{"error":"expected {\\"kids\\":[base64url KID, ...]}"}',
-                       "application/json")
+            kids, session = parse_license_request(body)
+        except SpekeRequestError as exc:
+            self._json(exc.status, {"error": exc.reason})
             return
         self.server.note("license", [str(k) for k in kids])
-        keys = [{"kty": "oct", "kid": _b64url(k.bytes), "k": _b64url(self.server.keys[k])}
-                for k in kids if k in self.server.keys]
-        if not keys:
-            self._send(404, b'{"error":"unknown KID"}', "application/json")
+        answer = license_response(kids, session, self.server.keys.get)
+        if answer is None:
+            self._json(404, {"error": "unknown KID"})
             return
-        answer = {"keys": keys, "type": req.get("type", "temporary")}
-        self._send(200, json.dumps(answer).encode(), "application/json")
+        self._send(200, answer, "application/json")
 
     def _key(self, name: str) -> None:
         stem = name.split(".", 1)[0].replace("-", "")
@@ -167,13 +249,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, key, "application/octet-stream")
 
     def _file(self, base: Path, rel: str) -> None:
-        target = (base / rel).resolve()
-        if base not in target.parents or not target.is_file():
+        try:
+            root = base.resolve()  # node_modules may be a symbolic link
+            target = (root / rel).resolve()
+            if root not in target.parents or not target.is_file():
+                raise FileNotFoundError(rel)
+            size = target.stat().st_size
+            fh = target.open("rb")
+        except (OSError, ValueError):  # missing, outside, too long a name, unreadable
             self._send(404, b"not found\n")
             return
+        with fh:
+            self._send_file(fh, target, size)
+
+    def _send_file(self, fh: BinaryIO, target: Path, size: int) -> None:
         ctype = _MIME.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0] or \
             "application/octet-stream"
-        size = target.stat().st_size
         rng = self.headers.get("Range")
         start, end = 0, size - 1
         status = 200
@@ -186,12 +277,12 @@ class _Handler(BaseHTTPRequestHandler):
                     start, end = max(0, size - int(b)), size - 1
             except ValueError:
                 start, end = 0, size - 1
-            if start > end:
+            if start > end or start < 0:
                 self._send(416, b"", extra={"Content-Range": f"bytes */{size}"})
                 return
             status = 206
         self.send_response(status)
-        self._cors()
+        self._cors(self._path())
         self.send_header("Content-Type", ctype)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start + 1))
@@ -200,28 +291,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        with target.open("rb") as fh:
-            fh.seek(start)
-            left = end - start + 1
-            while left > 0:
-                chunk = fh.read(min(left, 1 << 16))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                left -= len(chunk)
+        fh.seek(start)
+        left = end - start + 1
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            self.wfile.write(chunk)
+            left -= len(chunk)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(BoundedHTTPServer):
     def __init__(self, addr: tuple[str, int], root: Path, keys: Mapping[UUID, bytes],
-                 node_modules: Path) -> None:
-        super().__init__(addr, _Handler)
+                 node_modules: Path, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        super().__init__(addr, _Handler, max_connections=max_connections,
+                         request_timeout=request_timeout)
         self.root = root
         self.keys = dict(keys)
         self.node_modules = node_modules
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        port = self.server_address[1]
+        names = list(_LOOPBACK_NAMES)
+        if addr[0] not in _WILDCARD:
+            names.append(f"[{addr[0]}]" if ":" in addr[0] else addr[0])
+        self.allowed_hosts = frozenset(
+            {f"{n.lower()}:{port}" for n in names} | ({n.lower() for n in names} if port == 80
+                                                      else set()))
 
     def note(self, kind: str, kids: list[str]) -> None:
         with self._lock:
@@ -233,7 +330,7 @@ class _Server(ThreadingHTTPServer):
             rel = quote(m.relative_to(self.root).as_posix())
             links = " ".join(f'<a href="/player/{p}.html?manifest=/package/{rel}">{p}</a>'
                              for p in PLAYERS)
-            items.append(f"<li>{rel}: {links}</li>")
+            items.append(f"<li>{html.escape(rel)}: {links}</li>")
         return ("<!doctype html><title>speke-packager serve</title><h1>Package</h1><ul>"
                 + "".join(items) + "</ul>")
 
@@ -247,7 +344,9 @@ class PackageServer:
     def __init__(self, directory: str | os.PathLike[str], *,
                  keys: Mapping[UUID, bytes] | None = None,
                  host: str = "127.0.0.1", port: int = 0,
-                 node_modules: str | os.PathLike[str] | None = None) -> None:
+                 node_modules: str | os.PathLike[str] | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.root = Path(directory).resolve()
         if not self.root.is_dir():
             raise UsageError(f"{self.root} is not a directory")
@@ -258,15 +357,19 @@ class PackageServer:
         # reached through a symlink would otherwise 404 every player script
         nm = (Path(node_modules) if node_modules else find_node_modules()).resolve()
         try:
-            self._server = _Server((host, port), self.root, keys or {}, nm)
+            self._server = _Server((host, port), self.root, keys or {}, nm,
+                                   max_connections=max_connections,
+                                   request_timeout=request_timeout)
         except OSError as exc:
             raise OutputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = str(self._server.server_address[0]), self._server.server_address[1]
+        if host in _WILDCARD:
+            host = "127.0.0.1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def clearkey_license_url(self) -> str:
@@ -314,16 +417,19 @@ class PackageServer:
     def start(self) -> PackageServer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._server.serve_forever,
+                                            kwargs={"poll_interval": 0.2},
                                             name="speke-serve", daemon=True)
             self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving: the accept loop ends, every open connection is shut down; returns
+        without waiting for busy handlers."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=10)
             self._thread = None
-        self._server.server_close()
+        self._server.close()
 
     def serve_until_interrupted(self) -> None:
         try:

@@ -129,7 +129,7 @@ def speke_encrypt_vod(src: Path, out: Path, scheme: str, fmt: str,
     from speke_packager.keyserver import KeyServer
 
     content_id = f"e2e-{out.name}"
-    with KeyServer(host="127.0.0.1", port=0, seed="e2e") as ks:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="e2e") as ks:
         rc = cli_main(["encrypt-vod", str(src), "--output", str(out), "--scheme", scheme,
                        "--format", fmt, "--segment-duration", "2", "--quiet", "--jobs", "1",
                        "--speke-url", ks.speke_url, "--content-id", content_id, "--drm", drm,

@@ -28,7 +28,7 @@ V1 = EncryptionContract("fault-v1", (DrmSystem.WIDEVINE,), (Packaging.DASH,), Sc
 
 
 def _server(*faults: str) -> KeyServer:
-    return KeyServer(host="127.0.0.1", port=0, seed="hardening", faults=list(faults))
+    return KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="hardening", faults=list(faults))
 
 
 @pytest.fixture()

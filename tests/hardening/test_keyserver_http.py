@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(host="127.0.0.1", port=0, seed="http-hostile", max_body=64 * 1024) as server:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="http-hostile", max_body=64 * 1024) as server:
         yield server
 
 
@@ -128,3 +129,49 @@ def test_no_traceback_in_any_answer(ks: KeyServer) -> None:
             assert r.status_code < 500 or r.status_code == 501, (method, path, r.status_code)
             assert "Traceback" not in r.text
     _healthy(ks)
+
+
+def test_header_block_budget(ks: KeyServer) -> None:
+    """100 headers of 2 KB each (each under the per-line limit) exceed the 64 KiB header
+    budget: 431, not 200 KB parsed and kept per connection."""
+    headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 2000) for i in range(90))
+    answer = _raw(ks, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert _status(answer) == 431
+    small = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 200) for i in range(90))  # control: 18 KB
+    assert _status(_raw(ks, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + small + b"\r\n")) == 200
+
+
+def test_body_on_a_get_is_never_parsed_as_the_next_request(ks: KeyServer) -> None:
+    """A GET with a Content-Length body: answered, connection closed; the body (here a second,
+    smuggled request) is never answered."""
+    smuggled = b"GET /keys/00112233445566778899aabbccddeeff?content_id=c HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = _raw(ks, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                  + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
+    assert answer.count(b"HTTP/1.1 ") == 1 and _status(answer) == 200
+    # control: the same two requests pipelined without the Content-Length get two answers
+    answer = _raw(ks, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + smuggled)
+    assert answer.count(b"HTTP/1.1 ") == 2
+
+
+def test_bodies_in_flight_share_a_budget() -> None:
+    """Bodies held at once are bounded server-wide: with room for two 40 KB bodies, a third
+    concurrent one gets 503 while the first two are being held (delay fault)."""
+    with KeyServer(allow_fault_header=True, max_body=40_000) as server:
+        server._server.body_budget = 100_000  # type: ignore[union-attr]
+        body = b"<x/>" + b" " * 39_000
+        held = []
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(b"POST /speke HTTP/1.1\r\nHost: x\r\nx-fault: delay=3\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\n\r\n" + body)
+            held.append(s)
+        time.sleep(0.5)
+        try:
+            r = requests.post(server.speke_url, data=body, timeout=30)
+            assert r.status_code == 503
+            time.sleep(3.5)  # the held ones answered: the budget is free again
+            r = requests.post(server.speke_url, data=body, timeout=30)
+            assert r.status_code == 400  # not CPIX, but read and parsed
+        finally:
+            for s in held:
+                s.close()

@@ -50,7 +50,7 @@ class Server:
 def server() -> Iterator[Server]:
     """``speke-packager keyserver`` in its own process on an ephemeral loopback port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speke_packager", "keyserver", "--port", "0", "--seed", SEED],
+        [sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", "0", "--seed", SEED],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.stdout is not None
@@ -111,7 +111,7 @@ def test_200_concurrent_requests(server: Server) -> None:
 @pytest.mark.timeout(120)
 def test_200_concurrent_counted_in_process() -> None:
     """The same burst against an in-process server: every request arrives and is counted."""
-    with KeyServer(host="127.0.0.1", port=0, seed=SEED, default_content_id="load-0") as ks:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed=SEED, default_content_id="load-0") as ks:
         barrier = threading.Barrier(200)
 
         def one(i: int) -> bool:

@@ -208,7 +208,7 @@ def test_sigint_while_waiting_for_the_key_server(clear_hls: Path, tmp_path: Path
     manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
     before = tree_digest(tmp_path / "pkg")
     out = tmp_path / "out"
-    with KeyServer(seed="integrity", faults=["delay=60"]) as ks:
+    with KeyServer(allow_fault_header=True, seed="integrity", faults=["delay=60"]) as ks:
         proc = subprocess.Popen(
             [sys.executable, "-m", "speke_packager", "encrypt-vod", str(manifest), "-o", str(out),
              "--speke-url", ks.speke_url, "--content-id", "int-1", "--drm", "aes-128",

@@ -83,7 +83,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     log = tmp / "keyserver.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "speke_packager", "--log-level", "debug", "--log-file", str(log),
-         "keyserver", "--port", "0", "--seed", SEED, "--log-requests"],
+         "keyserver", "--allow-fault-header", "--port", "0", "--seed", SEED, "--log-requests"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.stdout is not None
@@ -241,7 +241,7 @@ def test_reprs_hide_keys() -> None:
     objects: list[object] = [ck, entry, ks, SampleAesEncryptor(KEY, bytes(16))]
     for obj in objects:
         assert not find_leaks(repr(obj) + str(obj), {KEY}), type(obj).__name__
-    with KeyServer(seed=SEED) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED) as server:
         server.register_key(RAW_KID, KEY)
         assert not find_leaks(repr(server), {KEY})
 
@@ -265,7 +265,7 @@ def test_bad_mac_error_hides_keys() -> None:
 
     from speke_packager.keys import DeliveryKey
     from tests.keyserver.conftest import make_cert
-    with tempfile.TemporaryDirectory() as d, KeyServer(seed=SEED, faults=["bad-mac"]) as server:
+    with tempfile.TemporaryDirectory() as d, KeyServer(allow_fault_header=True, seed=SEED, faults=["bad-mac"]) as server:
         pair = make_cert(Path(d), "delivery")
         dk = DeliveryKey.load(pair.cert_pem, pair.key_pem)
         contract = EncryptionContract("mac-1", (DrmSystem.WIDEVINE,), (Packaging.DASH,),
@@ -292,7 +292,7 @@ def _tls_pair(tmp: Path, mode: int) -> tuple[Path, Path]:
 def test_keyserver_warns_about_exposed_tls_key(tmp_path: Path, mode: int, warns: bool) -> None:
     cert, key = _tls_pair(tmp_path, mode)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speke_packager", "keyserver", "--port", "0", "--tls-cert",
+        [sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", "0", "--tls-cert",
          str(cert), "--tls-key", str(key)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -35,7 +35,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture()
 def https(tls_files: tuple[Path, Path]) -> Iterator[KeyServer]:
     cert, key = tls_files
-    with KeyServer(seed="tls", tls_cert=str(cert), tls_key=str(key)) as ks:
+    with KeyServer(allow_fault_header=True, seed="tls", tls_cert=str(cert), tls_key=str(key)) as ks:
         assert ks.speke_url.startswith("https://")
         yield ks
 

@@ -99,7 +99,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(host="127.0.0.1", port=0, seed="tests-keys") as server:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="tests-keys") as server:
         yield server
 
 

@@ -323,7 +323,7 @@ def test_sigv4_credential_chain_from_environment(proxy: Proxy,
 
 
 def test_sigv4_against_key_server(pki: Pki) -> None:
-    with KeyServer(seed="s", require_sigv4=True, sigv4_credentials=(AK, SK)) as ks:
+    with KeyServer(allow_fault_header=True, seed="s", require_sigv4=True, sigv4_credentials=(AK, SK)) as ks:
         ok = SpekeClient(ks.speke_url, retries=0, auth=SigV4Auth("us-east-1",
                                                                  credentials=(AK, SK)))
         assert len(ok.fetch(EncryptionContract("chan-7", (WV, PR)))) == 2
@@ -390,7 +390,7 @@ def test_sigv4_assume_role(proxy: Proxy, fake_sts: tuple[str, list[bytes]]) -> N
 
 @pytest.fixture()
 def tls_ks(pki: Pki) -> Iterator[KeyServer]:
-    with KeyServer(seed="tls", tls_cert=str(pki.server.cert), tls_key=str(pki.server.key),
+    with KeyServer(allow_fault_header=True, seed="tls", tls_cert=str(pki.server.cert), tls_key=str(pki.server.key),
                    client_ca=str(pki.ca.cert)) as server:
         yield server
 
@@ -454,11 +454,11 @@ def test_delivery_key_mismatch_contract(ks: KeyServer, pki: Pki) -> None:
 
 def test_server_wide_faults_option() -> None:
     c = EncryptionContract("chan-7", (WV, PR))
-    with KeyServer(seed="f", faults=["change-scheme"]) as bad:
+    with KeyServer(allow_fault_header=True, seed="f", faults=["change-scheme"]) as bad:
         with pytest.raises(CpixValidationError) as ei:
             SpekeClient(bad.speke_url, retries=0).fetch(c)
         assert ei.value.check == "scheme" and ei.value.kid
-    with KeyServer(seed="f", faults=["status=503"]) as busy:
+    with KeyServer(allow_fault_header=True, seed="f", faults=["status=503"]) as busy:
         client = SpekeClient(busy.speke_url, retries=2, sleep=Sleeps(),
                              auth=HeaderAuth(CLOSE))
         with pytest.raises(KeyServerHTTPError):

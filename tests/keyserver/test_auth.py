@@ -33,7 +33,7 @@ def signed(url: str, body: bytes, *, ak: str = AK, sk: str = SK, service: str = 
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(require_sigv4=True, sigv4_credentials=(AK, SK)) as server:
+    with KeyServer(allow_fault_header=True, require_sigv4=True, sigv4_credentials=(AK, SK)) as server:
         yield server
 
 
@@ -95,20 +95,78 @@ def test_sigv4_clock_skew() -> None:
 
 def test_sigv4_needs_credentials() -> None:
     with pytest.raises(UsageError):
-        KeyServer(require_sigv4=True)
+        KeyServer(allow_fault_header=True, require_sigv4=True)
 
 
-def test_licence_endpoint_needs_no_signature(ks: KeyServer) -> None:
-    assert requests.get(ks.url + "/healthz", timeout=10).status_code == 200
-    r = requests.post(ks.clearkey_license_url + "?content_id=c", timeout=10,
-                      data=b'{"kids":["ABEiM0RVZneImaq7zN3u_w"]}')
-    assert r.status_code == 200
+KID_HEX = "00112233445566778899aabbccddeeff"
+LICENCE = b'{"kids":["ABEiM0RVZneImaq7zN3u_w"]}'
+
+
+def _key_routes(ks: KeyServer) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """(method, URL, body, extra headers) of every route that hands out key material."""
+    return [
+        ("POST", ks.speke_url, _req.v2_request(), {"x-speke-version": "2.0"}),
+        ("POST", ks.url + "/copyProtection", _req.v2_request(), {"x-speke-version": "2.0"}),
+        ("GET", f"{ks.url}/keys/{KID_HEX}?content_id=c", b"", {}),
+        ("HEAD", f"{ks.url}/keys/{KID_HEX}?content_id=c", b"", {}),
+        ("POST", ks.clearkey_license_url + "?content_id=c", LICENCE,
+         {"content-type": "application/json"}),
+    ]
+
+
+def _sign(method: str, url: str, body: bytes, headers: dict[str, str], *,
+          sk: str = SK) -> dict[str, str]:
+    req = AWSRequest(method, url, data=body, headers=dict(headers))
+    SigV4Auth(Credentials(AK, sk), "execute-api", "eu-west-1").add_auth(req)
+    return dict(req.prepare().headers)
+
+
+def test_every_key_route_needs_a_signature(ks: KeyServer) -> None:
+    """One access rule: SPEKE, /keys and the ClearKey licence all refuse unsigned and wrongly
+    signed requests and answer correctly signed ones (botocore signs, as a real client would)."""
+    assert requests.get(ks.url + "/healthz", timeout=10).status_code == 200  # no key material
+    for method, url, body, extra in _key_routes(ks):
+        bare = requests.request(method, url, data=body, headers=extra, timeout=10)
+        assert bare.status_code == 401, (method, url)
+        if method != "HEAD":
+            assert bare.json()["message"] == "Missing Authentication Token"
+        wrong = requests.request(method, url, data=body, timeout=10,
+                                 headers=_sign(method, url, body, extra, sk="wrong"))
+        assert wrong.status_code == 403, (method, url)
+        # a signature for another KID (GET) or body (POST) does not open this one
+        other = url.replace(KID_HEX, "ffeeddccbbaa99887766554433221100")
+        tampered = body + b"\n" if body else body
+        assert (other, tampered) != (url, body)
+        moved = requests.request(method, other, data=tampered, timeout=10,
+                                 headers=_sign(method, url, body, extra))
+        assert moved.status_code == 403, (method, other)
+        good = requests.request(method, url, data=body, timeout=10,
+                                headers=_sign(method, url, body, extra))
+        assert good.status_code == 200, (method, url, good.text)
+        if "/keys/" in url and method == "GET":
+            assert len(good.content) == 16
+        elif "license" in url:
+            assert good.json()["keys"][0]["kid"] == "ABEiM0RVZneImaq7zN3u_w"
+
+
+def test_fault_header_needs_the_flag() -> None:
+    """x-fault is honoured only with allow_fault_header (the flag --allow-fault-header)."""
+    kid_url = "/keys/" + KID_HEX + "?content_id=c"
+    with KeyServer() as plain, KeyServer(allow_fault_header=True) as testing:
+        for server, expected in ((plain, 200), (testing, 418)):
+            r = requests.get(server.url + kid_url, headers={"x-fault": "status=418"}, timeout=10)
+            assert r.status_code == expected
+            r = requests.post(server.speke_url, data=_req.v2_request(), timeout=10,
+                              headers={"x-speke-version": "2.0", "x-fault": "status=418"})
+            assert r.status_code == expected
+    with KeyServer(faults=["status=418"]) as wide:  # server-wide faults still apply
+        assert requests.get(wide.url + kid_url, timeout=10).status_code == 418
 
 
 # --- TLS ---------------------------------------------------------------------------------------
 def test_tls(pki: dict[str, CertPair]) -> None:
     server, ca = pki["server"], pki["ca"]
-    with KeyServer(tls_cert=str(server.cert_pem), tls_key=str(server.key_pem)) as ks:
+    with KeyServer(allow_fault_header=True, tls_cert=str(server.cert_pem), tls_key=str(server.key_pem)) as ks:
         assert ks.url.startswith("https://127.0.0.1:")
         body = _req.v2_request()
         r = requests.post(ks.speke_url, data=body, headers={"x-speke-version": "2.0"},
@@ -125,7 +183,7 @@ def test_tls(pki: dict[str, CertPair]) -> None:
 
 def test_client_certificate(pki: dict[str, CertPair]) -> None:
     server, ca, client = pki["server"], pki["ca"], pki["client"]
-    with KeyServer(tls_cert=str(server.cert_pem), tls_key=str(server.key_pem),
+    with KeyServer(allow_fault_header=True, tls_cert=str(server.cert_pem), tls_key=str(server.key_pem),
                    client_ca=str(ca.cert_pem)) as ks:
         body = _req.v2_request()
         r = requests.post(ks.speke_url, data=body, headers={"x-speke-version": "2.0"},
@@ -135,6 +193,14 @@ def test_client_certificate(pki: dict[str, CertPair]) -> None:
         r = requests.post(ks.speke_url, data=body, headers={"x-speke-version": "2.0"},
                           verify=str(ca.cert_pem), timeout=10)
         assert r.status_code == 403
+        for method, url, rbody, extra in _key_routes(ks):
+            no_cert = requests.request(method, url, data=rbody, headers=extra, timeout=10,
+                                       verify=str(ca.cert_pem))
+            assert no_cert.status_code == 403, (method, url)
+            with_cert = requests.request(method, url, data=rbody, headers=extra, timeout=10,
+                                         verify=str(ca.cert_pem),
+                                         cert=(str(client.cert_pem), str(client.key_pem)))
+            assert with_cert.status_code == 200, (method, url)
         stranger = pki["stranger"]
         with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
             requests.post(ks.speke_url, data=body, headers={"x-speke-version": "2.0"},
@@ -144,15 +210,15 @@ def test_client_certificate(pki: dict[str, CertPair]) -> None:
 
 def test_tls_config_errors(pki: dict[str, CertPair], tmp_path: object) -> None:
     with pytest.raises(UsageError):
-        KeyServer(tls_cert=str(pki["server"].cert_pem))
+        KeyServer(allow_fault_header=True, tls_cert=str(pki["server"].cert_pem))
     with pytest.raises(UsageError):
-        KeyServer(client_ca=str(pki["ca"].cert_pem))
+        KeyServer(allow_fault_header=True, client_ca=str(pki["ca"].cert_pem))
     with pytest.raises(UsageError):
-        KeyServer(tls_cert="/nonexistent.crt", tls_key="/nonexistent.key").start()
+        KeyServer(allow_fault_header=True, tls_cert="/nonexistent.crt", tls_key="/nonexistent.key").start()
 
 
 def test_openssl_sees_server_certificate(pki: dict[str, CertPair]) -> None:
     server = pki["server"]
-    with KeyServer(tls_cert=str(server.cert_pem), tls_key=str(server.key_pem)) as ks:
+    with KeyServer(allow_fault_header=True, tls_cert=str(server.cert_pem), tls_key=str(server.key_pem)) as ks:
         pem = ssl.get_server_certificate(("127.0.0.1", ks.port))
         assert ssl.PEM_cert_to_DER_cert(pem) == server.cert_der

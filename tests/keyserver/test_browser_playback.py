@@ -97,8 +97,8 @@ def test_shaka_player_plays_with_keyserver_licence(
     folder, origin = site
     body = _req.v2_request(scheme="cenc", systems=(_req.CLEARKEY,), kids=((_req.KID_V, "VIDEO"),))
     results = {}
-    with KeyServer(seed="playback") as ks, \
-            KeyServer(seed="playback", faults=["wrong-kid"]) as bad_ks, \
+    with KeyServer(allow_fault_header=True, seed="playback") as ks, \
+            KeyServer(allow_fault_header=True, seed="playback", faults=["wrong-kid"]) as bad_ks, \
             contextlib.nullcontext(playwright_instance) as p:
         r = requests.post(ks.speke_url, data=body, headers={"x-speke-version": "2.0"},
                           timeout=30)

@@ -18,7 +18,7 @@ from ._check import check_answer, expected_key
 
 def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speke_packager", "keyserver", "--port", "0", *args],
+        [sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})})
     assert proc.stdout is not None
@@ -68,11 +68,11 @@ def test_cli_faults_and_content_id() -> None:
 
 
 def test_cli_bad_options_exit_nonzero() -> None:
-    r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
+    r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", "0",
                         "--fault", "bogus"], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
+    r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", "0",
                         "--require-sigv4"], check=False, capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 2 and "AWS_ACCESS_KEY_ID" in r.stderr
 
@@ -81,7 +81,7 @@ def test_cli_port_in_use() -> None:
     proc, url = start()
     try:
         port = url.rsplit(":", 1)[1]
-        r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", port],
+        r = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", port],
                            check=False, capture_output=True, text=True, timeout=30)
         assert r.returncode != 0 and "cannot listen" in r.stderr
     finally:
@@ -112,7 +112,7 @@ def test_cli_serves_registered_raw_keys() -> None:
 
 
 def test_cli_refuses_a_malformed_raw_key() -> None:
-    proc = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--port", "0",
+    proc = subprocess.run([sys.executable, "-m", "speke_packager", "keyserver", "--allow-fault-header", "--port", "0",
                            "--key", "00112233445566778899aabbccddeeff:abcd"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2

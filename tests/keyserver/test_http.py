@@ -31,7 +31,7 @@ def b64url(data: bytes) -> str:
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(seed=SEED) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED) as server:
         yield server
 
 
@@ -88,9 +88,9 @@ def test_licence_unknown_kid_404_and_content_id_query(ks: KeyServer) -> None:
 
 def test_restart_licence_with_default_content_id() -> None:
     body = _req.v2_request(systems=(_req.CLEARKEY,), content_id="show-9")
-    with KeyServer(seed=SEED) as a:
+    with KeyServer(allow_fault_header=True, seed=SEED) as a:
         keys = check_answer(body, speke(a, body).content).keys
-    with KeyServer(seed=SEED, default_content_id="show-9") as b:  # fresh process state
+    with KeyServer(allow_fault_header=True, seed=SEED, default_content_id="show-9") as b:  # fresh process state
         doc = licence(b, [_req.KID_V]).json()
         assert base64.urlsafe_b64decode(doc["keys"][0]["k"] + "==") == keys[_req.KID_V]
         raw = requests.get(b.key_url(_req.KID_A), timeout=10)
@@ -153,7 +153,7 @@ def test_404_405(ks: KeyServer) -> None:
 
 
 def test_body_limit_413() -> None:
-    with KeyServer(max_body=4096) as ks:
+    with KeyServer(allow_fault_header=True, max_body=4096) as ks:
         r = requests.post(ks.speke_url, data=b"<" * 5000, headers={"x-speke-version": "2.0"},
                           timeout=10)
         assert r.status_code == 413
@@ -186,7 +186,7 @@ def test_fault_parse() -> None:
         with pytest.raises(FaultError):
             parse_faults([bad])
     with pytest.raises(UsageError):
-        KeyServer(faults=["bogus"])
+        KeyServer(allow_fault_header=True, faults=["bogus"])
 
 
 def test_fault_header_bad_is_400(ks: KeyServer) -> None:
@@ -278,7 +278,7 @@ def test_fault_layout_switch(ks: KeyServer, delivery_certs: dict) -> None:  # ty
 
 
 def test_server_wide_faults() -> None:
-    with KeyServer(faults=["status=503"]) as ks:
+    with KeyServer(allow_fault_header=True, faults=["status=503"]) as ks:
         assert speke(ks, _req.v2_request()).status_code == 503
         assert requests.get(ks.key_url(uuid.uuid4()), timeout=10).status_code == 503
         assert requests.get(ks.url + "/healthz", timeout=10).status_code == 200
@@ -300,7 +300,7 @@ def test_key_endpoint_faults(ks: KeyServer) -> None:
 def test_200_concurrent_requests() -> None:
     body = _req.v2_request(systems=(_req.WIDEVINE, _req.PLAYREADY))
     barrier = threading.Barrier(200, timeout=60)
-    with KeyServer(seed=SEED) as ks:
+    with KeyServer(allow_fault_header=True, seed=SEED) as ks:
         expected = check_answer(body, speke(ks, body).content).keys
 
         def one(i: int) -> tuple[int, dict[uuid.UUID, bytes]]:
@@ -321,7 +321,7 @@ def test_200_concurrent_requests() -> None:
 
 
 def test_stop_closes_port() -> None:
-    ks = KeyServer().start()
+    ks = KeyServer(allow_fault_header=True).start()
     port = ks.port
     ks.stop()
     ks.stop()  # idempotent
@@ -348,3 +348,40 @@ def test_status_fault_keeps_a_kept_alive_connection_in_step(ks: KeyServer, fault
         check_answer(body, data)
     finally:
         conn.close()
+
+
+def _raw_answer(ks: KeyServer, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", ks.port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("value", [b"2.0\r\n X-Evil: injected", b"2.0\r\n\tSet-Cookie: a=b",
+                                   b"x" * 200, b"2.0<script>"])
+def test_only_a_version_string_is_echoed(ks: KeyServer, value: bytes) -> None:
+    """A folded or hostile X-Speke-Version is never copied into the answer's headers."""
+    body = _req.v2_request()
+    answer = _raw_answer(ks, b"POST /speke HTTP/1.1\r\nHost: x\r\nX-Speke-Version: " + value
+                         + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                         + body)
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 4"), head
+    assert b"X-Evil" not in head and b"Set-Cookie" not in head and b"x" * 50 not in head
+    assert b"X-Speke-Version" not in head
+    good = speke(ks, body, version="2.0")  # control: a real version is echoed
+    assert good.status_code == 200 and good.headers["X-Speke-Version"] == "2.0"
+
+
+def test_sigv4_error_bodies_are_json() -> None:
+    """A hostile credential scope (quotes, backslashes) still gives a JSON body that parses."""
+    with KeyServer(require_sigv4=True, sigv4_credentials=("AK", "SK")) as server:
+        auth = ('AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/s"3\\/aws4_request, '
+                "SignedHeaders=host, Signature=" + "0" * 64)
+        r = requests.post(server.speke_url, data=b"<x/>", timeout=10,
+                          headers={"Authorization": auth, "X-Amz-Date": "20260101T000000Z"})
+        assert r.status_code == 403
+        assert 's"3\\' in r.json()["message"]

@@ -44,7 +44,7 @@ def _expected(name: str) -> tuple[int, str | None]:
 
 @pytest.fixture(scope="module")
 def ks() -> KeyServer:
-    server = KeyServer(seed="samples").start()
+    server = KeyServer(allow_fault_header=True, seed="samples").start()
     yield server  # type: ignore[misc]
     server.stop()
 

@@ -30,7 +30,7 @@ XENC = "http://www.w3.org/2001/04/xmlenc#"
 
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(seed=SEED) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED) as server:
         yield server
 
 
@@ -167,12 +167,12 @@ def test_v1_aes128_identity(ks: KeyServer) -> None:
 
 def test_same_request_same_keys_across_restart() -> None:
     body = _req.v2_request()
-    with KeyServer(seed=SEED) as a:
+    with KeyServer(allow_fault_header=True, seed=SEED) as a:
         first = check_answer(body, post(a, body).content).keys
         port = a.port
-    with KeyServer(seed=SEED, port=port) as b:
+    with KeyServer(allow_fault_header=True, seed=SEED, port=port) as b:
         assert check_answer(body, post(b, body).content).keys == first
-    with KeyServer(seed="different") as c:
+    with KeyServer(allow_fault_header=True, seed="different") as c:
         other = check_answer(body, post(c, body).content).keys
     assert other != first
 
@@ -218,7 +218,7 @@ def test_encrypted_keys(bits: int, layout: str, delivery_certs: dict[int, CertPa
     pair = delivery_certs[bits]
     body = _req.v2_request(cert_der=[pair.cert_der], systems=(_req.WIDEVINE, _req.PLAYREADY),
                            scheme="cenc")
-    with KeyServer(seed=SEED, mac_layout=layout) as ks:
+    with KeyServer(allow_fault_header=True, seed=SEED, mac_layout=layout) as ks:
         r = post(ks, body)
     assert r.status_code == 200, r.text
     checked = check_answer(body, r.content)
@@ -376,7 +376,7 @@ def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
-        server = KeyServer(host="::1").start()
+        server = KeyServer(allow_fault_header=True, host="::1").start()
     except UsageError as exc:
         pytest.skip(f"IPv6 loopback unavailable: {exc}")
     try:

@@ -31,7 +31,7 @@ V, A = "PRESET-VIDEO-1", "PRESET-AUDIO-1"
 
 @pytest.fixture(scope="module")
 def ks() -> Iterator[KeyServer]:
-    with KeyServer(seed=SEED) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED) as server:
         yield server
 
 
@@ -108,7 +108,7 @@ def test_encrypted_keys_with_client(bits: int, layout: str, version: SpekeVersio
                                     delivery_certs: dict[int, CertPair]) -> None:
     pair = delivery_certs[bits]
     dk = DeliveryKey(certificate_der=pair.cert_der, private_key=pair.private_key)
-    with KeyServer(seed=SEED, mac_layout=layout) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED, mac_layout=layout) as server:
         client = SpekeClient(server.speke_url, retries=0, delivery_key=dk)
         keys = client.fetch(EncryptionContract(content_id="movie-1", drm=(DrmSystem.WIDEVINE,),
                                                packaging=(Packaging.DASH,), version=version))
@@ -152,16 +152,16 @@ FAULTS: list[tuple[str, type[Exception]]] = [
 
 @pytest.mark.parametrize(("fault", "error"), FAULTS)
 def test_client_catches_fault(fault: str, error: type[Exception]) -> None:
-    with KeyServer(seed=SEED, faults=[fault]) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED, faults=[fault]) as server:
         client = SpekeClient(server.speke_url, retries=0)
         with pytest.raises(error):
             client.fetch(_contract())
-    with KeyServer(seed=SEED) as server:  # control: the same request succeeds without it
+    with KeyServer(allow_fault_header=True, seed=SEED) as server:  # control: the same request succeeds without it
         assert_keys(SpekeClient(server.speke_url, retries=0).fetch(_contract()))
 
 
 def test_client_timeout_on_delay() -> None:
-    with KeyServer(faults=["delay=2"]) as server:
+    with KeyServer(allow_fault_header=True, faults=["delay=2"]) as server:
         client = SpekeClient(server.speke_url, retries=0, timeout=(2.0, 0.5))
         with pytest.raises(KeyServerTimeout):
             client.fetch(_contract())
@@ -173,14 +173,14 @@ def test_client_catches_encryption_faults(fault: str, error: type[Exception],
                                           delivery_certs: dict[int, CertPair]) -> None:
     pair = delivery_certs[2048]
     dk = DeliveryKey(certificate_der=pair.cert_der, private_key=pair.private_key)
-    with KeyServer(seed=SEED, faults=[fault]) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED, faults=[fault]) as server:
         client = SpekeClient(server.speke_url, retries=0, delivery_key=dk)
         with pytest.raises(error):
             client.fetch(_contract())
 
 
 def test_client_retries_then_fails_on_500(ks: KeyServer) -> None:
-    with KeyServer(faults=["status=503"]) as server:
+    with KeyServer(allow_fault_header=True, faults=["status=503"]) as server:
         client = SpekeClient(server.speke_url, retries=2, backoff=0.0, sleep=lambda s: None)
         with pytest.raises(KeyServerHTTPError) as exc:
             client.fetch(_contract())
@@ -190,7 +190,7 @@ def test_client_retries_then_fails_on_500(ks: KeyServer) -> None:
 
 def test_client_sigv4_against_server() -> None:
     creds = ("AKIDCLIENT", "client-secret-key")
-    with KeyServer(seed=SEED, require_sigv4=True, sigv4_credentials=creds) as server:
+    with KeyServer(allow_fault_header=True, seed=SEED, require_sigv4=True, sigv4_credentials=creds) as server:
         good = SpekeClient(server.speke_url, retries=0,
                            auth=SigV4Auth("eu-west-1", credentials=creds))
         assert_keys(good.fetch(_contract()))

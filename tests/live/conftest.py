@@ -66,7 +66,7 @@ def live_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendition]
 @pytest.fixture()
 def ks() -> Iterator[KeyServer]:
     """The local key server on an ephemeral port with a fixed seed."""
-    with KeyServer(host="127.0.0.1", port=0, seed="live-tests") as server:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="live-tests") as server:
         yield server
 
 

@@ -90,7 +90,7 @@ def test_key_server_down(media, tmp_path: Path) -> None:
 def test_key_server_invalid_answer(media, tmp_path: Path) -> None:
     from speke_packager.keyserver import KeyServer
 
-    with KeyServer(host="127.0.0.1", port=0, seed="t", faults=["wrong-kid"]) as ks:
+    with KeyServer(allow_fault_header=True, host="127.0.0.1", port=0, seed="t", faults=["wrong-kid"]) as ks:
         res = cli("--log-level", "error", "encrypt-vod", str(media("h264-aac-mp4")), "-o",
                   str(tmp_path / "out"), "--speke-url", ks.speke_url, "--content-id", "c1",
                   "--retries", "0")
