@@ -59,6 +59,11 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset
          b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
          + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
 _BODY_METHODS = frozenset({"POST"})
+# lingering close: after its answer, a connection closed by the server (an error answer with
+# request bytes still unread, a body on a GET) is half-closed and its input drained for at most
+# this long / this much, so the peer reads the answer instead of a reset
+_LINGER_SECONDS = 0.5
+_LINGER_BYTES = 1 << 20
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -167,6 +172,28 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                 self._open.discard(request)
             self._slots.release()
 
+    def shutdown_request(self, request: Any) -> None:
+        """Half-close, drain what the peer still sends (bounded), then close: closing a socket
+        with unread input sends a reset, which can destroy the answer before the peer reads
+        it. Not while the server closes, and not for TLS (no half-close)."""
+        if not self._closing and not isinstance(request, ssl.SSLSocket):
+            try:
+                request.shutdown(socket.SHUT_WR)
+                end = time.monotonic() + _LINGER_SECONDS
+                drained = 0
+                while drained < _LINGER_BYTES and not self._closing:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    request.settimeout(left)
+                    chunk = request.recv(65536)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except OSError:
+                pass
+        super().shutdown_request(request)
+
     def _refuse(self, sock: socket.socket) -> None:
         """503 without blocking the accept loop (a TLS connection is closed: no handshake)."""
         try:
@@ -182,8 +209,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                     sock.send(_BUSY)
                 except OSError:
                     pass
-        finally:
-            self.shutdown_request(sock)
+        finally:  # (no lingering here: this runs in the accept loop)
+            super().shutdown_request(sock)
 
     def reserve_body(self, n: int) -> bool:
         with self._open_lock:

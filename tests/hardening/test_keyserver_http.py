@@ -28,7 +28,10 @@ def _raw(ks: KeyServer, data: bytes, *, read: bool = True) -> bytes:
         s.sendall(data)
         if not read:
             return b""
-        s.shutdown(socket.SHUT_WR)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered and closed before the whole request was sent
+            pass
         chunks = []
         while True:
             try:
