@@ -15,7 +15,8 @@ from typing import IO, TYPE_CHECKING, BinaryIO
 
 from ...errors import Mp4FormatError, UsageError
 from .boxes import iter_boxes
-from .segment import patch_mfra, patch_sidx
+from .segment import patch_mfra
+from .sidx import patch_sidx
 
 if TYPE_CHECKING:
     from .encryptor import Mp4Encryptor
