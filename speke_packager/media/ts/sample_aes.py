@@ -274,7 +274,13 @@ def _remux_pid(table: PacketTable, g: PidPayload,
         shifts = np.zeros(len(moved), dtype=np.intp)
     for k, sh in zip(moved, shifts.tolist(), strict=True):
         u = units[k]
-        produced = repacketise(table, u, new[k], adds[k], int(sh), room=rooms.get(k))
+        pes = new[k]
+        if pes is u.data and g.unit_at is not None and not g.moves:
+            # a same-size PES that takes the CC padding: its view into the compacted body
+            # went stale when the body was put back in packet layout; its bytes are there
+            flat_body = memoryview(g.body.reshape(-1))  # type: ignore[arg-type]
+            pes = b"".join([flat_body[lo:hi] for lo, hi in g.unit_ranges[k]])
+        produced = repacketise(table, u, pes, adds[k], int(sh), room=rooms.get(k))
         rows[u.packets] = produced[: len(u.packets)]
         if adds[k]:
             splices[u.packets[-1]] = produced[len(u.packets) :].tobytes()
