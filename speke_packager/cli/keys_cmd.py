@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ..keys.auth import Auth
     from ..keys.client import SpekeClient
     from ..keys.envelope import DeliveryKey
-    from ..keys.inspect import CpixReport
+    from ..keys.inspection import CpixReport
     from ..keys.request import EncryptionContract
     from ..model import KeySet
 
@@ -365,7 +365,7 @@ def _cpix_handler(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     from ..keys.envelope import DeliveryKey
-    from ..keys.inspect import inspect_cpix
+    from ..keys.inspection import inspect_cpix
 
     dk = DeliveryKey.load(args.delivery_key, None, args.password) if args.delivery_key else None
     report = inspect_cpix(data, dk)

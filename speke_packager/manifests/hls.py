@@ -185,14 +185,6 @@ class MediaPlaylist:
     media_sequence: int = 0
     iframes_only: bool = False
 
-    @property
-    def init_sections(self) -> list[InitSection]:
-        seen: list[InitSection] = []
-        for s in self.segments:
-            if s.init is not None and all(s.init is not x for x in seen):
-                seen.append(s.init)
-        return seen
-
 
 def _lines(text: str, path: str | None) -> list[str]:
     if text.startswith("\ufeff"):

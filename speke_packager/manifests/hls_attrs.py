@@ -79,12 +79,6 @@ def parse_attribute_list(
     return out
 
 
-def is_quoted(text: str, name: str) -> bool:
-    """True when attribute ``name`` in the raw list ``text`` is a quoted-string."""
-    m = re.search(rf'(?:^|,)\s*{re.escape(name)}=(")', text)
-    return m is not None
-
-
 def parse_hex(value: str, *, what: str, line: int | None = None) -> bytes:
     """``0x…`` hexadecimal-sequence -> bytes."""
     if not value[:2].lower() == "0x" or len(value) <= 2:

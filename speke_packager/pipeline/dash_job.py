@@ -9,8 +9,9 @@ from lxml import etree
 
 from ..errors import ManifestError, UnsupportedMediaError
 from ..manifests import dash
+from ..media.mp4.layout import split_single_file
+from ..media.mp4.sidx import rewrite_sidx
 from ..model import KeyEntry
-from .boxes import rewrite_sidx, split_single_file
 from .contexts import Mp4Context
 from .hls_job import Contexts, resolve
 from .options import TrackSummary

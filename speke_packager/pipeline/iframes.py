@@ -55,15 +55,15 @@ def remap_fmp4_range(clear: bytes, encrypted: bytes, offset: int, length: int
                      ) -> tuple[int, int]:
     """(offset, length) in ``encrypted`` of an fMP4 I-frame range (a moof, the mdat header and
     the key frame's sample data). cenc/cbcs encrypt in place: only the moof grows."""
-    from .boxes import boxes_in
+    from ..media.mp4.boxes import iter_boxes
 
-    b_in, b_out = boxes_in(clear), boxes_in(encrypted)
+    b_in, b_out = list(iter_boxes(clear)), list(iter_boxes(encrypted))
     moofs_in = [b for b in b_in if b.type == b"moof"]
     moofs_out = [b for b in b_out if b.type == b"moof"]
-    k = next((i for i, b in enumerate(moofs_in) if b.offset == offset), None)
+    k = next((i for i, b in enumerate(moofs_in) if b.start == offset), None)
     if k is None or len(moofs_in) != len(moofs_out):
         raise ManifestError(f"I-frame range {length}@{offset} does not start at a moof box")
-    nxt = next((b for b in b_in if b.offset == moofs_in[k].end), None)
+    nxt = next((b for b in b_in if b.start == moofs_in[k].end), None)
     if nxt is None or nxt.type != b"mdat" or offset + length > nxt.end:
         raise ManifestError(f"I-frame range {length}@{offset} does not end inside its mdat")
-    return moofs_out[k].offset, length + moofs_out[k].size - moofs_in[k].size
+    return moofs_out[k].start, length + moofs_out[k].size - moofs_in[k].size

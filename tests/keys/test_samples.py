@@ -15,7 +15,7 @@ from speke_packager.errors import CpixValidationError
 from speke_packager.keys.cpix.model import CpixUsageRule
 from speke_packager.keys.cpix.parse import parse_cpix
 from speke_packager.keys.cpix.schema import schema_errors
-from speke_packager.keys.inspect import inspect_cpix
+from speke_packager.keys.inspection import inspect_cpix
 from speke_packager.keys.request import EncryptionContract, build_request
 
 PREFIX = "speke-reference-server__spekev2_verification_testsuite__spekev2_requests__test_case_"

@@ -24,7 +24,7 @@ from .model import (
     SignalElement,
 )
 
-__all__ = ["parse_cpix", "summarize", "validate"]
+__all__ = ["parse_cpix"]
 
 _LISTS = (
     "DeliveryDataList",
@@ -278,17 +278,3 @@ def parse_cpix(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> CpixDocument:
         has_delivery_data_list=counts["DeliveryDataList"] > 0,
     )
 
-
-def validate(data: bytes, delivery_key: object | None = None) -> object:
-    """Parse and check any CPIX document offline (the ``cpix`` command); returns a
-    :class:`speke_packager.keys.inspect.CpixReport`. See :func:`speke_packager.keys.inspect.
-    inspect_cpix`."""
-    from ..envelope import DeliveryKey
-    from ..inspect import inspect_cpix
-
-    if delivery_key is not None and not isinstance(delivery_key, DeliveryKey):
-        raise CpixError("delivery_key must be a DeliveryKey")
-    return inspect_cpix(data, delivery_key)
-
-
-summarize = validate

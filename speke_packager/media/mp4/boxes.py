@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ...errors import Mp4FormatError
 
@@ -17,6 +18,7 @@ __all__ = [
     "Box",
     "Node",
     "box_bytes",
+    "file_boxes",
     "full_box",
     "iter_boxes",
     "parse_tree",
@@ -54,6 +56,34 @@ def _name(fourcc: bytes) -> str:
     return fourcc.decode("latin-1")
 
 
+def _header(buf: bytes | bytearray | memoryview, pos: int, left: int, path: str, index: int
+            ) -> tuple[bytes, int, int]:
+    """(fourcc, header length, size) of the box at ``buf[pos:]`` with ``left`` bytes up to the
+    end of its parent; every size is checked."""
+    where = f"{path}/#{index}" if path else f"#{index}"
+    if left < 8:
+        raise Mp4FormatError(f"truncated box header ({left} bytes left)", box_path=where)
+    size, fourcc = _HDR.unpack_from(buf, pos)
+    where = f"{path}/{_name(fourcc)}" if path else _name(fourcc)
+    header = 8
+    if size == 1:
+        if left < 16:
+            raise Mp4FormatError("truncated 64-bit box size", box_path=where)
+        (size,) = struct.unpack_from(">Q", buf, pos + 8)
+        header = 16
+    elif size == 0:
+        size = left
+    if fourcc == b"uuid":
+        header += 16
+    if size < header:
+        raise Mp4FormatError(f"box size {size} smaller than its header", box_path=where)
+    if size > left:
+        raise Mp4FormatError(
+            f"box size {size} runs past the end of its parent ({left} bytes left)",
+            box_path=where)
+    return bytes(fourcc), header, size
+
+
 def iter_boxes(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None,
                *, path: str = "") -> Iterator[Box]:
     """Yield the boxes laid end to end in ``buf[start:end]``; every size is checked."""
@@ -61,30 +91,26 @@ def iter_boxes(buf: bytes | bytearray | memoryview, start: int = 0, end: int | N
     pos = start
     index = 0
     while pos < stop:
-        where = f"{path}/#{index}" if path else f"#{index}"
-        if stop - pos < 8:
-            raise Mp4FormatError(f"truncated box header ({stop - pos} bytes left)", box_path=where)
-        size, fourcc = _HDR.unpack_from(buf, pos)
-        where = f"{path}/{_name(fourcc)}" if path else _name(fourcc)
-        header = 8
-        if size == 1:
-            if stop - pos < 16:
-                raise Mp4FormatError("truncated 64-bit box size", box_path=where)
-            (size,) = struct.unpack_from(">Q", buf, pos + 8)
-            header = 16
-        elif size == 0:
-            size = stop - pos
-        if fourcc == b"uuid":
-            header += 16
-        if size < header:
-            raise Mp4FormatError(f"box size {size} smaller than its header", box_path=where)
-        if pos + size > stop:
-            raise Mp4FormatError(
-                f"box size {size} runs past the end of its parent ({stop - pos} bytes left)",
-                box_path=where)
+        fourcc, header, size = _header(buf, pos, stop - pos, path, index)
         yield Box(fourcc, pos, header, pos + size)
         pos += size
         index += 1
+
+
+def file_boxes(path: Path) -> list[Box]:
+    """The top-level boxes of the file ``path``, read header by header with seeks (the file is
+    never read whole); checked like :func:`iter_boxes`."""
+    out: list[Box] = []
+    total = path.stat().st_size
+    with path.open("rb") as fh:
+        pos = 0
+        while pos < total:
+            fh.seek(pos)
+            head = fh.read(min(16, total - pos))
+            fourcc, header, size = _header(head, 0, total - pos, path.name, len(out))
+            out.append(Box(fourcc, pos, header, pos + size))
+            pos += size
+    return out
 
 
 def box_bytes(fourcc: bytes, payload: bytes | bytearray | memoryview) -> bytes:

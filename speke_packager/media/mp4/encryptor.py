@@ -42,6 +42,7 @@ from .engine import CbcsEngine, CencEngine
 from .fragment import Traf, parse_moof, write_moof
 from .init import Protection, TrackSetup, parse_init, protect_init, pssh_box
 from .segment import SegmentRewriter
+from .stream import encrypt_stream
 
 __all__ = ["Mp4Encryptor"]
 
@@ -411,8 +412,6 @@ class Mp4Encryptor:
                        ) -> None:
         """Encrypt a whole fragmented file box by box (moov -> encrypted moov, each moof+mdat
         pair as one segment, sidx and mfra patched); memory is bounded by one fragment."""
-        from .stream import encrypt_stream
-
         encrypt_stream(self, src, dst, first_segment_index=first_segment_index)
 
     # -- per traf -------------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """A media segment being rewritten: samples changed in a copy, moofs replaced, sidx/mfra fixed.
 
 ``sidx`` referenced sizes grow by the growth of the moofs inside each referenced range
-(ranges measured in input coordinates, so hierarchical indexes work too); ``tfra`` moof
-offsets are mapped to the new positions.
+(:func:`.sidx.patch_sidx`); ``tfra`` moof offsets are mapped to the new positions.
 """
 
 from __future__ import annotations
@@ -14,42 +13,9 @@ from operator import add
 from ...errors import Mp4FormatError
 from .boxes import Box, iter_boxes
 from .fragment import Traf
+from .sidx import patch_sidx
 
-__all__ = ["SegmentRewriter", "patch_mfra", "patch_sidx"]
-
-
-def patch_sidx(raw: bytes, sidx_end: int, deltas: Sequence[tuple[int, int]]) -> bytes:
-    """``raw`` sidx box (ending at input offset ``sidx_end``) with referenced sizes grown by
-    the deltas ``(moof input offset, growth)`` that fall inside each reference."""
-    b = bytearray(raw)
-    if len(b) < 12:
-        raise Mp4FormatError("truncated sidx", box_path="segment/sidx")
-    version = b[8]
-    pos = 12 + 8  # reference_ID, timescale
-    if version == 0:
-        first_offset = struct.unpack_from(">I", b, pos + 4)[0]
-        pos += 8
-    else:
-        first_offset = struct.unpack_from(">Q", b, pos + 8)[0] if len(b) >= pos + 16 else 0
-        pos += 16
-    if len(b) < pos + 4:
-        raise Mp4FormatError("truncated sidx", box_path="segment/sidx")
-    count = struct.unpack_from(">H", b, pos + 2)[0]
-    pos += 4
-    if len(b) < pos + 12 * count:
-        raise Mp4FormatError("sidx holds fewer references than it counts",
-                             box_path="segment/sidx")
-    start = sidx_end + first_offset
-    for _ in range(count):
-        word = struct.unpack_from(">I", b, pos)[0]
-        size = word & 0x7FFFFFFF
-        grow = sum(d for at, d in deltas if start <= at < start + size)
-        if size + grow > 0x7FFFFFFF:
-            raise Mp4FormatError("sidx referenced size overflows", box_path="segment/sidx")
-        struct.pack_into(">I", b, pos, (word & 0x80000000) | (size + grow))
-        start += size
-        pos += 12
-    return bytes(b)
+__all__ = ["SegmentRewriter", "patch_mfra"]
 
 
 def patch_mfra(raw: bytes, moved: dict[int, int]) -> bytes:

@@ -11,16 +11,33 @@ import hashlib
 import shutil
 import struct
 import tempfile
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 from ...errors import Mp4FormatError, UsageError
 from .boxes import iter_boxes
-from .segment import patch_mfra, patch_sidx
+from .segment import patch_mfra
+from .sidx import patch_sidx
 
-if TYPE_CHECKING:
-    from .encryptor import Mp4Encryptor
+__all__ = ["FragmentEncryptor", "encrypt_stream"]
 
-__all__ = ["encrypt_stream"]
+
+class FragmentEncryptor(Protocol):
+    """What :func:`encrypt_stream` needs of an encryptor (:class:`.encryptor.Mp4Encryptor`)."""
+
+    @property
+    def moov_digest(self) -> bytes:
+        """SHA-256 of the clear moov box the encryptor was made with."""
+        ...
+
+    def encrypted_init(self) -> bytes:
+        """The protected init segment (its moov replaces the file's)."""
+        ...
+
+    def encrypt_segment_parts(self, data: bytes | bytearray | memoryview, *,
+                              segment_index: int, clear: bool = False, in_place: bool = False
+                              ) -> list[bytes | bytearray | memoryview]:
+        """One moof+mdat fragment encrypted, as consecutive pieces."""
+        ...
 
 _CHUNK = 1 << 20
 
@@ -71,9 +88,10 @@ def _payload(src: BinaryIO, fourcc: bytes, n: int) -> bytes:
     return _read_exact(src, n, fourcc.decode("latin-1"))
 
 
-def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
+def encrypt_stream(enc: FragmentEncryptor, src: BinaryIO, dst: BinaryIO, *,
                    first_segment_index: int = 0) -> None:
-    """See :meth:`Mp4Encryptor.encrypt_stream`."""
+    """Encrypt a whole fragmented file box by box with ``enc`` (see
+    :meth:`.encryptor.Mp4Encryptor.encrypt_stream`)."""
     init = enc.encrypted_init()
     new_moov = next(init[b.start:b.end] for b in iter_boxes(init) if b.type == b"moov")
     sink: IO[bytes] = dst
@@ -138,8 +156,7 @@ def encrypt_stream(enc: Mp4Encryptor, src: BinaryIO, dst: BinaryIO, *,
                 _read_into(src, fragment[len(moof) + len(mhead):], "mdat")
             in_pos += len(fragment) - len(moof)
             # encrypted in place in the read buffer; written as a few pieces, never joined
-            pieces = enc._rewrite(fragment, segment_index=segment, in_place=True,
-                                  scratch=True).parts()
+            pieces = enc.encrypt_segment_parts(fragment, segment_index=segment, in_place=True)
             del fragment
             segment += 1
             deltas.append((start, sum(map(len, pieces)) - (in_pos - start)))

@@ -6,7 +6,8 @@ What changes in a segment (media-encryption.md §2-§3):
   (0x87 -> 0xC2; DVB-style 0x06 with an AC-3/E-AC-3 descriptor too) are encrypted.
 * The PMT gets the SAMPLE-AES stream types, ``private_data_indicator`` descriptors, the
   ``'apad'`` registration descriptor with the audio setup information, version_number + 1 (so a
-  player switching from clear-lead segments re-reads it) and a new CRC; it stays in one packet.
+  player switching from clear-lead segments re-reads it) and a new CRC; it stays in one packet
+  (:mod:`.sample_aes_pmt`).
 * Packets of every other PID (PAT, PCR-only, ID3, SCTE-35, ...) are copied byte for byte, in
   bulk slices. Audio packets change only in encrypted bytes. Video PES that grew through
   emulation prevention are re-packetised (:mod:`.pes`) and their PID's continuity counters
@@ -43,7 +44,6 @@ import re
 import stat
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -56,7 +56,6 @@ from ...errors import (
     UnsupportedMediaError,
     UsageError,
 )
-from ..codecs.ac3 import parse_syncframe
 from .es_crypto import (
     CbcMessages,
     crypt_ac3_es,
@@ -78,60 +77,12 @@ from .pes import (
     repacketise,
     set_pes_length,
 )
-from .psi import EsInfo, Pmt, find_program, iter_descriptors, pmt_packet
+from .psi import find_program, pmt_packet
+from .sample_aes_pmt import AAC, EAC3, H264, StreamPlan, clear_pmt, encrypted_pmt, stream_plans
 
 __all__ = ["SampleAesEncryptor", "decrypt_sample_aes", "encrypt_sample_aes"]
 
 Part = bytes | bytearray | memoryview
-
-H264, AAC, AC3, EAC3 = "h264", "aac", "ac3", "eac3"
-
-_CLEAR_TYPE = {0x1B: H264, 0x0F: AAC, 0x81: AC3, 0x87: EAC3}
-_SAES_TYPE = {H264: 0xDB, AAC: 0xCF, AC3: 0xC1, EAC3: 0xC2}
-_SAES_TO_CODEC = {v: k for k, v in _SAES_TYPE.items()}
-_RESTORED_TYPE = {H264: 0x1B, AAC: 0x0F, AC3: 0x81, EAC3: 0x87}
-_PRIVATE_DATA_ID = {H264: b"zavc", AAC: b"aacd", AC3: b"ac3d", EAC3: b"ec3d"}
-_AUDIO_TYPE = {AAC: b"zaac", AC3: b"zac3", EAC3: b"zec3"}
-_NO_SAES_DEFINITION = {0x24: "HEVC", 0x27: "HEVC", 0x1F: "SVC", 0x20: "MVC"}
-
-
-def _codec_of(es: EsInfo) -> str | None:
-    """The codec SAMPLE-AES can encrypt for a clear PMT entry, or None (pass-through)."""
-    if es.stream_type in _CLEAR_TYPE:
-        return _CLEAR_TYPE[es.stream_type]
-    if es.stream_type == 0x06:  # DVB: private data + AC-3 (0x6A) / E-AC-3 (0x7A) descriptor
-        for tag, body in iter_descriptors(es.descriptors):
-            if tag == 0x6A or (tag == 0x05 and body[:4] == b"AC-3"):
-                return AC3
-            if tag == 0x7A or (tag == 0x05 and body[:4] == b"EAC3"):
-                return EAC3
-    return None
-
-
-def _dec3(first10: bytes) -> bytes:
-    """A one-substream ``dec3`` payload from an E-AC-3 syncframe header (bsmod written 0)."""
-    fr = parse_syncframe(first10 + bytes(8))
-    b4 = first10[4]
-    fscod = b4 >> 6
-    blocks = 6 if fscod == 3 else (1, 2, 3, 6)[(b4 >> 4) & 0x03]
-    rate_kbps = fr.frame_size * 8 * fr.sample_rate // (blocks * 256) // 1000
-    v = (rate_kbps & 0x1FFF) << 3  # num_ind_sub - 1 = 0
-    sub = (fscod << 22) | (fr.bsid << 17) | (fr.acmod << 9) | (int(fr.lfeon) << 8)
-    return v.to_bytes(2, "big") + sub.to_bytes(3, "big")
-
-
-def audio_setup_descriptor(codec: str, setup: bytes) -> bytes:
-    """The ``'apad'`` registration descriptor: audio_type, priming 0, version 1, setup data."""
-    data = setup if codec != EAC3 else _dec3(setup)
-    body = b"apad" + _AUDIO_TYPE[codec] + b"\x00\x00" + b"\x01" + bytes((len(data),)) + data
-    return bytes((0x05, len(body))) + body
-
-
-@dataclass(slots=True)
-class _Plan:
-    pid: int
-    codec: str
-
 
 def _check_key_iv(key: bytes, iv: bytes) -> None:
     if len(key) != 16:
@@ -144,64 +95,7 @@ def _check_key_iv(key: bytes, iv: bytes) -> None:
 _SCRATCH = ThreadScratch(cap=64 << 20)
 
 
-def _plans(pmt: Pmt, *, encrypt: bool, strict: bool) -> list[_Plan]:
-    plans = []
-    for es in pmt.streams:
-        if encrypt:
-            if es.stream_type in _SAES_TO_CODEC:
-                raise UnsupportedMediaError(
-                    f"PID 0x{es.pid:04x} is already SAMPLE-AES (stream type "
-                    f"0x{es.stream_type:02x})")
-            if es.stream_type in _NO_SAES_DEFINITION:
-                raise UnsupportedMediaError(
-                    f"{_NO_SAES_DEFINITION[es.stream_type]} in MPEG-TS has no SAMPLE-AES "
-                    f"definition (PID 0x{es.pid:04x}); use fMP4 with cbcs")
-            codec = _codec_of(es)
-            if codec is None:
-                if strict:
-                    raise UnsupportedMediaError(
-                        f"stream type 0x{es.stream_type:02x} on PID 0x{es.pid:04x} cannot be "
-                        "SAMPLE-AES encrypted")
-                continue
-        else:
-            if es.stream_type not in _SAES_TO_CODEC:
-                continue
-            codec = _SAES_TO_CODEC[es.stream_type]
-        plans.append(_Plan(es.pid, codec))
-    return plans
-
-
-def _encrypted_pmt(pmt: Pmt, setups: dict[int, bytes], plans: list[_Plan]) -> Pmt:
-    by_pid = {p.pid: p.codec for p in plans}
-    streams = []
-    for es in pmt.streams:
-        codec = by_pid.get(es.pid)
-        if codec is None:
-            streams.append(es)
-            continue
-        extra = b"\x0f\x04" + _PRIVATE_DATA_ID[codec]
-        if codec != H264:
-            extra += audio_setup_descriptor(codec, setups[es.pid])
-        streams.append(EsInfo(_SAES_TYPE[codec], es.pid, es.descriptors + extra))
-    return pmt.with_streams(tuple(streams), version=pmt.version + 1)
-
-
-def _clear_pmt(pmt: Pmt, plans: list[_Plan]) -> Pmt:
-    by_pid = {p.pid: p.codec for p in plans}
-    streams = []
-    ours = set(_PRIVATE_DATA_ID.values())
-    for es in pmt.streams:
-        codec = by_pid.get(es.pid)
-        if codec is None:
-            streams.append(es)
-            continue
-        kept = b"".join(bytes((t, len(b))) + b for t, b in iter_descriptors(es.descriptors)
-                        if not (t == 0x0F and b in ours) and not (t == 0x05 and b[:4] == b"apad"))
-        streams.append(EsInfo(_RESTORED_TYPE[codec], es.pid, kept))
-    return pmt.with_streams(tuple(streams), version=pmt.version - 1)
-
-
-def _crypt_audio(table: PacketTable, plan: _Plan, units: list[PesUnit], key: bytes, iv: bytes,
+def _crypt_audio(table: PacketTable, plan: StreamPlan, units: list[PesUnit], key: bytes, iv: bytes,
                  *, encrypt: bool, cbc: CbcMessages | None = None) -> tuple[list[bytes], bytes]:
     """All audio PES of a PID as one elementary stream (frames may straddle PES); sizes stay."""
     heads = [pes_header_size(u.data) for u in units]
@@ -380,7 +274,13 @@ def _remux_pid(table: PacketTable, g: PidPayload,
         shifts = np.zeros(len(moved), dtype=np.intp)
     for k, sh in zip(moved, shifts.tolist(), strict=True):
         u = units[k]
-        produced = repacketise(table, u, new[k], adds[k], int(sh), room=rooms.get(k))
+        pes = new[k]
+        if pes is u.data and g.unit_at is not None and not g.moves:
+            # a same-size PES that takes the CC padding: its view into the compacted body
+            # went stale when the body was put back in packet layout; its bytes are there
+            flat_body = memoryview(g.body.reshape(-1))  # type: ignore[arg-type]
+            pes = b"".join([flat_body[lo:hi] for lo, hi in g.unit_ranges[k]])
+        produced = repacketise(table, u, pes, adds[k], int(sh), room=rooms.get(k))
         rows[u.packets] = produced[: len(u.packets)]
         if adds[k]:
             splices[u.packets[-1]] = produced[len(u.packets) :].tobytes()
@@ -427,7 +327,7 @@ def _process_in_place(out: memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
         cbc = CbcMessages(key, iv, encrypt=encrypt)
     table = index_packets(out)
     program = find_program(table)
-    plans = _plans(program.pmt, encrypt=encrypt, strict=strict)
+    plans = stream_plans(program.pmt, encrypt=encrypt, strict=strict)
     if not plans:
         if encrypt:
             raise UnsupportedMediaError("no stream in the segment can be SAMPLE-AES encrypted")
@@ -466,9 +366,9 @@ def _process_in_place(out: memoryview, key: bytes, iv: bytes, *, encrypt: bool, 
             with lock:
                 for pid, s in setups.items():
                     setup_cache.setdefault(pid, s)
-        section = _encrypted_pmt(program.pmt, setups, plans).to_section()
+        section = encrypted_pmt(program.pmt, setups, plans).to_section()
     else:
-        section = _clear_pmt(program.pmt, plans).to_section()
+        section = clear_pmt(program.pmt, plans).to_section()
     for i in program.pmt_packets:
         out[i * PACKET_SIZE : (i + 1) * PACKET_SIZE] = pmt_packet(table, i, section)
     return _parts(out, splices)

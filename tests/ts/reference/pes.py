@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from speke_packager.errors import TsFormatError, UnsupportedMediaError
-
-from .packets import PacketTable, build_packet
+from speke_packager.media.ts.packets import PacketTable, build_packet
 
 __all__ = [
     "PesUnit",

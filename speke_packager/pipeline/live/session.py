@@ -1,0 +1,304 @@
+"""The live session: one segment in, one encrypted segment out, with the key period's key, IV,
+``EXT-X-KEY`` lines and moof pssh boxes (speke.md §9, media-encryption.md §1, §4, §8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from uuid import UUID
+
+from ...constants import W3C_COMMON, DrmSystem, Scheme
+from ...drm.pssh import build_pssh
+from ...errors import KeyRotationError, UnsupportedMediaError, UsageError
+from ...manifests.hls import HlsKey
+from ...manifests.hls_signaling import hls_keys, server_iv
+from ...media.aes128 import encrypt_aes128
+from ...media.mp4 import Mp4Encryptor, probe_init
+from ...media.ts import SampleAesEncryptor, probe_ts
+from ...model import KeyEntry, KeySet, TrackInfo
+from ..contexts import HLS_DRMS
+from ..rotation import RotationSchedule
+from .periods import KeyCache, PeriodKeys, PeriodKeySource
+
+__all__ = ["LiveSegment", "LiveSession"]
+
+_TS_SCHEMES = (Scheme.AES_128, Scheme.SAMPLE_AES)
+_PSSH_DRMS = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY)
+
+
+# --- the segment handed back ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LiveSegment:
+    """One encrypted segment. ``key_lines``: the ``EXT-X-KEY`` lines to write before it (empty
+    when the rendition's key set is unchanged since its previous segment); ``keys``: the whole
+    key set in effect; ``pssh``: the pssh boxes put in each moof (fMP4 in-band rotation);
+    ``reused_key``: the period's fetch failed and the previous period's key was used."""
+
+    data: bytes = field(repr=False)
+    rendition: str
+    sequence: int
+    start_time: float
+    period: int
+    kid: UUID
+    keys: tuple[HlsKey, ...] = field(repr=False)
+    key_lines: tuple[str, ...] = field(repr=False)
+    pssh: tuple[bytes, ...] = field(default=(), repr=False)
+    reused_key: bool = False
+
+    @property
+    def key_changed(self) -> bool:
+        return bool(self.key_lines)
+
+
+# --- renditions -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Rendition:
+    name: str
+    init: bytes | None  # clear fMP4 init; None for TS
+    tracks: list[TrackInfo]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    mp4: Mp4Encryptor | None = None
+    sae: dict[UUID, SampleAesEncryptor] = field(default_factory=dict)
+    last_keys: tuple[HlsKey, ...] | None = None
+    period: int | None = None
+
+
+class LiveSession:
+    """Segment-at-a-time encryption with key rotation; thread-safe, no global state.
+
+    ``key_source``: ``period index -> KeySet`` (:class:`SpekeKeySource` or any callable).
+    ``schedule``: key periods of ``interval`` seconds from ``t0`` (its ``lead``, default one
+    interval, is when the next period is prefetched). ``scheme``: ``cenc``/``cbcs`` (fMP4, give
+    the clear init of each rendition in ``inits``), ``aes-128`` (TS or fMP4) or ``sample-aes``
+    (TS). TS renditions are registered by their first segment. ``key_uri``: identity key URI
+    template (``{kid}`` = 32 hex digits) for keys without HLS signaling (raw keys). ``drms``:
+    DRMs signalled in HLS (None: every DRM of the key that fits the scheme). ``iv_seed``: makes
+    IVs deterministic (None: random per session). On a failed fetch the session raises
+    :class:`~speke_packager.errors.KeyRotationError` unless ``reuse_last_key_on_failure``.
+    """
+
+    def __init__(
+        self,
+        key_source: PeriodKeySource,
+        schedule: RotationSchedule,
+        scheme: Scheme,
+        *,
+        inits: Mapping[str, bytes] | None = None,
+        key_uri: str | None = None,
+        drms: Sequence[DrmSystem] | None = None,
+        reuse_last_key_on_failure: bool = False,
+        iv_seed: bytes | None = None,
+        moof_pssh: bool = True,
+        prefetch: bool = True,
+    ) -> None:
+        if not isinstance(scheme, Scheme):
+            raise UsageError(f"scheme must be a Scheme, not {scheme!r}")
+        if inits and scheme is Scheme.SAMPLE_AES:
+            raise UnsupportedMediaError("SAMPLE-AES is for MPEG-TS segments; fMP4 segments use "
+                                        "cbcs (HLS METHOD=SAMPLE-AES on fMP4 is cbcs)")
+        if iv_seed is not None and len(iv_seed) < 8:
+            raise UsageError("iv_seed must be at least 8 bytes")
+        self.schedule = schedule
+        self.scheme = scheme
+        self.key_uri = key_uri
+        self.drms = tuple(drms) if drms is not None else None
+        self.moof_pssh = moof_pssh
+        self.prefetch_enabled = prefetch
+        self._seed = iv_seed if iv_seed is not None else os.urandom(16)
+        self._keys = KeyCache(key_source, schedule,
+                               reuse_last_key_on_failure=reuse_last_key_on_failure)
+        self._lock = threading.Lock()
+        self._renditions: dict[str, _Rendition] = {}
+        for name, init in (inits or {}).items():
+            self._renditions[name] = _Rendition(name, bytes(init), probe_init(init))
+
+    def __repr__(self) -> str:
+        return (f"LiveSession({self.scheme.value}, interval={self.schedule.interval}, "
+                f"renditions={list(self._renditions)})")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the prefetch thread (waits for a fetch in flight)."""
+        self._keys.close()
+
+    def __enter__(self) -> LiveSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    @property
+    def cached_periods(self) -> list[int]:
+        """Key periods whose keys are held now (at most the current and the next)."""
+        return self._keys.cached()
+
+    @property
+    def fetches(self) -> int:
+        """Key source calls started so far."""
+        return self._keys.fetches
+
+    # -- keys ------------------------------------------------------------------------------------
+    def prefetch(self, media_time: float) -> int | None:
+        """Start fetching whatever period ``media_time`` calls for (normally called for you by
+        :meth:`encrypt_segment`); returns the period index started, or None."""
+        return self._keys.prefetch(media_time)
+
+    def ready(self, period: int, timeout: float | None = None) -> bool:
+        """True when the keys of ``period`` are held, waiting up to ``timeout`` seconds for a
+        fetch in flight (None: as long as it takes); False when none is held or the fetch
+        failed. Never starts a fetch."""
+        return self._keys.ready(period, timeout)
+
+    def keys_for(self, period: int) -> KeySet:
+        """The key set used for ``period`` (fetched if needed; the previous period's when it
+        was reused after a failure)."""
+        return self._keys.get(period).keyset
+
+    def _iv(self, entry: KeyEntry) -> bytes:
+        """The 16-byte IV of a key: the key server's, else derived from the seed and KID."""
+        if entry.key.iv is not None:
+            return entry.key.iv.ljust(16, b"\x00")
+        listed = server_iv(entry)
+        if listed is not None:
+            return listed
+        return hashlib.sha256(b"speke-packager/live-iv" + self._seed + entry.kid.bytes
+                              ).digest()[:16]
+
+    def _entry(self, r: _Rendition, pk: PeriodKeys, period: int) -> KeyEntry:
+        found: dict[UUID, KeyEntry] = {}
+        for t in r.tracks:
+            e = pk.keyset.select(t, period=pk.source_period)
+            if e is not None:
+                found[e.kid] = e
+        if not found:
+            raise KeyRotationError(f"rendition {r.name!r}: no key of period {period} matches "
+                                   "its tracks", period=period)
+        if len(found) > 1:
+            raise KeyRotationError(f"rendition {r.name!r} selects several keys in period "
+                                   f"{period} ({', '.join(map(str, found))}); HLS needs one key "
+                                   "per rendition: demux the tracks or use one key for all",
+                                   period=period)
+        return next(iter(found.values()))
+
+    def _hls_keys(self, entry: KeyEntry, iv: bytes) -> tuple[HlsKey, ...]:
+        fits = HLS_DRMS[self.scheme]
+        drms = [s.drm for s in entry.drm if s.drm in fits
+                and (self.drms is None or s.drm in self.drms)]
+        uri = self.key_uri.replace("{kid}", entry.kid.hex) if self.key_uri else None
+        return tuple(hls_keys(entry, self.scheme, iv=iv, key_uri=uri, drms=drms))
+
+    # -- renditions ------------------------------------------------------------------------------
+    def _rendition(self, name: str, data: bytes | memoryview | None) -> _Rendition:
+        with self._lock:
+            r = self._renditions.get(name)
+            if r is not None:
+                return r
+        if data is None:
+            raise UsageError(f"unknown rendition {name!r} (fMP4 renditions need their init in "
+                             "inits=...)")
+        if self.scheme not in _TS_SCHEMES:
+            raise UsageError(f"rendition {name!r} has no init segment: {self.scheme.value} "
+                             "needs fMP4 with its init in inits=...")
+        tracks = probe_ts(bytes(data[:188 * 2048]))
+        with self._lock:
+            return self._renditions.setdefault(name, _Rendition(name, None, tracks))
+
+    def _mp4(self, r: _Rendition, entry: KeyEntry, iv: bytes) -> Mp4Encryptor:
+        """The rendition's encryptor, made with the first key it sees (the init's default KID);
+        call with ``r.lock`` held."""
+        if r.mp4 is None:
+            assert r.init is not None
+            key = replace(entry.key, iv=iv) if self.scheme is Scheme.CBCS else entry.key
+            keys = {t.track_id: key for t in r.tracks}
+            r.mp4 = Mp4Encryptor(r.init, self.scheme, keys, pssh=_pssh_boxes(entry),
+                                 iv_seed=hashlib.sha256(b"speke-packager/live-seed" + self._seed
+                                                        + r.name.encode()).digest()[:16],
+                                 iv_size=8)
+        return r.mp4
+
+    def encrypt_init(self, rendition: str, *, start_time: float | None = None) -> bytes:
+        """The protected init segment of an fMP4 rendition. Its default KID is the key of the
+        period holding ``start_time`` (default: the schedule's ``t0``) at the rendition's first
+        call (init or segment); later periods are signalled per fragment (seig + moof pssh).
+        ``aes-128``: the clear init (whole-segment encryption leaves it clear)."""
+        r = self._rendition(rendition, None)
+        if r.init is None:
+            raise UsageError(f"rendition {rendition!r} is MPEG-TS: it has no init segment")
+        if self.scheme is Scheme.AES_128:
+            return r.init
+        t = self.schedule.t0 if start_time is None else start_time
+        period = self.schedule.index(t)
+        pk = self._keys.get(period)
+        entry = self._entry(r, pk, period)
+        iv = self._iv(entry)
+        with r.lock:
+            return self._mp4(r, entry, iv).encrypted_init()
+
+    def encrypt_segment(self, rendition: str, data: bytes | bytearray | memoryview, *,
+                        start_time: float, sequence: int, duration: float | None = None
+                        ) -> LiveSegment:
+        """Encrypt one segment of ``rendition`` starting at media time ``start_time`` with
+        media sequence number ``sequence``. ``duration``, when given, is checked against the
+        key-period boundary (keys change at segment boundaries only)."""
+        if sequence < 0:
+            raise UsageError("the media sequence number must not be negative")
+        if not math.isfinite(start_time):
+            raise UsageError("start_time must be a finite number of seconds")
+        period = self.schedule.index(start_time)
+        data = data if isinstance(data, bytes) else bytes(data)
+        if duration is not None:
+            self.schedule.segment_periods([start_time], [start_time + duration])
+        r = self._rendition(rendition, data)
+        if r.init is None and self.scheme not in _TS_SCHEMES:
+            raise UnsupportedMediaError(f"MPEG-TS segments cannot carry {self.scheme.value}")
+        pk = self._keys.get(period)
+        entry = self._entry(r, pk, period)
+        iv = self._iv(entry)
+        keys = self._hls_keys(entry, iv)
+        pssh: tuple[bytes, ...] = ()
+        mp4 = r.init is not None and self.scheme is not Scheme.AES_128
+        with r.lock:  # only the rendition's state; encryption runs outside the lock
+            enc = self._mp4(r, entry, iv) if mp4 else None
+            sae: SampleAesEncryptor | None = None
+            if self.scheme is Scheme.SAMPLE_AES:
+                sae = r.sae.get(entry.kid)
+                if sae is None:  # keep the previous period's too (late segments)
+                    r.sae = dict(list(r.sae.items())[-1:])
+                    sae = r.sae[entry.kid] = SampleAesEncryptor(entry.key.key, iv)
+            lines = () if keys == r.last_keys else tuple(k.render() for k in keys)
+            r.last_keys = keys
+            r.period = period
+        if enc is not None:
+            key = replace(entry.key, iv=iv) if self.scheme is Scheme.CBCS else entry.key
+            pssh = tuple(_pssh_boxes(entry)) if self.moof_pssh else ()
+            out = enc.encrypt_segment(data, segment_index=sequence,
+                                      keys={t.track_id: key for t in r.tracks}, pssh=pssh)
+        elif sae is not None:
+            out = sae.encrypt_segment(data)
+        else:
+            out = encrypt_aes128(data, entry.key.key, iv)
+        low = min((x.period for x in self._renditions.values() if x.period is not None),
+                  default=period)
+        self._keys.evict_below(low)
+        if self.prefetch_enabled:  # N + 1 once N's start is within the lead of the boundary
+            self._keys.prefetch(start_time)
+        return LiveSegment(data=out, rendition=rendition, sequence=sequence,
+                           start_time=start_time, period=period, kid=entry.kid, keys=keys,
+                           key_lines=lines, pssh=pssh, reused_key=pk.reused)
+
+
+def _pssh_boxes(entry: KeyEntry) -> list[bytes]:
+    """The key server's pssh boxes of ``entry`` (Widevine, PlayReady, ClearKey), else a W3C
+    common one naming its KID."""
+    out = [s.pssh for s in entry.drm if s.pssh and s.drm in _PSSH_DRMS]
+    if not any(s.drm is DrmSystem.CLEARKEY and s.pssh for s in entry.drm):
+        out.append(build_pssh(W3C_COMMON, kids=[entry.kid]))
+    return out
