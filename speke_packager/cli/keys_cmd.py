@@ -83,8 +83,10 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--key-periods", metavar="FIRST:COUNT",
                    help="key rotation: COUNT key periods starting at index FIRST (one request "
                         "each)")
-    g.add_argument("--explicit-iv", action="store_true",
-                   help="send a random explicitIV per key")
+    g.add_argument("--explicit-iv", action=argparse.BooleanOptionalAction, default=None,
+                   help="send our own random explicitIV per key and require its echo (default: "
+                        "on for FairPlay, aes-128 and HLS AES-128/SAMPLE-AES/MPEG-TS, where the "
+                        "IV is used; --no-explicit-iv lets the key server choose)")
     a = parser.add_argument_group("key server authentication and TLS")
     a.add_argument("--auth", default="none", choices=["none", "sigv4", "mtls", "basic", "digest"],
                    help="none, AWS SigV4, mutual TLS, or HTTP basic/digest (--user; password "
@@ -277,7 +279,7 @@ def contract_from_args(
         video_preset=args.video_preset,
         audio_preset=args.audio_preset,
         period=periods[0] if periods else None,
-        explicit_iv=bool(getattr(args, "explicit_iv", False)),
+        explicit_iv=getattr(args, "explicit_iv", None),
     )
 
 

@@ -25,6 +25,7 @@ from ..constants import (
     NS_MSPR,
     SPEKE_USER_AGENT_HEADER,
     SPEKE_VERSION_HEADER,
+    SYSTEM_ID_TO_DRM,
     W3C_COMMON,
     DrmSystem,
     Scheme,
@@ -552,9 +553,18 @@ def validate_response(
             if len(iv) != 16:
                 raise _fail("explicit-iv", f"explicitIV is {len(iv)} bytes, not 16", kid)
             if iv == value:
-                raise _fail("explicit-iv", "explicitIV equals the content key", kid)
-        if rk.explicit_iv is not None and iv != rk.explicit_iv:
-            raise _fail("explicit-iv", "explicitIV differs from the one sent", kid)
+                raise _fail("explicit-iv", "explicitIV equals the content key" + (
+                    " instead of the one sent" if rk.explicit_iv is not None else
+                    "; send our own IV with --explicit-iv (EncryptionContract(explicit_iv="
+                    "True)), the default for FairPlay and HLS AES-128/SAMPLE-AES"), kid)
+        if rk.explicit_iv is not None and iv is None:
+            # a server that ignores explicitIV: encrypt with the IV we sent (it is what the
+            # playlist will carry); `conformance` reports the missing echo
+            log.warning("key server did not echo the explicitIV sent for KID %s; using ours", kid)
+            iv = rk.explicit_iv
+        elif rk.explicit_iv is not None and iv != rk.explicit_iv:
+            raise _fail("explicit-iv", "explicitIV differs from the one sent (use "
+                                       "--no-explicit-iv if this server must choose the IV)", kid)
 
         systems = doc.drm_for(kid)
         signals: list[DrmSignal] = []
@@ -589,7 +599,7 @@ def validate_response(
 
 def _same_system(system_id: str, drm: DrmSystem) -> bool:
     try:
-        return UUID(system_id) == drm.system_id
+        return SYSTEM_ID_TO_DRM.get(UUID(system_id)) is drm
     except ValueError:
         return False
 
