@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import requests
@@ -23,9 +23,10 @@ from .auth import Auth, NoAuth
 from .cpix.parse import parse_cpix
 from .envelope import DeliveryKey
 from .request import EncryptionContract, SpekeRequest, build_request
+from .server_error import decode_error_answer, redact_text
 from .validate import validate_response
 
-__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys"]
+__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys", "http_error"]
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +198,8 @@ class SpekeClient:
         rheaders = {k: v for k, v in resp.headers.items()}
         if resp.status_code == 200:
             return body, rheaders
-        server_message = " ".join(body[:1024].decode("utf-8", errors="replace").split())
-        message = server_message[:300]
-        agent = resp.headers.get("x-speke-user-agent") or resp.headers.get("speke-user-agent")
-        who = f" ({agent[:60]})" if agent else ""
-        err = KeyServerHTTPError(
-            f"key server answered HTTP {resp.status_code}{who}: {message or resp.reason}",
-            url=self.url, status=resp.status_code, server_message=server_message)
-        if resp.status_code in RETRY_STATUSES and not any(m in server_message
+        err = http_error(self.url, resp.status_code, rheaders, body, reason=resp.reason)
+        if resp.status_code in RETRY_STATUSES and not any(m in err.server_message
                                                           for m in _FINAL_MESSAGES):
             raise _Retry(err, _retry_after(resp.headers.get("retry-after")))
         raise err
@@ -224,6 +219,21 @@ class SpekeClient:
                                      url=self.url)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def http_error(url: str, status: int, headers: Mapping[str, str], body: bytes, *,
+               reason: str | None = None) -> KeyServerHTTPError:
+    """The error for a non-200 answer, with the server's own message decoded from its body and
+    headers (SPEKE v2 strings, JSON ``message``, ``x-amzn-ErrorType``, ``X-AxDRM-ErrorMessage``,
+    ``x-*-error*``, request id), one line, truncated and redacted."""
+    answer = decode_error_answer(status, headers, body)
+    low = {k.lower(): v for k, v in headers.items()}
+    agent = low.get("x-speke-user-agent") or low.get("speke-user-agent")
+    who = f" ({redact_text(agent[:60])})" if agent else ""
+    said = answer.describe() or reason or "no message"
+    return KeyServerHTTPError(f"key server answered HTTP {status}{who}: {said}", url=url,
+                              status=status, server_message=answer.message,
+                              error_type=answer.error_type, request_id=answer.request_id)
 
 
 def _retry_after(value: str | None) -> float | None:
