@@ -46,7 +46,7 @@ ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
 
 
 class _Vendor(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", "0")))
         status, headers, body = ANSWERS[self.path]
         self.send_response(status)
