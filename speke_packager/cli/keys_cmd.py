@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..keys.envelope import DeliveryKey
     from ..keys.inspect import CpixReport
     from ..keys.request import EncryptionContract
+    from ..keys.trace import TraceRecorder
     from ..model import KeySet
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "register",
     "report_to_json",
     "speke_client_from_args",
+    "trace_from_args",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
                    help="timeouts in seconds (default 5,30)")
     a.add_argument("--retries", type=int, default=3,
                    help="extra attempts on connection errors, timeouts, 408/429/5xx (default 3)")
+    g.add_argument("--trace", metavar="DIR",
+                   help="save every SPEKE exchange into DIR, content keys, encrypted keys and "
+                        "credentials masked: a support bundle for the key server's vendor")
     d = parser.add_argument_group("encrypted content keys")
     d.add_argument("--delivery-cert", help="our delivery certificate (PEM/DER) to ask for "
                                            "encrypted content keys")
@@ -221,7 +226,18 @@ def speke_client_from_args(args: argparse.Namespace) -> SpekeClient:
     from ..keys.client import SpekeClient
 
     return SpekeClient(args.speke_url, auth=_auth_from_args(args), timeout=_timeout(args.timeout),
-                       retries=args.retries, delivery_key=_delivery_key(args), verify_tls=verify)
+                       retries=args.retries, delivery_key=_delivery_key(args), verify_tls=verify,
+                       trace=trace_from_args(args))
+
+
+def trace_from_args(args: argparse.Namespace) -> TraceRecorder | None:
+    """``--trace DIR`` -> a :class:`TraceRecorder` (None without the option)."""
+    directory = getattr(args, "trace", None)
+    if not directory:
+        return None
+    from ..keys.trace import TraceRecorder
+
+    return TraceRecorder(directory)
 
 
 def periods_from_args(args: argparse.Namespace) -> list[KeyPeriod]:

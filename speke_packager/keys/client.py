@@ -17,13 +17,20 @@ from dataclasses import replace
 import requests
 import requests.auth
 
-from ..errors import KeyServerError, KeyServerHTTPError, KeyServerTimeout, UsageError
+from ..errors import (
+    KeyServerError,
+    KeyServerHTTPError,
+    KeyServerTimeout,
+    SpekePackagerError,
+    UsageError,
+)
 from ..model import KeyEntry, KeyPeriod, KeySet
 from .auth import Auth, NoAuth
 from .cpix.parse import parse_cpix
 from .envelope import DeliveryKey
 from .request import EncryptionContract, SpekeRequest, build_request
 from .server_error import decode_error_answer, redact_text
+from .trace import TraceRecorder
 from .validate import validate_response
 
 __all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys", "http_error"]
@@ -68,6 +75,7 @@ class SpekeClient:
         verify_tls: bool | str = True,
         max_response_bytes: int = 8 << 20,
         sleep: Callable[[float], None] = time.sleep,
+        trace: TraceRecorder | None = None,
     ) -> None:
         if not url.lower().startswith(("http://", "https://")):
             raise UsageError(f"SPEKE URL must be http(s): {url[:80]!r}")
@@ -83,6 +91,7 @@ class SpekeClient:
         self.verify_tls = verify_tls
         self.max_response_bytes = max_response_bytes
         self._sleep = sleep
+        self.trace = trace  # redacted record of every exchange (keys/trace.py)
         self.attempts = 0  # POSTs made by the last fetch (diagnostics)
         if verify_tls is False:
             log.warning("TLS certificate verification of the key server is DISABLED (--insecure)")
@@ -103,8 +112,14 @@ class SpekeClient:
         """Request keys for ``contract``; returns the validated key set with keys decrypted."""
         req = self.prepare(contract)
         body, headers = self.post(req)
-        doc = parse_cpix(body, max_bytes=self.max_response_bytes)
-        return validate_response(req, doc, headers=headers, delivery_key=self.delivery_key)
+        try:
+            doc = parse_cpix(body, max_bytes=self.max_response_bytes)
+            keys = validate_response(req, doc, headers=headers, delivery_key=self.delivery_key)
+        except SpekePackagerError as exc:
+            self._trace_fail(exc, "invalid")
+            raise
+        self._trace_keys(keys)
+        return keys
 
     def fetch_periods(self, contract: EncryptionContract, periods: Sequence[KeyPeriod]
                       ) -> KeySet:
@@ -133,6 +148,10 @@ class SpekeClient:
             except _Retry as r:
                 last = r
                 log.info("SPEKE request failed: %s", r.error)
+                self._trace_fail(r.error)
+            except SpekePackagerError as exc:
+                self._trace_fail(exc)
+                raise
         assert isinstance(last, _Retry)
         raise last.error
 
@@ -161,6 +180,7 @@ class SpekeClient:
     def _once(self, req: SpekeRequest) -> tuple[bytes, dict[str, str]]:
         self.attempts += 1
         headers = self.auth.sign("POST", self.url, req.headers, req.body)
+        traced = self._trace_begin(headers, req.body)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # urllib3's InsecureRequestWarning: logged above
@@ -196,6 +216,7 @@ class SpekeClient:
             raise KeyServerError(f"HTTP error talking to the key server: {_short(exc)}",
                                  url=self.url) from None
         rheaders = {k: v for k, v in resp.headers.items()}
+        self._trace_answer(traced, resp.status_code, rheaders, body)
         if resp.status_code == 200:
             return body, rheaders
         err = http_error(self.url, resp.status_code, rheaders, body, reason=resp.reason)
@@ -203,6 +224,29 @@ class SpekeClient:
                                                           for m in _FINAL_MESSAGES):
             raise _Retry(err, _retry_after(resp.headers.get("retry-after")))
         raise err
+
+    # ---- trace hooks (keys/trace.py) ---------------------------------------------------------
+
+    def _trace_begin(self, headers: Mapping[str, str], body: bytes) -> int | None:
+        if self.trace is None:
+            return None
+        return self.trace.begin(self.url, headers, body, self.attempts)
+
+    def _trace_answer(self, n: int | None, status: int, headers: Mapping[str, str],
+                      body: bytes) -> None:
+        if self.trace is not None and n is not None:
+            self.trace.answer(n, status, headers, body)
+
+    def _trace_fail(self, error: Exception, result: str | None = None) -> None:
+        if self.trace is None:
+            return
+        if result is None:
+            result = "http-error" if isinstance(error, KeyServerHTTPError) else "transport-error"
+        self.trace.fail(self.trace.last_id, error, result)
+
+    def _trace_keys(self, keys: KeySet) -> None:
+        if self.trace is not None:
+            self.trace.scrub(e.key.key for e in keys.entries)
 
     def _read(self, resp: requests.Response) -> bytes:
         cap = self.max_response_bytes

@@ -19,6 +19,7 @@ __all__ = [
     "ErrorAnswer",
     "decode_error_answer",
     "redact_text",
+    "request_id_of",
 ]
 
 # SPEKE v2 fixed error strings (speke.md §11); the first words are enough to recognise them.
@@ -109,6 +110,12 @@ def _header(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
         if v and v.strip():
             return v.strip()
     return None
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The server's request id (``x-amzn-RequestId`` and the like), if it sent one."""
+    found = _header(headers, _REQUEST_ID_HEADERS)
+    return _one_line(found, 80) if found else None
 
 
 def _json_message(data: object, depth: int = 0) -> str | None:

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from speke_packager.constants import DrmSystem, Packaging
 from speke_packager.errors import KeyServerHTTPError
 from speke_packager.keys import EncryptionContract, SpekeClient
 from speke_packager.keys.server_error import decode_error_answer, redact_text
+from speke_packager.keys.trace import TraceRecorder
 
 SECRET_HEX = "00112233445566778899aabbccddeeff"
 SECRET_B64 = "ABEiM0RVZneImaq7zN3u/w=="
@@ -112,3 +114,15 @@ def test_speke_v2_string_recognised_and_plain_texts_kept() -> None:
     # negative control: KIDs in UUID form stay readable, 16-byte values do not
     kid = "6a1d2c3e-4f50-4a6b-8c7d-9e0f1a2b1700"
     assert kid in redact_text(f"KID {kid}") and SECRET_HEX not in redact_text(SECRET_HEX)
+
+
+def test_trace_records_the_vendor_request_id(vendor: str, tmp_path: Path) -> None:
+    client = SpekeClient(vendor + "/apigw", retries=0, trace=TraceRecorder(tmp_path))
+    with pytest.raises(KeyServerHTTPError):
+        client.fetch(EncryptionContract("movie-1", (DrmSystem.WIDEVINE,), (Packaging.DASH,)))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["request_ids"] == ["5e2f2c2a-1111-4c1b-9d55-0123456789ab"]
+    (item,) = summary["items"]
+    assert item["result"] == "http-error" and "Missing Authentication Token" in item["error"]
+    answer = (tmp_path / item["answer_file"]).read_text()
+    assert answer == '{"message": "Missing Authentication Token"}'
