@@ -33,7 +33,7 @@ from ..constants import (
 )
 from ..drm.pssh import PsshError, parse_pssh
 from ..errors import CpixError, CpixValidationError
-from ..model import ContentKey, DrmSignal, KeyEntry, KeyPeriod, KeySet
+from ..model import ContentKey, DrmSignal, KeyEntry, KeySet
 from .cpix.model import CpixContentKey, CpixDocument, CpixDrmSystem, Placeholder
 from .envelope import DeliveryKey, decrypt_content_keys, select_delivery_data
 from .request import SpekeRequest
@@ -487,9 +487,7 @@ def _key_value(ck: CpixContentKey, kid: str, req: SpekeRequest,
 
 
 def validate_response(
-    request: SpekeRequest,
-    doc: CpixDocument,
-    *,
+    request: SpekeRequest, doc: CpixDocument, *,
     headers: Mapping[str, str] | None = None,
     delivery_key: DeliveryKey | None = None,
     strict: bool = True,
@@ -554,17 +552,13 @@ def validate_response(
                 raise _fail("explicit-iv", f"explicitIV is {len(iv)} bytes, not 16", kid)
             if iv == value:
                 raise _fail("explicit-iv", "explicitIV equals the content key" + (
-                    " instead of the one sent" if rk.explicit_iv is not None else
-                    "; send our own IV with --explicit-iv (EncryptionContract(explicit_iv="
-                    "True)), the default for FairPlay and HLS AES-128/SAMPLE-AES"), kid)
-        if rk.explicit_iv is not None and iv is None:
-            # a server that ignores explicitIV: encrypt with the IV we sent (it is what the
-            # playlist will carry); `conformance` reports the missing echo
+                    " instead of the one sent" if rk.explicit_iv is not None else "; send our "
+                    "own IV with --explicit-iv (EncryptionContract(explicit_iv=True))"), kid)
+        if rk.explicit_iv is not None and iv is None:  # ignored: use ours (conformance fails)
             log.warning("key server did not echo the explicitIV sent for KID %s; using ours", kid)
             iv = rk.explicit_iv
         elif rk.explicit_iv is not None and iv != rk.explicit_iv:
-            raise _fail("explicit-iv", "explicitIV differs from the one sent (use "
-                                       "--no-explicit-iv if this server must choose the IV)", kid)
+            raise _fail("explicit-iv", "explicitIV differs from the one sent", kid)
 
         systems = doc.drm_for(kid)
         signals: list[DrmSignal] = []
@@ -602,8 +596,3 @@ def _same_system(system_id: str, drm: DrmSystem) -> bool:
         return SYSTEM_ID_TO_DRM.get(UUID(system_id)) is drm
     except ValueError:
         return False
-
-
-def key_period(index: int, start: str | None = None, end: str | None = None) -> KeyPeriod:
-    """Convenience: a :class:`KeyPeriod` with the default ``keyPeriod_<index>`` id."""
-    return KeyPeriod(index=index, start=start, end=end)
