@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ..model import KeySet
 
 __all__ = [
+    "add_connection_arguments",
     "add_speke_arguments",
     "contract_from_args",
     "keyset_to_json",
@@ -89,6 +90,12 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
                    help="send our own random explicitIV per key and require its echo (default: "
                         "on for FairPlay, aes-128 and HLS AES-128/SAMPLE-AES/MPEG-TS, where the "
                         "IV is used; --no-explicit-iv lets the key server choose)")
+    add_connection_arguments(parser)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to reach the key server: auth, TLS, timeouts, retries, encrypted keys, --trace (shared
+    by ``keys``, ``encrypt-vod``, ``verify`` and ``conformance``)."""
     a = parser.add_argument_group("key server authentication and TLS")
     a.add_argument("--auth", default="none", choices=["none", "sigv4", "mtls", "basic", "digest"],
                    help="none, AWS SigV4, mutual TLS, or HTTP basic/digest (--user; password "
@@ -107,15 +114,16 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
                    help="timeouts in seconds (default 5,30)")
     a.add_argument("--retries", type=int, default=3,
                    help="extra attempts on connection errors, timeouts, 408/429/5xx (default 3)")
-    g.add_argument("--trace", metavar="DIR",
-                   help="save every SPEKE exchange into DIR, content keys, encrypted keys and "
-                        "credentials masked: a support bundle for the key server's vendor")
     d = parser.add_argument_group("encrypted content keys")
     d.add_argument("--delivery-cert", help="our delivery certificate (PEM/DER) to ask for "
                                            "encrypted content keys")
     d.add_argument("--delivery-key", help="its private key (PEM/DER), or a PKCS#12 file with "
                                           "both")
     d.add_argument("--delivery-key-password", help="password of the delivery key / PKCS#12")
+    t = parser.add_argument_group("support")
+    t.add_argument("--trace", metavar="DIR",
+                   help="save every SPEKE exchange into DIR, content keys, encrypted keys and "
+                        "credentials masked: a support bundle for the key server's vendor")
 
 
 def _timeout(text: str) -> tuple[float, float]:

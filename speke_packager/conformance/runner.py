@@ -281,9 +281,10 @@ def run_conformance(client: SpekeClient, options: ConformanceOptions | None = No
                                            title=check.title))
                 continue
             results.append(_run_one(check, ctx, version))
-            if not decided and ctx.of(version):
+            sent = [e for e in ctx.of(version) if not e.negative]
+            if not decided and sent:
                 decided = True
-                unsupported = _unsupported(ctx.of(version)[0])
+                unsupported = _unsupported(sent[0])
                 if unsupported is not None:
                     unsupported = f"SPEKE {version.value} not supported: {unsupported}"
                     results[-1] = replace(results[-1], outcome=Outcome.NOT_SUPPORTED,
