@@ -150,7 +150,7 @@ class RunContext:
                 body, rheaders = client.post(req)
                 ex.status, ex.headers, ex.body = 200, rheaders, body
             except KeyServerHTTPError as exc:
-                ex.status, ex.error = exc.status, exc.server_message or str(exc)
+                ex.status, ex.error = exc.status, _said(exc)
             except KeyAcquisitionError as exc:
                 ex.error = str(exc)
             ex.seconds = time.monotonic() - t0
@@ -195,6 +195,16 @@ class RunContext:
     def answers(self, version: SpekeVersion) -> list[Exchange]:
         """Every answered (200, parsed) request that was meant to succeed."""
         return [e for e in self.of(version) if e.answered and not e.negative]
+
+
+def _said(exc: KeyServerHTTPError) -> str:
+    """The server's own account: its message, error type and request id (all redacted)."""
+    text = exc.server_message or str(exc)
+    if exc.error_type and exc.error_type not in text:
+        text += f" [{exc.error_type}]"
+    if exc.request_id:
+        text += f" (request id {exc.request_id})"
+    return text
 
 
 def _keys_of(ex: Exchange, delivery_key: DeliveryKey | None) -> dict[str, bytes]:

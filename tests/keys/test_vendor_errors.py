@@ -126,3 +126,20 @@ def test_trace_records_the_vendor_request_id(vendor: str, tmp_path: Path) -> Non
     assert item["result"] == "http-error" and "Missing Authentication Token" in item["error"]
     answer = (tmp_path / item["answer_file"]).read_text()
     assert answer == '{"message": "Missing Authentication Token"}'
+
+
+def test_conformance_quotes_the_vendor(vendor: str) -> None:
+    from speke_packager.conformance import ConformanceOptions, Outcome, run_conformance
+    from speke_packager.constants import SpekeVersion
+
+    report = run_conformance(SpekeClient(vendor + "/apigw", retries=0),
+                             ConformanceOptions(versions=(SpekeVersion.V2_0,),
+                                                checks=("dash", "refuse-missing-content-id")))
+    dash = report.result("dash", "2.0")
+    assert dash is not None and dash.outcome is Outcome.FAIL
+    assert dash.reason == ("HTTP 403: Missing Authentication Token "
+                           "[MissingAuthenticationTokenException] "
+                           "(request id 5e2f2c2a-1111-4c1b-9d55-0123456789ab)")
+    refused = report.result("refuse-missing-content-id", "2.0")
+    assert refused is not None and refused.outcome is Outcome.FAIL
+    assert "without the SPEKE v2 text 'Missing CPIX@contentId'" in refused.reason
