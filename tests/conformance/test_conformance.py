@@ -31,7 +31,7 @@ from speke_packager.conformance import (
     render_table,
     run_conformance,
 )
-from speke_packager.constants import NS_CPIX, Packaging, SpekeVersion
+from speke_packager.constants import NS_CPIX, DrmSystem, Packaging, SpekeVersion
 from speke_packager.keys import SpekeClient
 from speke_packager.keyserver import KeyServer
 
@@ -138,6 +138,9 @@ class _Proxy(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         version = self.headers.get("x-speke-version")
+        if self.mode == "noclearkey" and b"1077efec-c0b2-4d02-ace3-3c1e52e2fb4b" in body:
+            self._send(422, {"Content-Type": "text/plain"}, b"Unsupported DRM system ClearKey")
+            return
         if self.mode == "no21" and version == "2.1":
             self._send(422, {"Content-Type": "text/plain"}, b"Unsupported SPEKE version")
             return
@@ -301,3 +304,15 @@ def test_render_table_names_reason_and_hint(tmp_path: Path) -> None:
         render_table(report, f, width=250)
     line = next(ln for ln in out.read_text().splitlines() if "user-agent" in ln)
     assert "fail" in line and "no X-Speke-User-Agent" in line and "send X-Speke-User-Agent" in line
+
+
+def test_one_request_per_drm_names_the_missing_one(proxy) -> None:  # type: ignore[no-untyped-def]
+    _, handler, url = proxy
+    handler.mode = "noclearkey"
+    report = run(url, V20)
+    got = failed(report)
+    assert set(got) == {"dash", "hls-fmp4"}, got
+    for check in ("dash", "hls-fmp4"):
+        assert got[check] == "clearkey: HTTP 422: Unsupported DRM system ClearKey"
+    # --drm without clearkey: everything passes (the control)
+    assert run(url, V20, drm=(DrmSystem.WIDEVINE, DrmSystem.PLAYREADY)).passed

@@ -137,7 +137,11 @@ def test_conformance_quotes_the_vendor(vendor: str) -> None:
                                                 checks=("dash", "refuse-missing-content-id")))
     dash = report.result("dash", "2.0")
     assert dash is not None and dash.outcome is Outcome.FAIL
-    assert dash.reason == ("HTTP 403: Missing Authentication Token "
+    assert dash.reason.startswith("widevine: HTTP 403: Missing Authentication Token "
+                                  "[MissingAuthenticationTokenException] "
+                                  "(request id 5e2f2c2a-1111-4c1b-9d55-0123456789ab); ")
+    assert "playready: HTTP 403" in dash.reason and dash.hint
+    assert dash.reason.split("; ")[0] == ("widevine: HTTP 403: Missing Authentication Token "
                            "[MissingAuthenticationTokenException] "
                            "(request id 5e2f2c2a-1111-4c1b-9d55-0123456789ab)")
     refused = report.result("refuse-missing-content-id", "2.0")
