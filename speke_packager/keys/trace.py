@@ -136,7 +136,8 @@ class _Exchange:
 
 
 class TraceRecorder:
-    """Writes a redacted support bundle into ``directory`` (created if needed). Thread-safe."""
+    """Writes a redacted support bundle into ``directory`` (created if needed, must be empty).
+    Thread-safe."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -147,6 +148,8 @@ class TraceRecorder:
                               f"{exc.strerror}") from None
         if not self.directory.is_dir():
             raise OutputError(f"trace path {self.directory} is not a directory")
+        if any(self.directory.iterdir()):  # never mix two runs in one bundle
+            raise OutputError(f"trace directory {self.directory} is not empty")
         self._lock = threading.Lock()
         self._local = threading.local()
         self._exchanges: list[_Exchange] = []

@@ -10,10 +10,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import requests
 from lxml import etree
 
 from speke_packager.constants import NS_CPIX, DrmSystem, Packaging, Scheme, SpekeVersion
+from speke_packager.errors import OutputError
 from speke_packager.keys import DeliveryKey, EncryptionContract, HeaderAuth, SpekeClient
 from speke_packager.keys.trace import MASK, TraceRecorder
 from speke_packager.keyserver import KeyServer
@@ -118,3 +120,17 @@ def test_cli_trace_with_show_keys_output(tmp_path: Path) -> None:
     text = bundle_text(trace)
     assert keys and all(f not in text for k in keys for f in forms(k))
     assert all(k["kid"] in text for k in out["keys"])
+
+
+def test_trace_directory_must_be_empty(tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("a previous run")
+    with pytest.raises(OutputError, match="not empty"):
+        TraceRecorder(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot create the trace directory"):
+        TraceRecorder(tmp_path / "file")
+    res = subprocess.run([sys.executable, "-m", "speke_packager", "keys", "--speke-url",
+                          "http://127.0.0.1:9/speke", "--content-id", "c1", "--trace",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert res.returncode != 0 and res.stderr.startswith("speke-packager: error: trace directory")
