@@ -316,3 +316,27 @@ def test_one_request_per_drm_names_the_missing_one(proxy) -> None:  # type: igno
         assert got[check] == "clearkey: HTTP 422: Unsupported DRM system ClearKey"
     # --drm without clearkey: everything passes (the control)
     assert run(url, V20, drm=(DrmSystem.WIDEVINE, DrmSystem.PLAYREADY)).passed
+
+
+def test_cli_uses_the_given_delivery_certificate(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from speke_packager.conformance import ephemeral_delivery_key
+
+    dk = ephemeral_delivery_key()
+    cert, key = tmp_path / "cert.der", tmp_path / "key.pem"
+    cert.write_bytes(dk.certificate_der)
+    key.write_bytes(dk.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    key.chmod(0o600)
+    trace = tmp_path / "trace"
+    with keyserver_with_fault(None) as ks:
+        res = _cli("--speke-url", ks.speke_url, "--checks", "encrypted-keys", "--versions",
+                   "2.0", "--delivery-cert", str(cert), "--delivery-key", str(key), "--json",
+                   "--trace", str(trace))
+    assert res.returncode == 0, res.stderr
+    (r,) = json.loads(res.stdout)["results"]
+    assert r["check"] == "encrypted-keys" and r["result"] == "pass"
+    (req,) = trace.glob("*-request.xml")
+    assert base64.b64encode(dk.certificate_der).decode() in req.read_text()
