@@ -84,6 +84,16 @@ SYSTEM_ID_TO_DRM: Final[dict[UUID, DrmSystem]] = {
     CLEARKEY_SAMPLE_AES: DrmSystem.AES128,
 }
 
+
+def request_system_id(drm: DrmSystem, cpix_scheme: str | None) -> UUID:
+    """The ``DRMSystem@systemId`` we send for ``drm``: its own, except identity keys used for
+    SAMPLE-AES / cbcs (``cpix_scheme`` 'cbcs'), which are DASH-IF's "HLS CBCS" Clear Key system;
+    ``3ea8778f-…`` is HLS AES-128 (whole-segment CBC), signalled ``METHOD=AES-128``."""
+    if drm is DrmSystem.AES128 and cpix_scheme == "cbcs":
+        return CLEARKEY_SAMPLE_AES
+    return drm.system_id
+
+
 # --- XML namespaces -----------------------------------------------------------------------------
 NS_CPIX: Final = "urn:dashif:org:cpix"
 NS_PSKC: Final = "urn:ietf:params:xml:ns:keyprov:pskc"

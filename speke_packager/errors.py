@@ -10,7 +10,7 @@ Messages never contain content keys.
       KeyAcquisitionError             anything on the way to content keys
         KeyServerError                transport problems (.url)
           KeyServerTimeout            connect/read timeout
-          KeyServerHTTPError          non-200 answer (.status, .server_message)
+          KeyServerHTTPError          non-200 answer (.status, .server_message, .request_id)
         KeyAuthError                  SigV4 / mTLS / credential problems
         CpixError                     malformed or invalid CPIX (.xpath)
           CpixValidationError         a response that does not answer the request (.check, .kid)
@@ -64,11 +64,14 @@ class KeyServerHTTPError(KeyServerError):
     """The key server answered with an HTTP status other than 200."""
 
     def __init__(
-        self, message: str, *, url: str | None = None, status: int, server_message: str = ""
+        self, message: str, *, url: str | None = None, status: int, server_message: str = "",
+        error_type: str | None = None, request_id: str | None = None,
     ) -> None:
         super().__init__(message, url=url)
         self.status = status
-        self.server_message = server_message
+        self.server_message = server_message  # the server's own words (redacted, one line)
+        self.error_type = error_type  # e.g. x-amzn-ErrorType
+        self.request_id = request_id  # quote it to the vendor
 
 
 class KeyAuthError(KeyAcquisitionError):

@@ -19,6 +19,7 @@ from ..errors import SpekePackagerError
 # Sub-command modules, in help order. Each defines register(subparsers).
 _COMMAND_MODULES = (
     "keys_cmd",  # keys, cpix
+    "conformance_cmd",  # conformance
     "keyserver_cmd",  # keyserver
     "vod_cmd",  # encrypt-vod
     "verify_cmd",  # verify, serve

@@ -47,9 +47,11 @@ if TYPE_CHECKING:
     from ..keys.envelope import DeliveryKey
     from ..keys.inspection import CpixReport
     from ..keys.request import EncryptionContract
+    from ..keys.trace import TraceRecorder
     from ..model import KeySet
 
 __all__ = [
+    "add_connection_arguments",
     "add_speke_arguments",
     "contract_from_args",
     "keyset_to_json",
@@ -57,6 +59,7 @@ __all__ = [
     "register",
     "report_to_json",
     "speke_client_from_args",
+    "trace_from_args",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,16 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--key-periods", metavar="FIRST:COUNT",
                    help="key rotation: COUNT key periods starting at index FIRST (one request "
                         "each)")
-    g.add_argument("--explicit-iv", action="store_true",
-                   help="send a random explicitIV per key")
+    g.add_argument("--explicit-iv", action=argparse.BooleanOptionalAction, default=None,
+                   help="send our own random explicitIV per key and require its echo (default: "
+                        "on for FairPlay, aes-128 and HLS AES-128/SAMPLE-AES/MPEG-TS, where the "
+                        "IV is used; --no-explicit-iv lets the key server choose)")
+    add_connection_arguments(parser)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to reach the key server: auth, TLS, timeouts, retries, encrypted keys, --trace (shared
+    by ``keys``, ``encrypt-vod``, ``verify`` and ``conformance``)."""
     a = parser.add_argument_group("key server authentication and TLS")
     a.add_argument("--auth", default="none", choices=["none", "sigv4", "mtls", "basic", "digest"],
                    help="none, AWS SigV4, mutual TLS, or HTTP basic/digest (--user; password "
@@ -109,6 +120,10 @@ def add_speke_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--delivery-key", help="its private key (PEM/DER), or a PKCS#12 file with "
                                           "both")
     d.add_argument("--delivery-key-password", help="password of the delivery key / PKCS#12")
+    t = parser.add_argument_group("support")
+    t.add_argument("--trace", metavar="DIR",
+                   help="save every SPEKE exchange into DIR, content keys, encrypted keys and "
+                        "credentials masked: a support bundle for the key server's vendor")
 
 
 def _timeout(text: str) -> tuple[float, float]:
@@ -219,7 +234,18 @@ def speke_client_from_args(args: argparse.Namespace) -> SpekeClient:
     from ..keys.client import SpekeClient
 
     return SpekeClient(args.speke_url, auth=_auth_from_args(args), timeout=_timeout(args.timeout),
-                       retries=args.retries, delivery_key=_delivery_key(args), verify_tls=verify)
+                       retries=args.retries, delivery_key=_delivery_key(args), verify_tls=verify,
+                       trace=trace_from_args(args))
+
+
+def trace_from_args(args: argparse.Namespace) -> TraceRecorder | None:
+    """``--trace DIR`` -> a :class:`TraceRecorder` (None without the option)."""
+    directory = getattr(args, "trace", None)
+    if not directory:
+        return None
+    from ..keys.trace import TraceRecorder
+
+    return TraceRecorder(directory)
 
 
 def periods_from_args(args: argparse.Namespace) -> list[KeyPeriod]:
@@ -277,7 +303,7 @@ def contract_from_args(
         video_preset=args.video_preset,
         audio_preset=args.audio_preset,
         period=periods[0] if periods else None,
-        explicit_iv=bool(getattr(args, "explicit_iv", False)),
+        explicit_iv=getattr(args, "explicit_iv", None),
     )
 
 

@@ -11,21 +11,29 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import requests
 import requests.auth
 
-from ..errors import KeyServerError, KeyServerHTTPError, KeyServerTimeout, UsageError
+from ..errors import (
+    KeyServerError,
+    KeyServerHTTPError,
+    KeyServerTimeout,
+    SpekePackagerError,
+    UsageError,
+)
 from ..model import KeyEntry, KeyPeriod, KeySet
 from .auth import Auth, NoAuth
 from .cpix.parse import parse_cpix
 from .envelope import DeliveryKey
 from .request import EncryptionContract, SpekeRequest, build_request
+from .server_error import decode_error_answer, redact_text
+from .trace import TraceRecorder
 from .validate import validate_response
 
-__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys"]
+__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys", "http_error"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ class SpekeClient:
         verify_tls: bool | str = True,
         max_response_bytes: int = 8 << 20,
         sleep: Callable[[float], None] = time.sleep,
+        trace: TraceRecorder | None = None,
     ) -> None:
         if not url.lower().startswith(("http://", "https://")):
             raise UsageError(f"SPEKE URL must be http(s): {url[:80]!r}")
@@ -82,6 +91,7 @@ class SpekeClient:
         self.verify_tls = verify_tls
         self.max_response_bytes = max_response_bytes
         self._sleep = sleep
+        self.trace = trace  # redacted record of every exchange (keys/trace.py)
         self.attempts = 0  # POSTs made by the last fetch (diagnostics)
         if verify_tls is False:
             log.warning("TLS certificate verification of the key server is DISABLED (--insecure)")
@@ -102,8 +112,14 @@ class SpekeClient:
         """Request keys for ``contract``; returns the validated key set with keys decrypted."""
         req = self.prepare(contract)
         body, headers = self.post(req)
-        doc = parse_cpix(body, max_bytes=self.max_response_bytes)
-        return validate_response(req, doc, headers=headers, delivery_key=self.delivery_key)
+        try:
+            doc = parse_cpix(body, max_bytes=self.max_response_bytes)
+            keys = validate_response(req, doc, headers=headers, delivery_key=self.delivery_key)
+        except SpekePackagerError as exc:
+            self._trace_fail(exc, "invalid")
+            raise
+        self._trace_keys(keys)
+        return keys
 
     def fetch_periods(self, contract: EncryptionContract, periods: Sequence[KeyPeriod]
                       ) -> KeySet:
@@ -132,6 +148,10 @@ class SpekeClient:
             except _Retry as r:
                 last = r
                 log.info("SPEKE request failed: %s", r.error)
+                self._trace_fail(r.error)
+            except SpekePackagerError as exc:
+                self._trace_fail(exc)
+                raise
         assert isinstance(last, _Retry)
         raise last.error
 
@@ -160,6 +180,7 @@ class SpekeClient:
     def _once(self, req: SpekeRequest) -> tuple[bytes, dict[str, str]]:
         self.attempts += 1
         headers = self.auth.sign("POST", self.url, req.headers, req.body)
+        traced = self._trace_begin(headers, req.body)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # urllib3's InsecureRequestWarning: logged above
@@ -195,19 +216,37 @@ class SpekeClient:
             raise KeyServerError(f"HTTP error talking to the key server: {_short(exc)}",
                                  url=self.url) from None
         rheaders = {k: v for k, v in resp.headers.items()}
+        self._trace_answer(traced, resp.status_code, rheaders, body)
         if resp.status_code == 200:
             return body, rheaders
-        server_message = " ".join(body[:1024].decode("utf-8", errors="replace").split())
-        message = server_message[:300]
-        agent = resp.headers.get("x-speke-user-agent") or resp.headers.get("speke-user-agent")
-        who = f" ({agent[:60]})" if agent else ""
-        err = KeyServerHTTPError(
-            f"key server answered HTTP {resp.status_code}{who}: {message or resp.reason}",
-            url=self.url, status=resp.status_code, server_message=server_message)
-        if resp.status_code in RETRY_STATUSES and not any(m in server_message
+        err = http_error(self.url, resp.status_code, rheaders, body, reason=resp.reason)
+        if resp.status_code in RETRY_STATUSES and not any(m in err.server_message
                                                           for m in _FINAL_MESSAGES):
             raise _Retry(err, _retry_after(resp.headers.get("retry-after")))
         raise err
+
+    # ---- trace hooks (keys/trace.py) ---------------------------------------------------------
+
+    def _trace_begin(self, headers: Mapping[str, str], body: bytes) -> int | None:
+        if self.trace is None:
+            return None
+        return self.trace.begin(self.url, headers, body, self.attempts)
+
+    def _trace_answer(self, n: int | None, status: int, headers: Mapping[str, str],
+                      body: bytes) -> None:
+        if self.trace is not None and n is not None:
+            self.trace.answer(n, status, headers, body)
+
+    def _trace_fail(self, error: Exception, result: str | None = None) -> None:
+        if self.trace is None:
+            return
+        if result is None:
+            result = "http-error" if isinstance(error, KeyServerHTTPError) else "transport-error"
+        self.trace.fail(self.trace.last_id, error, result)
+
+    def _trace_keys(self, keys: KeySet) -> None:
+        if self.trace is not None:
+            self.trace.scrub(e.key.key for e in keys.entries)
 
     def _read(self, resp: requests.Response) -> bytes:
         cap = self.max_response_bytes
@@ -224,6 +263,21 @@ class SpekeClient:
                                      url=self.url)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def http_error(url: str, status: int, headers: Mapping[str, str], body: bytes, *,
+               reason: str | None = None) -> KeyServerHTTPError:
+    """The error for a non-200 answer, with the server's own message decoded from its body and
+    headers (SPEKE v2 strings, JSON ``message``, ``x-amzn-ErrorType``, ``X-AxDRM-ErrorMessage``,
+    ``x-*-error*``, request id), one line, truncated and redacted."""
+    answer = decode_error_answer(status, headers, body)
+    low = {k.lower(): v for k, v in headers.items()}
+    agent = low.get("x-speke-user-agent") or low.get("speke-user-agent")
+    who = f" ({redact_text(agent[:60])})" if agent else ""
+    said = answer.describe() or reason or "no message"
+    return KeyServerHTTPError(f"key server answered HTTP {status}{who}: {said}", url=url,
+                              status=status, server_message=answer.message,
+                              error_type=answer.error_type, request_id=answer.request_id)
 
 
 def _retry_after(value: str | None) -> float | None:

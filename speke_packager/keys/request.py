@@ -27,6 +27,7 @@ __all__ = [
     "build_request",
     "derive_kid",
     "placeholders_for",
+    "wants_explicit_iv",
 ]
 
 KID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:speke-packager:kid")
@@ -47,7 +48,9 @@ class EncryptionContract:
     audio_preset: str = "PRESET-AUDIO-1"
     period: KeyPeriod | None = None  # key rotation: one period per request
     delivery_cert_der: bytes | None = field(default=None, repr=False)  # ask for encrypted keys
-    explicit_iv: bool = False  # send a random explicitIV per key
+    # send a random explicitIV per key: True / False, or None = only where the IV is used
+    # (FairPlay, AES-128 key delivery, HLS AES-128 / SAMPLE-AES): see wants_explicit_iv()
+    explicit_iv: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,21 @@ def placeholders_for(
     return tuple(sorted(want, key=order.index))
 
 
+def wants_explicit_iv(contract: EncryptionContract) -> bool:
+    """Whether the request carries our own random ``explicitIV`` per key.
+
+    ``contract.explicit_iv`` decides when set; by default (None) we send one wherever the IV
+    reaches the player through the key server or the playlist: FairPlay (its key server hands the
+    IV to the device), AES-128 key delivery and HLS AES-128 / SAMPLE-AES packaging. This is what
+    MediaPackage does, and it stops servers that invent an IV (AWS's reference server returns the
+    content key in its place) from breaking FairPlay."""
+    if contract.explicit_iv is not None:
+        return contract.explicit_iv
+    return (DrmSystem.FAIRPLAY in contract.drm or DrmSystem.AES128 in contract.drm
+            or contract.scheme in (Scheme.AES_128, Scheme.SAMPLE_AES)
+            or Packaging.HLS_TS in contract.packaging)
+
+
 def _check_contract(c: EncryptionContract) -> None:
     if not _CONTENT_ID.match(c.content_id):
         raise UsageError(
@@ -180,7 +198,7 @@ def build_request(
         ]
     else:
         keys = [RequestedKey(derive_kid(contract.content_id, "ALL", pidx), "ALL", period)]
-    if contract.explicit_iv:
+    if wants_explicit_iv(contract):
         keys = [replace(k, explicit_iv=iv_source(16)) for k in keys]
         for k in keys:
             if k.explicit_iv is None or len(k.explicit_iv) != 16:

@@ -25,6 +25,7 @@ from ..constants import (
     NS_MSPR,
     SPEKE_USER_AGENT_HEADER,
     SPEKE_VERSION_HEADER,
+    SYSTEM_ID_TO_DRM,
     W3C_COMMON,
     DrmSystem,
     Scheme,
@@ -32,7 +33,7 @@ from ..constants import (
 )
 from ..drm.pssh import PsshError, parse_pssh
 from ..errors import CpixError, CpixValidationError
-from ..model import ContentKey, DrmSignal, KeyEntry, KeyPeriod, KeySet
+from ..model import ContentKey, DrmSignal, KeyEntry, KeySet
 from .cpix.model import CpixContentKey, CpixDocument, CpixDrmSystem, Placeholder
 from .envelope import DeliveryKey, decrypt_content_keys, select_delivery_data
 from .request import SpekeRequest
@@ -486,9 +487,7 @@ def _key_value(ck: CpixContentKey, kid: str, req: SpekeRequest,
 
 
 def validate_response(
-    request: SpekeRequest,
-    doc: CpixDocument,
-    *,
+    request: SpekeRequest, doc: CpixDocument, *,
     headers: Mapping[str, str] | None = None,
     delivery_key: DeliveryKey | None = None,
     strict: bool = True,
@@ -552,8 +551,13 @@ def validate_response(
             if len(iv) != 16:
                 raise _fail("explicit-iv", f"explicitIV is {len(iv)} bytes, not 16", kid)
             if iv == value:
-                raise _fail("explicit-iv", "explicitIV equals the content key", kid)
-        if rk.explicit_iv is not None and iv != rk.explicit_iv:
+                raise _fail("explicit-iv", "explicitIV equals the content key" + (
+                    " instead of the one sent" if rk.explicit_iv is not None else "; send our "
+                    "own IV with --explicit-iv (EncryptionContract(explicit_iv=True))"), kid)
+        if rk.explicit_iv is not None and iv is None:  # ignored: use ours (conformance fails)
+            log.warning("key server did not echo the explicitIV sent for KID %s; using ours", kid)
+            iv = rk.explicit_iv
+        elif rk.explicit_iv is not None and iv != rk.explicit_iv:
             raise _fail("explicit-iv", "explicitIV differs from the one sent", kid)
 
         systems = doc.drm_for(kid)
@@ -589,11 +593,6 @@ def validate_response(
 
 def _same_system(system_id: str, drm: DrmSystem) -> bool:
     try:
-        return UUID(system_id) == drm.system_id
+        return SYSTEM_ID_TO_DRM.get(UUID(system_id)) is drm
     except ValueError:
         return False
-
-
-def key_period(index: int, start: str | None = None, end: str | None = None) -> KeyPeriod:
-    """Convenience: a :class:`KeyPeriod` with the default ``keyPeriod_<index>`` id."""
-    return KeyPeriod(index=index, start=start, end=end)

@@ -14,11 +14,13 @@ Endpoints
     ``Speke-User-Agent``) and fills exactly the requested placeholders: Widevine v0 pssh with
     WidevinePsshData, PlayReady PRO (WRMHEADER 4.0 cenc / 4.2 cenc multi-key / 4.3 cbcs) and its
     pssh, FairPlay ``skd://<kid>``, ClearKey common v1 pssh + ``dashif:Laurl`` to this server's
-    licence URL, AES-128 key URL; HLS ``#EXT-X-KEY``/``#EXT-X-SESSION-KEY`` lines; v1
+    licence URL, AES-128 key URL; HLS ``#EXT-X-KEY``/``#EXT-X-SESSION-KEY`` lines (the HLS
+    AES-128 systems ``3ea8778f-…``/``81376844-…`` always ``METHOD=AES-128``); v1
     ``URIExtXKey``, ``speke:KeyFormat``, ``speke:KeyFormatVersions``, ``speke:ProtectionHeader``.
     With a ``DeliveryDataList`` the keys are encrypted (RSA-OAEP-SHA1 document and MAC keys,
     AES-256-CBC, HMAC-SHA512), MAC key layout B by default (``mac_layout="A"`` or ``layout=A``).
-    v2 errors are 422 with the exact SPEKE v2 strings; v1 errors are 400.
+    v2 errors are 422 with the exact SPEKE v2 strings; v1 errors are 400. A v2 request must name
+    a ``DRMSystem`` for every key (422 ``Missing DRMSystem``).
 ``POST /clearkey/license``
     W3C ClearKey: ``{"kids": [...]}`` -> ``{"keys": [{"kty": "oct", "kid", "k"}]}`` (base64url, no
     padding). Knows keys registered with :meth:`KeyServer.register_key`, KIDs issued earlier, and

@@ -147,6 +147,8 @@ def build_answer(
 
     root = C.CPIX(*children, **root_attrs)
     _apply_element_faults(root, faults)
+    if v2:  # no unused declarations: a v2 answer must not declare the SPEKE v1 namespace
+        etree.cleanup_namespaces(root)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 

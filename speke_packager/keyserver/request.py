@@ -178,6 +178,14 @@ def parse_request(body: bytes, version_header: str | None, *, max_bytes: int) ->
     keys = _read_keys(key_list, v2, bad)
     kids = {k.kid for k in keys}
     drm = _read_drm(drm_list, kids, bad) if drm_list is not None else ()
+    if v2:
+        # every key is for some DRM system: a v2 request without one is malformed (AWS's SPEKE
+        # v2 verification suite, test_mandatory_elements_missing_in_request[DRMSystem])
+        if not drm:
+            raise SpekeRequestError("Missing DRMSystem")
+        orphans = sorted(str(k) for k in kids - {d.kid for d in drm})
+        if orphans:
+            raise SpekeRequestError(f"Missing DRMSystem for KID {orphans[0]}")
     recipients = _read_recipients(delivery_list) if delivery_list is not None else ()
     period_ids = _read_periods(period_list, bad) if period_list is not None else set()
     if v2:

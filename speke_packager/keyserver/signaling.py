@@ -12,7 +12,9 @@ from uuid import UUID
 from lxml import etree
 
 from ..constants import (
+    CLEARKEY_AES128,
     FAIRPLAY,
+    HLS_AES128_UNOFFICIAL,
     KEYFORMAT_CLEARKEY,
     KEYFORMAT_FAIRPLAY,
     KEYFORMAT_IDENTITY,
@@ -30,7 +32,9 @@ from ..drm.playready import build_playready_object
 from ..drm.pssh import build_pssh
 from ..drm.widevine import build_widevine_pssh_data
 from ._maker import Maker
-from .request import AES128_IDS, CLEARKEY_IDS
+from .request import CLEARKEY_IDS
+
+HLS_AES128_IDS = frozenset({CLEARKEY_AES128, HLS_AES128_UNOFFICIAL})
 
 __all__ = ["KeyContext", "hls_line", "signal_value"]
 
@@ -124,7 +128,10 @@ def key_uri(ctx: KeyContext) -> str:
 
 
 def hls_method(ctx: KeyContext) -> str:
-    if ctx.system_id in AES128_IDS and ctx.scheme in ("cbc1", "aes-128", "AES-128"):
+    """``3ea8778f-…`` (DASH-IF "HLS CBC") and the SPEKE v1 docs' ``81376844-…`` are HLS AES-128:
+    whole-segment CBC, whatever scheme the key carries; ``be58615b-…`` ("HLS CBCS") is
+    SAMPLE-AES."""
+    if ctx.system_id in HLS_AES128_IDS:
         return "AES-128"
     return "SAMPLE-AES-CTR" if ctx.scheme in ("cenc", "cens") else "SAMPLE-AES"
 

@@ -290,7 +290,8 @@ def test_encrypted_keys_never_decrypted_with_bad_mac_even_if_plaintext_ok(
 
 def test_v1_answer_builds_signaling(ks: KeyServer) -> None:
     c = EncryptionContract("chan-7", (WV, PR, FP), (Packaging.DASH, Packaging.HLS_FMP4),
-                           Scheme.CBCS, SpekeVersion.V1_0, period=KeyPeriod(1700))
+                           Scheme.CBCS, SpekeVersion.V1_0, period=KeyPeriod(1700),
+                           explicit_iv=False)  # the IV= attribute: next test
     req = build_request(c)
     body, headers = _answer(ks, req)
     keys = validate_response(req, parse_cpix(body), headers=headers)

@@ -10,6 +10,7 @@ import base64
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,13 +30,15 @@ from .helpers import contract, keys_per_segment, openssl_decrypt, run
 WAIT = 60.0  # upper bound for a background fetch to finish (never asserted on)
 
 
-def _source(ks: KeyServer, cid: str, scheme: Scheme = Scheme.AES_128) -> SpekeKeySource:
+def _source(ks: KeyServer, cid: str, scheme: Scheme = Scheme.AES_128,
+            explicit_iv: bool | None = None) -> SpekeKeySource:
     # one connection per request: the key server answers an injected status=N before reading
     # the request body, which would otherwise spoil the next request on a kept-alive connection
     http = requests.Session()
     http.headers["Connection"] = "close"
     return SpekeKeySource(SpekeClient(ks.speke_url, retries=0, session=http),
-                          contract(cid, scheme, (DrmSystem.AES128,), shared=True))
+                          replace(contract(cid, scheme, (DrmSystem.AES128,), shared=True),
+                                  explicit_iv=explicit_iv))
 
 
 def _speke(ks: KeyServer) -> int:
@@ -182,7 +185,9 @@ def test_threads_share_fetches_and_match_sequential(ks: KeyServer,
     inits = {n: live_media[n].init.read_bytes() for n in ("video", "audio")}  # type: ignore[union-attr]
 
     def session() -> LiveSession:
-        return LiveSession(_source(ks, "mt", Scheme.CBCS), RotationSchedule(interval=4.0),
+        # no random explicitIV per request: both runs must encrypt with the same IVs
+        return LiveSession(_source(ks, "mt", Scheme.CBCS, explicit_iv=False),
+                           RotationSchedule(interval=4.0),
                            Scheme.CBCS, inits=inits, iv_seed=b"threads-test")
 
     def one(s: LiveSession, name: str, i: int) -> bytes:

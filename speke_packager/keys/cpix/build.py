@@ -10,7 +10,17 @@ from collections.abc import Mapping, Sequence
 
 from lxml import etree
 
-from ...constants import NS_CPIX, NS_DS, NS_PSKC, NS_SPEKE, NS_XENC, DrmSystem, Scheme, SpekeVersion
+from ...constants import (
+    NS_CPIX,
+    NS_DS,
+    NS_PSKC,
+    NS_SPEKE,
+    NS_XENC,
+    DrmSystem,
+    Scheme,
+    SpekeVersion,
+    request_system_id,
+)
 from ...model import AudioFilter, KeyPeriod, VideoFilter
 from .model import Placeholder, RequestedKey
 
@@ -102,7 +112,8 @@ def build_request_xml(
     dsl = _sub(root, NS_CPIX, "DRMSystemList")
     for k in keys:
         for drm, phs in placeholders.items():
-            el = _sub(dsl, NS_CPIX, "DRMSystem", kid=str(k.kid), systemId=str(drm.system_id))
+            sid = request_system_id(drm, scheme.cpix_scheme)
+            el = _sub(dsl, NS_CPIX, "DRMSystem", kid=str(k.kid), systemId=str(sid))
             for ph in phs:
                 _placeholder_el(el, ph)
 
