@@ -6,9 +6,10 @@ whole: box headers are read with seeks; ``sidx`` is rewritten in place with new 
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from ..errors import Mp4FormatError, UnsupportedMediaError
 
@@ -26,38 +27,39 @@ class Box:
         return self.offset + self.size
 
 
-def top_level_boxes(path: Path) -> list[Box]:
-    """The top-level boxes of ``path`` (type, offset, size)."""
+def top_level_boxes(fd: int, name: str) -> list[Box]:
+    """The top-level boxes of the open file ``fd`` (type, offset, size); ``name`` for errors."""
     out: list[Box] = []
-    total = path.stat().st_size
-    with path.open("rb") as fh:
-        pos = 0
-        while pos < total:
-            fh.seek(pos)
-            head = fh.read(16)
-            if len(head) < 8:
-                raise Mp4FormatError("truncated box header", box_path=f"{path.name}@{pos}")
-            size, typ = struct.unpack(">I4s", head[:8])
-            if size == 1:
-                if len(head) < 16:
-                    raise Mp4FormatError("truncated largesize", box_path=f"{path.name}@{pos}")
-                (size,) = struct.unpack(">Q", head[8:16])
-            elif size == 0:
-                size = total - pos
-            if size < 8 or pos + size > total:
-                raise Mp4FormatError(f"box {typ!r} has an invalid size {size}",
-                                     box_path=f"{path.name}@{pos}")
-            out.append(Box(typ, pos, size))
-            pos += size
+    total = os.fstat(fd).st_size
+    path = PurePosixPath(name)
+    pos = 0
+    while pos < total:
+        head = os.pread(fd, 16, pos)
+        if len(head) < 8:
+            raise Mp4FormatError("truncated box header", box_path=f"{path.name}@{pos}")
+        size, typ = struct.unpack(">I4s", head[:8])
+        if size == 1:
+            if len(head) < 16:
+                raise Mp4FormatError("truncated largesize", box_path=f"{path.name}@{pos}")
+            (size,) = struct.unpack(">Q", head[8:16])
+        elif size == 0:
+            size = total - pos
+        if size < 8 or pos + size > total:
+            raise Mp4FormatError(f"box {typ!r} has an invalid size {size}",
+                                 box_path=f"{path.name}@{pos}")
+        out.append(Box(typ, pos, size))
+        pos += size
     return out
 
 
-def split_single_file(path: Path) -> tuple[Box, Box | None, list[tuple[int, int]]]:
-    """(init span ftyp..moov, the sidx box or None, fragment spans (offset, length)).
+def split_single_file(fd: int, name: str) -> tuple[Box, Box | None, list[tuple[int, int]]]:
+    """(init span ftyp..moov, the sidx box or None, fragment spans (offset, length)) of the
+    open file ``fd`` (``name``: its package-relative path, for errors).
 
     A fragment starts at a ``moof`` (or the styp/emsg/prft right before it) and runs to the next
     fragment's start."""
-    boxes = top_level_boxes(path)
+    path = PurePosixPath(name)
+    boxes = top_level_boxes(fd, name)
     moov = next((b for b in boxes if b.type == b"moov"), None)
     if moov is None:
         raise Mp4FormatError("no moov box", box_path=path.name)
