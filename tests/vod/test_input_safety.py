@@ -246,3 +246,21 @@ def test_output_inside_the_package_without_inputs_is_fine(packages, tmp_path: Pa
     # and a second run with --force over it: the output holds no input of this package
     rc, err, _ = _run(manifest, out, "--force")
     assert rc == 0, err
+
+
+def test_deeply_nested_init_section(packages, tmp_path: Path) -> None:
+    """An init.mp4 of 1,200 nested boxes: a RecursionError traceback before, now a bounded
+    depth and one Mp4FormatError line (exit 4)."""
+    import struct
+
+    manifest = copy_tree(packages("hls-fmp4").parent, tmp_path / "pkg") / "index.m3u8"
+    body = b""
+    for _ in range(1200):
+        body = struct.pack(">I4s", 8 + len(body), b"trak") + body
+    moov = struct.pack(">I4s", 8 + len(body), b"moov") + body
+    (manifest.parent / "init.mp4").write_bytes(struct.pack(">I4s4sI", 16, b"ftyp", b"isom", 0)
+                                               + moov)
+    out = tmp_path / "out"
+    rc, err, _ = _run(manifest, out, scheme="cbcs")
+    _refused(rc, err, 4, "nested deeper than")
+    _nothing_written(tmp_path, out)

@@ -14,6 +14,7 @@ from ...errors import Mp4FormatError
 
 __all__ = [
     "CONTAINERS",
+    "MAX_DEPTH",
     "Box",
     "Node",
     "box_bytes",
@@ -160,10 +161,21 @@ def sample_entry_prefix_len(fourcc: bytes, payload: bytes | memoryview, path: st
     return n
 
 
-def parse_tree(buf: bytes | bytearray | memoryview, box: Box, path: str = "") -> Node:
-    """Parse ``box`` of ``buf`` into a :class:`Node` tree (containers, stsd, sample entries)."""
+# Deepest nesting parse_tree follows. Real files need about 10 levels
+# (moov/trak/mdia/minf/stbl/stsd/encv/sinf/schi/tenc); a hostile file of a thousand nested
+# containers gets a typed error instead of a RecursionError.
+MAX_DEPTH = 32
+
+
+def parse_tree(buf: bytes | bytearray | memoryview, box: Box, path: str = "",
+               _depth: int = 0) -> Node:
+    """Parse ``box`` of ``buf`` into a :class:`Node` tree (containers, stsd, sample entries);
+    boxes nested deeper than :data:`MAX_DEPTH` raise :class:`Mp4FormatError`."""
     mv = memoryview(buf)
     where = f"{path}/{_name(box.type)}" if path else _name(box.type)
+    if _depth >= MAX_DEPTH:
+        raise Mp4FormatError(f"boxes nested deeper than {MAX_DEPTH} levels",
+                             box_path=where if len(where) < 200 else f"...{where[-120:]}")
     payload = mv[box.payload_start:box.end]
     if box.type == b"uuid":
         return Node(box.type, bytes(mv[box.start + 8:box.end]), path=where)
@@ -184,7 +196,7 @@ def parse_tree(buf: bytes | bytearray | memoryview, box: Box, path: str = "") ->
     for child in iter_boxes(mv, box.payload_start + prefix_len, box.end, path=where):
         k = counts.get(child.type, 0)
         counts[child.type] = k + 1
-        node = parse_tree(mv, child, where)
+        node = parse_tree(mv, child, where, _depth + 1)
         if k:
             node.path = f"{node.path}[{k}]"
         children.append(node)
