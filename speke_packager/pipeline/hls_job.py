@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .._redact import redact_url
 from ..constants import Scheme
 from ..errors import ManifestError
 from ..manifests.hls import (
@@ -46,7 +47,8 @@ def resolve(base_rel: str, uri: str, *, what: str) -> str:
         raise ManifestError(f"{what} {uri!r}: NUL or control character in the URI")
     parts = urlsplit(uri)
     if parts.scheme or parts.netloc:
-        raise ManifestError(f"{what} {uri!r} is remote; only local packages can be encrypted")
+        raise ManifestError(f"{what} {redact_url(uri)!r} is remote; only local packages can be "
+                            "encrypted")
     path = posixpath.normpath(posixpath.join(posixpath.dirname(base_rel), parts.path))
     if path.startswith("../") or path == ".." or path.startswith("/"):
         raise ManifestError(f"{what} {uri!r} points outside the package folder")

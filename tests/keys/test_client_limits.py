@@ -253,3 +253,21 @@ def test_cli_warns_once_on_stderr() -> None:
     lines = [ln for ln in res.stderr.splitlines() if "plain http://" in ln]
     assert len(lines) == 1, res.stderr
     assert "credentials" in lines[0] and PASSWORD not in res.stderr
+
+
+def test_other_messages_redact_urls() -> None:
+    """The ClearKey licence fetch of verify and the remote-URI refusal of encrypt-vod."""
+    from uuid import UUID
+
+    from speke_packager.errors import ManifestError, VerificationError
+    from speke_packager.pipeline.hls_job import resolve
+    from speke_packager.verify.verify import fetch_clearkey_keys
+
+    url = f"http://u:{PASSWORD}@127.0.0.1:{_closed_port()}/lic?token={TOKEN}"
+    with pytest.raises(VerificationError) as info:
+        fetch_clearkey_keys(url, [UUID(int=1)], timeout=2)
+    assert TOKEN not in str(info.value) and PASSWORD not in str(info.value)
+    assert "127.0.0.1" in str(info.value)  # control: the message still names the server
+    with pytest.raises(ManifestError) as minfo:
+        resolve("index.m3u8", f"https://cdn.example/seg.ts?sig={TOKEN}", what="segment")
+    assert TOKEN not in str(minfo.value) and "cdn.example" in str(minfo.value)
