@@ -109,8 +109,11 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
         raise UsageError(f"input {src} does not exist")
     if not src.is_file():
         raise UsageError(f"input {src} is not a file (give the playlist, MPD or media file)")
-    os.close(open_input(src.parent, src.name, what="input"))  # a regular file, never a FIFO
     kind = input_kind(src)
+    # a regular file, never a FIFO or device; a playlist / MPD inside its package folder (a
+    # media file named on the command line may be a link to anywhere)
+    top = input_path(src.parent, src.name) if kind == "media" else src
+    os.close(open_input(top.parent, top.name, what="input"))
     fmt = _check(options, kind)
     with AtomicDirectory(options.output, force=options.force) as out:
         keyset = key_source if isinstance(key_source, KeySet) else key_source(options.scheme)

@@ -264,3 +264,20 @@ def test_deeply_nested_init_section(packages, tmp_path: Path) -> None:
     rc, err, _ = _run(manifest, out, scheme="cbcs")
     _refused(rc, err, 4, "nested deeper than")
     _nothing_written(tmp_path, out)
+
+
+def test_media_file_input_may_be_a_link_but_not_a_fifo(media, tmp_path: Path) -> None:
+    """A media file named on the command line may be a link (it is not part of a package);
+    a FIFO named .mp4 is refused instead of blocking ffmpeg."""
+    link = tmp_path / "movie.mp4"
+    link.symlink_to(media("h264-aac-mp4"))
+    out = tmp_path / "out"
+    res = cli("encrypt-vod", str(link), "-o", str(out), "--scheme", "cenc", "--format", "dash",
+              "--key", KEYSPEC, timeout=120)
+    assert res.returncode == 0, res.stderr
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    res = cli("encrypt-vod", str(fifo), "-o", str(tmp_path / "out2"), "--key", KEYSPEC,
+              timeout=60)
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "out2").exists()
