@@ -38,6 +38,7 @@ from speke_packager.model import ContentKey, TrackKind
 from .conftest import (
     FUZZ,
     KEY,
+    Mutation,
     apply,
     avcc_of,
     corpus,
@@ -606,3 +607,22 @@ def test_memory_bound_catches_a_huge_allocation() -> None:
     with pytest.raises(MemoryError):
         bytearray(3 << 30)
     assert os.environ.get("SPEKE_FUZZ_EXPLORE") or FUZZ.derandomize
+
+
+def test_decrypt_side_truncated_senc() -> None:
+    """Found by the 2,000-example pass (derandomized): a flipped byte in the encrypted segment
+    made the decryptor read subsample entries past the end of senc (struct.error)."""
+    from speke_packager.media.mp4.decryptor import Mp4Decryptor
+
+    init, segs = fmp4_seeds()["h264-fmp4"]
+    enc = Mp4Encryptor(init, Scheme.CBCS, _encryptable(init), iv_seed=b"f")
+    e_init = enc.encrypted_init()
+    seg = enc.encrypt_segment(segs[0], segment_index=0)
+    for at in [761]:
+        bad = apply(seg, [Mutation(0, at, b"")])
+        typed_only(lambda bad=bad: Mp4Decryptor(e_init, {CK.kid: KEY}).decrypt_segment(bad))
+    # every single-byte flip of the moof (senc included) is a typed error or a result
+    moof_end = seg.find(b"mdat") - 4
+    for at in range(moof_end):
+        bad = apply(seg, [Mutation(0, at, b"")])
+        typed_only(lambda bad=bad: Mp4Decryptor(e_init, {CK.kid: KEY}).decrypt_segment(bad))
