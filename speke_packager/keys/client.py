@@ -69,9 +69,10 @@ class SpekeClient:
     each socket operation; ``total`` bounds one key request as a whole, every attempt, answer
     and back-off wait included: an answer still arriving when it runs out is cut (its socket is
     shut down) and the request fails with :class:`KeyServerTimeout`, and no retry starts
-    whose wait would not end before it (a ``Retry-After`` is capped at 60 s). A request
-    therefore ends within ``total`` plus the connect timeout at most (a connection being set
-    up is bounded by the connect timeout only). ``None`` for total: no overall deadline."""
+    whose wait would not end before it (a ``Retry-After`` is capped at 60 s); each attempt's
+    connect and read timeouts are capped to the time left. A request therefore ends within
+    ``total``, name resolution aside (the system resolver takes no timeout). ``None`` for
+    total: no overall deadline."""
 
     def __init__(
         self,
@@ -383,9 +384,12 @@ def _watch(sock: socket.socket | None) -> None:
 
 
 class _HTTPConnection(urllib3.connection.HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch(self.sock)
+    # _new_conn: the TCP socket, before any TLS handshake (so a dripping handshake is cut too);
+    # getresponse: a kept-alive connection reused for this request
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
 
     def getresponse(self) -> Any:
         _watch(self.sock)
@@ -393,9 +397,10 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch(self.sock)
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
 
     def getresponse(self) -> Any:
         _watch(self.sock)

@@ -39,8 +39,10 @@ class SlowServer:
     ``answer``: ``head`` all at once, the rest one byte every ``interval`` seconds (until the
     client goes away or the server is closed)."""
 
-    def __init__(self, head: bytes, drip: bytes, interval: float = 0.2) -> None:
+    def __init__(self, head: bytes, drip: bytes, interval: float = 0.2, *,
+                 read_request: bool = True) -> None:
         self.head, self.drip, self.interval = head, drip, interval
+        self.read_request = read_request
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.closed = threading.Event()
@@ -63,7 +65,7 @@ class SlowServer:
     def _one(self, conn: socket.socket) -> None:
         self.requests += 1
         with conn:
-            data = b""
+            data = b"" if self.read_request else b"\r\n\r\n"
             while b"\r\n\r\n" not in data:
                 chunk = conn.recv(65536)
                 if not chunk:
@@ -94,8 +96,9 @@ class SlowServer:
 
 
 @contextmanager
-def slow_server(head: bytes, drip: bytes, interval: float = 0.2) -> Iterator[SlowServer]:
-    srv = SlowServer(head, drip, interval)
+def slow_server(head: bytes, drip: bytes, interval: float = 0.2, *, read_request: bool = True
+                ) -> Iterator[SlowServer]:
+    srv = SlowServer(head, drip, interval, read_request=read_request)
     try:
         yield srv
     finally:
@@ -119,6 +122,21 @@ def test_total_deadline_cuts_a_dripping_answer(answer: tuple[bytes, bytes]) -> N
         took = time.monotonic() - t0
     assert 1.4 < took < 3.0, took
     assert client.attempts == 1  # nothing left for a retry
+
+
+def test_total_deadline_cuts_a_dripping_tls_handshake() -> None:
+    """https:// to a server that answers the ClientHello with a TLS record header announcing
+    16 KiB, then one byte every 0.2 s: Python bounds the whole handshake by the connect timeout
+    (5 s here); the client caps that to the time left of the total (1.5 s), and the socket is
+    watched from the TCP connect on."""
+    with slow_server(b"\x16\x03\x03\x40\x00", b"\x02" * 16384, read_request=False) as srv:
+        url = srv.url.replace("http://", "https://")
+        client = SpekeClient(url, timeout=(5.0, 1.0, 1.5), retries=2, backoff=0.01)
+        t0 = time.monotonic()
+        with pytest.raises(KeyServerTimeout, match="total deadline"):
+            client.fetch(CONTRACT)
+        took = time.monotonic() - t0
+    assert took < 3.0, took
 
 
 def test_without_a_total_the_drip_holds_the_client() -> None:
