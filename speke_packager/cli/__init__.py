@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    log.debug("speke-packager %s", args.command)  # (also proves a --log-file is written)
     previous: dict[int, object] = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, _terminate) for s in _STOP_SIGNALS}

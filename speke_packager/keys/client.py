@@ -415,6 +415,12 @@ class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
+# urllib3's messages name the class ("HTTPConnectionPool(host=...): Max retries exceeded"):
+# keep the names users know
+for _cls in (_HTTPConnection, _HTTPSConnection, _HTTPPool, _HTTPSPool):
+    _cls.__name__ = _cls.__qualname__ = _cls.__mro__[1].__name__
+
+
 class DeadlineAdapter(requests.adapters.HTTPAdapter):
     """A requests adapter whose connections honour :class:`SpekeClient`'s total deadline.
     Mounted on the client's session for the key server's URL (see
