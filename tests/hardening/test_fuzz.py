@@ -2,8 +2,14 @@
 
 Targets: the CPIX parser, the TS demuxer (probe + SAMPLE-AES), the MP4 box parser (probe_init,
 Mp4Encryptor init + segments), the H.264/HEVC parameter-set and slice-header parsers, the HLS
-and DASH readers. Each target: hypothesis mutations of real seeds (small budget) + replay of the
-committed corpus in ``corpus/<target>/``.
+and DASH readers, the pipeline's URI resolver and SegmentBase reader, deeply nested box trees, and
+the decrypt side that ``verify`` runs. Each target: hypothesis mutations of real seeds (small
+budget) + replay of the committed corpus in ``corpus/<target>/``.
+
+Reproducible: examples are derandomized (derived from each test's name; see ``FUZZ`` in
+conftest). ``SPEKE_FUZZ_EXAMPLES=2000`` runs a longer pass; ``SPEKE_FUZZ_EXPLORE=1`` with
+``pytest --hypothesis-seed=N`` draws fresh examples from seed N. Every case must end within
+``CASE_SECONDS`` and runs under an address-space limit (``memory_bound``).
 """
 
 from __future__ import annotations
