@@ -1,8 +1,10 @@
-"""Atomic output: write to a temporary path on the same file system, then rename."""
+"""Atomic output (write to a temporary path on the same file system, then rename) and the one
+way input files of a package are opened (:func:`open_input`)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -15,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import ManifestError, OutputError, UnsafeInputError
 
 log = logging.getLogger("speke_packager")
 
@@ -153,6 +155,95 @@ class AtomicDirectory:
             self.abort()
         elif not self._done:
             self.commit()
+
+
+# ---- input files of a package -----------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PROC_FD = Path("/proc/self/fd")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _regular(mode: int, what: str, rel: str) -> None:
+    if not stat.S_ISREG(mode):
+        raise UnsafeInputError(f"{what} {rel} is {_kind(mode)}, not a regular file; refused")
+
+
+def _inside(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def open_input(root: str | os.PathLike[str], rel: str, *, what: str = "file") -> int:
+    """A read-only descriptor of the regular file ``rel`` inside the package folder ``root``.
+
+    Every input file of a package goes through here. ``root`` is resolved first; ``rel`` is
+    refused (:class:`UnsafeInputError`, one line naming the entry) when its name holds a NUL or
+    control character, when it resolves outside ``root`` (a symbolic link or ``..`` leaving the
+    package; links that stay inside are followed), or when it is not a regular file (folder,
+    FIFO, device, socket). The open never blocks (``O_NONBLOCK``: a FIFO is seen by ``fstat``,
+    not waited for), never follows a link in the last component (``O_NOFOLLOW``: the resolved
+    path is opened), and on Linux the path of the opened descriptor is checked against ``root``
+    again, so a folder swapped for a link between the check and the open is caught too.
+    A missing file is a :class:`ManifestError` (the manifest names it); the caller closes
+    the descriptor."""
+    if _CONTROL.search(rel):
+        raise UnsafeInputError(f"{what} {rel!r}: NUL or control character in the name")
+    top = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(top, rel))
+    if not _inside(top, real):
+        raise UnsafeInputError(f"{what} {rel} resolves outside the package folder "
+                               f"(a symbolic link or '..'); refused")
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
+        getattr(os, "O_NOCTTY", 0)
+    try:
+        _regular(os.lstat(real).st_mode, what, rel)  # sockets cannot even be opened
+        fd = os.open(real, flags)
+    except FileNotFoundError:
+        raise ManifestError(f"{what} {rel} is missing") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise UnsafeInputError(f"{what} {rel} changed while it was opened and is not a "
+                                   "regular file any more; refused") from None
+        raise ManifestError(f"cannot read {what} {rel}: {exc.strerror or exc}") from None
+    try:
+        _regular(os.fstat(fd).st_mode, what, rel)
+        if _PROC_FD.is_dir():
+            try:
+                opened = os.readlink(_PROC_FD / str(fd))
+            except OSError:
+                opened = real
+            if not _inside(top, opened):
+                raise UnsafeInputError(f"{what} {rel} resolves outside the package folder; "
+                                       "refused")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def input_exists(root: str | os.PathLike[str], rel: str, *, what: str = "file") -> bool:
+    """True for a regular file that :func:`open_input` accepts, False when ``rel`` is missing;
+    an entry that exists but is refused raises :class:`UnsafeInputError`."""
+    if not os.path.lexists(os.path.join(os.path.realpath(root), rel)):
+        return False
+    os.close(open_input(root, rel, what=what))
+    return True
+
+
+def input_path(root: str | os.PathLike[str], rel: str) -> Path:
+    """The resolved path of ``rel`` inside ``root`` (for comparisons, never for opening)."""
+    return Path(os.path.realpath(os.path.join(os.path.realpath(root), rel)))
 
 
 def warn_if_exposed(path: str | os.PathLike[str], what: str = "private key file") -> bool:

@@ -21,6 +21,8 @@ Messages never contain content keys.
         TsFormatError                 broken MPEG-TS (.packet_index, .pid)
         CodecError                    broken codec data (NAL, ADTS, AC-3 ...)
         UnsupportedMediaError         a codec/scheme/format we do not handle (names it)
+        UnsafeInputError              an input entry that is not a regular file inside the
+                                      package folder (symlink leaving it, FIFO, device, folder)
       ManifestError                   unreadable or inconsistent HLS/DASH manifest (.line)
       OutputError                     cannot write the output (disk full, exists, ...)
       ToolError                       an external tool (ffmpeg, packager) missing or failing
@@ -157,6 +159,12 @@ class UnsupportedMediaError(MediaError):
     """A codec, scheme or container combination that is not supported."""
 
 
+class UnsafeInputError(MediaError):
+    """An input entry refused before it is read: it resolves outside the package folder
+    (a symbolic link leaving it), or it is not a regular file (FIFO, device, socket, folder),
+    or its name holds a NUL or control character."""
+
+
 class ManifestError(SpekePackagerError):
     """An HLS playlist or DASH MPD cannot be read or is inconsistent."""
 
@@ -208,6 +216,7 @@ __all__ = [
     "SpekePackagerError",
     "ToolError",
     "TsFormatError",
+    "UnsafeInputError",
     "UnsupportedMediaError",
     "UsageError",
     "VerificationError",

@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 from ..errors import SpekePackagerError
 
@@ -58,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt: every
+    ``except KeyboardInterrupt`` / ``finally`` cleanup (the temporary output folder, ffmpeg, the
+    worker pool) runs for them too. The exit status is 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+    raise Terminated(signum)
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
 def _setup_logging(level: str, log_file: str | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
@@ -68,6 +89,10 @@ def _setup_logging(level: str, log_file: str | None) -> None:
         handlers=handlers,
         force=True,
     )
+    # urllib3 logs request lines (path and query: tokens) and botocore signed requests at DEBUG:
+    # kept at WARNING whatever --log-level says (SECURITY.md, "What is logged").
+    for name in ("urllib3", "botocore", "boto3", "s3transfer"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, level.upper())))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,13 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    log.debug("speke-packager %s", args.command)  # (also proves a --log-file is written)
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _terminate) for s in _STOP_SIGNALS}
     try:
         return func(args)
     except SpekePackagerError as exc:
         print(f"speke-packager: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated as exc:
+        print(f"speke-packager: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("speke-packager: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 141
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]

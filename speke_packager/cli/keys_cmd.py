@@ -30,6 +30,7 @@ import argparse
 import base64
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -110,10 +111,12 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                    help="extra request header (API keys, basic auth); repeatable")
     a.add_argument("--insecure", action="store_true",
                    help="do NOT verify the key server's TLS certificate (testing only)")
-    a.add_argument("--timeout", default="5,30", metavar="CONNECT[,READ]",
-                   help="timeouts in seconds (default 5,30)")
+    a.add_argument("--timeout", default="5,30,120", metavar="CONNECT[,READ[,TOTAL]]",
+                   help="seconds: CONNECT and READ bound each socket operation, TOTAL a whole "
+                        "key request, retries and back-off included (default 5,30,120)")
     a.add_argument("--retries", type=int, default=3,
-                   help="extra attempts on connection errors, timeouts, 408/429/5xx (default 3)")
+                   help="extra attempts on connection errors, timeouts, 408/429/5xx, within "
+                        "the TOTAL of --timeout (default 3)")
     d = parser.add_argument_group("encrypted content keys")
     d.add_argument("--delivery-cert", help="our delivery certificate (PEM/DER) to ask for "
                                            "encrypted content keys")
@@ -126,16 +129,21 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                         "credentials masked: a support bundle for the key server's vendor")
 
 
-def _timeout(text: str) -> tuple[float, float]:
+def _timeout(text: str) -> tuple[float, float, float]:
+    """``--timeout CONNECT[,READ[,TOTAL]]``: one value is the read timeout (connect at most 5);
+    TOTAL defaults to 120 and is at least READ (SpekeClient documents the budget)."""
+    usage = f"--timeout must be CONNECT[,READ[,TOTAL]] positive seconds, got {text!r}"
     try:
         parts = [float(p) for p in text.split(",")]
     except ValueError:
-        raise UsageError(f"--timeout must be CONNECT[,READ] seconds, got {text!r}") from None
+        raise UsageError(usage) from None
     if len(parts) == 1:
         parts = [min(5.0, parts[0]), parts[0]]
-    if len(parts) != 2 or min(parts) <= 0:
-        raise UsageError(f"--timeout must be CONNECT[,READ] positive seconds, got {text!r}")
-    return parts[0], parts[1]
+    if len(parts) == 2:
+        parts.append(max(120.0, parts[1]))
+    if len(parts) != 3 or not all(0 < p < math.inf for p in parts):
+        raise UsageError(usage)
+    return parts[0], parts[1], parts[2]
 
 
 def _auth_from_args(args: argparse.Namespace) -> Auth:

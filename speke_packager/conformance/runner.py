@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from lxml import etree
 
+from .._redact import redact_url
 from ..constants import DrmSystem, Packaging, Scheme, SpekeVersion
 from ..errors import (
     CpixValidationError,
@@ -31,7 +32,6 @@ from ..keys.client import SpekeClient
 from ..keys.cpix.parse import parse_cpix
 from ..keys.envelope import DeliveryKey, decrypt_content_keys, strict_b64decode
 from ..keys.request import EncryptionContract
-from ..keys.trace import redact_url
 from ..keys.validate import validate_response
 from .model import (
     REGISTRY,

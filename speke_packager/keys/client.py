@@ -7,16 +7,26 @@ downgrade the SPEKE version (speke.md §11).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import random
+import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 import requests.auth
+import urllib3.connection
+import urllib3.connectionpool
 
+from .._redact import redact_text, redact_url
 from ..errors import (
     KeyServerError,
     KeyServerHTTPError,
@@ -29,7 +39,7 @@ from .auth import Auth, NoAuth
 from .cpix.parse import parse_cpix
 from .envelope import DeliveryKey
 from .request import EncryptionContract, SpekeRequest, build_request
-from .server_error import decode_error_answer, redact_text
+from .server_error import decode_error_answer
 from .trace import TraceRecorder
 from .validate import validate_response
 
@@ -46,6 +56,7 @@ _FINAL_MESSAGES = (
     "Requested CPIX encryption contract not supported", "Missing CPIX encryption contract",
 )
 _MAX_RETRY_AFTER = 60.0
+DEFAULT_TIMEOUT = (5.0, 30.0, 120.0)  # connect, read (per socket operation), total
 
 
 class _Retry(Exception):
@@ -60,7 +71,16 @@ class SpekeClient:
 
     ``retries`` is the number of extra attempts after the first one (so 3 means at most four
     POSTs), on connection errors, timeouts, 408, 429 (honouring ``Retry-After``), 500 and
-    502-504 only, with exponential back-off (``backoff * 2**n``) and full jitter."""
+    502-504 only, with exponential back-off (``backoff * 2**n``) and full jitter.
+
+    ``timeout`` is (connect, read) or (connect, read, total) seconds. Connect and read bound
+    each socket operation; ``total`` bounds one key request as a whole, every attempt, answer
+    and back-off wait included: an answer still arriving when it runs out is cut (its socket is
+    shut down) and the request fails with :class:`KeyServerTimeout`, and no retry starts
+    whose wait would not end before it (a ``Retry-After`` is capped at 60 s); each attempt's
+    connect and read timeouts are capped to the time left. A request therefore ends within
+    ``total``, name resolution aside (the system resolver takes no timeout). ``None`` for
+    total: no overall deadline."""
 
     def __init__(
         self,
@@ -68,7 +88,7 @@ class SpekeClient:
         *,
         auth: Auth | None = None,
         session: requests.Session | None = None,
-        timeout: tuple[float, float] = (5.0, 30.0),
+        timeout: tuple[float, float] | tuple[float, float, float | None] = DEFAULT_TIMEOUT,
         retries: int = 3,
         backoff: float = 0.5,
         delivery_key: DeliveryKey | None = None,
@@ -78,13 +98,17 @@ class SpekeClient:
         trace: TraceRecorder | None = None,
     ) -> None:
         if not url.lower().startswith(("http://", "https://")):
-            raise UsageError(f"SPEKE URL must be http(s): {url[:80]!r}")
+            raise UsageError(f"SPEKE URL must be http(s): {redact_url(url)[:80]!r}")
         if retries < 0 or backoff < 0:
             raise UsageError("retries and backoff must not be negative")
+        if len(timeout) not in (2, 3) or min(t for t in timeout if t is not None) <= 0:
+            raise UsageError("timeout must be (connect, read[, total]) positive seconds")
         self.url = url
         self.auth = auth or NoAuth()
         self._session = session or requests.Session()
-        self.timeout = timeout
+        _mount_deadline_adapter(self._session, url)
+        self.timeout: tuple[float, float] = (timeout[0], timeout[1])
+        self.total: float | None = timeout[2] if len(timeout) == 3 else None
         self.retries = retries
         self.backoff = backoff
         self.delivery_key = delivery_key
@@ -95,9 +119,25 @@ class SpekeClient:
         self.attempts = 0  # POSTs made by the last fetch (diagnostics)
         if verify_tls is False:
             log.warning("TLS certificate verification of the key server is DISABLED (--insecure)")
+        self._warn_plain_http()
 
     def __repr__(self) -> str:
-        return f"SpekeClient({self.url!r}, auth={self.auth.describe()})"
+        return f"SpekeClient({redact_url(self.url)!r}, auth={self.auth.describe()})"
+
+    def _warn_plain_http(self) -> None:
+        """One warning when credentials or clear content keys would cross the network
+        unencrypted: plain http:// to a host that is not loopback."""
+        parts = urlsplit(self.url)
+        if parts.scheme.lower() != "http" or _is_loopback(parts.hostname or ""):
+            return
+        what = []
+        if self.auth.describe() not in ("none", "mtls") or "@" in parts.netloc:
+            what.append("credentials")
+        if self.delivery_key is None:
+            what.append("clear content keys (no delivery certificate)")
+        if what:
+            log.warning("plain http:// to %s: %s travel unencrypted; use https://",
+                        parts.hostname, " and ".join(what))
 
     # ---- public API ----------------------------------------------------------------------
 
@@ -137,21 +177,29 @@ class SpekeClient:
         """POST ``req`` with retries; returns (body, headers) of the 200 answer."""
         self.attempts = 0
         last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                delay = self._delay(attempt, last)
-                log.info("retrying SPEKE request in %.2fs (attempt %d of %d)", delay,
-                         attempt + 1, self.retries + 1)
-                self._sleep(delay)
-            try:
-                return self._once(req)
-            except _Retry as r:
-                last = r
-                log.info("SPEKE request failed: %s", r.error)
-                self._trace_fail(r.error)
-            except SpekePackagerError as exc:
-                self._trace_fail(exc)
-                raise
+        deadline = _Deadline(self.total, redact_url(self.url))
+        try:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    delay = self._delay(attempt, last)
+                    if delay >= deadline.remaining():
+                        log.info("no retry: the total deadline of %ss would pass first",
+                                 self.total)
+                        break
+                    log.info("retrying SPEKE request in %.2fs (attempt %d of %d)", delay,
+                             attempt + 1, self.retries + 1)
+                    self._sleep(delay)
+                try:
+                    return self._once(req, deadline)
+                except _Retry as r:
+                    last = r
+                    log.info("SPEKE request failed: %s", r.error)
+                    self._trace_fail(r.error)
+                except SpekePackagerError as exc:
+                    self._trace_fail(exc)
+                    raise
+        finally:
+            deadline.cancel()
         assert isinstance(last, _Retry)
         raise last.error
 
@@ -177,15 +225,20 @@ class SpekeClient:
             return requests.auth.HTTPDigestAuth(user, password)
         return requests.auth.HTTPBasicAuth(user, password)
 
-    def _once(self, req: SpekeRequest) -> tuple[bytes, dict[str, str]]:
+    def _once(self, req: SpekeRequest, deadline: _Deadline | None = None
+              ) -> tuple[bytes, dict[str, str]]:
+        deadline = deadline or _Deadline(None, "")
         self.attempts += 1
         headers = self.auth.sign("POST", self.url, req.headers, req.body)
         traced = self._trace_begin(headers, req.body)
+        left = deadline.remaining()
+        timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+        url = redact_url(self.url)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), deadline.watching():
                 warnings.simplefilter("ignore")  # urllib3's InsecureRequestWarning: logged above
                 resp = self._session.post(
-                    self.url, data=req.body, headers=headers, timeout=self.timeout,
+                    self.url, data=req.body, headers=headers, timeout=timeout,
                     verify=self._verify(), cert=self.auth.client_cert(), stream=True,
                     allow_redirects=False, auth=self._http_auth(),
                 )
@@ -195,31 +248,31 @@ class SpekeClient:
                     resp.close()
         except requests.exceptions.SSLError as exc:
             raise KeyServerError(f"TLS error talking to the key server: {_short(exc)}",
-                                 url=self.url) from None
+                                 url=url) from None
         except requests.Timeout as exc:
             raise _Retry(KeyServerTimeout(
                 f"key server timed out (connect {self.timeout[0]}s, read {self.timeout[1]}s)",
-                url=self.url)) from exc
+                url=url)) from exc
         except requests.ConnectionError as exc:
             if "timed out" in str(exc).lower():  # read timeout while streaming the body
                 raise _Retry(KeyServerTimeout(
                     f"key server timed out while sending its answer (read {self.timeout[1]}s)",
-                    url=self.url)) from exc
+                    url=url)) from exc
             raise _Retry(KeyServerError(f"cannot reach the key server: {_short(exc)}",
-                                        url=self.url)) from exc
+                                        url=url)) from exc
         except (requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
             # the answer stopped short of its Content-Length: a broken transfer, like a reset
             raise _Retry(KeyServerError(f"key server answer was cut short: {_short(exc)}",
-                                        url=self.url)) from exc
+                                        url=url)) from exc
         except requests.RequestException as exc:
             raise KeyServerError(f"HTTP error talking to the key server: {_short(exc)}",
-                                 url=self.url) from None
+                                 url=url) from None
         rheaders = {k: v for k, v in resp.headers.items()}
         self._trace_answer(traced, resp.status_code, rheaders, body)
         if resp.status_code == 200:
             return body, rheaders
-        err = http_error(self.url, resp.status_code, rheaders, body, reason=resp.reason)
+        err = http_error(url, resp.status_code, rheaders, body, reason=resp.reason)
         if resp.status_code in RETRY_STATUSES and not any(m in err.server_message
                                                           for m in _FINAL_MESSAGES):
             raise _Retry(err, _retry_after(resp.headers.get("retry-after")))
@@ -253,14 +306,14 @@ class SpekeClient:
         length = resp.headers.get("content-length")
         if length and length.isdigit() and int(length) > cap:
             raise KeyServerError(f"key server answer is {length} bytes, over the {cap} limit",
-                                 url=self.url)
+                                 url=redact_url(self.url))
         chunks: list[bytes] = []
         total = 0
         for chunk in resp.iter_content(65536):
             total += len(chunk)
             if total > cap:
                 raise KeyServerError(f"key server answer exceeds the {cap}-byte limit",
-                                     url=self.url)
+                                     url=redact_url(self.url))
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -290,8 +343,162 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc)
+    text = redact_text(str(exc))
     return text if len(text) < 200 else text[:200] + "..."
+
+
+def _is_loopback(host: str) -> bool:
+    if host.rstrip(".").lower() in ("localhost", "localhost.localdomain") or \
+            host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ---- the total deadline --------------------------------------------------------------------
+# requests/urllib3 time out each socket operation only: a server that sends a byte now and then
+# holds a request for ever. The adapter below hands every socket it connects (or reads an answer
+# from) to the deadline of the request running on this thread; when the deadline passes, a
+# timer shuts those sockets down, the blocked read returns, and the request fails as a timeout.
+
+_CURRENT = threading.local()
+
+
+class _Deadline:
+    """The overall deadline of one key request (all attempts); ``seconds=None``: none."""
+
+    def __init__(self, seconds: float | None, url: str) -> None:
+        self.seconds = seconds
+        self.url = url
+        self.at = None if seconds is None else time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer: threading.Timer | None = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def remaining(self) -> float:
+        return float("inf") if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def register(self, sock: socket.socket | None) -> None:
+        if sock is None or self.at is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._socks.clear()
+
+    def error(self) -> KeyServerTimeout:
+        return KeyServerTimeout(f"key server did not answer within the total deadline of "
+                                f"{self.seconds}s", url=self.url)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Sockets used on this thread meanwhile are cut at the deadline; a request that failed
+        or came back short because of that raises :class:`KeyServerTimeout`."""
+        _CURRENT.deadline = self
+        try:
+            yield
+        except requests.RequestException as exc:
+            if self.expired:
+                raise self.error() from exc
+            raise
+        finally:
+            _CURRENT.deadline = None
+        if self.expired:
+            raise self.error()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the raw socket, under any TLS layer
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline: _Deadline | None = getattr(_CURRENT, "deadline", None)
+    if deadline is not None:
+        deadline.register(sock)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    # _new_conn: the TCP socket, before any TLS handshake (so a dripping handshake is cut too);
+    # getresponse: a kept-alive connection reused for this request
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def getresponse(self) -> Any:
+        _watch(self.sock)
+        return super().getresponse()
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def getresponse(self) -> Any:
+        _watch(self.sock)
+        return super().getresponse()
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+# urllib3's messages name the class ("HTTPConnectionPool(host=...): Max retries exceeded"):
+# keep the names users know
+for _cls in (_HTTPConnection, _HTTPSConnection, _HTTPPool, _HTTPSPool):
+    _cls.__name__ = _cls.__qualname__ = _cls.__mro__[1].__name__
+
+
+class DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose connections honour :class:`SpekeClient`'s total deadline.
+    Mounted on the client's session for the key server's URL (see
+    :func:`_mount_deadline_adapter`)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+def _mount_deadline_adapter(session: requests.Session, url: str) -> None:
+    """Mount :class:`DeadlineAdapter` for ``url``'s origin unless the session already uses a
+    custom adapter there (then the total deadline is checked between reads only)."""
+    current = session.get_adapter(url)
+    if isinstance(current, DeadlineAdapter) or type(current) is not requests.adapters.HTTPAdapter:
+        return
+    parts = urlsplit(url)
+    session.mount(f"{parts.scheme}://{parts.netloc}",
+                  DeadlineAdapter(max_retries=current.max_retries))
 
 
 def fetch_keys(url: str, contract: EncryptionContract, **kw: object) -> KeySet:

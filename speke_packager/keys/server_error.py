@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .._redact import redact_text
+
 __all__ = [
     "SPEKE_V2_ERRORS",
     "ErrorAnswer",
@@ -44,31 +46,6 @@ _SECRET_HEADER = re.compile(r"auth|token|secret|password|cookie|signature|creden
 
 _JSON_KEYS = ("message", "Message", "errorMessage", "error_description", "error", "detail",
               "title", "reason", "description", "errors", "__type", "code")
-
-# Secrets that may leak into an error text. Order matters: key=value forms first.
-_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b(authorization|x-amz-security-token|x-amz-signature|signature|"
-                r"credential|token|access[_-]?token|api[_-]?key|apikey|password|passwd|secret|"
-                r"session[_-]?token|key)\b(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&\"'}]+)"),
-     r"\1\2<redacted>"),
-    (re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 <redacted>"),
-    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "<redacted-aws-key-id>"),
-    # 16-byte values in base64 (content keys, IVs) and bare 32-digit hex (keys; KIDs keep their
-    # 8-4-4-4-12 form and stay readable)
-    (re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{22}==(?![A-Za-z0-9+/=])"), "<redacted>"),
-    (re.compile(r"(?<![0-9A-Fa-f-])(?:0[xX])?[0-9A-Fa-f]{32}(?![0-9A-Fa-f-])"), "<redacted>"),
-    # long opaque tokens (JWTs, signatures, session tokens)
-    (re.compile(r"[A-Za-z0-9_\-+/]{40,}={0,2}(?:\.[A-Za-z0-9_\-+/]{10,}={0,2}){0,2}"),
-     "<redacted>"),
-)
-
-
-def redact_text(text: str) -> str:
-    """``text`` with credentials, tokens and 16-byte key-like values replaced."""
-    for pattern, repl in _REDACTIONS:
-        text = pattern.sub(repl, text)
-    return text
-
 
 def _one_line(text: str, limit: int = MAX_PART) -> str:
     flat = " ".join(text.split())

@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
 
 from .. import __version__
+from .._redact import redact_text, redact_url
 from .._xml import parse_xml
 from ..constants import NS_PSKC, NS_XENC
 from ..errors import OutputError, SpekePackagerError
-from .server_error import redact_text, request_id_of
+from .server_error import request_id_of
 
 __all__ = ["MASK", "TraceRecorder", "redact_url"]
 
@@ -50,20 +50,6 @@ _SAFE_HEADERS = frozenset({
 })
 _KEEP_SCHEME = re.compile(r"^\s*(\S+)\s")
 _LABEL = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info and with query values masked (path tokens stay: say so)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    query = "&".join(f"{q.partition('=')[0]}={MASK}" if "=" in q else q
-                     for q in parts.query.split("&") if q) if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, query, ""))
 
 
 def _mask_header(name: str, value: str) -> str:

@@ -186,9 +186,19 @@ class MediaPlaylist:
     iframes_only: bool = False
 
 
+# RFC 8216 §4.1: no control characters but CR and LF (a tab is tolerated). A NUL or another
+# control character would end up in a file name or a rewritten line: refused, whatever tag.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _lines(text: str, path: str | None) -> list[str]:
     if text.startswith("\ufeff"):
         text = text[1:]
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise ManifestError(f"control character U+{ord(bad.group()):04X} in the playlist "
+                            "(NUL and control characters are not allowed, RFC 8216 4.1)",
+                            line=text.count("\n", 0, bad.start()) + 1, path=path)
     lines = text.splitlines()
     if not lines or lines[0].strip() != "#EXTM3U":
         raise ManifestError("not an HLS playlist (no #EXTM3U first line)", line=1, path=path)

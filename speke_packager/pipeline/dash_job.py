@@ -3,6 +3,7 @@ become pieces; after encryption the MPD gets new byte ranges and ContentProtecti
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -90,7 +91,7 @@ class DashJob:
         step = segs.starts[1] - segs.starts[0] if len(segs.starts) > 1 else 0.0
         while n - segs.next_number < 10_000:
             url = segs.more(n)
-            if not self.plan.source(self._rel(url)).is_file():
+            if not self.plan.exists(self._rel(url)):
                 break
             segs.media.append(dash.DashSegment(url))
             segs.starts.append(segs.starts[-1] + step if segs.starts else 0.0)
@@ -98,10 +99,11 @@ class DashJob:
 
     def _single_file(self, segs: dash.RepresentationSegments, rid: str) -> _Rep:
         rel = self._rel(segs.media[0].url)
-        path = self.plan.source(rel)
-        if not path.is_file():
-            raise ManifestError(f"segment {rel} is missing", path=self.mpd_rel)
-        init_box, sidx, frags = split_single_file(path)
+        fd = self.plan.open(rel)
+        try:
+            init_box, sidx, frags = split_single_file(fd, rel)
+        finally:
+            os.close(fd)
         ctx = self.ctx.mp4_context(rel, 0, init_box.size)
         rep = _Rep(segs, ctx)
         rep.init_piece = self.plan.add(Piece(rel, 0, init_box.size, ctx.init_transform(),

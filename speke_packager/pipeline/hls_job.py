@@ -4,11 +4,13 @@ the plan; after encryption the playlists are written with the new byte ranges an
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .._redact import redact_url
 from ..constants import Scheme
 from ..errors import ManifestError
 from ..manifests.hls import (
@@ -32,13 +34,21 @@ from .options import TrackSummary
 from .plan import Piece, Plan
 
 _EPS = 1e-6
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def resolve(base_rel: str, uri: str, *, what: str) -> str:
-    """A package-relative path for ``uri`` found in the file ``base_rel``."""
+    """A package-relative path for ``uri`` found in the file ``base_rel`` (HLS and DASH).
+
+    Refused with a :class:`ManifestError`: NUL and control characters, remote URIs, and paths
+    that leave the package folder on the text (symbolic links are checked when the file is
+    opened, :func:`.._io.open_input`)."""
+    if _CONTROL.search(uri):
+        raise ManifestError(f"{what} {uri!r}: NUL or control character in the URI")
     parts = urlsplit(uri)
     if parts.scheme or parts.netloc:
-        raise ManifestError(f"{what} {uri!r} is remote; only local packages can be encrypted")
+        raise ManifestError(f"{what} {redact_url(uri)!r} is remote; only local packages can be "
+                            "encrypted")
     path = posixpath.normpath(posixpath.join(posixpath.dirname(base_rel), parts.path))
     if path.startswith("../") or path == ".." or path.startswith("/"):
         raise ManifestError(f"{what} {uri!r} points outside the package folder")

@@ -22,7 +22,6 @@ import os
 import pickle
 import shutil
 import signal
-import stat
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .._io import ThreadScratch, writev_all
+from .._io import ThreadScratch, input_exists, open_input, writev_all
 from ..errors import ManifestError, MediaError, OutputError, SpekePackagerError
 
 Transform = Callable[[bytes], bytes]
@@ -77,6 +76,7 @@ class Plan:
     by_rel: dict[str, list[Piece]] = field(default_factory=dict)
     bytes_in: int = 0
     bytes_out: int = 0
+    opened: set[str] = field(default_factory=set)  # every input file read or probed
 
     def add(self, piece: Piece) -> Piece:
         """Register ``piece``; returns the one already registered for the same bytes, if any."""
@@ -88,28 +88,40 @@ class Plan:
         return piece
 
     def source(self, rel: str) -> Path:
+        """Where ``rel`` is (for messages and comparisons: open it with :meth:`open`)."""
         return self.src_root / rel
+
+    def open(self, rel: str, *, what: str = "segment") -> int:
+        """A descriptor of the input file ``rel``: :func:`.._io.open_input` (a regular file
+        inside the package folder, else a one-line :class:`UnsafeInputError`)."""
+        self.opened.add(rel)
+        return open_input(self.src_root, rel, what=what)
+
+    def exists(self, rel: str, *, what: str = "segment") -> bool:
+        """True for an input file that :meth:`open` accepts, False when it is missing."""
+        if input_exists(self.src_root, rel, what=what):
+            self.opened.add(rel)
+            return True
+        return False
 
     def read(self, rel: str, offset: int | None = None, length: int | None = None,
              *, what: str = "segment") -> bytes:
         """Bytes of an input file (or a range of it); a missing file or short range raises."""
-        path = self.source(rel)
+        fd = self.open(rel, what=what)
         try:
-            with path.open("rb") as fh:
+            with os.fdopen(fd, "rb", closefd=False) as fh:
                 if offset is None:
                     return fh.read()
-                size = os.fstat(fh.fileno()).st_size
+                size = os.fstat(fd).st_size
                 if offset > size or (length is not None and offset + length > size):
                     raise ManifestError(f"{what} {rel}: byte range {length}@{offset} runs past "
                                         f"the end of the file ({size} bytes)")
                 fh.seek(offset)
                 data = fh.read(length if length is not None else -1)
-        except FileNotFoundError:
-            raise ManifestError(f"{what} {rel} is missing") from None
-        except IsADirectoryError:
-            raise ManifestError(f"{what} {rel} is a folder, not a file") from None
         except OSError as exc:
             raise ManifestError(f"cannot read {what} {rel}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
         if length is not None and len(data) != length:
             raise ManifestError(f"{what} {rel}: byte range {length}@{offset} runs past the end "
                                 f"of the file")
@@ -169,19 +181,12 @@ def _copy_range(src_fd: int, dst_fd: int, start: int, count: int, what: str) -> 
 def _open_input(plan: Plan, piece: Piece, what: str = "segment") -> tuple[int, int, int]:
     """(fd, start, length) of a piece's input bytes, checked against the file's size."""
     rel = piece.rel
-    try:
-        fd = os.open(plan.source(rel), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ManifestError(f"{what} {rel} is missing") from None
-    except IsADirectoryError:
-        raise ManifestError(f"{what} {rel} is a folder, not a file") from None
-    except OSError as exc:
-        raise ManifestError(f"cannot read {what} {rel}: {exc.strerror or exc}") from None
+    fd = plan.open(rel, what=what)
     try:
         st = os.fstat(fd)
         size = st.st_size
         if piece.offset is None:
-            return fd, 0, size if stat.S_ISREG(st.st_mode) else -1  # -1: read until EOF
+            return fd, 0, size
         length = piece.length if piece.length is not None else max(0, size - piece.offset)
         if piece.offset > size or piece.offset + length > size:
             raise ManifestError(f"{what} {rel}: byte range {length}@{piece.offset} runs past "
@@ -204,16 +209,6 @@ def _read_exact(fd: int, start: int, buf: memoryview, rel: str) -> None:
         raise ManifestError(f"cannot read segment {rel}: {exc.strerror or exc}") from None
 
 
-def _read_to_eof(fd: int, rel: str) -> bytes:
-    chunks: list[bytes] = []
-    try:
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    except OSError as exc:
-        raise ManifestError(f"cannot read segment {rel}: {exc.strerror or exc}") from None
-    return b"".join(chunks)
-
-
 def _create(target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -230,10 +225,6 @@ def _run_piece(plan: Plan, piece: Piece, target: Path) -> tuple[int, int]:
         try:
             what = str(target)
             t = piece.transform
-            if length < 0:  # not a regular file (a pipe): its size is known at EOF only
-                data = _read_to_eof(in_fd, piece.rel)
-                out = data if t is None else t(data)
-                return len(data), _write_all(out_fd, [out], what)
             if t is None:
                 n = _copy_range(in_fd, out_fd, start, length, what)
                 if n != length:
@@ -275,8 +266,11 @@ _TOKENS = itertools.count()
 
 
 def _worker_init() -> None:
-    # Ctrl-C reaches the whole process group: the parent alone handles it (and waits for us)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group (and SIGTERM a whole container or systemd unit):
+    # the parent alone handles them, and waits for us
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _proc_piece(token: int, i: int) -> tuple[int, int]:
@@ -304,12 +298,17 @@ def _executor(run: _Run, token: int, jobs: int, total: int
 
 # ---- the calling process: order, gaps, placement -------------------------------------------
 
-def _gap_copy(src: Path, start: int, end: int | None, out_fd: int, what: str) -> int:
-    """Copy input bytes [start, end) of ``src`` to ``out_fd``; returns the count."""
-    with src.open("rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+def _gap_copy(plan: Plan, rel: str, span: tuple[int, int | None], out_fd: int, what: str
+              ) -> int:
+    """Copy input bytes [start, end) of ``rel`` to ``out_fd``; returns the count."""
+    start, end = span
+    fd = plan.open(rel)
+    try:
+        size = os.fstat(fd).st_size
         stop = size if end is None else min(end, size)
-        return _copy_range(fh.fileno(), out_fd, start, max(0, stop - start), what)
+        return _copy_range(fd, out_fd, start, max(0, stop - start), what)
+    finally:
+        os.close(fd)
 
 
 def execute(plan: Plan, out_root: Path, *, jobs: int,
@@ -349,7 +348,7 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
             rel, fd, pos, in_pos = current
             what = str(out_root / rel)
             if files[rel][0].offset is not None:  # ranges: copy the tail after the last range
-                pos += _gap_copy(plan.source(rel), in_pos, None, fd, what)
+                pos += _gap_copy(plan, rel, (in_pos, None), fd, what)
             spans = {p.offset: plan.placed[p.key] for p in files[rel]
                      if p.offset is not None}
             for p, at in late:
@@ -385,7 +384,7 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
                 rel, fd, pos, in_pos = current
                 what = str(out_root / rel)
                 if piece.offset > in_pos:
-                    pos += _gap_copy(plan.source(rel), in_pos, piece.offset, fd, what)
+                    pos += _gap_copy(plan, rel, (in_pos, piece.offset), fd, what)
                 if piece.late is not None:
                     late.append((piece, pos))
                 part = run.target(i)

@@ -10,11 +10,12 @@ earlier output intact). The input is only read.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .._io import AtomicDirectory
+from .._io import AtomicDirectory, input_path, open_input
 from ..constants import Scheme
 from ..errors import UnsupportedMediaError, UsageError
 from ..model import KeySet
@@ -79,10 +80,26 @@ def _check(options: VodOptions, kind: str) -> OutputFormat:
     if options.iv is not None and len(options.iv) != 16:
         raise UsageError("--iv must be 16 bytes (32 hex digits)")
     out = options.output.resolve()
-    if out == src.resolve().parent or out in src.resolve().parents:
+    folder = input_path(src.parent, "")
+    if out == folder or out in folder.parents:
         raise UsageError(f"the output folder {options.output} holds the input; choose another "
                          "folder (the input is never modified)")
     return fmt
+
+
+def _check_output_holds_no_input(plan: Plan, output: Path) -> None:
+    """The output folder (replaced by ``--force``) may not contain any file the input uses.
+
+    Checked on resolved paths, after every manifest was read and every segment registered, and
+    before anything is written: the playlists / MPD, init sections and segments (the folder of
+    the input and everything above it are refused earlier). An output folder inside the
+    package folder is fine when no input file lives under it."""
+    out = output.resolve()
+    for rel in sorted(plan.opened | {p.rel for p in plan.pieces.values()}):
+        real = input_path(plan.src_root, rel)
+        if real == out or out in real.parents:
+            raise UsageError(f"the output folder {output} holds the input file {rel}; choose "
+                             "another folder (the input is never modified)")
 
 
 def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResult:
@@ -93,6 +110,10 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
     if not src.is_file():
         raise UsageError(f"input {src} is not a file (give the playlist, MPD or media file)")
     kind = input_kind(src)
+    # a regular file, never a FIFO or device; a playlist / MPD inside its package folder (a
+    # media file named on the command line may be a link to anywhere)
+    top = input_path(src.parent, src.name) if kind == "media" else src
+    os.close(open_input(top.parent, top.name, what="input"))
     fmt = _check(options, kind)
     if kind == "media":
         check_tools()
@@ -111,7 +132,7 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
                               mpd_rel="manifest.mpd" if fmt.dash and pkg.mpd else None,
                               out_dir=out.path, fmt=fmt)
         else:
-            result = _run(options, keyset, src.parent,
+            result = _run(options, keyset, input_path(src.parent, ""),
                           hls_rel=src.name if kind == "hls" else None,
                           mpd_rel=src.name if kind == "dash" else None, out_dir=out.path,
                           fmt=fmt)
@@ -138,6 +159,7 @@ def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None
         if job is not None:
             job.prepare()
             job.check_signaling()
+    _check_output_holds_no_input(plan, options.output)
     tracks: list[TrackSummary] = [*(hls.tracks if hls else []), *(dsh.tracks if dsh else [])]
     if not any(t.kid for t in tracks):
         raise UsageError("no track of the input matches any key; nothing would be encrypted")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from uuid import UUID
 
+from .._redact import redact_text, redact_url
 from ..errors import VerificationError
 from .package import KeyTag
 from .signaling import decode_data_uri, parse_hex_kid
@@ -41,20 +42,22 @@ def fetch_clearkey_keys(url: str, kids: list[UUID], timeout: float = 10.0) -> di
     """Ask a W3C ClearKey licence server for ``kids`` (as a CDM would)."""
     body = json.dumps({"kids": [_b64url(k.bytes) for k in kids], "type": "temporary"}).encode()
     if not url.startswith(("http://", "https://")):
-        raise VerificationError(f"ClearKey licence URL {url!r} is not http(s)")
+        raise VerificationError(f"ClearKey licence URL {redact_url(url)!r} is not http(s)")
     req = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 (checked above)
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (user's URL)
             answer = json.loads(resp.read(1 << 20))
     except (OSError, ValueError) as exc:
-        raise VerificationError(f"ClearKey licence request to {url} failed: {exc}") from exc
+        raise VerificationError(f"ClearKey licence request to {redact_url(url)} failed: "
+                                f"{redact_text(str(exc))}") from exc
     out: dict[UUID, bytes] = {}
     for k in answer.get("keys", []) if isinstance(answer, dict) else []:
         try:
             out[UUID(bytes=_b64url_decode(k["kid"]))] = _b64url_decode(k["k"])
         except (KeyError, ValueError, TypeError) as exc:
-            raise VerificationError(f"ClearKey licence from {url} is malformed") from exc
+            raise VerificationError(f"ClearKey licence from {redact_url(url)} is malformed"
+                                    ) from exc
     return out
 
 

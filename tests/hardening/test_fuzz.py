@@ -2,12 +2,22 @@
 
 Targets: the CPIX parser, the TS demuxer (probe + SAMPLE-AES), the MP4 box parser (probe_init,
 Mp4Encryptor init + segments), the H.264/HEVC parameter-set and slice-header parsers, the HLS
-and DASH readers. Each target: hypothesis mutations of real seeds (small budget) + replay of the
-committed corpus in ``corpus/<target>/``.
+and DASH readers, the pipeline's URI resolver and SegmentBase reader, deeply nested box trees, and
+the decrypt side that ``verify`` runs. Each target: hypothesis mutations of real seeds (small
+budget) + replay of the committed corpus in ``corpus/<target>/``.
+
+Reproducible: examples are derandomized (derived from each test's name; see ``FUZZ`` in
+conftest). ``SPEKE_FUZZ_EXAMPLES=2000`` runs a longer pass; ``SPEKE_FUZZ_EXPLORE=1`` with
+``pytest --hypothesis-seed=N`` draws fresh examples from seed N. Every case must end within
+``CASE_SECONDS`` and runs under an address-space limit (``memory_bound``).
 """
 
 from __future__ import annotations
 
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -36,10 +46,12 @@ from tests.cpix_seeds import cpix_seeds
 from .conftest import (
     FUZZ,
     KEY,
+    Mutation,
     apply,
     avcc_of,
     corpus,
     fmp4_seeds,
+    memory_bound,
     mutations,
     text_mutations,
     ts_seeds,
@@ -47,6 +59,13 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory() -> Iterator[None]:
+    """Every case runs under an address-space limit 1 GiB above the process's size."""
+    with memory_bound():
+        yield
 
 CK = ContentKey(UUID(int=0x5A1C), KEY)
 IV = bytes(range(16))
@@ -443,3 +462,185 @@ def test_dash_known_bugs(name: str) -> None:
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr.decode()[-400:]
     assert out.startswith("typed") or (out.startswith("ok") and int(out.split()[1]) < 100_000)
+
+
+# ---- issue 16: the pipeline's own readers, URIs, nesting, the verify side ------------------------
+_URI_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+
+
+def _uris_target(text: str) -> None:
+    """Parse a media playlist, then resolve every URI the way encrypt-vod opens them."""
+    from speke_packager.pipeline.hls_job import resolve
+
+    def go() -> None:
+        pl = parse_media_playlist(text, path="fuzz.m3u8")
+        for seg in pl.segments:
+            resolve("a/fuzz.m3u8", seg.uri, what="segment")
+            if seg.init is not None:
+                resolve("a/fuzz.m3u8", seg.init.uri, what="init section")
+    typed_only(go)
+
+
+@FUZZ
+@given(uris=st.lists(_URI_TEXT, min_size=1, max_size=4), init=_URI_TEXT)
+def test_fuzz_hls_uris(uris: list[str], init: str) -> None:
+    """Any text as segment and EXT-X-MAP URIs (NUL, control characters, '..', schemes): a
+    typed error or a package-relative path, never a traceback."""
+    body = "".join(f"#EXTINF:2.0,\n{u}\n" for u in uris)
+    text = f'#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI="{init}"\n{body}#EXT-X-ENDLIST\n'
+    _uris_target(text)
+
+
+def test_resolved_uris_stay_inside() -> None:
+    """Control for the target above: what resolve accepts is relative and has no '..'."""
+    from speke_packager.errors import ManifestError
+    from speke_packager.pipeline.hls_job import resolve
+
+    for uri in ("../../x.ts", "/etc/passwd", "b/../../../x.ts", "http://h/x.ts", "x\x00.ts"):
+        with pytest.raises(ManifestError):
+            resolve("a/index.m3u8", uri, what="segment")
+    assert resolve("a/index.m3u8", "b/../c.ts", what="segment") == "a/c.ts"
+
+
+def _single_file_target(data: bytes) -> None:
+    """The DASH SegmentBase reader (top-level boxes through a descriptor, sidx rewrite)."""
+    from speke_packager.media.mp4.boxes import iter_boxes
+    from speke_packager.media.mp4.layout import split_single_file
+    from speke_packager.media.mp4.sidx import rewrite_sidx
+
+    with tempfile.TemporaryFile() as fh:
+        fh.write(data)
+        fh.flush()
+        fd = fh.fileno()
+
+        def go() -> None:
+            init, sidx, frags = split_single_file(fd, "fuzz.mp4")
+            assert 0 < init.size <= len(data)
+            for off, n in frags:
+                assert 0 <= off and off + n <= len(data)
+            if sidx is not None:
+                body = data[sidx.offset:sidx.offset + sidx.size]
+                spans = {off: (off, n) for off, n in frags}
+                rewrite_sidx(body, sidx.offset, sidx.offset, spans)
+        typed_only(go)
+    typed_only(lambda: list(iter_boxes(data)))
+
+
+def _with_sidx(init: bytes, segs: list[bytes]) -> bytes:
+    refs = b"".join(struct.pack(">III", len(s) & 0x7FFFFFFF, 0, 0x90000000) for s in segs)
+    sidx = struct.pack(">I4sIIIII", 32 + len(refs), b"sidx", 0, 1, 1000, 0, 0)
+    sidx += struct.pack(">HH", 0, len(segs)) + refs
+    return init + sidx + b"".join(segs)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_single_file(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(fmp4_seeds())))
+    init, segs = fmp4_seeds()[name]
+    _single_file_target(apply(_with_sidx(init, segs[:3]), data.draw(mutations)))
+
+
+def test_single_file_seed_parses() -> None:
+    """Control: the unmutated seed is split into its fragments and its sidx rewritten."""
+    from speke_packager.media.mp4.layout import split_single_file
+
+    init, segs = fmp4_seeds()["h264-fmp4"]
+    with tempfile.TemporaryFile() as fh:
+        fh.write(_with_sidx(init, segs[:3]))
+        fh.flush()
+        _, sidx, frags = split_single_file(fh.fileno(), "seed.mp4")
+    assert sidx is not None and len(frags) == len(segs[:3])
+
+
+_CONTAINERS = [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"udta", b"edts",
+               b"dinf", b"mvex", b"sinf", b"schi", b"stsd", b"avc1", b"free"]
+_trees = st.recursive(
+    st.builds(lambda t, p: struct.pack(">I4s", 8 + len(p), t) + p,
+              st.sampled_from([b"mvhd", b"tkhd", b"mdhd", b"hdlr", b"tfhd", b"trun", b"senc",
+                               b"free"]), st.binary(max_size=40)),
+    lambda kids: st.builds(lambda t, cs: struct.pack(">I4s", 8 + sum(map(len, cs)), t)
+                           + b"".join(cs), st.sampled_from(_CONTAINERS),
+                           st.lists(kids, max_size=3)),
+    max_leaves=60)
+
+
+@FUZZ
+@given(tree=_trees, depth=st.integers(0, 2000))
+def test_fuzz_nested_boxes(tree: bytes, depth: int) -> None:
+    """Random box trees, optionally wrapped in thousands of container levels: the init and
+    fragment readers, the encryptor and the verify-side walker end in typed errors."""
+    from speke_packager.verify.boxes import read_mp4_facts
+
+    for _ in range(depth):
+        tree = struct.pack(">I4s", 8 + len(tree), b"trak") + tree
+    init = struct.pack(">I4s4sI", 16, b"ftyp", b"isom", 0) + \
+        struct.pack(">I4s", 8 + len(tree), b"moov") + tree
+    _init_target(init)
+    typed_only(lambda: read_mp4_facts(init))
+    base = fmp4_seeds()["h264-fmp4"][0]
+    enc = Mp4Encryptor(base, Scheme.CBCS, _encryptable(base), iv_seed=b"f")
+    seg = struct.pack(">I4s", 8 + len(tree), b"moof") + tree + struct.pack(">I4s", 16, b"mdat") \
+        + bytes(8)
+    typed_only(lambda: enc.encrypt_segment(seg, segment_index=0))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_decrypt_side(data: st.DataObject) -> None:
+    """verify reads packages it did not make: the decryptor and the facts reader on mutated
+    encrypted fMP4."""
+    from speke_packager.media.mp4.decryptor import Mp4Decryptor
+    from speke_packager.verify.boxes import read_mp4_facts
+
+    name = data.draw(st.sampled_from(["h264-fmp4", "h264-aac-fmp4"]))
+    init, segs = fmp4_seeds()[name]
+    enc = Mp4Encryptor(init, Scheme.CBCS, _encryptable(init), iv_seed=b"f")
+    e_init = enc.encrypted_init()
+    e_seg = enc.encrypt_segment(segs[0], segment_index=0)
+    m_init = apply(e_init, data.draw(mutations))
+    m_seg = apply(e_seg, data.draw(mutations))
+    typed_only(lambda: read_mp4_facts(m_init + m_seg))
+    typed_only(lambda: Mp4Decryptor(m_init, {CK.kid: KEY}).decrypt_segment(m_seg))
+    typed_only(lambda: Mp4Decryptor(e_init, {CK.kid: KEY}).decrypt_segment(m_seg))
+
+
+@FUZZ
+@given(doc=st.builds(apply, st.sampled_from([MPD_TEMPLATE.encode(), MPD_LIST.encode()]),
+                     mutations))
+def test_fuzz_mpd_urls(doc: bytes) -> None:
+    """Every URL an MPD yields goes through the shared resolver (typed errors only)."""
+    from speke_packager.pipeline.hls_job import resolve
+
+    def go() -> None:
+        for rep in representation_segments(parse_mpd(doc, path="f.mpd"), path="f.mpd"):
+            for seg in [rep.init, rep.index, *rep.media[:50]]:
+                if seg is not None:
+                    resolve("f.mpd", seg.url, what="segment")
+    typed_only(go)
+
+
+def test_memory_bound_catches_a_huge_allocation() -> None:
+    """Control: the limit the fuzz cases run under is real."""
+    with pytest.raises(MemoryError):
+        bytearray(3 << 30)
+    assert os.environ.get("SPEKE_FUZZ_EXPLORE") or FUZZ.derandomize
+
+
+def test_decrypt_side_truncated_senc() -> None:
+    """Found by the 2,000-example pass (derandomized): a flipped byte in the encrypted segment
+    made the decryptor read subsample entries past the end of senc (struct.error)."""
+    from speke_packager.media.mp4.decryptor import Mp4Decryptor
+
+    init, segs = fmp4_seeds()["h264-fmp4"]
+    enc = Mp4Encryptor(init, Scheme.CBCS, _encryptable(init), iv_seed=b"f")
+    e_init = enc.encrypted_init()
+    seg = enc.encrypt_segment(segs[0], segment_index=0)
+    for at in [761]:
+        bad = apply(seg, [Mutation(0, at, b"")])
+        typed_only(lambda bad=bad: Mp4Decryptor(e_init, {CK.kid: KEY}).decrypt_segment(bad))
+    # every single-byte flip of the moof (senc included) is a typed error or a result
+    moof_end = seg.find(b"mdat") - 4
+    for at in range(moof_end):
+        bad = apply(seg, [Mutation(0, at, b"")])
+        typed_only(lambda bad=bad: Mp4Decryptor(e_init, {CK.kid: KEY}).decrypt_segment(bad))

@@ -9,7 +9,6 @@ RLIMIT_FSIZE in the child (SIGXFSZ ignored, so writes fail with EFBIG).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -64,14 +63,19 @@ def clear_hls(media: Callable[[str], Path], tmp_path_factory: pytest.TempPathFac
     return d / "index.m3u8"
 
 
-def _copy_pkg(clear_hls: Path, dst: Path, *, fifo: bool) -> tuple[Path, Path | None]:
+def _copy_pkg(clear_hls: Path, dst: Path, *, long: bool) -> Path:
+    """A copy of the clear package; with ``long``, its playlist lists 600 segments (symbolic
+    links to one segment, inside the package, so they are allowed): the run takes long enough to
+    be signalled while it writes segments. Returns the playlist to encrypt."""
     shutil.copytree(clear_hls.parent, dst)
-    if not fifo:
-        return dst / clear_hls.name, None
-    pipe = dst / "seg_001.ts"
-    pipe.unlink()
-    os.mkfifo(pipe)
-    return dst / clear_hls.name, pipe
+    if not long:
+        return dst / clear_hls.name
+    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:2", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for i in range(600):
+        (dst / f"long_{i:04d}.ts").symlink_to("seg_001.ts")
+        lines += ["#EXTINF:1.0,", f"long_{i:04d}.ts"]
+    (dst / "long.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST", ""]))
+    return dst / "long.m3u8"
 
 
 def _encrypt_args(manifest: Path, out: Path, *extra: str) -> list[str]:
@@ -80,18 +84,15 @@ def _encrypt_args(manifest: Path, out: Path, *extra: str) -> list[str]:
             "--jobs", "1", *extra]
 
 
-def _wait_for_reader(proc: subprocess.Popen[bytes], pipe: Path) -> int:
-    """Block until the run opened the pipe for reading (it is mid-encryption); returns our fd."""
+def _wait_for_a_segment(proc: subprocess.Popen[bytes], out: Path) -> None:
+    """Block until the run wrote its first encrypted segment (it is mid-encryption)."""
     deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run never reached the piped segment"
-        try:
-            return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-            time.sleep(0.02)
+        assert time.monotonic() < deadline, "the run never wrote a segment"
+        if any(any(p.glob("long_*.ts")) for p in _hidden_partials(out.parent, out.name)):
+            return
+        time.sleep(0.01)
 
 
 def _hidden_partials(parent: Path, name: str) -> list[Path]:
@@ -103,20 +104,19 @@ def _visible(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
 
 
-def _kill_mid_run(manifest: Path, pipe: Path, out: Path, sig: int, *extra: str
+def _kill_mid_run(manifest: Path, out: Path, sig: int, *extra: str
                   ) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.Popen(_encrypt_args(manifest, out, *extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    fd = _wait_for_reader(proc, pipe)
     try:
-        assert _hidden_partials(out.parent, out.name), "no temporary folder while running"
+        _wait_for_a_segment(proc, out)
         proc.send_signal(sig)
-        if sig == signal.SIGKILL:
-            proc.wait(30)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
-        os.close(fd)  # a still-living reader sees EOF
-    stdout, stderr = proc.communicate(timeout=60)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -143,18 +143,17 @@ def _check_aes128_package(out: Path, clear: Path) -> None:
 # ---- SIGKILL ----------------------------------------------------------------------------------
 def test_sigkill_leaves_only_a_hidden_partial_and_the_next_run_cleans_it(
         clear_hls: Path, tmp_path: Path) -> None:
-    manifest, pipe = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=True)
-    assert pipe is not None
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=True)
     out = tmp_path / "out"
-    res = _kill_mid_run(manifest, pipe, out, signal.SIGKILL)
+    res = _kill_mid_run(manifest, out, signal.SIGKILL)
     assert res.returncode == -signal.SIGKILL
     assert not out.exists()
     stale = _hidden_partials(tmp_path, "out")
     assert len(stale) == 1
     assert _visible(tmp_path) == ["pkg"]
-    # the next run (real segment back in place) succeeds and removes the dead run's folder
-    pipe.unlink()
-    shutil.copy(clear_hls.parent / "seg_001.ts", pipe)
+    # the next run (the short playlist of the same package) succeeds and removes the dead
+    # run's folder
+    manifest = manifest.with_name(clear_hls.name)
     before = tree_digest(tmp_path / "pkg")
     ok = subprocess.run(_encrypt_args(manifest, out), capture_output=True, text=True, cwd=ROOT,
                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=240, check=False)
@@ -166,13 +165,12 @@ def test_sigkill_leaves_only_a_hidden_partial_and_the_next_run_cleans_it(
 
 
 def test_sigkill_keeps_the_earlier_output(clear_hls: Path, tmp_path: Path) -> None:
-    manifest, pipe = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=True)
-    assert pipe is not None
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=True)
     out = tmp_path / "out"
     out.mkdir()
     (out / "earlier.txt").write_text("earlier run")
     earlier = tree_digest(out)
-    res = _kill_mid_run(manifest, pipe, out, signal.SIGKILL, "--force")
+    res = _kill_mid_run(manifest, out, signal.SIGKILL, "--force")
     assert res.returncode == -signal.SIGKILL
     assert tree_digest(out) == earlier
     assert _visible(tmp_path) == ["out", "pkg"]
@@ -180,7 +178,7 @@ def test_sigkill_keeps_the_earlier_output(clear_hls: Path, tmp_path: Path) -> No
 
 def test_stale_partial_of_a_live_process_is_left_alone(clear_hls: Path, tmp_path: Path) -> None:
     """Control for the cleanup: a folder named for a process that still runs is not touched."""
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     live = tmp_path / f".out.{os.getpid()}.abcdef.partial"
     live.mkdir()
     dead = tmp_path / ".out.999999999.abcdef.partial"
@@ -193,19 +191,22 @@ def test_stale_partial_of_a_live_process_is_left_alone(clear_hls: Path, tmp_path
 
 
 # ---- SIGINT -----------------------------------------------------------------------------------
-def test_sigint_mid_encryption_cleans_up(clear_hls: Path, tmp_path: Path) -> None:
-    manifest, pipe = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=True)
-    assert pipe is not None
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                       (signal.SIGHUP, 129)])
+def test_signal_mid_encryption_cleans_up(clear_hls: Path, tmp_path: Path, sig: int,
+                                         code: int) -> None:
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=True)
     out = tmp_path / "out"
-    res = _kill_mid_run(manifest, pipe, out, signal.SIGINT)
-    assert res.returncode == 130, res.stderr[-800:]
-    assert b"interrupted" in res.stderr and b"Traceback" not in res.stderr
+    res = _kill_mid_run(manifest, out, sig)
+    assert res.returncode == code, res.stderr[-800:]
+    assert (b"interrupted" in res.stderr or b"terminated" in res.stderr)
+    assert b"Traceback" not in res.stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
 def test_sigint_while_waiting_for_the_key_server(clear_hls: Path, tmp_path: Path) -> None:
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     before = tree_digest(tmp_path / "pkg")
     out = tmp_path / "out"
     with KeyServer(allow_fault_header=True, seed="integrity", faults=["delay=60"]) as ks:
@@ -243,7 +244,7 @@ def _run_capped(args: Sequence[str], limit: int) -> subprocess.CompletedProcess[
 
 
 def test_full_disk_is_a_clear_error(clear_hls: Path, tmp_path: Path) -> None:
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     before = tree_digest(tmp_path / "pkg")
     biggest = max(p.stat().st_size for p in (tmp_path / "pkg").glob("seg_*.ts"))
     out = tmp_path / "out"
@@ -260,14 +261,14 @@ def test_full_disk_is_a_clear_error(clear_hls: Path, tmp_path: Path) -> None:
 
 def test_full_disk_control_without_cap(clear_hls: Path, tmp_path: Path) -> None:
     """Control: the same run with a generous cap succeeds (the cap, not the input, failed it)."""
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     res = _run_capped(_encrypt_args(manifest, tmp_path / "out"), 64 << 20)
     assert res.returncode == 0, res.stderr[-1500:]
     _check_aes128_package(tmp_path / "out", tmp_path / "pkg")
 
 
 def test_full_disk_keeps_the_earlier_output(clear_hls: Path, tmp_path: Path) -> None:
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     out = tmp_path / "out"
     out.mkdir()
     (out / "earlier.txt").write_text("earlier run")
@@ -282,7 +283,7 @@ def test_full_disk_keeps_the_earlier_output(clear_hls: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize("fmt,scheme", [("hls", "aes-128"), ("hls", "sample-aes")])
 def test_input_untouched_by_successful_runs(clear_hls: Path, tmp_path: Path, fmt: str,
                                             scheme: str) -> None:
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     before = tree_digest(tmp_path / "pkg")
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "pkg").iterdir()}
     res = cli("encrypt-vod", str(manifest), "-o", str(tmp_path / "out"), "--format", fmt,
@@ -294,7 +295,7 @@ def test_input_untouched_by_successful_runs(clear_hls: Path, tmp_path: Path, fmt
 
 def test_output_onto_the_input_folder_is_refused(clear_hls: Path, tmp_path: Path) -> None:
     """``-o`` naming the input's own folder (even with --force) must not replace the input."""
-    manifest, _ = _copy_pkg(clear_hls, tmp_path / "pkg", fifo=False)
+    manifest = _copy_pkg(clear_hls, tmp_path / "pkg", long=False)
     before = tree_digest(tmp_path / "pkg")
     res = cli("encrypt-vod", str(manifest), "-o", str(tmp_path / "pkg"), "--scheme", "aes-128",
               "--key", KEYSPEC, "--key-uri", "https://keys.example/k", "--force")

@@ -24,7 +24,7 @@ def test_client_signature() -> None:
     assert list(params)[:11] == ["self", "url", "auth", "session", "timeout", "retries",
                                  "backoff", "delivery_key", "verify_tls", "max_response_bytes",
                                  "sleep"]
-    assert params["timeout"].default == (5.0, 30.0) and params["retries"].default == 3
+    assert params["timeout"].default == (5.0, 30.0, 120.0) and params["retries"].default == 3
     assert params["verify_tls"].default is True
     assert params["max_response_bytes"].default == 8 << 20
 

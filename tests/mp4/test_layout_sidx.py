@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from speke_packager.errors import Mp4FormatError, UnsupportedMediaError
-from speke_packager.media.mp4.boxes import file_boxes, iter_boxes
-from speke_packager.media.mp4.layout import split_single_file
+from speke_packager.media.mp4.boxes import Box, file_boxes, iter_boxes
+from speke_packager.media.mp4.layout import Span, split_single_file
 from speke_packager.media.mp4.sidx import parse_sidx, patch_sidx, rewrite_sidx
 
 
@@ -26,6 +27,22 @@ def _sidx(sizes: list[int], *, first_offset: int = 0, version: int = 0) -> bytes
     return struct.pack(">I4s", 8 + len(payload), b"sidx") + payload
 
 
+def _file_boxes(path: Path) -> list[Box]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return file_boxes(fd, str(path))
+    finally:
+        os.close(fd)
+
+
+def _split(path: Path) -> tuple[Span, Span | None, list[tuple[int, int]]]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return split_single_file(fd, path.name)
+    finally:
+        os.close(fd)
+
+
 def _sizes(raw: bytes) -> list[int]:
     lay = parse_sidx(raw)
     return [struct.unpack_from(">I", raw, lay.refs + 12 * i)[0] & 0x7FFFFFFF
@@ -34,8 +51,8 @@ def _sizes(raw: bytes) -> list[int]:
 
 def test_file_walker_equals_buffer_walker(media: Callable[[str], Path]) -> None:
     path = media("h264-aac-fmp4")
-    assert file_boxes(path) == list(iter_boxes(path.read_bytes(), path=path.name))
-    assert [b.type for b in file_boxes(path)][:2] == [b"ftyp", b"moov"]
+    assert _file_boxes(path) == list(iter_boxes(path.read_bytes(), path=path.name))
+    assert [b.type for b in _file_boxes(path)][:2] == [b"ftyp", b"moov"]
 
 
 def test_file_walker_refuses_a_truncated_file(media: Callable[[str], Path],
@@ -44,16 +61,16 @@ def test_file_walker_refuses_a_truncated_file(media: Callable[[str], Path],
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[:-10])
     with pytest.raises(Mp4FormatError, match="runs past the end"):
-        file_boxes(cut)
+        _file_boxes(cut)
     cut.write_bytes(data + b"\x00\x00\x00")
     with pytest.raises(Mp4FormatError, match="truncated box header"):
-        file_boxes(cut)
+        _file_boxes(cut)
 
 
 def test_single_file_layout(media: Callable[[str], Path]) -> None:
     path = media("h264-aac-fmp4")
-    boxes = file_boxes(path)
-    init, sidx, frags = split_single_file(path)
+    boxes = _file_boxes(path)
+    init, sidx, frags = _split(path)
     moov = next(b for b in boxes if b.type == b"moov")
     assert (init.offset, init.end) == (0, moov.end)
     assert sidx is None

@@ -212,3 +212,45 @@ def wrong_key_file(tmp_path: Path) -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def long_package(packages: Callable[[str], Path], dst: Path, n: int = 600) -> Path:
+    """The clear hls-ts package plus a playlist of ``n`` segments (symbolic links to one segment,
+    inside the package, so they are allowed): encrypting it takes seconds, long enough to signal
+    a run while its segments are being written. Returns the playlist."""
+    pkg = copy_tree(packages("hls-ts").parent, dst)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2",
+             "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for i in range(n):
+        name = f"long_{i:04d}.ts"
+        (pkg / name).symlink_to("seg_001.ts")
+        lines += ["#EXTINF:2.0,", name]
+    (pkg / "long.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST", ""]))
+    return pkg / "long.m3u8"
+
+
+def signal_mid_run(args: Sequence[str], out: Path, sig: int) -> tuple[int, str]:
+    """Run the CLI with ``args``; once the temporary output folder beside ``out`` holds an
+    encrypted segment, send ``sig``. Returns (exit status, stderr)."""
+    import os
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never wrote a segment"
+            parts = [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
+            if parts and any(parts[0].glob("long_*.ts")):
+                break
+            time.sleep(0.01)
+        assert not out.exists() or not (out / "long.m3u8").exists()
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err.decode()

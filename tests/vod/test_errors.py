@@ -3,7 +3,6 @@ SIGINT mid-run leaves no output (or the earlier output intact)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import KEY, KEYSPEC, cli, copy_tree
+from .conftest import KEY, KEYSPEC, cli, copy_tree, long_package, signal_mid_run
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
@@ -163,65 +162,50 @@ def test_output_not_empty_and_force(packages, tmp_path: Path) -> None:
     _no_leftovers(tmp_path)
 
 
-def _fifo_package(packages, tmp_path: Path) -> tuple[Path, Path]:
-    """A package whose second segment is a named pipe: the run blocks there, mid-encryption."""
-    pkg = copy_tree(packages("hls-ts").parent, tmp_path / "pkg")
-    fifo = pkg / "seg_001.ts"
-    fifo.unlink()
-    os.mkfifo(fifo)
-    return pkg / "index.m3u8", fifo
+_SIGNALS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+            (signal.SIGHUP, 129, "terminated (SIGHUP)")]
 
 
-def _interrupt_mid_run(manifest: Path, fifo: Path, out: Path, *extra: str) -> int:
-    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-vod",
-                             str(manifest), "-o", str(out), "--scheme", "aes-128", "--key",
-                             KEYSPEC, "--key-uri", "https://k/key", "--jobs", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    fd = -1
-    try:
-        deadline = time.monotonic() + 60
-        while fd < 0:  # wait until a worker opened the pipe: encryption is under way
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never reached the second segment"
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-                time.sleep(0.02)
-        assert [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-    finally:
-        if fd >= 0:
-            os.close(fd)  # the blocked reader sees EOF and the worker returns
-    _, err = proc.communicate(timeout=60)
-    assert b"interrupted" in err
-    return proc.returncode
+def _interrupt_mid_run(packages, tmp_path: Path, out: Path, sig: int, *extra: str
+                       ) -> tuple[int, str]:
+    manifest = long_package(packages, tmp_path / "pkg")
+    return signal_mid_run(["encrypt-vod", str(manifest), "-o", str(out), "--scheme",
+                           "sample-aes", "--key", KEYSPEC, "--key-uri", "https://k/key",
+                           "--jobs", "1", *extra], out, sig)
 
 
-def test_sigint_leaves_no_output(packages, tmp_path: Path) -> None:
-    manifest, fifo = _fifo_package(packages, tmp_path)
+@pytest.mark.parametrize("sig, code, word", _SIGNALS, ids=str)
+def test_signal_leaves_no_output(packages, tmp_path: Path, sig: int, code: int,
+                                 word: str) -> None:
+    """Ctrl-C, SIGTERM (timeout, systemd, container runtimes) and SIGHUP while segments are
+    being written: the temporary folder is removed, exit status 128 + the signal."""
     out = tmp_path / "out"
-    assert _interrupt_mid_run(manifest, fifo, out) == 130
+    rc, err = _interrupt_mid_run(packages, tmp_path, out, sig)
+    assert rc == code, err
+    assert word in err and "Traceback" not in err
     assert not out.exists()
     _no_leftovers(tmp_path)
 
 
-def test_sigint_keeps_earlier_output(packages, tmp_path: Path) -> None:
-    manifest, fifo = _fifo_package(packages, tmp_path)
+@pytest.mark.parametrize("sig, code, word", _SIGNALS[:2], ids=str)
+def test_signal_keeps_earlier_output(packages, tmp_path: Path, sig: int, code: int,
+                                     word: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier")
-    assert _interrupt_mid_run(manifest, fifo, out, "--force") == 130
+    rc, err = _interrupt_mid_run(packages, tmp_path, out, sig, "--force")
+    assert rc == code, err
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     _no_leftovers(tmp_path)
     shutil.rmtree(out)
 
 
-def test_sigint_while_ffmpeg_segments_a_media_file(media, tmp_path: Path) -> None:
-    """Ctrl-C while ffmpeg is still segmenting the input: ffmpeg is stopped, the segments
-    folder and the partial output are removed, and the exit status is 130. ffmpeg is wrapped
+@pytest.mark.parametrize("sig, code, word", _SIGNALS[:2], ids=str)
+def test_signal_while_ffmpeg_segments_a_media_file(media, tmp_path: Path, sig: int, code: int,
+                                                   word: str) -> None:
+    """Ctrl-C or SIGTERM while ffmpeg is still segmenting the input: ffmpeg is stopped, the
+    segments folder and the partial output are removed, and the exit status is 130 / 143
+    (SIGTERM reaches our process only, as from ``kill`` or ``timeout``). ffmpeg is wrapped
     (``SPEKE_PACKAGER_FFMPEG``) only to read the input at real-time speed, so the run is still
     inside ffmpeg when the signal comes."""
     from speke_packager._tools import find_tool
@@ -251,13 +235,13 @@ def test_sigint_while_ffmpeg_segments_a_media_file(media, tmp_path: Path) -> Non
         time.sleep(0.5)  # ffmpeg is reading the input at 1x speed now
         ffmpeg_pid = int(pid_file.read_text())
         assert [p for p in work.iterdir() if p.name.startswith(".speke-segments-")]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
-    assert b"interrupted" in err
+    assert proc.returncode == code, err
+    assert word.encode() in err
     assert not out.exists()
     assert sorted(p.name for p in work.iterdir()) == ["ffmpeg.pid", "slow-ffmpeg"]
     assert not _running(ffmpeg_pid), "ffmpeg was left running"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from speke_packager.pipeline.plan import PartsTransform, Piece, Plan, execute
 from speke_packager.pipeline.rawkeys import raw_keyset
 from speke_packager.pipeline.vod import encrypt_vod
 
-from .conftest import IV, KEYSPEC, WRONG, frames
+from .conftest import IV, KEYSPEC, WRONG, frames, long_package, signal_mid_run
 
 
 def _fixed_ivs() -> Callable[[int], bytes]:
@@ -174,43 +175,17 @@ def test_missing_segment_is_a_manifest_error_from_a_worker(tmp_path: Path) -> No
 
 # ---- Ctrl-C with worker processes ------------------------------------------------------------
 
-def test_sigint_with_worker_processes_leaves_no_output(packages, tmp_path: Path) -> None:
-    import errno
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    pkg = tmp_path / "pkg"
-    shutil.copytree(packages("hls-ts").parent, pkg)
-    fifo = pkg / "seg_001.ts"  # a worker blocks opening it: encryption is under way
-    fifo.unlink()
-    os.mkfifo(fifo)
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_with_worker_processes_leaves_no_output(packages, tmp_path: Path, sig: int,
+                                                       code: int) -> None:
+    """Ctrl-C or SIGTERM while two worker processes encrypt: the workers ignore it, the parent
+    waits for them, removes the temporary folder and exits 128 + the signal."""
+    manifest = long_package(packages, tmp_path / "pkg")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-vod",
-                             str(pkg / "index.m3u8"), "-o", str(out), "--scheme", "sample-aes",
-                             "--key", KEYSPEC, "--key-uri", "https://k/key", "--jobs", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    fd = -1
-    try:
-        deadline = time.monotonic() + 60
-        while fd < 0:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never reached the second segment"
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-                time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-    finally:
-        if fd >= 0:
-            os.close(fd)  # the blocked worker sees EOF and returns
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert b"interrupted" in err and b"Traceback" not in err
+    rc, err = signal_mid_run(["encrypt-vod", str(manifest), "-o", str(out), "--scheme",
+                              "sample-aes", "--key", KEYSPEC, "--key-uri", "https://k/key",
+                              "--jobs", "2"], out, sig)
+    assert rc == code, err
+    assert "Traceback" not in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no partial folder left

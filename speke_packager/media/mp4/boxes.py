@@ -6,15 +6,17 @@ bytes and written back unchanged. Errors name the box path (``moov/trak[1]/mdia`
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from ...errors import Mp4FormatError
 
 __all__ = [
     "CONTAINERS",
+    "MAX_DEPTH",
     "Box",
     "Node",
     "box_bytes",
@@ -97,19 +99,19 @@ def iter_boxes(buf: bytes | bytearray | memoryview, start: int = 0, end: int | N
         index += 1
 
 
-def file_boxes(path: Path) -> list[Box]:
-    """The top-level boxes of the file ``path``, read header by header with seeks (the file is
-    never read whole); checked like :func:`iter_boxes`."""
+def file_boxes(fd: int, name: str) -> list[Box]:
+    """The top-level boxes of the open file ``fd`` (``name``: its path, for errors), read
+    header by header with ``pread`` (the file is never read whole); checked like
+    :func:`iter_boxes`."""
     out: list[Box] = []
-    total = path.stat().st_size
-    with path.open("rb") as fh:
-        pos = 0
-        while pos < total:
-            fh.seek(pos)
-            head = fh.read(min(16, total - pos))
-            fourcc, header, size = _header(head, 0, total - pos, path.name, len(out))
-            out.append(Box(fourcc, pos, header, pos + size))
-            pos += size
+    total = os.fstat(fd).st_size
+    label = PurePosixPath(name).name
+    pos = 0
+    while pos < total:
+        head = os.pread(fd, min(16, total - pos), pos)
+        fourcc, header, size = _header(head, 0, total - pos, label, len(out))
+        out.append(Box(fourcc, pos, header, pos + size))
+        pos += size
     return out
 
 
@@ -186,10 +188,21 @@ def sample_entry_prefix_len(fourcc: bytes, payload: bytes | memoryview, path: st
     return n
 
 
-def parse_tree(buf: bytes | bytearray | memoryview, box: Box, path: str = "") -> Node:
-    """Parse ``box`` of ``buf`` into a :class:`Node` tree (containers, stsd, sample entries)."""
+# Deepest nesting parse_tree follows. Real files need about 10 levels
+# (moov/trak/mdia/minf/stbl/stsd/encv/sinf/schi/tenc); a hostile file of a thousand nested
+# containers gets a typed error instead of a RecursionError.
+MAX_DEPTH = 32
+
+
+def parse_tree(buf: bytes | bytearray | memoryview, box: Box, path: str = "",
+               _depth: int = 0) -> Node:
+    """Parse ``box`` of ``buf`` into a :class:`Node` tree (containers, stsd, sample entries);
+    boxes nested deeper than :data:`MAX_DEPTH` raise :class:`Mp4FormatError`."""
     mv = memoryview(buf)
     where = f"{path}/{_name(box.type)}" if path else _name(box.type)
+    if _depth >= MAX_DEPTH:
+        raise Mp4FormatError(f"boxes nested deeper than {MAX_DEPTH} levels",
+                             box_path=where if len(where) < 200 else f"...{where[-120:]}")
     payload = mv[box.payload_start:box.end]
     if box.type == b"uuid":
         return Node(box.type, bytes(mv[box.start + 8:box.end]), path=where)
@@ -210,7 +223,7 @@ def parse_tree(buf: bytes | bytearray | memoryview, box: Box, path: str = "") ->
     for child in iter_boxes(mv, box.payload_start + prefix_len, box.end, path=where):
         k = counts.get(child.type, 0)
         counts[child.type] = k + 1
-        node = parse_tree(mv, child, where)
+        node = parse_tree(mv, child, where, _depth + 1)
         if k:
             node.path = f"{node.path}[{k}]"
         children.append(node)

@@ -114,6 +114,8 @@ class Mp4Decryptor:
         if key is None:
             raise UsageError(f"no key for KID {prot.kid}")
         p = senc.payload
+        if len(p) < 8:
+            raise Mp4FormatError("truncated senc", box_path=senc.path)
         flags = int.from_bytes(p[1:4], "big")
         count = struct.unpack_from(">I", p, 4)[0]
         if count != traf.sample_count:
@@ -127,8 +129,12 @@ class Mp4Decryptor:
                 pos += prot.iv_size
             subs: list[tuple[int, int]] | None = None
             if flags & 2:
+                if pos + 2 > len(p):
+                    raise Mp4FormatError("truncated senc", box_path=senc.path)
                 (n,) = struct.unpack_from(">H", p, pos)
                 pos += 2
+                if pos + 6 * n > len(p):
+                    raise Mp4FormatError("truncated senc subsamples", box_path=senc.path)
                 subs = [struct.unpack_from(">HI", p, pos + 6 * i) for i in range(n)]
                 pos += 6 * n
                 if sum(c + q for c, q in subs) != size:

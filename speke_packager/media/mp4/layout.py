@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from ...errors import Mp4FormatError, UnsupportedMediaError
 from .boxes import file_boxes
@@ -27,12 +27,15 @@ class Span:
         return self.offset + self.size
 
 
-def split_single_file(path: Path) -> tuple[Span, Span | None, list[tuple[int, int]]]:
-    """(init span ftyp..moov, the sidx box or None, fragment spans (offset, length)).
+def split_single_file(fd: int, name: str
+                      ) -> tuple[Span, Span | None, list[tuple[int, int]]]:
+    """(init span ftyp..moov, the sidx box or None, fragment spans (offset, length)) of the
+    open file ``fd`` (``name``: its package-relative path, for errors).
 
     A fragment starts at a ``moof`` (or the styp/emsg/prft right before it) and runs to the next
     fragment's start."""
-    boxes = file_boxes(path)
+    path = PurePosixPath(name)
+    boxes = file_boxes(fd, name)
     moov = next((b for b in boxes if b.type == b"moov"), None)
     if moov is None:
         raise Mp4FormatError("no moov box", box_path=path.name)
