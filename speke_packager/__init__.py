@@ -31,6 +31,7 @@ from .errors import (
     SpekePackagerError,
     ToolError,
     TsFormatError,
+    UnsafeInputError,
     UnsupportedMediaError,
     UsageError,
     VerificationError,
@@ -48,6 +49,7 @@ from .model import (
 )
 
 if TYPE_CHECKING:
+    from .conformance import ConformanceOptions, register_check, run_conformance
     from .keys import (
         Auth,
         BasicAuth,
@@ -96,6 +98,8 @@ _LAZY = {
                      "HeaderAuth", "MtlsAuth", "NoAuth", "SigV4Auth", "SpekeClient",
                      "fetch_keys"), ".keys"),
     **dict.fromkeys(("KeyServer", "derive_key"), ".keyserver"),
+    **dict.fromkeys(("ConformanceOptions", "register_check", "run_conformance"),
+                    ".conformance"),
     **dict.fromkeys(("Aes128StreamEncryptor", "encrypt_aes128", "encrypt_aes128_file",
                      "iv_from_sequence"), ".media.aes128"),
     **dict.fromkeys(("Mp4Decryptor", "Mp4Encryptor", "probe_init"), ".media.mp4"),
@@ -128,6 +132,7 @@ __all__ = [
     "Auth",
     "BasicAuth",
     "CodecError",
+    "ConformanceOptions",
     "ContentKey",
     "CpixError",
     "CpixIntegrityError",
@@ -176,6 +181,7 @@ __all__ = [
     "TrackKind",
     "TrackSummary",
     "TsFormatError",
+    "UnsafeInputError",
     "UnsupportedMediaError",
     "UsageError",
     "VerificationError",
@@ -196,5 +202,7 @@ __all__ = [
     "probe_init",
     "probe_ts",
     "raw_keyset",
+    "register_check",
+    "run_conformance",
     "verify_package",
 ]

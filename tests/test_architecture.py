@@ -16,7 +16,8 @@ PKG = Path(speke_packager.__file__).parent
 ROOT = "speke_packager"
 
 # The base layer: imported by everyone, imports (almost) nothing.
-BASE = frozenset({"errors", "constants", "model", "_io", "_xml", "_tools", "crypto"})
+BASE = frozenset({"errors", "constants", "model", "_io", "_xml", "_tools", "_redact", "_httpd",
+                  "crypto"})
 # Every layer (top-level module or sub-package of speke_packager) and what it may import
 # besides itself. "(package)" is speke_packager/__init__.py, the public facade.
 RULES: dict[str, frozenset[str]] = {
@@ -26,18 +27,23 @@ RULES: dict[str, frozenset[str]] = {
     "_io": frozenset({"errors", "constants"}),
     "_xml": frozenset({"errors", "constants"}),
     "_tools": frozenset({"errors", "constants"}),
+    "_redact": frozenset(),
+    "_httpd": frozenset({"errors", "constants"}),
     "crypto": frozenset({"errors", "constants"}),
     "drm": BASE,
     "keys": BASE | {"drm"},
     "manifests": BASE | {"drm"},
     "keyserver": BASE | {"drm"},
-    "verify": BASE | {"drm"},  # deliberately independent of media/keys/manifests
+    # deliberately independent of media/keys/manifests; serve shares the ClearKey licence and
+    # raw-key endpoints of the key server
+    "verify": BASE | {"drm", "keyserver"},
     "media": BASE,
     "pipeline": BASE | {"drm", "keys", "manifests", "media"},
+    "conformance": BASE | {"drm", "keys"},  # checks a key server through the client
     "(package)": BASE | {"drm", "keys", "manifests", "media", "keyserver", "verify",
-                         "pipeline"},
+                         "pipeline", "conformance"},
     "cli": BASE | {"drm", "keys", "manifests", "media", "keyserver", "verify", "pipeline",
-                   "(package)"},
+                   "conformance", "(package)"},
     "__main__": frozenset({"cli"}),
 }
 # Inside media: codecs and the AES-128 whole-segment cipher stand alone; the container

@@ -31,6 +31,9 @@ PUBLIC = {
     # the local key server, the verifier
     "KeyServer": "keyserver", "derive_key": "keyserver",
     "verify_package": "verify", "VerifyReport": "verify",
+    # the key server conformance battery
+    "run_conformance": "conformance", "ConformanceOptions": "conformance",
+    "register_check": "conformance",
     # model and constants
     "ContentKey": "model", "KeySet": "model", "KeyEntry": "model", "KeyPeriod": "model",
     "DrmSignal": "model", "TrackInfo": "model", "TrackKind": "model", "VideoFilter": "model",
@@ -42,7 +45,7 @@ PUBLIC = {
     "KeyAuthError": "errors", "CpixError": "errors", "CpixValidationError": "errors",
     "CpixIntegrityError": "errors", "KeyRotationError": "errors", "MediaError": "errors",
     "Mp4FormatError": "errors", "TsFormatError": "errors", "CodecError": "errors",
-    "UnsupportedMediaError": "errors", "ManifestError": "errors", "OutputError": "errors",
+    "UnsupportedMediaError": "errors", "UnsafeInputError": "errors", "ManifestError": "errors", "OutputError": "errors",
     "ToolError": "errors", "VerificationError": "errors",
 }
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ..keys.cpix.model import CpixDocument
     from ..keys.request import SpekeRequest
     from ..model import KeySet
-    from .runner import RunContext
 
 __all__ = [
     "ALL_VERSIONS",
@@ -70,7 +69,9 @@ class CheckSkipped(Exception):
     """Nothing to check with the chosen options (e.g. no DASH DRM was selected)."""
 
 
-CheckFn = Callable[["RunContext", SpekeVersion], "str | None"]
+CheckFn = Callable[[Any, SpekeVersion], "str | None"]
+"""A check: ``fn(ctx, version)`` with ``ctx`` a :class:`.runner.RunContext` (typed ``Any``
+here: the runner imports this module, and no two modules import each other)."""
 
 
 @dataclass(frozen=True)

@@ -262,8 +262,8 @@ def _run_one(check: Check, ctx: RunContext, version: SpekeVersion) -> CheckResul
 
 def run_conformance(client: SpekeClient, options: ConformanceOptions | None = None
                     ) -> ConformanceReport:
-    """Run every registered check (or ``options.checks``) against ``client``'s key server."""
-    from . import answers, battery, negative  # noqa: F401  (register the built-in checks)
+    """Run every registered check (or ``options.checks``) against ``client``'s key server (the
+    package's ``__init__`` registers the built-in checks)."""
 
     opts = options or ConformanceOptions()
     if opts.checks is not None:

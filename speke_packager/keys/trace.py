@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.metadata
 import json
 import re
 import threading
@@ -30,7 +31,6 @@ from typing import Any
 
 from lxml import etree
 
-from .. import __version__
 from .._redact import redact_text, redact_url
 from .._xml import parse_xml
 from ..constants import NS_PSKC, NS_XENC
@@ -50,6 +50,13 @@ _SAFE_HEADERS = frozenset({
 })
 _KEEP_SCHEME = re.compile(r"^\s*(\S+)\s")
 _LABEL = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("speke-packager")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _mask_header(name: str, value: str) -> str:
@@ -254,7 +261,7 @@ class TraceRecorder:
         for ex in self._exchanges:
             by_result[ex.result] = by_result.get(ex.result, 0) + 1
         summary = {
-            "tool": f"speke-packager {__version__}",
+            "tool": f"speke-packager {_version()}",
             "started": self.started,
             "exchanges": len(self._exchanges),
             "results": by_result,
