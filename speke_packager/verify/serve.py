@@ -383,10 +383,6 @@ class PackageServer:
         """Key requests seen so far (type and KIDs; never keys)."""
         return list(self._server.requests)
 
-    def set_keys(self, keys: Mapping[UUID, bytes]) -> None:
-        """Replace the keys handed out (tests: serve the same package with a wrong key)."""
-        self._server.keys = dict(keys)
-
     def manifest(self, player: str, manifest: str | None = None) -> str:
         """The manifest path (relative to the package) a player should load."""
         if manifest:
