@@ -16,8 +16,8 @@ PKG = Path(speke_packager.__file__).parent
 ROOT = "speke_packager"
 
 # The base layer: imported by everyone, imports (almost) nothing.
-BASE = frozenset({"errors", "constants", "model", "_io", "_xml", "_tools", "_redact", "_httpd",
-                  "crypto"})
+BASE = frozenset({"errors", "constants", "model", "_io", "_xml", "_hls_attrs", "_tools", "_redact",
+                  "_httpd", "crypto"})
 # Every layer (top-level module or sub-package of speke_packager) and what it may import
 # besides itself. "(package)" is speke_packager/__init__.py, the public facade.
 RULES: dict[str, frozenset[str]] = {
@@ -26,6 +26,7 @@ RULES: dict[str, frozenset[str]] = {
     "model": frozenset({"errors", "constants"}),
     "_io": frozenset({"errors", "constants"}),
     "_xml": frozenset({"errors", "constants"}),
+    "_hls_attrs": frozenset({"errors", "constants"}),
     "_tools": frozenset({"errors", "constants"}),
     "_redact": frozenset(),
     "_httpd": frozenset({"errors", "constants"}),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
+from .._hls_attrs import AttrValue, Quoted, format_attribute_list, parse_attribute_list
 from .._xml import parse_xml
 from ..constants import (
     DASHIF_CLEARKEY,
@@ -32,7 +32,7 @@ from ..constants import (
     SpekeVersion,
 )
 from ..drm.pssh import PsshError, parse_pssh
-from ..errors import CpixError, CpixValidationError
+from ..errors import CpixError, CpixValidationError, ManifestError
 from ..model import ContentKey, DrmSignal, KeyEntry, KeySet
 from .cpix.model import CpixContentKey, CpixDocument, CpixDrmSystem, Placeholder
 from .envelope import DeliveryKey, decrypt_content_keys, select_delivery_data
@@ -109,27 +109,14 @@ def check_playready_object(data: bytes, *, kid: str | None = None, what: str = "
 
 # ---- HLS -----------------------------------------------------------------------------------
 
-_ATTR = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\r\n]*)(?:,|$)')
-
-
 def parse_hls_attributes(line: str) -> dict[str, str]:
-    """Attribute list of an ``#EXT-X-KEY:``/``#EXT-X-SESSION-KEY:`` line (quotes removed)."""
+    """Attribute list of an ``#EXT-X-KEY:``/``#EXT-X-SESSION-KEY:`` line (quotes removed), read
+    by the one HLS attribute-list reader; a malformed list raises :class:`CpixError`."""
     _, _, rest = line.partition(":")
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(rest):
-        m = _ATTR.match(rest, pos)
-        if not m:
-            raise CpixError(f"cannot parse HLS attribute list at {rest[pos:pos + 30]!r}")
-        out[m.group(1)] = m.group(2).strip('"')
-        pos = m.end()
-    return out
-
-
-def _quoted(value: str) -> str:
-    if any(ch in value for ch in '"\r\n'):
-        raise CpixError("HLS attribute value contains a quote or line break")
-    return f'"{value}"'
+    try:
+        return parse_attribute_list(rest)
+    except ManifestError as exc:
+        raise CpixError(f"cannot parse HLS attribute list: {exc}") from None
 
 
 def build_hls_line(
@@ -141,15 +128,19 @@ def build_hls_line(
     keyformatversions: str | None = None,
     iv: bytes | None = None,
 ) -> str:
-    """One ``#EXT-X-KEY``/``#EXT-X-SESSION-KEY`` line; empty/None attributes are omitted."""
-    parts = [f"METHOD={method}", f"URI={_quoted(uri)}"]
+    """One ``#EXT-X-KEY``/``#EXT-X-SESSION-KEY`` line; empty/None attributes are omitted.
+    A value HLS cannot carry (a quote or line break in the URI...) raises :class:`CpixError`."""
+    attrs: list[tuple[str, AttrValue]] = [("METHOD", method), ("URI", Quoted(uri))]
     if iv is not None:
-        parts.append(f"IV=0x{iv.hex().upper()}")
+        attrs.append(("IV", iv))
     if keyformat:
-        parts.append(f"KEYFORMAT={_quoted(keyformat)}")
+        attrs.append(("KEYFORMAT", Quoted(keyformat)))
     if keyformatversions:
-        parts.append(f"KEYFORMATVERSIONS={_quoted(keyformatversions)}")
-    return f"{tag}:{','.join(parts)}"
+        attrs.append(("KEYFORMATVERSIONS", Quoted(keyformatversions)))
+    try:
+        return f"{tag}:{format_attribute_list(attrs)}"
+    except ManifestError as exc:
+        raise CpixError(f"cannot write the HLS line: {exc}") from None
 
 
 def _accepted_keyformats(drm: DrmSystem) -> set[str]:

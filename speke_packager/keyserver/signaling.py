@@ -11,6 +11,7 @@ from uuid import UUID
 
 from lxml import etree
 
+from .._hls_attrs import AttrValue, Quoted, format_attribute_list
 from ..constants import (
     CLEARKEY_AES128,
     FAIRPLAY,
@@ -31,6 +32,7 @@ from ..constants import (
 from ..drm.playready import build_playready_object
 from ..drm.pssh import build_pssh
 from ..drm.widevine import build_widevine_pssh_data
+from ..errors import ManifestError
 from ._maker import Maker
 from .request import CLEARKEY_IDS
 
@@ -136,17 +138,12 @@ def hls_method(ctx: KeyContext) -> str:
     return "SAMPLE-AES-CTR" if ctx.scheme in ("cenc", "cens") else "SAMPLE-AES"
 
 
-def _quoted(value: str) -> str:
-    if any(c in value for c in '"\r\n'):
-        raise ValueError("HLS quoted-string cannot hold quotes or line breaks")
-    return f'"{value}"'
-
-
 def hls_line(ctx: KeyContext, playlist: str) -> str:
-    """One complete ``#EXT-X-KEY`` (media) or ``#EXT-X-SESSION-KEY`` (master) line."""
+    """One complete ``#EXT-X-KEY`` (media) or ``#EXT-X-SESSION-KEY`` (master) line. A URI HLS
+    cannot quote raises ValueError. KEYID and IV are written in lower-case hex."""
     tag = "#EXT-X-KEY" if playlist == "media" else "#EXT-X-SESSION-KEY"
     method = hls_method(ctx)
-    attrs: list[tuple[str, str]] = [("METHOD", method), ("URI", _quoted(key_uri(ctx)))]
+    attrs: list[tuple[str, AttrValue]] = [("METHOD", method), ("URI", Quoted(key_uri(ctx)))]
     if ctx.system_id in (WIDEVINE, *CLEARKEY_IDS):
         attrs.append(("KEYID", f"0x{ctx.kid.hex}"))
     # An explicit IV is the IV to encrypt with: signal it, except for CTR (Chromium refuses IV
@@ -154,9 +151,12 @@ def hls_line(ctx: KeyContext, playlist: str) -> str:
     if (ctx.explicit_iv is not None and method != "SAMPLE-AES-CTR"
             and ctx.system_id != FAIRPLAY):
         attrs.append(("IV", f"0x{ctx.explicit_iv.hex()}"))
-    attrs.append(("KEYFORMAT", _quoted(key_format(ctx))))
-    attrs.append(("KEYFORMATVERSIONS", _quoted("1")))
-    return f"{tag}:{','.join(f'{k}={v}' for k, v in attrs)}\n"
+    attrs.append(("KEYFORMAT", Quoted(key_format(ctx))))
+    attrs.append(("KEYFORMATVERSIONS", Quoted("1")))
+    try:
+        return f"{tag}:{format_attribute_list(attrs)}\n"
+    except ManifestError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def signal_value(ctx: KeyContext, placeholder: str) -> str | None:

@@ -1,7 +1,7 @@
 """HLS playlists and DASH MPDs: read clear manifests, write them back with DRM signaling.
 
-:mod:`.hls` (media and multivariant playlists, ``EXT-X-KEY`` / ``EXT-X-SESSION-KEY``),
-:mod:`.hls_attrs` (the one attribute-list reader and writer), :mod:`.hls_signaling` (key tags
+:mod:`.hls` (media and multivariant playlists, ``EXT-X-KEY`` / ``EXT-X-SESSION-KEY``; attribute
+lists through the base layer's ``speke_packager._hls_attrs``), :mod:`.hls_signaling` (key tags
 from SPEKE signaling or raw keys), :mod:`.dash` (MPD segments and ContentProtection).
 """
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from .._hls_attrs import AttrValue, Quoted, format_attribute_list, parse_attribute_list, parse_hex
 from ..errors import ManifestError
-from .hls_attrs import AttrValue, Quoted, format_attribute_list, parse_attribute_list, parse_hex
 
 TAG_KEY = "#EXT-X-KEY"
 TAG_SESSION_KEY = "#EXT-X-SESSION-KEY"

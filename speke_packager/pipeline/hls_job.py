@@ -294,7 +294,7 @@ class HlsJob:
 
 
 def _without(mv: MultivariantPlaylist, top_rel: str, rels: set[str]) -> MultivariantPlaylist:
-    from ..manifests.hls_attrs import parse_attribute_list
+    from .._hls_attrs import parse_attribute_list
 
     lines = []
     for ln in mv.lines:

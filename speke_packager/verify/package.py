@@ -18,10 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 from lxml import etree
 
+from .._hls_attrs import parse_attribute_list
 from .._xml import parse_xml
 from ..constants import NS_CENC, NS_MPD, NS_MSPR
 from ..errors import CpixError, ManifestError, UnsupportedMediaError
-from .signaling import parse_attribute_list
 
 MAX_PLAYLIST_BYTES = 16 * 1024 * 1024
 

@@ -1,5 +1,8 @@
-"""Read-only decoders for DRM signaling: HLS attribute lists, data: URIs, and thin wrappers over
-the PlayReady/Widevine parsers of :mod:`speke_packager.drm`.
+"""Read-only decoders for DRM signaling: KEYID/IV hex, data: URIs, and thin wrappers over the
+PlayReady/Widevine parsers of :mod:`speke_packager.drm`.
+
+HLS attribute lists: read with the base layer's strict syntax reader (``_hls_attrs``), on purpose
+not an own copy, since it only splits NAME=VALUE and decides nothing verify checks.
 
 Each returns what it found or raises a typed error naming the cause; `verify` compares the
 results with the KIDs and schemes read from the segments.
@@ -16,31 +19,7 @@ from ..drm.playready import parse_playready_object as _parse_pro
 from ..drm.widevine import parse_widevine_pssh_data
 from ..errors import ManifestError
 
-_ATTR = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)')
 _HEX_KID = re.compile(r"0[xX][0-9a-fA-F]{32}")
-
-
-def parse_attribute_list(text: str, *, line: int | None = None, path: str | None = None) -> dict[
-    str, str
-]:
-    """RFC 8216 §4.2 attribute list -> {NAME: value} (quotes removed); strict about syntax."""
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(text):
-        m = _ATTR.match(text, pos)
-        if m is None:
-            raise ManifestError(f"malformed attribute list near {text[pos:pos + 20]!r}", line=line,
-                                path=path)
-        name, value = m.group(1), m.group(2)
-        if name in out:
-            raise ManifestError(f"attribute {name} repeated", line=line, path=path)
-        out[name] = value[1:-1] if value.startswith('"') else value
-        pos = m.end()
-        if pos < len(text):
-            if text[pos] != ",":
-                raise ManifestError(f"expected ',' after attribute {name}", line=line, path=path)
-            pos += 1
-    return out
 
 
 def parse_hex_kid(text: str) -> UUID:

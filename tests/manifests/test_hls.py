@@ -7,6 +7,7 @@ from uuid import UUID
 
 import pytest
 
+from speke_packager._hls_attrs import Quoted, format_attribute_list, parse_attribute_list
 from speke_packager.constants import (
     KEYFORMAT_FAIRPLAY,
     KEYFORMAT_PLAYREADY,
@@ -27,7 +28,6 @@ from speke_packager.manifests.hls import (
     render_multivariant_playlist,
     retarget,
 )
-from speke_packager.manifests.hls_attrs import Quoted, format_attribute_list, parse_attribute_list
 from speke_packager.manifests.hls_signaling import hls_keys, hls_session_keys
 from speke_packager.model import ContentKey, DrmSignal, KeyEntry
 

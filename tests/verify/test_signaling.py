@@ -8,13 +8,14 @@ from uuid import UUID
 
 import pytest
 
+from speke_packager._hls_attrs import parse_attribute_list
 from speke_packager.constants import PLAYREADY, WIDEVINE, Scheme
 from speke_packager.drm.playready import build_playready_object
 from speke_packager.drm.pssh import Pssh
 from speke_packager.drm.widevine import build_widevine_pssh_data
 from speke_packager.errors import ManifestError, Mp4FormatError
 from speke_packager.verify.boxes import read_mp4_facts
-from speke_packager.verify.signaling import decode_data_uri, parse_attribute_list, parse_hex_kid
+from speke_packager.verify.signaling import decode_data_uri, parse_hex_kid
 from speke_packager.verify.verify import RenditionReport, _pssh_checks
 from tests.e2e.packages import KEY, KID, shaka_dash
 

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..._hls_attrs import Quoted, format_attribute_list
 from ..._io import write_text_atomic
 from ...errors import ManifestError, UsageError
 from ...manifests.hls import (
@@ -20,7 +21,6 @@ from ...manifests.hls import (
     MediaSegment,
     render_media_playlist,
 )
-from ...manifests.hls_attrs import Quoted, format_attribute_list
 from .session import LiveSegment
 
 __all__ = ["LivePlaylist"]

@@ -1,8 +1,18 @@
-"""HLS attribute lists (RFC 8216 §4.2): the one reader and the one writer.
+"""HLS attribute lists (RFC 8216 §4.2): the one reader and the one writer, for every layer.
+
+keys (the key server's HLSSignalingData), manifests (playlists), keyserver (the lines it sends)
+and verify (the playlists it checks) all read and write ``NAME=VALUE,…`` here.
+
+Reading is strict: names are ``[A-Z0-9-]+``; a value is a quoted-string (no ``"``, CR or LF
+inside, closed on the same line) or an unquoted value without ``"``, ``,`` or white space;
+attributes are separated by one comma (spaces or tabs around an attribute are tolerated, a
+trailing comma too). A name given twice, an empty attribute, an unterminated quote or anything
+else raises :class:`~speke_packager.errors.ManifestError`; callers in other layers re-raise it as
+their own error type.
 
 Values are typed on the way out so quoting is never guessed: :class:`Quoted` becomes a
-quoted-string, ``bytes`` a hexadecimal-sequence (``0x…``), ``int`` a decimal-integer and a plain
-``str`` an enumerated-string.
+quoted-string, ``bytes`` a hexadecimal-sequence (``0x…``, upper case), ``int`` a decimal-integer
+and a plain ``str`` an enumerated-string (written as given).
 """
 
 from __future__ import annotations
@@ -10,7 +20,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..errors import ManifestError
+from .errors import ManifestError
+
+__all__ = ["AttrValue", "Quoted", "format_attribute_list", "parse_attribute_list", "parse_hex"]
 
 
 class Quoted(str):
@@ -23,8 +35,9 @@ AttrValue = Quoted | str | int | bytes
 
 _NAME = re.compile(r"[A-Z0-9-]+\Z")
 _ENUM = re.compile(r"[^\s\",]+\Z")
-# NAME=VALUE where VALUE is a quoted string or anything up to the next comma.
-_ATTR = re.compile(r'\s*([A-Z0-9-]+)=("[^"\r\n]*"|[^",]*)\s*(?:,|\Z)')
+# One attribute: NAME=VALUE, VALUE a quoted-string on one line or an unquoted run without quotes,
+# commas or white space; spaces/tabs around it are allowed.
+_ATTR = re.compile(r'[ \t]*([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)[ \t]*')
 
 
 def format_attribute_list(attrs: Sequence[tuple[str, AttrValue]]) -> str:
@@ -59,28 +72,33 @@ def format_attribute_list(attrs: Sequence[tuple[str, AttrValue]]) -> str:
 def parse_attribute_list(
     text: str, *, line: int | None = None, path: str | None = None
 ) -> dict[str, str]:
-    """Parse an attribute list; quoted values are returned without their quotes."""
+    """Parse an attribute list (the text after ``#EXT-…:``); quoted values come back without
+    their quotes. ``line``/``path`` locate a :class:`ManifestError`."""
     out: dict[str, str] = {}
-    pos = 0
     text = text.strip()
+    pos = 0
     while pos < len(text):
         m = _ATTR.match(text, pos)
-        if not m or m.end() == pos:
+        if m is None:
             raise ManifestError(
                 f"malformed HLS attribute list near {text[pos:pos + 20]!r}", line=line, path=path
             )
         name, value = m.group(1), m.group(2)
         if name in out:
             raise ManifestError(f"HLS attribute {name} appears twice", line=line, path=path)
-        if value.startswith('"'):
-            value = value[1:-1]
-        out[name] = value
+        out[name] = value[1:-1] if value.startswith('"') else value
         pos = m.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise ManifestError(
+                    f"malformed HLS attribute list near {text[pos:pos + 20]!r}", line=line,
+                    path=path)
+            pos += 1
     return out
 
 
 def parse_hex(value: str, *, what: str, line: int | None = None) -> bytes:
-    """``0x…`` hexadecimal-sequence -> bytes."""
+    """``0x…`` hexadecimal-sequence -> bytes (an odd digit count gets a leading zero)."""
     if not value[:2].lower() == "0x" or len(value) <= 2:
         raise ManifestError(f"{what} must be a 0x hexadecimal sequence", line=line)
     digits = value[2:]
