@@ -20,7 +20,9 @@ class ContentKey:
 
     kid: UUID
     key: bytes = field(repr=False)
-    iv: bytes | None = None  # explicit IV (16 bytes) from the key server or the user
+    # The IV to encrypt with when one is given (8 or 16 bytes): from a SPEKE answer, keys sets
+    # the explicitIV, else the IV= of the key server's HLS signaling; None: the packager picks.
+    iv: bytes | None = None
 
     def __post_init__(self) -> None:
         if len(self.key) != 16:

@@ -14,12 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
-from .._hls_attrs import AttrValue, Quoted, format_attribute_list, parse_attribute_list
+from .._hls_attrs import (
+    AttrValue,
+    Quoted,
+    format_attribute_list,
+    parse_attribute_list,
+    parse_hex,
+)
 from .._xml import parse_xml
 from ..constants import (
     DASHIF_CLEARKEY,
     DRM_KEYFORMAT,
     KEYFORMAT_CLEARKEY,
+    KEYFORMAT_FAIRPLAY,
     KEYFORMAT_IDENTITY,
     NS_CENC,
     NS_MSPR,
@@ -186,6 +193,33 @@ def _check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme | None, k
         if uri.startswith("data:") and sep:
             pro = _b64(payload, "hls", "PlayReady HLS URI payload", kid)
             check_playready_object(pro, kid=kid, what="PlayReady HLS URI object")
+
+
+def _hls_iv(signals: list[DrmSignal], kid: str) -> bytes | None:
+    """The IV the key server wrote in its HLS lines (``IV=`` of the first non-FairPlay,
+    non-CTR key tag, 16 bytes: a shorter hexadecimal-sequence is zero-padded on the left, as
+    HLS reads it), or None. Read here, once, so that no later stage parses this text for it."""
+    for sig in signals:
+        for text in (sig.hls_media, sig.hls_master):
+            for ln in (text or "").splitlines():
+                if not ln.strip():
+                    continue
+                try:
+                    attrs = parse_hls_attributes(ln.strip())
+                except CpixError as exc:
+                    raise _fail("hls", f"{sig.drm.label} HLSSignalingData: {exc}", kid) from None
+                if ("IV" not in attrs or attrs.get("KEYFORMAT") == KEYFORMAT_FAIRPLAY
+                        or attrs.get("METHOD") == "SAMPLE-AES-CTR"):
+                    continue
+                try:
+                    iv = parse_hex(attrs["IV"], what="IV")
+                except ManifestError as exc:
+                    raise _fail("hls", f"{sig.drm.label} HLS {exc}", kid) from None
+                if len(iv) > 16:
+                    raise _fail("hls", f"{sig.drm.label} HLS IV is {len(iv)} bytes, not 16",
+                                kid)
+                return iv.rjust(16, b"\x00")
+    return None
 
 
 # ---- per-DRM signaling -----------------------------------------------------------------------
@@ -562,6 +596,8 @@ def validate_response(
             decoded = _decode_drm(mine[0], drm, wanted, version=v, scheme=scheme, kid=kid)
             signals.append(_signal(drm, decoded, version=v, scheme=scheme, iv=iv,
                                    want_hls=want_hls))
+        if iv is None:  # no explicitIV: the IV of the key server's HLS signaling, if any
+            iv = _hls_iv(signals, kid)
         for d in systems:
             if not any(_same_system(d.system_id, drm) for drm in request.placeholders):
                 log.warning("key server added an unrequested DRM system %s for KID %s",

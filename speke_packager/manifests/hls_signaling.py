@@ -64,17 +64,6 @@ def _with_iv(keys: list[HlsKey], scheme: Scheme, iv: bytes | None) -> list[HlsKe
     return out
 
 
-def server_iv(entry: KeyEntry) -> bytes | None:
-    """The IV written in the key server's HLS lines for ``entry`` (16 bytes), if any."""
-    for sig in entry.drm:
-        for text in (sig.hls_media, sig.hls_master):
-            if text:
-                for k in parse_key_lines(text):
-                    if k.iv is not None and k.keyformat != KEYFORMAT_FAIRPLAY:
-                        return k.iv
-    return None
-
-
 def _tag_iv(scheme: Scheme, iv: bytes | None) -> bytes | None:
     if scheme is Scheme.CENC:
         return None

@@ -12,7 +12,6 @@ from .._io import ThreadScratch
 from ..constants import W3C_COMMON, DrmSystem, Scheme
 from ..drm.pssh import build_pssh
 from ..errors import UnsupportedMediaError, UsageError
-from ..manifests.hls_signaling import server_iv
 from ..media.aes128 import encrypt_aes128, encrypt_aes128_into
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
@@ -63,14 +62,12 @@ class KeyChoice:
         return self.keyset.select(track)
 
     def iv(self, key: ContentKey) -> bytes:
-        """The 16-byte IV for ``key``: the key server's, else ``--iv``, else a random one."""
+        """The 16-byte IV for ``key``: the key server's (``key.iv``, set by ``keys``), else
+        ``--iv``, else a random one."""
         with self._lock:
             if key.kid not in self._ivs:
-                listed = self._server_iv(key.kid)
                 if key.iv is not None:
                     iv = key.iv.ljust(16, b"\x00")
-                elif listed is not None:
-                    iv = listed
                 elif self.explicit_iv is not None:
                     iv = self.explicit_iv
                 else:
@@ -79,12 +76,6 @@ class KeyChoice:
                     raise UsageError("the IV must be 16 bytes (32 hex digits)")
                 self._ivs[key.kid] = iv
             return self._ivs[key.kid]
-
-    def _server_iv(self, kid: UUID) -> bytes | None:
-        for e in self.keyset.entries:
-            if e.kid == kid:
-                return server_iv(e)
-        return None
 
     def seed(self, key: ContentKey) -> bytes:
         """The cenc per-sample IV seed (8 bytes) for ``key``."""

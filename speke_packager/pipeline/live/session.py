@@ -17,7 +17,7 @@ from ...constants import W3C_COMMON, DrmSystem, Scheme
 from ...drm.pssh import build_pssh
 from ...errors import KeyRotationError, UnsupportedMediaError, UsageError
 from ...manifests.hls import HlsKey
-from ...manifests.hls_signaling import hls_keys, server_iv
+from ...manifests.hls_signaling import hls_keys
 from ...media.aes128 import encrypt_aes128
 from ...media.mp4 import Mp4Encryptor, probe_init
 from ...media.ts import SampleAesEncryptor, probe_ts
@@ -166,9 +166,6 @@ class LiveSession:
         """The 16-byte IV of a key: the key server's, else derived from the seed and KID."""
         if entry.key.iv is not None:
             return entry.key.iv.ljust(16, b"\x00")
-        listed = server_iv(entry)
-        if listed is not None:
-            return listed
         return hashlib.sha256(b"speke-packager/live-iv" + self._seed + entry.kid.bytes
                               ).digest()[:16]
 
