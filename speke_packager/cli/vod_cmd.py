@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 # The values of pipeline.options.OutputFormat (a test checks they agree).
 FORMAT_CHOICES = ("hls", "dash", "both")
 
-_DASH_DRMS = frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY})
 _HEX_IV = re.compile(r"(?:0[xX])?([0-9a-fA-F]{32})")
 
 
@@ -59,18 +58,9 @@ def _packaging(fmt: OutputFormat, scheme: Scheme) -> tuple[Packaging, ...]:
 
 
 def _check_drms(drms: tuple[DrmSystem, ...], fmt: OutputFormat, scheme: Scheme) -> None:
-    from ..pipeline.contexts import HLS_DRMS
-    from ..pipeline.options import OutputFormat
+    from ..pipeline.protection import check_drms
 
-    for d in drms:
-        ok_hls = fmt.hls and d in HLS_DRMS[scheme]
-        ok_dash = fmt.dash and d in _DASH_DRMS
-        if not (ok_hls or ok_dash):
-            where = {OutputFormat.HLS: "HLS", OutputFormat.DASH: "DASH",
-                     OutputFormat.BOTH: "HLS or DASH"}[fmt]
-            hint = " (FairPlay uses cbcs or SAMPLE-AES)" if d is DrmSystem.FAIRPLAY else ""
-            raise UsageError(f"--drm {d.label} cannot be signalled in {where} with "
-                             f"{scheme.value}{hint}")
+    check_drms(drms, fmt, scheme)
 
 
 def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme

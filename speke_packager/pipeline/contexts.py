@@ -9,24 +9,14 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from .._io import ThreadScratch
-from ..constants import W3C_COMMON, DrmSystem, Scheme
-from ..drm.pssh import build_pssh
+from ..constants import Scheme
 from ..errors import UnsupportedMediaError, UsageError
 from ..media.aes128 import encrypt_aes128, encrypt_aes128_into
 from ..media.mp4 import Mp4Encryptor, probe_init
 from ..media.ts import SampleAesEncryptor, probe_ts
 from ..model import ContentKey, KeyEntry, KeySet, TrackInfo, TrackKind
 from .plan import Part, Transform
-
-# DRM systems each scheme can be signalled with (media-encryption.md §8).
-HLS_DRMS: dict[Scheme, frozenset[DrmSystem]] = {
-    Scheme.CBCS: frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.FAIRPLAY,
-                            DrmSystem.CLEARKEY, DrmSystem.AES128}),
-    Scheme.CENC: frozenset({DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY,
-                            DrmSystem.AES128}),
-    Scheme.AES_128: frozenset({DrmSystem.AES128}),
-    Scheme.SAMPLE_AES: frozenset({DrmSystem.FAIRPLAY, DrmSystem.AES128}),
-}
+from .protection import Protection, protect, rendition_iv
 
 
 def container_of(head: bytes) -> str:
@@ -63,19 +53,16 @@ class KeyChoice:
 
     def iv(self, key: ContentKey) -> bytes:
         """The 16-byte IV for ``key``: the key server's (``key.iv``, set by ``keys``), else
-        ``--iv``, else a random one."""
+        ``--iv``, else a random one; chosen once per KID."""
         with self._lock:
             if key.kid not in self._ivs:
-                if key.iv is not None:
-                    iv = key.iv.ljust(16, b"\x00")
-                elif self.explicit_iv is not None:
-                    iv = self.explicit_iv
-                else:
-                    iv = self.iv_source(16)
-                if len(iv) != 16:
-                    raise UsageError("the IV must be 16 bytes (32 hex digits)")
-                self._ivs[key.kid] = iv
+                self._ivs[key.kid] = rendition_iv(key, lambda: (
+                    self.explicit_iv if self.explicit_iv is not None else self.iv_source(16)))
             return self._ivs[key.kid]
+
+    def protect(self, entry: KeyEntry, *, fmp4: bool) -> Protection:
+        """The protection of a rendition encrypted with ``entry`` (:mod:`.protection`)."""
+        return protect(entry, self.scheme, fmp4=fmp4, iv=self.iv, clear_lead=self.clear_lead)
 
     def seed(self, key: ContentKey) -> bytes:
         """The cenc per-sample IV seed (8 bytes) for ``key``."""
@@ -88,20 +75,6 @@ class KeyChoice:
         if self.key_uri is None:
             return None
         return self.key_uri.replace("{kid}", entry.kid.hex)
-
-    def pssh_boxes(self, entries: Sequence[KeyEntry]) -> list[bytes]:
-        """pssh boxes for an init section: the key server's, else a W3C common one."""
-        out: list[bytes] = []
-        for e in entries:
-            for s in e.drm:
-                if s.pssh and s.drm in (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY,
-                                        DrmSystem.CLEARKEY) and s.pssh not in out:
-                    out.append(s.pssh)
-        if not any(s.drm is DrmSystem.CLEARKEY and s.pssh for e in entries for s in e.drm):
-            kids = sorted({e.kid for e in entries}, key=str)
-            if kids:
-                out.append(build_pssh(W3C_COMMON, kids=kids))
-        return out
 
 
 def _one_entry(tracks: Sequence[TrackInfo], entries: dict[int, KeyEntry], what: str
@@ -202,25 +175,21 @@ class Mp4Context:
         self._init_out: bytes | None = None
         self._aes_key: bytes | None = None
         self._aes_iv: bytes | None = None
-        if not self.entries:
+        if self.entry is None:
             return
-        if choice.scheme is Scheme.AES_128:
-            assert self.entry is not None
-            self._aes_key = self.entry.key.key
-            self._aes_iv = choice.iv(self.entry.key)
+        p = choice.protect(self.entry, fmp4=True)  # one KID for every track (_one_entry)
+        if p.scheme is Scheme.AES_128:
+            self._aes_key = p.key.key
+            self._aes_iv = p.iv
             return
         keys = {tid: e.key for tid, e in self.entries.items()}
-        first = next(iter(self.entries.values())).key
-        if choice.scheme is Scheme.CBCS:
-            self._enc = Mp4Encryptor(init, choice.scheme, keys,
-                                     pssh=choice.pssh_boxes(list(self.entries.values())),
-                                     iv_size=0, constant_iv=choice.iv(first),
-                                     clear_lead=choice.clear_lead)
+        if p.scheme is Scheme.CBCS:
+            self._enc = Mp4Encryptor(init, p.scheme, keys, pssh=p.pssh, iv_size=p.iv_size,
+                                     constant_iv=p.iv, clear_lead=p.clear_lead)
         else:
-            self._enc = Mp4Encryptor(init, choice.scheme, keys,
-                                     pssh=choice.pssh_boxes(list(self.entries.values())),
-                                     iv_seed=choice.seed(first), iv_size=8,
-                                     clear_lead=choice.clear_lead)
+            self._enc = Mp4Encryptor(init, p.scheme, keys, pssh=p.pssh,
+                                     iv_seed=choice.seed(p.key), iv_size=p.iv_size,
+                                     clear_lead=p.clear_lead)
 
     @property
     def encrypted(self) -> bool:
@@ -274,7 +243,7 @@ class TsContext:
         self.entry = _one_entry(self.tracks, entries, what)
         self.scheme = choice.scheme
         self._key = self.entry.key.key if self.entry else None
-        self._iv = choice.iv(self.entry.key) if self.entry else None
+        self._iv = choice.protect(self.entry, fmp4=False).iv if self.entry else None
         self._sae = (SampleAesEncryptor(self._key, self._iv)
                      if self._key is not None and self._iv is not None
                      and choice.scheme is Scheme.SAMPLE_AES else None)

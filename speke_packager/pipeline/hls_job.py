@@ -28,10 +28,11 @@ from ..manifests.hls import (
 )
 from ..manifests.hls_signaling import hls_keys, hls_session_keys
 from ..model import KeyEntry, TrackInfo
-from .contexts import HLS_DRMS, KeyChoice, Mp4Context, TsContext, container_of
+from .contexts import KeyChoice, Mp4Context, TsContext, container_of
 from .iframes import remap_fmp4_range, remap_ts_range
 from .options import TrackSummary
 from .plan import Piece, Plan
+from .protection import hls_drms
 
 _EPS = 1e-6
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -241,7 +242,7 @@ class HlsJob:
         iv = c.iv(entry.key) if c.scheme.value != "cenc" else None
         fn = hls_session_keys if session else hls_keys
         return fn(entry, c.scheme, iv=iv, key_uri=c.uri_for(entry),
-                  drms=sorted(HLS_DRMS[c.scheme], key=lambda d: d.label))
+                  drms=sorted(hls_drms(c.scheme), key=lambda d: d.label))
 
     def check_signaling(self) -> None:
         """Build every key tag before any segment is encrypted (fail early)."""

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -13,23 +12,21 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from uuid import UUID
 
-from ...constants import W3C_COMMON, DrmSystem, Scheme
-from ...drm.pssh import build_pssh
+from ...constants import DrmSystem, Scheme
 from ...errors import KeyRotationError, UnsupportedMediaError, UsageError
 from ...manifests.hls import HlsKey
 from ...manifests.hls_signaling import hls_keys
 from ...media.aes128 import encrypt_aes128
 from ...media.mp4 import Mp4Encryptor, probe_init
 from ...media.ts import SampleAesEncryptor, probe_ts
-from ...model import KeyEntry, KeySet, TrackInfo
-from ..contexts import HLS_DRMS
+from ...model import ContentKey, KeyEntry, KeySet, TrackInfo
+from ..protection import Protection, live_cenc_seed, live_iv, protect, rendition_iv
 from ..rotation import RotationSchedule
 from .periods import KeyCache, PeriodKeys, PeriodKeySource
 
 __all__ = ["LiveSegment", "LiveSession"]
 
 _TS_SCHEMES = (Scheme.AES_128, Scheme.SAMPLE_AES)
-_PSSH_DRMS = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY)
 
 
 # --- the segment handed back ----------------------------------------------------------------------
@@ -162,12 +159,13 @@ class LiveSession:
         was reused after a failure)."""
         return self._keys.get(period).keyset
 
-    def _iv(self, entry: KeyEntry) -> bytes:
+    def _iv(self, key: ContentKey) -> bytes:
         """The 16-byte IV of a key: the key server's, else derived from the seed and KID."""
-        if entry.key.iv is not None:
-            return entry.key.iv.ljust(16, b"\x00")
-        return hashlib.sha256(b"speke-packager/live-iv" + self._seed + entry.kid.bytes
-                              ).digest()[:16]
+        return rendition_iv(key, lambda: live_iv(self._seed, key))
+
+    def _protect(self, r: _Rendition, entry: KeyEntry) -> Protection:
+        """The rendition's key, IV, IV size, pssh boxes and HLS DRMs in this period."""
+        return protect(entry, self.scheme, fmp4=r.init is not None, iv=self._iv, drms=self.drms)
 
     def _entry(self, r: _Rendition, pk: PeriodKeys, period: int) -> KeyEntry:
         found: dict[UUID, KeyEntry] = {}
@@ -185,12 +183,11 @@ class LiveSession:
                                    period=period)
         return next(iter(found.values()))
 
-    def _hls_keys(self, entry: KeyEntry, iv: bytes) -> tuple[HlsKey, ...]:
-        fits = HLS_DRMS[self.scheme]
-        drms = [s.drm for s in entry.drm if s.drm in fits
-                and (self.drms is None or s.drm in self.drms)]
+    def _hls_keys(self, p: Protection) -> tuple[HlsKey, ...]:
+        entry = p.entry
+        drms = [s.drm for s in entry.drm if s.drm in p.drms]
         uri = self.key_uri.replace("{kid}", entry.kid.hex) if self.key_uri else None
-        return tuple(hls_keys(entry, self.scheme, iv=iv, key_uri=uri, drms=drms))
+        return tuple(hls_keys(entry, self.scheme, iv=p.iv, key_uri=uri, drms=drms))
 
     # -- renditions ------------------------------------------------------------------------------
     def _rendition(self, name: str, data: bytes | memoryview | None) -> _Rendition:
@@ -208,17 +205,14 @@ class LiveSession:
         with self._lock:
             return self._renditions.setdefault(name, _Rendition(name, None, tracks))
 
-    def _mp4(self, r: _Rendition, entry: KeyEntry, iv: bytes) -> Mp4Encryptor:
+    def _mp4(self, r: _Rendition, p: Protection) -> Mp4Encryptor:
         """The rendition's encryptor, made with the first key it sees (the init's default KID);
         call with ``r.lock`` held."""
         if r.mp4 is None:
             assert r.init is not None
-            key = replace(entry.key, iv=iv) if self.scheme is Scheme.CBCS else entry.key
-            keys = {t.track_id: key for t in r.tracks}
-            r.mp4 = Mp4Encryptor(r.init, self.scheme, keys, pssh=_pssh_boxes(entry),
-                                 iv_seed=hashlib.sha256(b"speke-packager/live-seed" + self._seed
-                                                        + r.name.encode()).digest()[:16],
-                                 iv_size=8)
+            keys = {t.track_id: _segment_key(p) for t in r.tracks}
+            r.mp4 = Mp4Encryptor(r.init, self.scheme, keys, pssh=p.pssh,
+                                 iv_seed=live_cenc_seed(self._seed, r.name), iv_size=p.iv_size)
         return r.mp4
 
     def encrypt_init(self, rendition: str, *, start_time: float | None = None) -> bytes:
@@ -234,10 +228,9 @@ class LiveSession:
         t = self.schedule.t0 if start_time is None else start_time
         period = self.schedule.index(t)
         pk = self._keys.get(period)
-        entry = self._entry(r, pk, period)
-        iv = self._iv(entry)
+        p = self._protect(r, self._entry(r, pk, period))
         with r.lock:
-            return self._mp4(r, entry, iv).encrypted_init()
+            return self._mp4(r, p).encrypted_init()
 
     def encrypt_segment(self, rendition: str, data: bytes | bytearray | memoryview, *,
                         start_time: float, sequence: int, duration: float | None = None
@@ -258,30 +251,32 @@ class LiveSession:
             raise UnsupportedMediaError(f"MPEG-TS segments cannot carry {self.scheme.value}")
         pk = self._keys.get(period)
         entry = self._entry(r, pk, period)
-        iv = self._iv(entry)
-        keys = self._hls_keys(entry, iv)
+        p = self._protect(r, entry)
+        keys = self._hls_keys(p)
         pssh: tuple[bytes, ...] = ()
         mp4 = r.init is not None and self.scheme is not Scheme.AES_128
         with r.lock:  # only the rendition's state; encryption runs outside the lock
-            enc = self._mp4(r, entry, iv) if mp4 else None
+            enc = self._mp4(r, p) if mp4 else None
             sae: SampleAesEncryptor | None = None
             if self.scheme is Scheme.SAMPLE_AES:
+                assert p.iv is not None
                 sae = r.sae.get(entry.kid)
                 if sae is None:  # keep the previous period's too (late segments)
                     r.sae = dict(list(r.sae.items())[-1:])
-                    sae = r.sae[entry.kid] = SampleAesEncryptor(entry.key.key, iv)
+                    sae = r.sae[entry.kid] = SampleAesEncryptor(entry.key.key, p.iv)
             lines = () if keys == r.last_keys else tuple(k.render() for k in keys)
             r.last_keys = keys
             r.period = period
         if enc is not None:
-            key = replace(entry.key, iv=iv) if self.scheme is Scheme.CBCS else entry.key
-            pssh = tuple(_pssh_boxes(entry)) if self.moof_pssh else ()
+            key = _segment_key(p)
+            pssh = p.pssh if self.moof_pssh else ()
             out = enc.encrypt_segment(data, segment_index=sequence,
                                       keys={t.track_id: key for t in r.tracks}, pssh=pssh)
         elif sae is not None:
             out = sae.encrypt_segment(data)
         else:
-            out = encrypt_aes128(data, entry.key.key, iv)
+            assert p.iv is not None
+            out = encrypt_aes128(data, entry.key.key, p.iv)
         low = min((x.period for x in self._renditions.values() if x.period is not None),
                   default=period)
         self._keys.evict_below(low)
@@ -292,10 +287,7 @@ class LiveSession:
                            key_lines=lines, pssh=pssh, reused_key=pk.reused)
 
 
-def _pssh_boxes(entry: KeyEntry) -> list[bytes]:
-    """The key server's pssh boxes of ``entry`` (Widevine, PlayReady, ClearKey), else a W3C
-    common one naming its KID."""
-    out = [s.pssh for s in entry.drm if s.pssh and s.drm in _PSSH_DRMS]
-    if not any(s.drm is DrmSystem.CLEARKEY and s.pssh for s in entry.drm):
-        out.append(build_pssh(W3C_COMMON, kids=[entry.kid]))
-    return out
+def _segment_key(p: Protection) -> ContentKey:
+    """The key handed to the fMP4 encryptor: for cbcs it carries the period's constant IV (a
+    new key period writes a new seig), for cenc it is the key as is."""
+    return replace(p.key, iv=p.iv) if p.scheme is Scheme.CBCS else p.key
