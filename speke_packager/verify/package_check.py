@@ -30,14 +30,12 @@ from .checks import (
     session_key_checks,
 )
 from .decode import DecodeError, frame_hashes, keyed_input, scrub, stream_kinds
-from .keys import KeySource, fetch_clearkey_keys, write_private
+from .keys import KeySource, write_private
 from .package import KeyTag, Rendition, discover
 from .references import Reference, compare, concat_rendition
-from .report import Check, RenditionReport, VerifyReport
+from .report import RenditionReport, VerifyReport
 
-__all__ = ["Check", "RenditionReport", "VerifyReport", "fetch_clearkey_keys",
-           "package_protection", "pssh_checks", "verify_package"]
-_pssh_checks = pssh_checks  # the name tests/verify/test_signaling.py imports
+__all__ = ["package_protection", "verify_package"]
 
 
 @contextmanager
