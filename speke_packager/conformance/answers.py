@@ -345,7 +345,7 @@ def hls_signaling(ctx: RunContext, v: SpekeVersion) -> str:
                          "HLS")
                 try:
                     check_hls(m.decode("utf-8"), s.decode("utf-8"), drm,
-                               ex.request.contract.scheme, kid)
+                              ex.request.contract.scheme, kid)
                 except (SpekePackagerError, UnicodeDecodeError) as exc:
                     raise CheckFailed(f"{ex.check}: {exc}") from None
                 n += 1

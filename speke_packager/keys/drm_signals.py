@@ -62,7 +62,7 @@ _NOT_V2 = (*_V1_HLS, Placeholder.SPEKE_PROTECTION_HEADER)
 
 
 def fail(check: str, message: str, kid: str | None = None, xpath: str | None = None
-          ) -> CpixValidationError:
+         ) -> CpixValidationError:
     who = f" (KID {kid})" if kid else ""
     return CpixValidationError(f"[{check}] {message}{who}", check=check, kid=kid, xpath=xpath)
 
@@ -161,7 +161,7 @@ def _accepted_keyformats(drm: DrmSystem) -> set[str]:
 
 
 def check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme | None, kid: str
-               ) -> None:
+              ) -> None:
     pairs = (("media", media, "#EXT-X-KEY:"), ("master", master, "#EXT-X-SESSION-KEY:"))
     attrs: dict[str, dict[str, str]] = {}
     for name, text, prefix in pairs:
@@ -171,7 +171,7 @@ def check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme | None, ki
         for ln in lines:
             if not ln.startswith(prefix):
                 raise fail("hls", f"{drm.label} HLSSignalingData {name} line does not start "
-                                   f"with {prefix}", kid)
+                                  f"with {prefix}", kid)
         try:
             attrs[name] = parse_hls_attributes(lines[0])
         except CpixError as exc:
@@ -183,7 +183,7 @@ def check_hls(media: str, master: str, drm: DrmSystem, scheme: Scheme | None, ki
     method = a.get("METHOD", "")
     if scheme is not None and method != scheme.hls_method:
         raise fail("hls", f"{drm.label} METHOD={method} does not fit scheme {scheme.value} "
-                           f"(expected {scheme.hls_method})", kid)
+                          f"(expected {scheme.hls_method})", kid)
     if not a.get("URI"):
         raise fail("hls", f"{drm.label} HLS line has no URI", kid)
     kf = a.get("KEYFORMAT", "")
@@ -219,7 +219,7 @@ def hls_iv(signals: list[DrmSignal], kid: str) -> bytes | None:
                     raise fail("hls", f"{sig.drm.label} HLS {exc}", kid) from None
                 if len(iv) > 16:
                     raise fail("hls", f"{sig.drm.label} HLS IV is {len(iv)} bytes, not 16",
-                                kid)
+                               kid)
                 return iv.rjust(16, b"\x00")
     return None
 
@@ -269,12 +269,12 @@ def decode_drm(
         found = ds.find(ph)
         if version.is_v2 and ph in _NOT_V2 and found and ph not in wanted:
             raise fail("placeholder", f"{drm.label} answer has {ph.value}, not a SPEKE v2 "
-                                       "element", kid)
+                                      "element", kid)
         if ph not in wanted:
             continue
         if len(found) != 1:
             raise fail("placeholder", f"{drm.label} {ph.value} occurs {len(found)} times, "
-                                       "expected once", kid)
+                                      "expected once", kid)
         text = found[0].text
         if not text:
             raise fail("placeholder", f"{drm.label} {ph.value} is empty", kid)
@@ -307,7 +307,7 @@ def decode_drm(
             drm is DrmSystem.CLEARKEY and box.system_id in (W3C_COMMON, DASHIF_CLEARKEY)
         ):
             raise fail("pssh", f"{drm.label} PSSH box SystemID {box.system_id} does not match "
-                                f"@systemId {ds.system_id}", kid)
+                               f"@systemId {ds.system_id}", kid)
         if drm is DrmSystem.PLAYREADY:
             check_playready_object(box.data, kid=kid, what="PlayReady PSSH data")
     if out.cpd is not None:
@@ -317,7 +317,7 @@ def decode_drm(
                 raise fail("cpd", f"{drm.label} ContentProtectionData has no cenc:pssh", kid)
             if any(p != out.pssh for p in psshs):
                 raise fail("pssh-cpd", f"{drm.label} ContentProtectionData pssh differs from "
-                                        "PSSH", kid)
+                                       "PSSH", kid)
         for pro in pros:
             check_playready_object(pro, kid=kid, what="mspr:pro")
     if out.hls_media is not None or out.hls_master is not None:
@@ -326,7 +326,7 @@ def decode_drm(
         check_hls(out.hls_media, out.hls_master, drm, scheme, kid)
     if out.key_format and out.key_format not in _accepted_keyformats(drm):
         raise fail("hls", f"{drm.label} speke:KeyFormat {out.key_format[:60]!r} does not fit "
-                           "the DRM system", kid)
+                          "the DRM system", kid)
     if out.protection_header is not None:
         check_playready_object(out.protection_header, kid=kid, what="speke:ProtectionHeader")
     if out.ssph is not None:
@@ -339,7 +339,7 @@ def _pssh_data(box: bytes | None) -> bytes | None:
 
 
 def drm_signal(drm: DrmSystem, d: DecodedDrm, *, version: SpekeVersion, scheme: Scheme,
-            iv: bytes | None, want_hls: bool) -> DrmSignal:
+               iv: bytes | None, want_hls: bool) -> DrmSignal:
     pro: bytes | None = None
     if drm is DrmSystem.PLAYREADY:
         pro = d.protection_header or d.ssph or _pssh_data(d.pssh)

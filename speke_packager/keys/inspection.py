@@ -77,7 +77,7 @@ def _check_refs(doc: CpixDocument) -> dict[str, str]:
         for pid in r.period_ids:
             if pid not in pids:
                 raise fail("usage-rules", f"KeyPeriodFilter refers to undeclared period "
-                                           f"{pid!r}", k)
+                                          f"{pid!r}", k)
     if doc.version is not None:
         types = [r.intended_track_type for r in doc.usage_rules]
         periods_of: dict[tuple[str | None, tuple[str, ...]], list[str]] = {}
@@ -86,7 +86,7 @@ def _check_refs(doc: CpixDocument) -> dict[str, str]:
         for (tt, _), ks in periods_of.items():
             if len(ks) > 1:
                 raise fail("usage-rules", f"intendedTrackType {tt!r} is used by several keys",
-                            canon_kid(ks[1]))
+                           canon_kid(ks[1]))
         if any(t is None for t in types):
             raise fail("usage-rules", "a v2 usage rule has no intendedTrackType")
         schemes = {ck.common_encryption_scheme for ck in doc.content_keys}
@@ -160,7 +160,7 @@ def inspect_cpix(data: bytes, delivery_key: DeliveryKey | None = None) -> CpixRe
                 scheme = Scheme.SAMPLE_AES
             decoded = decode_drm(d, drm, present, version=version, scheme=scheme, kid=kid)
             signals.append(drm_signal(drm, decoded, version=version, scheme=scheme or Scheme.CBCS,
-                                   iv=iv, want_hls=False))
+                                      iv=iv, want_hls=False))
         reports.append(KeyReport(
             kid=kid, scheme=ck.common_encryption_scheme,
             track_type=rules[0].intended_track_type if rules else None,

@@ -38,10 +38,10 @@ def _check_root(req: SpekeRequest, doc: CpixDocument) -> None:
     if v.is_v2:
         if doc.content_id != req.content_id:
             raise fail("content-id", f"CPIX@contentId {doc.content_id!r} is not the requested "
-                                      f"{req.content_id!r}")
+                                     f"{req.content_id!r}")
         if doc.version != v.cpix_version:
             raise fail("version-echo", f"CPIX@version {doc.version!r} is not the requested "
-                                        f"{v.cpix_version!r}")
+                                       f"{v.cpix_version!r}")
         for name in ("ContentKeyList", "DRMSystemList", "ContentKeyUsageRuleList"):
             n = doc.list_counts.get(name, 0)
             if n != 1:
@@ -60,7 +60,7 @@ def _map_kids(req: SpekeRequest, doc: CpixDocument) -> dict[str, str]:
     if len(got) != len(requested):
         extra = [k for k in got if k not in requested]
         raise fail("key-count", f"answer has {len(got)} content keys, {len(requested)} "
-                                 "were requested", extra[0] if extra else None)
+                                "were requested", extra[0] if extra else None)
     mapping: dict[str, str] = {k: k for k in got if k in requested}
     unmapped_req = [k for k in requested if k not in mapping.values()]
     for k in got:
@@ -88,7 +88,7 @@ def _check_rules(req: SpekeRequest, doc: CpixDocument, mapping: dict[str, str]) 
     got_periods = {p.id: p for p in doc.periods}
     if set(sent_periods) != set(got_periods):
         raise fail("periods", f"answer periods {sorted(map(str, got_periods))} differ from "
-                               f"the requested {sorted(sent_periods)}")
+                              f"the requested {sorted(sent_periods)}")
     for pid, p in sent_periods.items():
         g = got_periods[pid]
         if g.index != p.index:
@@ -100,11 +100,11 @@ def _check_rules(req: SpekeRequest, doc: CpixDocument, mapping: dict[str, str]) 
         rules = doc.rule_for(got_kid)
         if len(rules) != 1:
             raise fail("usage-rules", f"answer has {len(rules)} usage rules for the key, "
-                                       "expected one", got_kid)
+                                      "expected one", got_kid)
         r = rules[0]
         if req.version.is_v2 and r.intended_track_type != rk.track_type:
             raise fail("usage-rules", f"intendedTrackType {r.intended_track_type!r} is not "
-                                       f"the requested {rk.track_type!r}", got_kid)
+                                      f"the requested {rk.track_type!r}", got_kid)
         want_p = (rk.period.period_id,) if rk.period else ()
         if tuple(r.period_ids) != want_p:
             raise fail("usage-rules", "KeyPeriodFilter changed", got_kid)
@@ -117,21 +117,21 @@ def _key_value(ck: CpixContentKey, kid: str, req: SpekeRequest,
                decrypted: dict[str, bytes] | None) -> bytes:
     if ck.secret_count != 1:
         raise fail("key-value", f"content key has {ck.secret_count} Data/Secret elements, "
-                                 "expected one", kid)
+                                "expected one", kid)
     if ck.value_count != 1:
         raise fail("key-value", "Secret needs exactly one of PlainValue/EncryptedValue", kid)
     sent_delivery = req.contract.delivery_cert_der is not None
     if ck.plain_value is not None:
         if sent_delivery:
             raise fail("encryption", "content key came back in clear although encrypted keys "
-                                      "were requested", kid)
+                                     "were requested", kid)
         if not ck.plain_value:
             raise fail("key-value", "PlainValue is empty", kid)
         value = decode_b64(ck.plain_value, "base64", "PlainValue", kid)
     else:
         if not sent_delivery:
             raise fail("encryption", "content key is encrypted but no delivery certificate "
-                                      "was sent", kid)
+                                     "was sent", kid)
         if decrypted is None or kid not in decrypted:
             raise fail("encryption", "encrypted content key could not be decrypted", kid)
         value = decrypted[kid]
@@ -157,7 +157,7 @@ def validate_response(
             raise fail("version-echo", "answer has no X-Speke-Version header (v1-only server?)")
         if echo.strip() != v.header:
             raise fail("version-echo", f"answer X-Speke-Version {echo.strip()[:20]!r} is not "
-                                        f"the requested {v.header!r}")
+                                       f"the requested {v.header!r}")
         if _header(headers, SPEKE_USER_AGENT_HEADER) is None:
             log.warning("SPEKE answer has no X-Speke-User-Agent header")
         ctype = (_header(headers, "content-type") or "").split(";")[0].strip().lower()
@@ -173,12 +173,12 @@ def validate_response(
     if request.contract.delivery_cert_der is not None:
         if delivery_key is None:
             raise fail("encryption", "encrypted keys were requested but no delivery key is "
-                                      "available to decrypt them")
+                                     "available to decrypt them")
         if delivery_key.certificate_der != request.contract.delivery_cert_der:
             raise fail("encryption", "the delivery key does not match the certificate sent")
         if not doc.has_delivery_data_list:
             raise fail("encryption", "answer has no DeliveryDataList although encrypted keys "
-                                      "were requested")
+                                     "were requested")
         select_delivery_data(doc, delivery_key)
         decrypted = {canon_kid(k): val for k, val in decrypt_content_keys(doc, delivery_key)
                      .items()}
@@ -190,14 +190,14 @@ def validate_response(
         rk = requested[mapping[kid]]
         if v.is_v2 and ck.common_encryption_scheme != scheme.cpix_scheme:
             raise fail("scheme", f"commonEncryptionScheme {ck.common_encryption_scheme!r} is "
-                                  f"not the requested {scheme.cpix_scheme!r}", kid)
+                                 f"not the requested {scheme.cpix_scheme!r}", kid)
         value = _key_value(ck, kid, request, decrypted)
         if strict:
             if value == bytes(16):
                 raise fail("strict", "content key is all zero", kid)
             if value in seen_values:
                 raise fail("strict", f"content key is the same as that of {seen_values[value]}",
-                            kid)
+                           kid)
             seen_values[value] = kid
         iv: bytes | None = None
         if ck.explicit_iv is not None:
@@ -221,10 +221,10 @@ def validate_response(
             mine = [d for d in systems if _same_system(d.system_id, drm)]
             if len(mine) != 1:
                 raise fail("drm-system", f"answer has {len(mine)} DRMSystem elements for "
-                                          f"{drm.label}, expected one", kid)
+                                         f"{drm.label}, expected one", kid)
             decoded = decode_drm(mine[0], drm, wanted, version=v, scheme=scheme, kid=kid)
             signals.append(drm_signal(drm, decoded, version=v, scheme=scheme, iv=iv,
-                                   want_hls=want_hls))
+                                      want_hls=want_hls))
         if iv is None:  # no explicitIV: the IV of the key server's HLS signaling, if any
             iv = hls_iv(signals, kid)
         for d in systems:
@@ -242,7 +242,7 @@ def validate_response(
     for d in doc.drm_systems:
         if canon_kid(d.kid) not in mapping:
             raise fail("drm-system", "DRMSystem refers to a KID that is not in the answer",
-                        canon_kid(d.kid))
+                       canon_kid(d.kid))
     return KeySet(content_id=request.content_id, scheme=scheme, entries=tuple(entries),
                   version=v)
 
