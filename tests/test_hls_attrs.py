@@ -11,7 +11,7 @@ import pytest
 from speke_packager._hls_attrs import Quoted, format_attribute_list, parse_attribute_list
 from speke_packager.constants import FAIRPLAY, WIDEVINE
 from speke_packager.errors import CpixError, ManifestError
-from speke_packager.keys.validate import build_hls_line, parse_hls_attributes
+from speke_packager.keys.drm_signals import build_hls_line, parse_hls_attributes
 from speke_packager.keyserver.signaling import KeyContext, hls_line
 
 

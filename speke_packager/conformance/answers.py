@@ -25,8 +25,8 @@ from ..drm.pssh import Pssh, parse_pssh
 from ..drm.widevine import parse_widevine_pssh_data
 from ..errors import SpekePackagerError
 from ..keys.cpix.model import CpixDrmSystem, Placeholder
+from ..keys.drm_signals import check_hls, cpd_pssh, parse_hls_attributes  # the same rules
 from ..keys.envelope import strict_b64decode
-from ..keys.validate import _check_hls, _cpd_pssh, parse_hls_attributes  # the same rules
 from .model import V2_VERSIONS, CheckFailed, CheckSkipped, CheckWarning, Exchange, register_check
 from .runner import RunContext
 
@@ -175,7 +175,7 @@ def cpd_equals_pssh(ctx: RunContext, v: SpekeVersion) -> str:
                     raise CheckFailed(f"{ex.check}: {drm.label} has ContentProtectionData but "
                                       f"no PSSH (KID {kid})")
                 try:
-                    boxes, _ = _cpd_pssh(cpd_text, kid)
+                    boxes, _ = cpd_pssh(cpd_text, kid)
                 except SpekePackagerError as exc:
                     raise CheckFailed(f"{ex.check}: {exc}") from None
                 if _b64(pssh, "PSSH") not in boxes:
@@ -230,7 +230,7 @@ def _pros(ex: Exchange, kid: str, d: CpixDrmSystem) -> list[tuple[str, bytes]]:
             elif ph is Placeholder.CONTENT_PROTECTION_DATA:
                 try:
                     out += [("mspr:pro", p) for p in
-                            _cpd_pssh(raw.decode("utf-8", errors="replace"), kid)[1]]
+                            cpd_pssh(raw.decode("utf-8", errors="replace"), kid)[1]]
                 except SpekePackagerError as exc:
                     raise CheckFailed(f"{ex.check}: {exc}") from None
             elif ph is Placeholder.HLS_MEDIA:
@@ -344,8 +344,8 @@ def hls_signaling(ctx: RunContext, v: SpekeVersion) -> str:
                 s = _b64(_need(ex, kid, d, master, f"{drm.label} HLSSignalingData master"),
                          "HLS")
                 try:
-                    _check_hls(m.decode("utf-8"), s.decode("utf-8"), drm,
-                               ex.request.contract.scheme, kid)
+                    check_hls(m.decode("utf-8"), s.decode("utf-8"), drm,
+                              ex.request.contract.scheme, kid)
                 except (SpekePackagerError, UnicodeDecodeError) as exc:
                     raise CheckFailed(f"{ex.check}: {exc}") from None
                 n += 1

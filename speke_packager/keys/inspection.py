@@ -16,8 +16,8 @@ from ..model import DrmSignal
 from .cpix.model import CpixDocument, Placeholder
 from .cpix.parse import parse_cpix
 from .cpix.schema import schema_errors
+from .drm_signals import canon_kid, decode_b64, decode_drm, drm_signal, fail
 from .envelope import DeliveryKey, decrypt_content_keys
-from .validate import _b64, _canon_kid, _decode_drm, _fail, _signal
 
 __all__ = ["CpixReport", "KeyReport", "inspect_cpix"]
 
@@ -56,28 +56,28 @@ def _speke_version(doc: CpixDocument) -> str:
 
 
 def _check_refs(doc: CpixDocument) -> dict[str, str]:
-    kids = [_canon_kid(ck.kid) for ck in doc.content_keys]
+    kids = [canon_kid(ck.kid) for ck in doc.content_keys]
     dup = [k for k, n in Counter(kids).items() if n > 1]
     if dup:
-        raise _fail("duplicate-kid", "a KID is listed twice in ContentKeyList", dup[0])
+        raise fail("duplicate-kid", "a KID is listed twice in ContentKeyList", dup[0])
     known = set(kids)
     for d in doc.drm_systems:
-        k = _canon_kid(d.kid)
+        k = canon_kid(d.kid)
         if k not in known:
-            raise _fail("drm-system", "DRMSystem refers to an unknown KID", k)
-    pairs = Counter((_canon_kid(d.kid), d.system_id.lower()) for d in doc.drm_systems)
+            raise fail("drm-system", "DRMSystem refers to an unknown KID", k)
+    pairs = Counter((canon_kid(d.kid), d.system_id.lower()) for d in doc.drm_systems)
     for (k, sid), n in pairs.items():
         if n > 1:
-            raise _fail("drm-system", f"{n} DRMSystem elements for system {sid}", k)
+            raise fail("drm-system", f"{n} DRMSystem elements for system {sid}", k)
     pids = {p.id for p in doc.periods}
     for r in doc.usage_rules:
-        k = _canon_kid(r.kid)
+        k = canon_kid(r.kid)
         if k not in known:
-            raise _fail("usage-rules", "usage rule refers to an unknown KID", k)
+            raise fail("usage-rules", "usage rule refers to an unknown KID", k)
         for pid in r.period_ids:
             if pid not in pids:
-                raise _fail("usage-rules", f"KeyPeriodFilter refers to undeclared period "
-                                           f"{pid!r}", k)
+                raise fail("usage-rules", f"KeyPeriodFilter refers to undeclared period "
+                                          f"{pid!r}", k)
     if doc.version is not None:
         types = [r.intended_track_type for r in doc.usage_rules]
         periods_of: dict[tuple[str | None, tuple[str, ...]], list[str]] = {}
@@ -85,13 +85,13 @@ def _check_refs(doc: CpixDocument) -> dict[str, str]:
             periods_of.setdefault((r.intended_track_type, r.period_ids), []).append(r.kid)
         for (tt, _), ks in periods_of.items():
             if len(ks) > 1:
-                raise _fail("usage-rules", f"intendedTrackType {tt!r} is used by several keys",
-                            _canon_kid(ks[1]))
+                raise fail("usage-rules", f"intendedTrackType {tt!r} is used by several keys",
+                           canon_kid(ks[1]))
         if any(t is None for t in types):
-            raise _fail("usage-rules", "a v2 usage rule has no intendedTrackType")
+            raise fail("usage-rules", "a v2 usage rule has no intendedTrackType")
         schemes = {ck.common_encryption_scheme for ck in doc.content_keys}
         if len(schemes) > 1:
-            raise _fail("scheme", "keys use different commonEncryptionScheme values")
+            raise fail("scheme", "keys use different commonEncryptionScheme values")
     return {k: k for k in kids}
 
 
@@ -116,31 +116,31 @@ def inspect_cpix(data: bytes, delivery_key: DeliveryKey | None = None) -> CpixRe
         if delivery_key is None:
             warnings.append("content keys are encrypted; give --delivery-key to decrypt them")
         else:
-            decrypted = {_canon_kid(k): v for k, v in decrypt_content_keys(doc, delivery_key)
+            decrypted = {canon_kid(k): v for k, v in decrypt_content_keys(doc, delivery_key)
                          .items()}
     reports: list[KeyReport] = []
     periods = {p.id: p.index for p in doc.periods}
     for ck in doc.content_keys:
-        kid = _canon_kid(ck.kid)
+        kid = canon_kid(ck.kid)
         key: bytes | None = None
         value = "none"
         if ck.secret_count > 1 or ck.value_count > 1:
-            raise _fail("key-value", "content key has more than one secret value", kid)
+            raise fail("key-value", "content key has more than one secret value", kid)
         if ck.plain_value is not None:
-            key = _b64(ck.plain_value, "base64", "PlainValue", kid)
+            key = decode_b64(ck.plain_value, "base64", "PlainValue", kid)
             value = "plain"
         elif ck.encrypted is not None:
             key = decrypted.get(kid)
             value = "decrypted" if key is not None else "encrypted"
         if key is not None and len(key) != 16:
-            raise _fail("key-length", f"content key is {len(key)} bytes, not 16", kid)
+            raise fail("key-length", f"content key is {len(key)} bytes, not 16", kid)
         iv = None
         if ck.explicit_iv is not None:
-            iv = _b64(ck.explicit_iv, "explicit-iv", "explicitIV", kid)
+            iv = decode_b64(ck.explicit_iv, "explicit-iv", "explicitIV", kid)
             if len(iv) != 16:
-                raise _fail("explicit-iv", f"explicitIV is {len(iv)} bytes, not 16", kid)
+                raise fail("explicit-iv", f"explicitIV is {len(iv)} bytes, not 16", kid)
             if key is not None and iv == key:
-                raise _fail("explicit-iv", "explicitIV equals the content key", kid)
+                raise fail("explicit-iv", "explicitIV equals the content key", kid)
         scheme: Scheme | None = _SCHEMES.get(ck.common_encryption_scheme or "")
         rules = doc.rule_for(kid)
         drm_info = []
@@ -158,9 +158,9 @@ def inspect_cpix(data: bytes, delivery_key: DeliveryKey | None = None) -> CpixRe
             version = _version_enum(sv) if sv in ("1.0", "2.0", "2.1") else SpekeVersion.V2_0
             if is_v2 and scheme is Scheme.CBCS and drm is DrmSystem.AES128:
                 scheme = Scheme.SAMPLE_AES
-            decoded = _decode_drm(d, drm, present, version=version, scheme=scheme, kid=kid)
-            signals.append(_signal(drm, decoded, version=version, scheme=scheme or Scheme.CBCS,
-                                   iv=iv, want_hls=False))
+            decoded = decode_drm(d, drm, present, version=version, scheme=scheme, kid=kid)
+            signals.append(drm_signal(drm, decoded, version=version, scheme=scheme or Scheme.CBCS,
+                                      iv=iv, want_hls=False))
         reports.append(KeyReport(
             kid=kid, scheme=ck.common_encryption_scheme,
             track_type=rules[0].intended_track_type if rules else None,

@@ -1,8 +1,9 @@
 """HLS key tags for one content key: the key server's lines verbatim, else built per DRM.
 
 SPEKE v2 sends complete ``EXT-X-KEY`` / ``EXT-X-SESSION-KEY`` lines (HLSSignalingData); SPEKE v1
-sends URIExtXKey, KeyFormat and KeyFormatVersions, from which we build the tag; raw keys get an
-``identity`` tag pointing at the user's key URI (media-encryption.md §8.1, speke.md §8).
+sends URIExtXKey, KeyFormat and KeyFormatVersions, from which ``keys`` writes the same lines; raw
+keys get an ``identity`` tag pointing at the user's key URI (media-encryption.md §8.1, speke.md
+§8).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _built(sig: DrmSignal, entry: KeyEntry, scheme: Scheme, iv: bytes | None,
     if drm is DrmSystem.FAIRPLAY and scheme in (Scheme.CENC, Scheme.AES_128):
         raise ManifestError(f"FairPlay cannot be used with {scheme.value}; FairPlay uses cbcs "
                             "(fMP4) or SAMPLE-AES (TS)")
+    # SPEKE v1 fields without HLS lines: keys always writes the lines for v1 answers, so only
+    # a DrmSignal built by hand (public model value) reaches this.
     if sig.uri_ext_x_key:  # SPEKE v1: URIExtXKey + KeyFormat + KeyFormatVersions
         keyformat = sig.key_format or None
         fairplay = (keyformat or DRM_KEYFORMAT[drm]) == KEYFORMAT_FAIRPLAY

@@ -32,7 +32,6 @@ from .contexts import KeyChoice, Mp4Context, TsContext, container_of
 from .iframes import remap_fmp4_range, remap_ts_range
 from .options import TrackSummary
 from .plan import Piece, Plan
-from .protection import hls_drms
 
 _EPS = 1e-6
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -237,20 +236,22 @@ class HlsJob:
         return False
 
     # --- output -------------------------------------------------------------------------------
-    def _keys(self, entry: KeyEntry, session: bool = False) -> list[HlsKey]:
-        c = self.choice
-        iv = c.iv(entry.key) if c.scheme.value != "cenc" else None
+    def _keys(self, m: _Media, entry: KeyEntry, *, session: bool = False) -> list[HlsKey]:
+        """The key tags of ``m``, encrypted with ``entry``: the IV and the DRM systems are
+        those :func:`.protection.protect` decided, as for the segments."""
+        fmp4 = bool(m.playlist.segments) and m.playlist.segments[0].init is not None
+        p = self.choice.protect(entry, fmp4=fmp4)
         fn = hls_session_keys if session else hls_keys
-        return fn(entry, c.scheme, iv=iv, key_uri=c.uri_for(entry),
-                  drms=sorted(hls_drms(c.scheme), key=lambda d: d.label))
+        return fn(entry, p.scheme, iv=p.iv, key_uri=self.choice.uri_for(entry),
+                  drms=sorted(p.drms, key=lambda d: d.label))
 
     def check_signaling(self) -> None:
         """Build every key tag before any segment is encrypted (fail early)."""
         for m in self.media.values():
             if m.entry is not None and not m.dropped:
-                self._keys(m.entry)
+                self._keys(m, m.entry)
                 if self.master is not None:
-                    self._keys(m.entry, session=True)
+                    self._keys(m, m.entry, session=True)
 
     def render(self, out_dir: Path) -> dict[str, str]:
         """Playlist texts by package-relative path (call after the plan ran)."""
@@ -263,7 +264,7 @@ class HlsJob:
                 continue
             ranges: dict[tuple[str, ByteRange | None], ByteRange] = {}
             keys: list[list[HlsKey]] = []
-            tags = self._keys(m.entry) if m.entry is not None else []
+            tags = self._keys(m, m.entry) if m.entry is not None else []
             for s, p in zip(m.playlist.segments, m.pieces, strict=True):
                 if m.remap and s.byterange is not None:
                     clear = self.plan.read(p.rel, what="segment")
@@ -282,16 +283,13 @@ class HlsJob:
                     ranges[(s.init.uri, s.init.byterange)] = ByteRange(ln, off)
             out[m.rel] = render_media_playlist(retarget(m.playlist, ranges), keys)
             if m.entry is not None and any(not p.clear for p in m.pieces):
-                session.extend(self._session(m.entry))
+                session.extend(self._keys(m, m.entry, session=True))
         if self.master is not None:
             mv = self.master
             if dropped_uris:
                 mv = _without(mv, self.top_rel, dropped_uris)
             out[self.top_rel] = render_multivariant_playlist(mv, session)
         return out
-
-    def _session(self, entry: KeyEntry) -> list[HlsKey]:
-        return self._keys(entry, session=True)
 
 
 def _without(mv: MultivariantPlaylist, top_rel: str, rels: set[str]) -> MultivariantPlaylist:

@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-from .verify import (
-    Check,
-    RenditionReport,
-    VerifyReport,
-    fetch_clearkey_keys,
-    package_protection,
-    verify_package,
-)
+from .keys import fetch_clearkey_keys
+from .package_check import package_protection, verify_package
+from .report import Check, RenditionReport, VerifyReport
 
 __all__ = [
     "Check",

@@ -307,14 +307,14 @@ def test_cpd_fragment_in_speke_validation(name: str, tmp_path: Path, listener: L
     """The SPEKE client checks ContentProtectionData against PSSH; a hostile fragment there is a
     CpixValidationError (module-private entry point: the public path needs a hostile server)."""
     from speke_packager.errors import CpixValidationError
-    from speke_packager.keys.validate import _cpd_pssh
+    from speke_packager.keys.drm_signals import cpd_pssh
     trap = FifoTrap(tmp_path / "trap")
     try:
         cpd = _FRAGMENTS[name].format(url=f"http://127.0.0.1:{listener.port}",
                                       file=trap.path.as_uri())
         cpd = cpd.replace(f"http://127.0.0.1:{listener.port}/cpd", trap.path.as_uri())
         with pytest.raises(CpixValidationError) as info:
-            _cpd_pssh(cpd, "00000000-0000-0000-0000-000000000001")
+            cpd_pssh(cpd, "00000000-0000-0000-0000-000000000001")
         assert info.value.check == "cpd"
     finally:
         trap.close()

@@ -279,7 +279,7 @@ def test_other_messages_redact_urls() -> None:
 
     from speke_packager.errors import ManifestError, VerificationError
     from speke_packager.pipeline.hls_job import resolve
-    from speke_packager.verify.verify import fetch_clearkey_keys
+    from speke_packager.verify import fetch_clearkey_keys
 
     url = f"http://u:{PASSWORD}@127.0.0.1:{_closed_port()}/lic?token={TOKEN}"
     with pytest.raises(VerificationError) as info:

@@ -25,9 +25,10 @@ from speke_packager.constants import (
 from speke_packager.drm.pssh import build_pssh
 from speke_packager.errors import CpixIntegrityError, CpixValidationError
 from speke_packager.keys.cpix.parse import parse_cpix
+from speke_packager.keys.drm_signals import check_playready_object
 from speke_packager.keys.envelope import DeliveryKey
 from speke_packager.keys.request import EncryptionContract, SpekeRequest, build_request
-from speke_packager.keys.validate import check_playready_object, validate_response
+from speke_packager.keys.validate import validate_response
 from speke_packager.keyserver import KeyServer
 from speke_packager.model import KeyPeriod
 from tests.keys.conftest import Pki

@@ -15,8 +15,9 @@ from speke_packager.drm.pssh import Pssh
 from speke_packager.drm.widevine import build_widevine_pssh_data
 from speke_packager.errors import ManifestError, Mp4FormatError
 from speke_packager.verify.boxes import read_mp4_facts
+from speke_packager.verify.checks import pssh_checks
+from speke_packager.verify.report import RenditionReport
 from speke_packager.verify.signaling import decode_data_uri, parse_hex_kid
-from speke_packager.verify.verify import RenditionReport, _pssh_checks
 from tests.e2e.packages import KEY, KID, shaka_dash
 
 
@@ -53,7 +54,7 @@ def test_playready_kid_byte_order(swapped: bool) -> None:
     pro = build_playready_object([(kid_in_header, KEY)], la_url="https://pr.example/",
                                  scheme=Scheme.CENC)
     rep = RenditionReport("r", "m", "fmp4")
-    _pssh_checks(rep, "box", [Pssh(PLAYREADY, 0, (), pro)], KID)
+    pssh_checks(rep, "box", [Pssh(PLAYREADY, 0, (), pro)], KID)
     assert rep.ok is (not swapped)
     if swapped:
         assert "GUID byte order" in rep.checks[0].detail
@@ -63,5 +64,5 @@ def test_widevine_kid_mismatch() -> None:
     other = UUID("ffeeddcc-bbaa-9988-7766-554433221100")
     rep = RenditionReport("r", "m", "fmp4")
     data = build_widevine_pssh_data([other], content_id=b"c")
-    _pssh_checks(rep, "mpd", [Pssh(WIDEVINE, 0, (), data)], KID)
+    pssh_checks(rep, "mpd", [Pssh(WIDEVINE, 0, (), data)], KID)
     assert not rep.ok and str(other) in rep.checks[0].detail

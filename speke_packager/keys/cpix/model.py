@@ -1,7 +1,8 @@
 """CPIX document values: what we request, and what a parsed document holds.
 
 Parsed values keep the text exactly as found (base64 still encoded, KIDs as written) so that
-validation can name what is wrong; decoding happens in :mod:`speke_packager.keys.validate`.
+validation can name what is wrong; decoding happens in :mod:`speke_packager.keys.validate`
+and :mod:`speke_packager.keys.drm_signals`.
 """
 
 from __future__ import annotations

@@ -250,6 +250,7 @@ class Mp4Encryptor:
             return self._constant_iv
         if key.iv is not None:
             return key.iv
+        # Library default only: pipeline always passes protection's IV (constant_iv or key.iv).
         return hashlib.sha256(b"speke-packager/cbcs-iv" + self._seed + key.kid.bytes).digest()[:16]
 
     def _protection(self, tid: int, key: ContentKey) -> Protection:

@@ -30,14 +30,12 @@ from .checks import (
     session_key_checks,
 )
 from .decode import DecodeError, frame_hashes, keyed_input, scrub, stream_kinds
-from .keys import KeySource, fetch_clearkey_keys, write_private
+from .keys import KeySource, write_private
 from .package import KeyTag, Rendition, discover
 from .references import Reference, compare, concat_rendition
-from .report import Check, RenditionReport, VerifyReport
+from .report import RenditionReport, VerifyReport
 
-__all__ = ["Check", "RenditionReport", "VerifyReport", "fetch_clearkey_keys",
-           "package_protection", "pssh_checks", "verify_package"]
-_pssh_checks = pssh_checks  # the name tests/verify/test_signaling.py imports
+__all__ = ["package_protection", "verify_package"]
 
 
 @contextmanager
@@ -50,6 +48,17 @@ def _private_dir() -> Iterator[Path]:
 
 
 # --- fMP4 ---------------------------------------------------------------------------------------
+
+def _av_streams(kinds: list[str]) -> Iterator[tuple[str, str]]:
+    """``(kind, FFmpeg stream specifier)`` of each video and audio stream, in input order
+    (``v:0``, ``a:0``, ``a:1``...); other streams are skipped."""
+    counters: dict[str, int] = {}
+    for kind in kinds:
+        if kind in ("video", "audio"):
+            n = counters.get(kind, 0)
+            counters[kind] = n + 1
+            yield kind, f"{kind[0]}:{n}"
+
 
 def _mp4_facts(r: Rendition) -> Mp4Facts:
     facts = read_mp4_facts(r.init.read()) if r.init is not None else Mp4Facts()
@@ -93,13 +102,7 @@ def _verify_fmp4(rep: RenditionReport, r: Rendition, ref: Reference, keys: KeySo
     joined = concat_rendition(r, tmp / "joined.mp4")
     secrets = list(found.values())
     args = keyed_input(joined, found, tmp / "joined.ffconcat")
-    kinds = stream_kinds(["-i", str(joined)])
-    counters: dict[str, int] = {}
-    for kind in kinds:
-        if kind not in ("video", "audio"):
-            continue
-        spec = f"{kind[0]}:{counters.get(kind, 0)}"
-        counters[kind] = counters.get(kind, 0) + 1
+    for kind, spec in _av_streams(stream_kinds(["-i", str(joined)])):
         try:
             got = frame_hashes(args, spec, secrets=secrets, what=f"{r.name} {spec}")
         except DecodeError as exc:
@@ -180,12 +183,7 @@ def _verify_hls_reader(rep: RenditionReport, r: Rendition, ref: Reference, keys:
     _write_playlist(r, all_idx, key_files, whole)
     kinds = stream_kinds(_hls_input(whole))
     sample_aes_ts = r.container == "ts" and "SAMPLE-AES" in methods
-    counters: dict[str, int] = {}
-    for kind in kinds:
-        if kind not in ("video", "audio"):
-            continue
-        spec = f"{kind[0]}:{counters.get(kind, 0)}"
-        counters[kind] = counters.get(kind, 0) + 1
+    for kind, spec in _av_streams(kinds):
         try:
             if sample_aes_ts and kind == "video":
                 got = _sample_aes_video(r, key_files, tmp, spec, secrets)
