@@ -8,14 +8,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-_ESCAPE_RE = re.compile(b"\x00\x00(?=[\x00-\x03])")
+ESCAPE_RE = re.compile(b"\x00\x00(?=[\x00-\x03])")
+"""Where emulation prevention inserts ``03``: after each ``00 00`` followed by ``00``-``03``."""
 _UNESCAPE_RE = re.compile(b"\x00\x00\x03(?=[\x00-\x03])")
 _UNESCAPE_ALL_RE = re.compile(b"\x00\x00\x03")
 
 
 def escape_emulation(rbsp: bytes) -> bytes:
     """Insert emulation-prevention bytes: ``00 00 0x`` (x <= 3) -> ``00 00 03 0x``."""
-    return _ESCAPE_RE.sub(b"\x00\x00\x03", rbsp)
+    return ESCAPE_RE.sub(b"\x00\x00\x03", rbsp)
 
 
 def unescape_emulation(nal: bytes, *, strict_next: bool = True) -> bytes:

@@ -35,7 +35,7 @@ from ...crypto import aes_cbc_decryptor, aes_cbc_encryptor
 from ...errors import CodecError
 from ..codecs.ac3 import iter_syncframes
 from ..codecs.adts import iter_adts_frames, parse_adts_header
-from ..codecs.nal import _ESCAPE_RE, escape_emulation, iter_annexb, unescape_emulation
+from ..codecs.nal import ESCAPE_RE, escape_emulation, iter_annexb, unescape_emulation
 
 __all__ = [
     "CbcMessages",
@@ -198,7 +198,7 @@ def encrypt_h264_pes(es: bytes | memoryview, head: bytes, cbc: CbcMessages
         done.append((h + start, h + end))
     if out is None:
         return None
-    cuts = [m.end() for s, e in done for m in _ESCAPE_RE.finditer(out, s, e)]
+    cuts = [m.end() for s, e in done for m in ESCAPE_RE.finditer(out, s, e)]
     if not cuts:
         return out
     mv = memoryview(out)
