@@ -237,8 +237,6 @@ def speke_client_from_args(args: argparse.Namespace) -> SpekeClient:
               file=sys.stderr)
     elif args.ca_bundle:
         verify = args.ca_bundle
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
     from ..keys.client import SpekeClient
 
     return SpekeClient(args.speke_url, auth=_auth_from_args(args), timeout=_timeout(args.timeout),

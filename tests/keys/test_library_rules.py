@@ -1,5 +1,5 @@
-"""``key_periods``: the rule behind ``--key-periods FIRST:COUNT`` lives in ``keys``; the CLI
-parses the two numbers and says the library's message."""
+"""Rules of the ``keys`` options enforced by the library (``key_periods``, ``SpekeClient``):
+the CLI parses the values and prints the library's message unchanged."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ def test_cli_says_the_same(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert rc == 2
     assert err == f"speke-packager: error: {_MSG}\n"
+
+
+def test_client_refuses_negative_retries(capsys: pytest.CaptureFixture[str]) -> None:
+    """The retries rule is the client's; the CLI prints its message unchanged."""
+    from speke_packager.keys import SpekeClient
+
+    with pytest.raises(UsageError) as ei:
+        SpekeClient("http://127.0.0.1:9/speke", retries=-1)
+    assert str(ei.value) == "--retries must not be negative"
+    with pytest.raises(UsageError, match="backoff"):
+        SpekeClient("http://127.0.0.1:9/speke", backoff=-0.5)
+    SpekeClient("http://127.0.0.1:9/speke", retries=0)  # control
+    rc = main(["keys", "--speke-url", "http://127.0.0.1:9/speke", "--content-id", "c",
+               "--retries", "-1"])
+    assert rc == 2
+    assert capsys.readouterr().err == "speke-packager: error: --retries must not be negative\n"
