@@ -1,7 +1,8 @@
 """Each example runs with no arguments in a fresh folder, exits 0, and what it writes is what
 it claims: embed_segment's cbcs segments decrypt (FFmpeg, per key period) to the clear source,
 live_rotation's playlist decrypts (FFmpeg's HLS reader, keys from the key server's seed) to the
-clear segments, fetch_keys prints the multi-DRM table. No example prints a key."""
+clear segments, fetch_keys prints the multi-DRM table, encrypt_vod_local's video decrypts with
+the key server's key. No example prints a key."""
 
 from __future__ import annotations
 
