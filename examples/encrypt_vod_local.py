@@ -1,5 +1,6 @@
 """Encrypt a short sample asset to HLS + DASH with SPEKE v2 multi-DRM keys from the local key
-server, using the library API (the same as ``speke-packager encrypt-vod``).
+server, using the library API that ``speke-packager encrypt-vod`` calls (``encrypt_vod`` with
+a ``SpekeKeys`` source).
 
     python examples/encrypt_vod_local.py [OUTPUT_DIR] [KEY_SERVER_PORT]
 
@@ -17,11 +18,10 @@ import tempfile
 from pathlib import Path
 
 from speke_packager._tools import find_tool
-from speke_packager.constants import DrmSystem, Packaging, Scheme, SpekeVersion
+from speke_packager.constants import DrmSystem, Scheme, SpekeVersion
 from speke_packager.keys import EncryptionContract, SpekeClient
 from speke_packager.keyserver import KeyServer
-from speke_packager.pipeline.options import VodOptions
-from speke_packager.pipeline.vod import encrypt_vod
+from speke_packager.pipeline import SpekeKeys, VodOptions, encrypt_vod
 
 
 def make_sample(path: Path) -> Path:
@@ -42,21 +42,21 @@ def main() -> int:
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 8090
     with tempfile.TemporaryDirectory() as work, KeyServer(host="127.0.0.1", port=port) as ks:
         sample = make_sample(Path(work) / "sample.mp4")
+        # encrypt_vod asks for the packaging and scheme of the output (here DASH + HLS fMP4,
+        # cbcs) and refuses, before anything is fetched or written, a DRM system the output
+        # cannot signal with the scheme (as `speke-packager encrypt-vod` does)
         contract = EncryptionContract(
             content_id="sample-1",
             drm=(DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.FAIRPLAY,
                  DrmSystem.CLEARKEY, DrmSystem.AES128),  # AES128: identity tags (Shaka HLS)
-            packaging=(Packaging.DASH, Packaging.HLS_FMP4),
-            scheme=Scheme.CBCS,
             version=SpekeVersion.V2_0,
             video_preset="PRESET-VIDEO-1",
             audio_preset="PRESET-AUDIO-1",
         )
-        client = SpekeClient(ks.speke_url)
         result = encrypt_vod(
             VodOptions(input=sample, output=out, scheme=Scheme.CBCS, segment_duration=2,
                        force=True),
-            lambda scheme: client.fetch(contract),
+            SpekeKeys(SpekeClient(ks.speke_url), contract),
         )
     print(f"encrypted package: {result.output}")
     for m in result.manifests:

@@ -98,6 +98,18 @@ def remove_stale_partials(target: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def check_output_folder(target: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Refuse an output folder :class:`AtomicDirectory` would refuse: a file, or a non-empty
+    folder without ``force`` (:class:`OutputError`). For commands that check it before long
+    work; AtomicDirectory checks it again."""
+    path = Path(target).absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"{path} exists and is not a directory")
+        if any(path.iterdir()) and not force:
+            raise OutputError(f"{path} is not empty (use --force to replace it)")
+
+
 class AtomicDirectory:
     """Build a directory under a temporary name beside ``target``; ``commit()`` renames it.
 
@@ -110,11 +122,7 @@ class AtomicDirectory:
 
     def __init__(self, target: str | os.PathLike[str], *, force: bool = False) -> None:
         self.target = Path(target).absolute()
-        if self.target.exists():
-            if not self.target.is_dir():
-                raise OutputError(f"{self.target} exists and is not a directory")
-            if any(self.target.iterdir()) and not force:
-                raise OutputError(f"{self.target} is not empty (use --force to replace it)")
+        check_output_folder(self.target, force=force)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.stale_removed = remove_stale_partials(self.target)
         try:

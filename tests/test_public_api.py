@@ -17,6 +17,7 @@ PUBLIC = {
     "OutputFormat": "pipeline", "KeySource": "pipeline", "TrackSummary": "pipeline",
     "LiveSession": "pipeline", "LiveSegment": "pipeline", "LivePlaylist": "pipeline",
     "PeriodKeySource": "pipeline", "SpekeKeySource": "pipeline",
+    "RawKeys": "pipeline", "SpekeKeys": "pipeline",
     "RotationSchedule": "pipeline", "parse_raw_key": "pipeline", "raw_keyset": "pipeline",
     # keys: the SPEKE client
     "SpekeClient": "keys", "fetch_keys": "keys", "EncryptionContract": "keys",

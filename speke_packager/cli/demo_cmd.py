@@ -18,9 +18,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .._io import check_output_folder
 from .._tools import FFMPEG_DEMO, FFPROBE_VERIFY, find_tool
 from ..constants import DrmSystem, Packaging, Scheme, SpekeVersion
-from ..errors import ToolError, UsageError
+from ..errors import ToolError
 
 DEMO_CONTENT_ID = "speke-packager-demo"
 DEMO_SEED = "speke-packager-demo"
@@ -110,8 +111,7 @@ def _handler(args: argparse.Namespace) -> int:
     from .keys_cmd import keyset_to_json
 
     out_dir: Path = args.output.absolute()
-    if out_dir.exists() and any(out_dir.iterdir()) and not args.force:
-        raise UsageError(f"{out_dir} is not empty (use --force to replace it)")
+    check_output_folder(out_dir, force=args.force)  # now, not after the sample is made
     find_tool("ffmpeg", FFMPEG_DEMO)  # one line now, not after the key server has started
     find_tool("ffprobe", FFPROBE_VERIFY)
     work = Path(tempfile.mkdtemp(prefix="speke-demo-"))

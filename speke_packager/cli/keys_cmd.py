@@ -237,8 +237,6 @@ def speke_client_from_args(args: argparse.Namespace) -> SpekeClient:
               file=sys.stderr)
     elif args.ca_bundle:
         verify = args.ca_bundle
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
     from ..keys.client import SpekeClient
 
     return SpekeClient(args.speke_url, auth=_auth_from_args(args), timeout=_timeout(args.timeout),
@@ -266,9 +264,9 @@ def periods_from_args(args: argparse.Namespace) -> list[KeyPeriod]:
         f, n = int(first), int(count) if sep else 1
     except ValueError:
         raise UsageError(f"--key-periods must be FIRST:COUNT, got {text!r}") from None
-    if f < 0 or not 1 <= n <= 1000:
-        raise UsageError("--key-periods needs FIRST >= 0 and 1 <= COUNT <= 1000")
-    return [KeyPeriod(index=i) for i in range(f, f + n)]
+    from ..keys.request import key_periods
+
+    return key_periods(f, n)
 
 
 def drms_from_args(args: argparse.Namespace) -> tuple[DrmSystem, ...]:

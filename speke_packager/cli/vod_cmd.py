@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..constants import DrmSystem, Packaging, Scheme
+from ..constants import Scheme
 from ..errors import UsageError
 from .keys_cmd import (
     add_speke_arguments,
@@ -28,8 +28,8 @@ from .keys_cmd import (
 # The pipeline (media, manifests, numpy, lxml) is imported by the handler only: building the
 # parser must stay cheap (it runs for every command and for --help).
 if TYPE_CHECKING:
-    from ..model import KeySet
-    from ..pipeline.options import KeySource, OutputFormat, VodResult
+    from ..pipeline.keysource import RawKeys, SpekeKeys
+    from ..pipeline.options import VodResult
 
 # The values of pipeline.options.OutputFormat (a test checks they agree).
 FORMAT_CHOICES = ("hls", "dash", "both")
@@ -46,25 +46,11 @@ def _iv(text: str | None) -> bytes | None:
     return bytes.fromhex(m.group(1))
 
 
-def _packaging(fmt: OutputFormat, scheme: Scheme) -> tuple[Packaging, ...]:
-    if scheme in (Scheme.AES_128, Scheme.SAMPLE_AES):
-        return (Packaging.HLS_TS,)
-    out: list[Packaging] = []
-    if fmt.dash:
-        out.append(Packaging.DASH)
-    if fmt.hls:
-        out.append(Packaging.HLS_FMP4)
-    return tuple(out)
+def _key_source(args: argparse.Namespace) -> RawKeys | SpekeKeys:
+    """``--key``/``--key-file`` (raw keys) or ``--speke-url`` (a key server) as the library's
+    key source; encrypt_vod checks the DRM systems against the format and scheme."""
+    from ..pipeline.keysource import RawKeys, SpekeKeys
 
-
-def _check_drms(drms: tuple[DrmSystem, ...], fmt: OutputFormat, scheme: Scheme) -> None:
-    from ..pipeline.protection import check_drms
-
-    check_drms(drms, fmt, scheme)
-
-
-def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
-                ) -> KeySource | KeySet:
     specs = list(args.key or [])
     if args.key_file:
         from ..pipeline.rawkeys import read_key_file
@@ -72,36 +58,17 @@ def _key_source(args: argparse.Namespace, fmt: OutputFormat, scheme: Scheme
         specs = read_key_file(args.key_file) + specs
     if specs and args.speke_url:
         raise UsageError("give either --speke-url or --key/--key-file, not both")
-    clearkey = False
-    if specs and getattr(args, "drm", None):
-        drms = set(drms_from_args(args))
-        if drms - {DrmSystem.CLEARKEY}:
-            names = ", ".join(sorted(d.label for d in drms - {DrmSystem.CLEARKEY}))
-            raise UsageError(f"--drm {names} needs a key server (--speke-url): raw keys can "
-                             "only be signalled as ClearKey (--drm clearkey)")
-        _check_drms(tuple(drms), fmt, scheme)
-        clearkey = True
     if specs:
-        from ..pipeline.rawkeys import raw_keyset
-
-        return raw_keyset(specs, scheme, clearkey=clearkey)
+        return RawKeys(tuple(specs), drm=drms_from_args(args) if args.drm else ())
     if not args.speke_url:
         raise UsageError("no keys: give --speke-url (with --content-id), --key KID:KEY or "
                          "--key-file FILE")
-    if getattr(args, "packaging", None):
+    if args.packaging:
         raise UsageError("encrypt-vod derives the SPEKE packaging from --format and --scheme; "
                          "drop --packaging")
-    if getattr(args, "key_periods", None):
-        raise UsageError("--key-periods (key rotation) is for live; encrypt-vod uses one key "
-                         "per track type")
-    contract = contract_from_args(args, packaging=_packaging(fmt, scheme), scheme=scheme)
-    _check_drms(contract.drm, fmt, scheme)
-    client = speke_client_from_args(args)
-
-    def fetch(scheme: Scheme) -> KeySet:
-        return client.fetch(contract)
-
-    return fetch
+    # (encrypt_vod replaces the packaging and scheme with those of --format and --scheme)
+    contract = contract_from_args(args, packaging=())
+    return SpekeKeys(speke_client_from_args(args), contract)
 
 
 @contextmanager
@@ -134,20 +101,15 @@ def _summary(r: VodResult) -> str:
 
 def _handler(args: argparse.Namespace) -> int:
     from ..pipeline.options import OutputFormat, VodOptions, default_jobs
-    from ..pipeline.vod import default_format, encrypt_vod, input_kind
+    from ..pipeline.vod import encrypt_vod
 
-    src = Path(args.input)
-    if not src.exists():
-        raise UsageError(f"input {src} does not exist")
-    scheme = Scheme(args.scheme) if args.scheme else Scheme.CBCS
-    fmt_opt = OutputFormat(args.format) if args.format else None
-    kind = input_kind(src) if src.is_file() else "media"
-    fmt = fmt_opt or default_format(kind, scheme)
-    source = _key_source(args, fmt, scheme)
+    source = _key_source(args)
     quiet = args.quiet or args.json
     with _progress(not quiet and sys.stderr.isatty()) as progress:
         opts = VodOptions(
-            input=src, output=Path(args.output), scheme=scheme, format=fmt_opt,
+            input=Path(args.input), output=Path(args.output),
+            scheme=Scheme(args.scheme) if args.scheme else Scheme.CBCS,
+            format=OutputFormat(args.format) if args.format else None,
             segment_duration=args.segment_duration, clear_lead=args.clear_lead,
             jobs=args.jobs if args.jobs else default_jobs(),
             force=args.force, key_uri=args.key_uri,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .auth import Auth, BasicAuth, DigestAuth, HeaderAuth, MtlsAuth, NoAuth, SigV4Auth
 from .client import SpekeClient, fetch_keys
 from .envelope import DeliveryKey, decrypt_content_keys
-from .request import EncryptionContract, SpekeRequest, build_request
+from .request import EncryptionContract, SpekeRequest, build_request, key_periods
 
 __all__ = [
     "Auth",
@@ -26,4 +26,5 @@ __all__ = [
     "build_request",
     "decrypt_content_keys",
     "fetch_keys",
+    "key_periods",
 ]

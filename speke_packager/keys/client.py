@@ -99,8 +99,10 @@ class SpekeClient:
     ) -> None:
         if not url.lower().startswith(("http://", "https://")):
             raise UsageError(f"SPEKE URL must be http(s): {redact_url(url)[:80]!r}")
-        if retries < 0 or backoff < 0:
-            raise UsageError("retries and backoff must not be negative")
+        if retries < 0:
+            raise UsageError("--retries must not be negative")
+        if backoff < 0:
+            raise UsageError("backoff must not be negative")
         if len(timeout) not in (2, 3) or min(t for t in timeout if t is not None) <= 0:
             raise UsageError("timeout must be (connect, read[, total]) positive seconds")
         self.url = url

@@ -26,6 +26,7 @@ __all__ = [
     "SpekeRequest",
     "build_request",
     "derive_kid",
+    "key_periods",
     "placeholders_for",
     "wants_explicit_iv",
 ]
@@ -81,6 +82,17 @@ def derive_kid(content_id: str, track_type: str, period_index: int | None) -> uu
     """UUIDv5 of (content id, track type, period index): stable across restarts and retries."""
     p = "-" if period_index is None else str(period_index)
     return uuid.uuid5(KID_NAMESPACE, f"{content_id}\x1f{track_type}\x1f{p}")
+
+
+MAX_KEY_PERIODS = 1000  # periods in one key_periods() run (one SPEKE request each)
+
+
+def key_periods(first: int, count: int) -> list[KeyPeriod]:
+    """``count`` consecutive key periods starting at index ``first`` (one request each with
+    :meth:`~.client.SpekeClient.fetch_periods`)."""
+    if first < 0 or not 1 <= count <= MAX_KEY_PERIODS:
+        raise UsageError(f"--key-periods needs FIRST >= 0 and 1 <= COUNT <= {MAX_KEY_PERIODS}")
+    return [KeyPeriod(index=i) for i in range(first, first + count)]
 
 
 _PSSH_DRMS = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .keysource import RawKeys, SpekeKeys, vod_packaging
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .rawkeys import parse_raw_key, raw_keyset
 from .rotation import RotationSchedule
@@ -36,12 +37,15 @@ __all__ = [
     "LiveSession",
     "OutputFormat",
     "PeriodKeySource",
+    "RawKeys",
     "RotationSchedule",
     "SpekeKeySource",
+    "SpekeKeys",
     "TrackSummary",
     "VodOptions",
     "VodResult",
     "encrypt_vod",
     "parse_raw_key",
     "raw_keyset",
+    "vod_packaging",
 ]

@@ -21,6 +21,7 @@ from ..errors import UnsupportedMediaError, UsageError
 from ..model import KeySet
 from .contexts import KeyChoice
 from .hls_job import Contexts, HlsJob
+from .keysource import RawKeys, SpekeKeys
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Plan, execute
 from .segmenter import MEDIA_SUFFIXES, check_tools, segment_media
@@ -58,9 +59,11 @@ def default_format(kind: str, scheme: Scheme) -> OutputFormat:
     return OutputFormat.HLS if scheme in _TS_SCHEMES else OutputFormat.BOTH
 
 
-def _check(options: VodOptions, kind: str) -> OutputFormat:
+def _check(options: VodOptions, kind: str, source: object) -> OutputFormat:
     src = options.input
     fmt = options.format or default_format(kind, options.scheme)
+    if isinstance(source, (RawKeys, SpekeKeys)):
+        source.check(fmt, options.scheme)
     if kind == "hls" and fmt is not OutputFormat.HLS:
         raise UsageError("an HLS package can only be encrypted to HLS; give the media file "
                          "to get DASH too")
@@ -102,8 +105,14 @@ def _check_output_holds_no_input(plan: Plan, output: Path) -> None:
                              "another folder (the input is never modified)")
 
 
-def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResult:
-    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``."""
+def encrypt_vod(options: VodOptions,
+                key_source: RawKeys | SpekeKeys | KeySource | KeySet) -> VodResult:
+    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``.
+
+    Every rule on the options and keys is checked before anything is written or fetched
+    (:class:`~speke_packager.errors.UsageError` and friends, one line each): the input, the
+    output format against the input and the scheme, the DRM systems a :class:`RawKeys` or
+    :class:`SpekeKeys` source would signal, the numbers, the output folder."""
     src = options.input
     if not src.exists():
         raise UsageError(f"input {src} does not exist")
@@ -114,11 +123,11 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
     # media file named on the command line may be a link to anywhere)
     top = input_path(src.parent, src.name) if kind == "media" else src
     os.close(open_input(top.parent, top.name, what="input"))
-    fmt = _check(options, kind)
+    fmt = _check(options, kind, key_source)
     if kind == "media":
         check_tools()
     with AtomicDirectory(options.output, force=options.force) as out:
-        keyset = key_source if isinstance(key_source, KeySet) else key_source(options.scheme)
+        keyset = _keys(key_source, fmt, options.scheme)
         if not keyset.entries:
             raise UsageError("the key set is empty")
         if kind == "media":
@@ -140,6 +149,15 @@ def encrypt_vod(options: VodOptions, key_source: KeySource | KeySet) -> VodResul
     return VodResult(output=final, scheme=result.scheme, format=fmt, manifests=result.manifests,
                      tracks=result.tracks, segments=result.segments, bytes_in=result.bytes_in,
                      bytes_out=result.bytes_out, warnings=result.warnings)
+
+
+def _keys(source: RawKeys | SpekeKeys | KeySource | KeySet, fmt: OutputFormat,
+          scheme: Scheme) -> KeySet:
+    if isinstance(source, KeySet):
+        return source
+    if isinstance(source, SpekeKeys):
+        return source.fetch(fmt, scheme)
+    return source(scheme)
 
 
 def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None,

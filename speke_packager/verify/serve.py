@@ -347,6 +347,9 @@ class PackageServer:
                  node_modules: str | os.PathLike[str] | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        if max_connections < 1 or not 0 < request_timeout <= 3600:
+            raise UsageError("--max-connections must be at least 1 and --request-timeout "
+                             "between 0 and 3600 seconds")
         self.root = Path(directory).resolve()
         if not self.root.is_dir():
             raise UsageError(f"{self.root} is not a directory")

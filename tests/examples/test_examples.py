@@ -1,7 +1,8 @@
 """Each example runs with no arguments in a fresh folder, exits 0, and what it writes is what
 it claims: embed_segment's cbcs segments decrypt (FFmpeg, per key period) to the clear source,
 live_rotation's playlist decrypts (FFmpeg's HLS reader, keys from the key server's seed) to the
-clear segments, fetch_keys prints the multi-DRM table. No example prints a key."""
+clear segments, fetch_keys prints the multi-DRM table, encrypt_vod_local's video decrypts with
+the key server's key. No example prints a key."""
 
 from __future__ import annotations
 
@@ -158,3 +159,37 @@ def test_fetch_keys(tmp_path: Path) -> None:
         assert r[3].startswith("pssh") and "HLS" in r[3] and "CPD" in r[3]
         assert r[5] == "HLS"
     _no_key(text, [derive_key("speke-packager", "fetch-keys-example", k) for k in kids])
+
+
+def test_encrypt_vod_local(tmp_path: Path) -> None:
+    """encrypt_vod with a SpekeKeys source: the contract gets the output's packaging (DASH +
+    HLS fMP4, cbcs), every DRM system is signalled where it can be, and the video decrypts
+    with the key server's key for the KID it names (a wrong key does not)."""
+    from speke_packager.constants import DASHIF_CLEARKEY, PLAYREADY, WIDEVINE
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(EXAMPLES / "encrypt_vod_local.py"), "out", "0"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "out"
+    video = re.search(r"manifest\.mpd#\d+: video avc1 KID (\S+)", res.stdout)
+    assert video is not None, res.stdout
+    kid = UUID(video.group(1))
+    mpd = (out / "manifest.mpd").read_text()
+    for system_id in (WIDEVINE, PLAYREADY, DASHIF_CLEARKEY):
+        assert f"urn:uuid:{system_id}" in mpd.lower(), system_id
+    assert str(kid) in mpd
+    media = "".join(p.read_text() for p in out.glob("media_*.m3u8"))
+    assert 'KEYFORMAT="com.apple.streamingkeydelivery"' in media
+    assert 'KEYFORMAT="identity"' in media
+    key = derive_key("speke-packager", "sample-1", kid)
+    rep = next(d for d in sorted(out.iterdir()) if d.is_dir()
+               and probe_init((d / "init.mp4").read_bytes())[0].kind.value == "video")
+    enc = tmp_path / "video.mp4"
+    enc.write_bytes(b"".join(p.read_bytes() for p in
+                             [rep / "init.mp4", *sorted(rep.glob("segment_*.m4s"))]))
+    frames = _frames(enc, key)
+    assert len(frames) == 100  # 4 s at 25 fps
+    assert _frames(enc, bytes(16)) != frames
+    _no_key(res.stdout + res.stderr, [key])

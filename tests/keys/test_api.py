@@ -13,7 +13,7 @@ def test_keys_all_pinned() -> None:
     assert set(keys.__all__) == {
         "Auth", "BasicAuth", "DeliveryKey", "DigestAuth", "EncryptionContract", "HeaderAuth",
         "MtlsAuth", "NoAuth", "SigV4Auth", "SpekeClient", "SpekeRequest", "build_request",
-        "decrypt_content_keys", "fetch_keys",
+        "decrypt_content_keys", "fetch_keys", "key_periods",
     }
     for name in keys.__all__:
         assert getattr(keys, name) is not None
