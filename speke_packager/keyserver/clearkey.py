@@ -15,7 +15,8 @@ from uuid import UUID
 
 from .request import SpekeRequestError
 
-__all__ = ["b64url", "b64url_decode", "license_response", "parse_license_request"]
+__all__ = ["b64url", "b64url_decode", "key_route_kid", "license_response",
+           "parse_license_request"]
 
 MAX_KIDS = 64
 
@@ -30,6 +31,19 @@ def b64url_decode(text: str) -> bytes:
         return base64.b64decode(text + pad, altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise SpekeRequestError(f"KID {text!r} is not base64url", status=400) from None
+
+
+def key_route_kid(name: str) -> UUID | None:
+    """The KID of a raw-key route ``/keys/<kid>`` (32 hex digits or a dashed UUID, an optional
+    extension such as ``.key``), or None: the one reading of that route for the key server and
+    ``serve``."""
+    stem = name.strip("/").split(".", 1)[0].replace("-", "")
+    if len(stem) != 32:
+        return None
+    try:
+        return UUID(hex=stem)
+    except ValueError:
+        return None
 
 
 def parse_license_request(body: bytes) -> tuple[list[UUID], str]:

@@ -28,7 +28,7 @@ from .._io import warn_if_exposed
 from ..constants import SPEKE_VERSION_HEADER
 from ..errors import UsageError
 from .answer import AnswerUrls, build_answer
-from .clearkey import license_response, parse_license_request
+from .clearkey import key_route_kid, license_response, parse_license_request
 from .derive import derive_key
 from .faults import FaultError, Faults, parse_faults
 from .request import SpekeRequestError, parse_request
@@ -248,9 +248,8 @@ class _Handler(BoundedHandler):
         self._text(404, "not found")
 
     def _get_key(self, kid_text: str, query: str, faults: Faults) -> None:
-        try:
-            kid = UUID(kid_text.strip("/"))
-        except ValueError:
+        kid = key_route_kid(kid_text)
+        if kid is None:
             self._text(404, "not a KID", CORS_HEADERS)
             return
         content_id = _query_content_id(query)

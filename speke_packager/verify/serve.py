@@ -46,7 +46,7 @@ from .._httpd import (
     BoundedHTTPServer,
 )
 from ..errors import OutputError, ToolError, UsageError
-from ..keyserver.clearkey import license_response, parse_license_request
+from ..keyserver.clearkey import key_route_kid, license_response, parse_license_request
 from ..keyserver.request import SpekeRequestError
 
 log = logging.getLogger("speke_packager.serve")
@@ -235,10 +235,8 @@ class _Handler(BoundedHandler):
         self._send(200, answer, "application/json")
 
     def _key(self, name: str) -> None:
-        stem = name.split(".", 1)[0].replace("-", "")
-        try:
-            kid = UUID(hex=stem)
-        except ValueError:
+        kid = key_route_kid(name)
+        if kid is None:
             self._send(400, b"expected /keys/<32 hex KID>\n")
             return
         self.server.note("key", [str(kid)])
