@@ -452,15 +452,8 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
         return super().getresponse()
 
 
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)
-        return sock
-
-    def getresponse(self) -> Any:
-        _watch(self.sock)
-        return super().getresponse()
+class _HTTPSConnection(_HTTPConnection, urllib3.connection.HTTPSConnection):
+    """The same watch over TLS (the methods above run before HTTPSConnection's in the MRO)."""
 
 
 class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
