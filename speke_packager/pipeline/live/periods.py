@@ -235,10 +235,12 @@ class KeyCache:
         if policy.periods_per_request > 1:
             if not isinstance(source, BatchPeriodKeySource):
                 raise UsageError("this key source fetches one key period per request")
+            if isinstance(source, SpekeKeySource):
+                check_periods_per_request(source.contract.version, policy.periods_per_request)
             cap = getattr(source, "max_periods_per_request", MAX_PERIODS_PER_REQUEST)
             if policy.periods_per_request > cap:
-                raise UsageError(f"this key source allows {cap} key period(s) per request "
-                                 "(SPEKE v2 sends one; several need SPEKE v1)")
+                raise UsageError(f"this key source fetches at most {cap} key period(s) per "
+                                 "request")
         lead = schedule.prefetch_lead if policy.lead is None else policy.lead
         if lead > 10 * schedule.interval:
             raise UsageError("the key prefetch lead must be at most 10 intervals")
