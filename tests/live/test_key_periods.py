@@ -135,7 +135,7 @@ def test_v2_refuses_several_periods_per_request(ks: KeyServer) -> None:
         with pytest.raises(UsageError, match="one key period per request"):
             src.client.fetch_periods(src.contract, [KeyPeriod(0), KeyPeriod(1)], per_request=2)
     with pytest.raises(UsageError, match="one key period per request"):
-        LiveSession(lambda i: src(i), schedule, Scheme.AES_128,
+        LiveSession(lambda i: src.client.fetch(src.contract), schedule, Scheme.AES_128,
                     key_policy=LiveKeyPolicy(periods_per_request=2))
     assert ks.request_count("/speke") == 0
 
