@@ -82,7 +82,7 @@ def test_policy_options() -> None:
     client = SpekeClient("http://127.0.0.1:9/speke", **p.client_options())
     assert (client.retries, client.backoff, client.max_backoff) == (2, 0.2, 5)
     for bad in ({"grace": -1}, {"lead": float("nan")}, {"retries": -1},
-                {"backoff": 2, "max_backoff": 1}, {"periods_per_request": 0}):
+                {"backoff": 2, "max_backoff": 1}, {"periods_per_request": 0}, {"wait": -1}):
         with pytest.raises(UsageError):
             LiveKeyPolicy(**bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="10 intervals"):
@@ -200,6 +200,28 @@ def test_recovery_within_the_grace_time(ks: KeyServer, live_media: dict[str, Ren
         assert _decrypts(s, keys[s.kid], r.data(i))
     assert not _decrypts(s3, keys[s0.kid], r.data(3))
     _no_keys_in(caplog.text, list(keys.values()))
+
+
+def test_a_late_prefetch_is_not_waited_for(ks: KeyServer, live_media: dict[str, Rendition],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The key server answers 4 s late: the boundary segment waits 0.5 s (``wait``) for the
+    prefetch in flight, then uses the grace keys; the keys are used once they are in."""
+    r = live_media["ts"]
+    policy = LiveKeyPolicy(lead=2.0, grace=4.0, wait=0.5)
+    with LiveSession(_source(ks, "late"), RotationSchedule(interval=4.0), Scheme.AES_128,
+                     key_policy=policy) as session:
+        s0 = _seg(session, r, 0)
+        ks.faults = parse_faults(["delay=4"])
+        _seg(session, r, 1)  # period 1's prefetch starts; its answer comes 4 s later
+        start = time.monotonic()
+        s2 = _seg(session, r, 2)
+        assert 0.5 <= time.monotonic() - start < 3.0
+        assert s2.reused_key and s2.kid == s0.kid
+        _until(lambda: 1 in session.cached_periods)
+        s3 = _seg(session, r, 3)
+        assert s3.period == 1 and not s3.reused_key and s3.kid != s0.kid and s3.key_lines
+    assert "still in flight" in caplog.text
+    assert _decrypts(s3, ks.key_for("late", s3.kid), r.data(3))
 
 
 def test_no_keys_ever_no_grace(ks: KeyServer, live_media: dict[str, Rendition]) -> None:

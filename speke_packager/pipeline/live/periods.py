@@ -9,8 +9,9 @@ version allows it (SPEKE v1 only: ``LiveKeyPolicy(periods_per_request=N)``).
 
 - **prefetch**: the next period is fetched in a background thread once media time is within
   ``lead`` seconds of the boundary; the segment path never does network I/O for it. Only when a
-  segment needs keys that are missing does it wait: for the fetch in flight, or (no keys, no
-  grace left) for one more attempt it asks for.
+  segment needs keys that are missing does it wait: for the fetch in flight (for a late
+  prefetch at most ``wait`` seconds while grace keys may stand in), or (no keys, no grace
+  left) for one more attempt it asks for.
 - **retries**: one fetch is the :class:`~speke_packager.keys.SpekeClient`'s request with its
   own retries (transient failures only: timeouts, connection errors, 408/429/5xx; never
   4xx or an invalid answer); a fetch that still fails with a transient error is tried again
@@ -34,6 +35,7 @@ Options for a command line (``encrypt-live``), all in :class:`LiveKeyPolicy`::
     --retry-backoff SECONDS       LiveKeyPolicy(backoff=...)     default: 0.5
     --retry-max-backoff SECONDS   LiveKeyPolicy(max_backoff=...) default: 30
     --key-periods-per-request N   LiveKeyPolicy(periods_per_request=N)  SPEKE v1 only
+    --key-wait SECONDS            LiveKeyPolicy(wait=...)        default: 2
 
 and build the client with ``SpekeClient(url, ..., **policy.client_options())``.
 """
@@ -43,6 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -94,6 +97,9 @@ class LiveKeyPolicy:
     ``max_backoff``: the client's retries within one fetch (:meth:`client_options`) and the
     back-off between background fetches. ``periods_per_request``: key periods per SPEKE
     request (more than one needs SPEKE v1 and a server that takes several keys per document).
+    ``wait``: how long a segment waits for its period's keys while their prefetch is still in
+    flight before, within the grace time, the previous keys stand in (without grace keys it
+    waits for the request to end, which the client's total deadline bounds).
     """
 
     lead: float | None = None
@@ -102,6 +108,7 @@ class LiveKeyPolicy:
     backoff: float = 0.5
     max_backoff: float = 30.0
     periods_per_request: int = 1
+    wait: float = 2.0
 
     def __post_init__(self) -> None:
         def seconds(name: str, v: float | None) -> None:
@@ -112,6 +119,7 @@ class LiveKeyPolicy:
         seconds("grace time", self.grace)
         seconds("retry back-off", self.backoff)
         seconds("retry back-off limit", self.max_backoff)
+        seconds("wait", self.wait)
         if self.backoff > self.max_backoff:
             raise UsageError("the retry back-off must not exceed its limit")
         if not 0 <= self.retries <= 100:
@@ -346,10 +354,15 @@ class KeyCache:
     def get(self, index: int, media_time: float | None = None) -> PeriodKeys:
         """The keys for a segment of period ``index`` starting at ``media_time`` (default: the
         period's start): the period's own, or within the grace time the keys in use before
-        it. Raises :class:`KeyGraceExpired` / :class:`KeyRotationError` when there are none."""
+        it. Raises :class:`KeyGraceExpired` / :class:`KeyRotationError` when there are none.
+
+        Waits for a fetch in flight when no grace keys may stand in, or when this call started
+        it (no prefetch); for a late prefetch within the grace time at most ``policy.wait``
+        seconds."""
         t = self._schedule.bounds(index)[0] if media_time is None else media_time
         kicked = False
         target = 0
+        give_up: float | None = None
         with self._cond:
             while True:
                 ks = self._sets.get(index)
@@ -358,11 +371,21 @@ class KeyCache:
                         self._current = (index, ks)
                     return PeriodKeys(ks, index, period=index)
                 job = self._jobs.get(index)
+                started_here = job is None
                 if job is None:
                     job = self._start(index)
                 if not job.final and (job.failures == 0 or (kicked and job.attempts < target)):
-                    self._cond.wait()  # the attempt in flight (or the one asked for below)
-                    continue
+                    # the attempt in flight (or the one asked for below): wait for it; for a
+                    # late prefetch at most ``wait`` seconds while grace keys may stand in
+                    if kicked or started_here or not self._grace_open(index, t):
+                        self._cond.wait()
+                        continue
+                    if give_up is None:
+                        give_up = time.monotonic() + self.policy.wait
+                    left = give_up - time.monotonic()
+                    if left > 0:
+                        self._cond.wait(left)
+                        continue
                 pk = self._grace(index, t, job.error)
                 if pk is not None:
                     return pk
@@ -379,18 +402,27 @@ class KeyCache:
                     target = job.attempts + 1
                     job.wake.set()
 
-    def _grace(self, index: int, t: float, error: BaseException | None) -> PeriodKeys | None:
+    def _grace_left(self, index: int, t: float) -> float:
+        """Seconds of grace time left at media time ``t`` for period ``index`` (<= 0: none)."""
         cur = self._current
         if cur is None or cur[0] >= index or self.policy.grace <= 0:
-            return None
+            return 0.0
+        return self._schedule.bounds(cur[0])[1] + self.policy.grace - t
+
+    def _grace_open(self, index: int, t: float) -> bool:
+        return self._grace_left(index, t) > 1e-9
+
+    def _grace(self, index: int, t: float, error: BaseException | None) -> PeriodKeys | None:
         if error is not None and not isinstance(error, SpekePackagerError):
             return None
-        left = self._schedule.bounds(cur[0])[1] + self.policy.grace - t
-        if left <= 1e-9:
+        left = self._grace_left(index, t)
+        cur = self._current
+        if left <= 1e-9 or cur is None:
             return None
         self.grace_segments += 1
+        why = error if error is not None else "its key request is still in flight"
         log.warning("KEY GRACE: key period %d has no keys (%s); the segment at %.3fs uses the "
-                    "keys of key period %d, %.3fs of the %gs grace time left", index, error, t,
+                    "keys of key period %d, %.3fs of the %gs grace time left", index, why, t,
                     cur[0], left, self.policy.grace)
         return PeriodKeys(cur[1], cur[0], grace=True, period=index, grace_left=left)
 
