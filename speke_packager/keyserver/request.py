@@ -33,6 +33,7 @@ from ..errors import CpixError
 
 __all__ = [
     "DeliveryRecipient",
+    "ReceivedRequest",
     "RequestedDrm",
     "RequestedKey",
     "SpekeRequest",
@@ -64,6 +65,16 @@ class SpekeRequestError(CpixError):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """A SPEKE request as the server received it, for :meth:`KeyServer.speke_requests`
+    (requests carry no content keys)."""
+
+    path: str
+    version_header: str | None
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,25 +31,16 @@ from .answer import AnswerUrls, build_answer
 from .clearkey import key_route_kid, license_response, parse_license_request
 from .derive import derive_key
 from .faults import FaultError, Faults, parse_faults
-from .request import SpekeRequestError, parse_request
+from .request import ReceivedRequest, SpekeRequestError, parse_request
 from .sigv4 import SigV4Failure, verify_sigv4
 
-__all__ = ["KeyServer", "ReceivedRequest"]
+__all__ = ["KeyServer"]
 
 log = logging.getLogger("speke_packager.keyserver")
 
 USER_AGENT = "speke-packager-keyserver/0.1"
 MAX_ISSUED = 100_000
 MAX_RECEIVED = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedRequest:
-    """A SPEKE request as the server received it (requests carry no content keys)."""
-
-    path: str
-    version_header: str | None
-    body: bytes
 CORS_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
