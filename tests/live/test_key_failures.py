@@ -224,6 +224,22 @@ def test_a_late_prefetch_is_not_waited_for(ks: KeyServer, live_media: dict[str, 
     assert _decrypts(s3, ks.key_for("late", s3.kid), r.data(3))
 
 
+def test_a_fetch_started_by_the_segment_is_waited_for(ks: KeyServer,
+                                                      live_media: dict[str, Rendition]) -> None:
+    """No prefetch: the boundary segment starts the fetch itself and waits for it (1 s late),
+    grace time or not: grace keys stand in for failures and late prefetches only."""
+    r = live_media["ts"]
+    policy = LiveKeyPolicy(grace=4.0, wait=0.1)
+    with LiveSession(_source(ks, "own"), RotationSchedule(interval=4.0), Scheme.AES_128,
+                     key_policy=policy, prefetch=False) as session:
+        s0 = _seg(session, r, 0)
+        _seg(session, r, 1)
+        ks.faults = parse_faults(["delay=1"])
+        s2 = _seg(session, r, 2)
+        assert s2.period == 1 and not s2.reused_key and s2.kid != s0.kid
+        assert _speke(ks) == 2
+
+
 def test_no_keys_ever_no_grace(ks: KeyServer, live_media: dict[str, Rendition]) -> None:
     """No keys yet: nothing can stand in, whatever the grace time; recovery on the next try."""
     r = live_media["ts"]

@@ -361,6 +361,7 @@ class KeyCache:
         seconds."""
         t = self._schedule.bounds(index)[0] if media_time is None else media_time
         kicked = False
+        started_here = False  # this call started the fetch (no prefetch): wait for it
         target = 0
         give_up: float | None = None
         with self._cond:
@@ -371,9 +372,9 @@ class KeyCache:
                         self._current = (index, ks)
                     return PeriodKeys(ks, index, period=index)
                 job = self._jobs.get(index)
-                started_here = job is None
                 if job is None:
                     job = self._start(index)
+                    started_here = True
                 if not job.final and (job.failures == 0 or (kicked and job.attempts < target)):
                     # the attempt in flight (or the one asked for below): wait for it; for a
                     # late prefetch at most ``wait`` seconds while grace keys may stand in
