@@ -19,10 +19,13 @@ from speke_packager.constants import DrmSystem, Scheme
 from speke_packager.errors import (
     KeyGraceExpired,
     KeyRotationError,
+    KeyServerError,
     KeyServerHTTPError,
+    KeyServerTimeout,
     UsageError,
 )
 from speke_packager.keys import SpekeClient
+from speke_packager.keys.client import is_transient
 from speke_packager.keyserver import KeyServer, parse_faults
 from speke_packager.pipeline.live import LiveKeyPolicy, LiveSegment, LiveSession, SpekeKeySource
 from speke_packager.pipeline.rotation import RotationSchedule
@@ -34,13 +37,14 @@ WAIT = 60.0
 GRACE_LOG = "KEY GRACE"
 
 
-def _source(ks: KeyServer, cid: str, *, retries: int = 1) -> SpekeKeySource:
+def _source(ks: KeyServer, cid: str, *, retries: int = 1,
+            timeout: tuple[float, float, float] = (5.0, 30.0, 60.0)) -> SpekeKeySource:
     # the client's own retries wait 5-10 ms here; the session's background back-off is set by
     # each test's LiveKeyPolicy
     http = requests.Session()
     http.headers["Connection"] = "close"
     client = SpekeClient(ks.speke_url, session=http, retries=retries, backoff=0.01,
-                         max_backoff=0.01)
+                         max_backoff=0.01, timeout=timeout)
     return SpekeKeySource(client, contract(cid, Scheme.AES_128, (DrmSystem.AES128,), shared=True))
 
 
@@ -123,22 +127,24 @@ def test_client_errors_are_not_retried(ks: KeyServer, live_media: dict[str, Rend
         assert _speke(ks) == 2  # and nothing in the background
 
 
+@pytest.mark.parametrize("fault", ["status=503", "reset", "delay=3"])
 def test_outage_grace_then_typed_stop(ks: KeyServer, live_media: dict[str, Rendition],
-                                      caplog: pytest.LogCaptureFixture) -> None:
-    """4 s periods, 2 s segments, lead 2 s, grace 4 s: the key server fails from t=2 on.
-    Segments at 4 and 6 s (period 1) use period 0's keys, logged each; the segment at 8 s
-    (period 2) is past the grace time: KeyGraceExpired, nothing handed out."""
+                                      caplog: pytest.LogCaptureFixture, fault: str) -> None:
+    """4 s periods, 2 s segments, lead 2 s, grace 4 s: the key server fails from t=2 on (503,
+    connection reset, or answers after the client's 1.5 s deadline). Segments at 4 and 6 s
+    (period 1) use period 0's keys, logged each; the segment at 8 s (period 2) is past the
+    grace time: KeyGraceExpired, nothing handed out."""
     caplog.set_level(logging.INFO)
     r = live_media["ts"]
     # background retries wait 10-20 s: none happens during the test, so every request the
     # server sees after the prefetch failures comes from the segment path
     policy = LiveKeyPolicy(lead=2.0, grace=4.0, backoff=20.0, max_backoff=20.0)
-    session = LiveSession(_source(ks, "outage"), RotationSchedule(interval=4.0),
-                          Scheme.AES_128, key_policy=policy)
+    session = LiveSession(_source(ks, "outage", timeout=(1.0, 0.5, 1.5)),
+                          RotationSchedule(interval=4.0), Scheme.AES_128, key_policy=policy)
     with session:
         s0 = _seg(session, r, 0)
         assert _speke(ks) == 1
-        ks.faults = parse_faults(["status=503"])
+        ks.faults = parse_faults([fault])
         s1 = _seg(session, r, 1)  # period 0; starts period 1's prefetch, which fails
         assert not session.ready(1, WAIT)
         assert _speke(ks) == 3  # the prefetch: one POST and one client retry
@@ -155,7 +161,10 @@ def test_outage_grace_then_typed_stop(ks: KeyServer, live_media: dict[str, Rendi
         assert _speke(ks) == n + 2  # needed and missing: one more try (with its retry)
         assert info.value.period == 2 and isinstance(info.value, KeyRotationError)
         assert "stop publishing" in str(info.value)
-        assert isinstance(info.value.__cause__, KeyServerHTTPError)
+        cause = info.value.__cause__
+        assert isinstance(cause, KeyServerError) and is_transient(cause)
+        assert isinstance(cause, {"status=503": KeyServerHTTPError, "reset": KeyServerError,
+                                  "delay=3": KeyServerTimeout}[fault])
         with pytest.raises(KeyGraceExpired):  # and so on while the keys are missing
             _seg(session, r, 5)
         closing = time.monotonic()
