@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from uuid import UUID
 
 import pytest
+import requests
 from botocore.auth import SigV4Auth as BotoSigV4
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -129,6 +131,35 @@ def test_fetch_periods_several_per_request_v1(ks: KeyServer, proxy: Proxy) -> No
         SpekeClient(proxy.url).fetch_periods(replace(c, version=SpekeVersion.V2_0), periods,
                                              per_request=2)
     assert len(proxy.requests) == 8
+
+
+def test_v1_kid_override_in_a_multi_period_answer(ks: KeyServer, proxy: Proxy) -> None:
+    """A v1 server that replaces every KID of a three-period answer (rules included): each new
+    KID is matched to its request key by its KeyPeriodFilter."""
+    import uuid
+
+    new_kid: dict[str, str] = {}
+
+    def override(rec: Recorded) -> tuple[int, bytes, dict[str, str]]:
+        answer = requests.post(ks.speke_url, data=rec.body, timeout=30).content
+        for ck in parse_cpix(rec.body).content_keys:
+            new_kid[ck.kid] = str(uuid.uuid5(uuid.NAMESPACE_OID, ck.kid))
+            answer = answer.replace(ck.kid.encode(), new_kid[ck.kid].encode())
+        return 200, answer, {"Content-Type": "application/xml"}
+
+    proxy.check = override
+    c = EncryptionContract("live-3", (AES,), (Packaging.HLS_TS,), Scheme.SAMPLE_AES,
+                           SpekeVersion.V1_0)
+    keys = SpekeClient(proxy.url, retries=0).fetch_periods(c, [KeyPeriod(i) for i in range(3)],
+                                                           per_request=3)
+    sent = parse_cpix(proxy.requests[0].body)
+    by_period = {r.period_ids[0]: r.kid for r in sent.usage_rules}
+    assert len(new_kid) == 3
+    for e in keys:
+        assert e.period is not None
+        old = by_period[e.period.period_id]
+        assert str(e.kid) == new_kid[old]  # the server's KID, for the period it was asked for
+        assert e.key.key == ks.key_for("live-3", UUID(old))
 
 
 def test_fetch_periods_one_request_each(ks: KeyServer, proxy: Proxy) -> None:
