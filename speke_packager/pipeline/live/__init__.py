@@ -9,18 +9,30 @@ and sequence number and gets back a :class:`LiveSegment` (encrypted bytes, the k
 rotation). The next period's keys are fetched in a background thread ``lead`` seconds before the
 boundary; only the current and next periods are kept. :class:`LivePlaylist` keeps a sliding
 window of a media playlist and writes it atomically.
+
+:class:`LivePackager` is the whole live package on top of a session: segments of every
+rendition in, the encrypted segments, HLS multivariant + media playlists and a dynamic DASH
+MPD (a new Period per key period) out, through a :class:`LiveWriter` (files by default:
+:class:`FolderWriter`).
 """
 
 from __future__ import annotations
 
+from .package import LivePackager, LiveRendition, PublishedSegment
 from .periods import PeriodKeySource, SpekeKeySource
 from .playlist import LivePlaylist
 from .session import LiveSegment, LiveSession
+from .writer import FolderWriter, LiveWriter
 
 __all__ = [
+    "FolderWriter",
+    "LivePackager",
     "LivePlaylist",
+    "LiveRendition",
     "LiveSegment",
     "LiveSession",
+    "LiveWriter",
     "PeriodKeySource",
+    "PublishedSegment",
     "SpekeKeySource",
 ]
