@@ -368,7 +368,8 @@ class LivePackager:
                 self._dash.slide()
                 self._dash.renditions[s.spec.name].bandwidth = self._bandwidth(s)
                 self._write_mpd()
-            self._delete_old(s)
+            for other in self._states.values():  # the MPD's window moves for all of them
+                self._delete_old(other)
 
     def _write_mpd(self) -> None:
         assert self._dash is not None and self.availability_start is not None
