@@ -31,7 +31,7 @@ from speke_packager.constants import (
     DrmSystem,
     Scheme,
 )
-from speke_packager.errors import KeyRotationError, UsageError
+from speke_packager.errors import KeyRotationError, ManifestError, UsageError
 from speke_packager.keys import SpekeClient
 from speke_packager.keyserver import KeyServer, parse_faults
 from speke_packager.media.mp4.boxes import iter_boxes, parse_tree
@@ -424,3 +424,49 @@ def test_bad_configurations(ks: KeyServer, live_media: dict[str, Rendition],
     for scheme, rends, kw in bad:
         with pytest.raises(UsageError):
             LivePackager(src, _schedule(), scheme, tmp_path / "x", rends, **kw)
+
+
+def test_aes128_fmp4_three_periods(ks: KeyServer, live_media: dict[str, Rendition],
+                                   tmp_path: Path) -> None:
+    """Whole-segment AES-128 over fMP4: one clear init (EXT-X-MAP before any key tag), each
+    segment decrypts (openssl) with its period's key and IV only; FFmpeg's HLS reader gives the
+    clear frames across the key changes."""
+    out = tmp_path / "out"
+    r = live_media["video"]
+    with LivePackager(_source(ks, "pkg-aes-f", Scheme.AES_128, (DrmSystem.AES128,), shared=True),
+                      _schedule(), Scheme.AES_128, out,
+                      [LiveRendition("video", r.init.read_bytes())]) as pk:  # type: ignore[union-attr]
+        assert pk.dash is False
+        segs = [pk.add_segment("video", r.data(i), start_time=i * SEGMENT, duration=SEGMENT)
+                for i in range(6)]
+    assert ks.request_count("/speke") == 4
+    text = (out / "video.m3u8").read_text()
+    assert [s.period for s in segs] == [0, 0, 1, 1, 2, 2] and len({s.kid for s in segs}) == 3
+    assert (out / "video/init.mp4").read_bytes() == r.init.read_bytes()  # type: ignore[union-attr]
+    assert text.count("#EXT-X-MAP:") == 1
+    assert text.index("#EXT-X-MAP:") < text.index("#EXT-X-KEY:")
+    assert text.count("#EXT-X-KEY:") == 3
+    per_seg = keys_per_segment(text)
+    for i, s in enumerate(segs):
+        tag = per_seg[s.uri][KEYFORMAT_IDENTITY]
+        assert tag.method == "AES-128" and tag.uri == ks.key_url(s.kid) and tag.iv is not None
+        data = (out / s.uri).read_bytes()
+        assert openssl_decrypt(data, ks.key_for("pkg-aes-f", s.kid), tag.iv) == r.data(i)
+        other = ks.key_for("pkg-aes-f", segs[(i + 2) % 6].kid)
+        assert openssl_decrypt(data, other, tag.iv) != r.data(i)
+    assert hls_frames(out / "video.m3u8", "v:0") == framemd5(r.playlist, "v:0")
+
+
+def test_segment_over_the_target_duration_is_refused_before_publishing(
+        ks: KeyServer, live_media: dict[str, Rendition], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = live_media["video"]
+    with LivePackager(_source(ks, "pkg-td", Scheme.CBCS, FMP4_DRMS), _schedule(), Scheme.CBCS,
+                      out, [LiveRendition("video", r.init.read_bytes())],  # type: ignore[union-attr]
+                      target_duration=2) as pk:
+        pk.add_segment("video", r.data(0), start_time=0.0, duration=SEGMENT)
+        with pytest.raises(ManifestError, match="target duration"):
+            pk.add_segment("video", r.data(1), start_time=SEGMENT, duration=2.6)
+        assert not (out / "video/1.m4s").exists()
+        pk.add_segment("video", r.data(1), start_time=SEGMENT, duration=SEGMENT)
+    assert _uris((out / "video.m3u8").read_text()) == ["video/0.m4s", "video/1.m4s"]

@@ -45,7 +45,7 @@ from uuid import UUID
 
 from ..._hls_attrs import AttrValue, Quoted, format_attribute_list
 from ...constants import DrmSystem, Scheme
-from ...errors import UsageError
+from ...errors import ManifestError, UsageError
 from ...model import TrackKind
 from ..rotation import RotationSchedule
 from .dash_state import DashRendition, DashState
@@ -295,6 +295,11 @@ class LivePackager:
             raise UsageError("a segment duration must be a positive number of seconds")
         if self._closed:
             raise UsageError("the live package is closed")
+        target = s.playlist.target_duration
+        if target is not None and round(duration) > target:
+            raise ManifestError(f"rendition {rendition!r}: a {duration:.3f}s segment is over "
+                                f"the HLS target duration ({target}s, fixed for the whole "
+                                "presentation; set target_duration=...)")
         with s.lock:
             seq = sequence if sequence is not None else (s.next_sequence or 0)
             if s.next_sequence is not None and seq != s.next_sequence:
@@ -332,7 +337,8 @@ class LivePackager:
         name = s.spec.name
         rel = f"{name}/init-{key}.mp4" if self._per_period_init else f"{name}/init.mp4"
         self.writer.write(rel, self.session.encrypt_init(name, period=seg.period))
-        s.inits[key] = rel
+        with self._lock:  # _delete_old reads every rendition's inits under this lock
+            s.inits[key] = rel
         return rel
 
     def _wall(self, t: float) -> datetime:
