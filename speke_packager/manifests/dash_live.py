@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
-from ..constants import DASH_PROFILE_LIVE, NS_MPD
+from ..constants import DASH_PROFILE_LIVE, DASH_UTC_DIRECT, DASH_UTC_HTTP_ISO, NS_MPD
 from ..errors import ManifestError
 from .dash import CP_NSMAP, render_mpd
 
@@ -84,7 +84,10 @@ class MpdPeriod:
 @dataclass(frozen=True, slots=True)
 class MpdTimes:
     """The MPD-level timing. ``duration``: the presentation's end (seconds from the
-    availability start) once it has ended (static MPD); None while live."""
+    availability start) once it has ended (static MPD); None while live. ``utc_timing`` (live
+    only): ``"direct"`` writes the publish time as the clock players synchronise with (it can
+    only be late by the MPD's age, which delays the live edge, never advances it), a URL
+    answering an ISO 8601 time (``http-iso``), or None for no ``UTCTiming``."""
 
     availability_start: datetime
     publish: datetime
@@ -94,6 +97,7 @@ class MpdTimes:
     max_segment_duration: float
     suggested_presentation_delay: float | None = None
     duration: float | None = None
+    utc_timing: str | None = "direct"  # 'direct' (publish time), a time URL, or None
 
 
 def _timeline(parent: etree._Element, segments: Sequence[tuple[int, int]]) -> None:
@@ -157,6 +161,11 @@ def render_live_mpd(periods: Sequence[MpdPeriod], times: MpdTimes) -> bytes:
                 ae.append(cp)
             for r in a.representations:
                 _representation(ae, r)
+    if not ended and times.utc_timing:
+        direct = times.utc_timing == "direct"
+        ut = etree.SubElement(root, f"{_M}UTCTiming")
+        ut.set("schemeIdUri", DASH_UTC_DIRECT if direct else DASH_UTC_HTTP_ISO)
+        ut.set("value", xs_datetime(times.publish) if direct else times.utc_timing)
     return render_mpd(root)
 
 

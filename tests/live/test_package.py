@@ -156,6 +156,8 @@ def test_fmp4_three_periods_hls_and_dash(scheme: Scheme, addressing: str, ks: Ke
     for attr in ("availabilityStartTime", "publishTime", "timeShiftBufferDepth",
                  "minimumUpdatePeriod"):
         assert live_mpd.get(attr), attr
+    utc = live_mpd.find(f"{M}UTCTiming")
+    assert utc is not None and utc.get("value") == live_mpd.get("publishTime")
     pk.close()
     # one SPEKE request per key period (0, 1, 2 and the prefetch of 3), whatever the number of
     # renditions and formats
@@ -218,6 +220,7 @@ def test_fmp4_three_periods_hls_and_dash(scheme: Scheme, addressing: str, ks: Ke
     # close(): a static MPD
     assert mpd.get("type") == "static" and mpd.get("mediaPresentationDuration")
     assert mpd.get("minimumUpdatePeriod") is None and mpd.get("timeShiftBufferDepth") is None
+    assert mpd.find(f"{M}UTCTiming") is None
     check_mpd(mpd)
     master = (out / "master.m3u8").read_text()
     assert "#EXT-X-STREAM-INF:" in master and 'TYPE=AUDIO' in master

@@ -163,7 +163,8 @@ class DashState:
         return bool(self._announced())
 
     def render(self, *, availability_start: datetime, publish: datetime,
-               minimum_update_period: float, suggested_delay: float | None) -> bytes:
+               minimum_update_period: float, suggested_delay: float | None,
+               utc_timing: str | None) -> bytes:
         periods = self._announced()
         seg = max(self.max_duration, 0.001)
         times = MpdTimes(
@@ -171,7 +172,7 @@ class DashState:
             time_shift_buffer=None if self.window is None else self.window * seg,
             minimum_update_period=minimum_update_period, min_buffer_time=seg,
             max_segment_duration=seg, suggested_presentation_delay=suggested_delay,
-            duration=self.end_time(periods) if self.ended else None)
+            duration=self.end_time(periods) if self.ended else None, utc_timing=utc_timing)
         return render_live_mpd([self._period(p) for p in periods], times)
 
     def _signals(self, entry: KeyEntry) -> list[DrmSignal]:

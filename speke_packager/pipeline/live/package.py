@@ -128,8 +128,10 @@ class LivePackager:
     ``dash_addressing``: ``"number"`` (``$Number$``) or ``"time"`` (``$Time$``).
     ``availability_start``: wall-clock time of media time ``schedule.t0`` (default: chosen at
     the first segment so that it is available when published). ``clearkey_license_url``: the
-    ``dashif:Laurl`` of the ClearKey ContentProtection. ``target_duration``: the HLS target
-    duration (default: the first segment's, rounded up).
+    ``dashif:Laurl`` of the ClearKey ContentProtection. ``utc_timing``: the live MPD's
+    ``UTCTiming`` (``"direct"``: the publish time; an http(s) URL answering an ISO time; None:
+    none). ``target_duration``: the HLS target duration (default: the first segment's, rounded
+    up; a longer segment later is refused).
 
     :meth:`add_segment` raises what the key cache raises (a typed
     :class:`~speke_packager.errors.KeyRotationError` when no key can be had): nothing of that
@@ -155,6 +157,7 @@ class LivePackager:
         key_uri: str | None = None,
         drms: Sequence[DrmSystem] | None = None,
         clearkey_license_url: str | None = None,
+        utc_timing: str | None = "direct",
         iv_seed: bytes | None = None,
         reuse_last_key_on_failure: bool = False,
         prefetch: bool = True,
@@ -205,6 +208,10 @@ class LivePackager:
         self.hls_name = hls_name
         self.mpd_name = mpd_name
         self.availability_start = availability_start
+        if utc_timing not in (None, "direct") and not str(utc_timing).startswith(
+                ("http://", "https://")):
+            raise UsageError("utc_timing must be 'direct', an http(s) URL or None")
+        self.utc_timing = utc_timing
         self.writer: LiveWriter = (output if isinstance(output, LiveWriter)
                                    else FolderWriter(output))
         self._per_period_init = cmaf
@@ -382,7 +389,7 @@ class LivePackager:
         seg = max(self._max_duration, 0.001)
         self.writer.write(self.mpd_name, self._dash.render(
             availability_start=self.availability_start, publish=datetime.now(UTC),
-            minimum_update_period=seg, suggested_delay=3 * seg))
+            minimum_update_period=seg, suggested_delay=3 * seg, utc_timing=self.utc_timing))
 
     def _delete_old(self, s: _State) -> None:
         """Delete segments (and inits) ``retain`` segments after they left every manifest."""
