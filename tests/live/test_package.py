@@ -423,6 +423,8 @@ def test_bad_configurations(ks: KeyServer, live_media: dict[str, Rendition],
         (Scheme.AES_128, [LiveRendition("main")], {"dash": True}),
         (Scheme.CBCS, [LiveRendition("v", init)], {"window": 0}),
         (Scheme.CBCS, [LiveRendition("v", init)], {"dash_addressing": "index"}),
+        (Scheme.CBCS, [LiveRendition("master", init)], {}),  # master.m3u8 is taken
+        (Scheme.CBCS, [LiveRendition("v", init)], {"utc_timing": "ntp://x"}),
     ]
     for scheme, rends, kw in bad:
         with pytest.raises(UsageError):
@@ -473,3 +475,33 @@ def test_segment_over_the_target_duration_is_refused_before_publishing(
         assert not (out / "video/1.m4s").exists()
         pk.add_segment("video", r.data(1), start_time=SEGMENT, duration=SEGMENT)
     assert _uris((out / "video.m3u8").read_text()) == ["video/0.m4s", "video/1.m4s"]
+
+
+def test_a_period_is_announced_once_every_rendition_reached_it(
+        ks: KeyServer, live_media: dict[str, Rendition], tmp_path: Path) -> None:
+    """No MPD names video alone at the start, and Period 1 appears only once audio has a
+    segment in it too (an AdaptationSet must not appear later in a live Period)."""
+    out = tmp_path / "out"
+    rends = [LiveRendition(n, live_media[n].init.read_bytes())  # type: ignore[union-attr]
+             for n in ("video", "audio")]
+    with LivePackager(_source(ks, "pkg-ann", Scheme.CBCS, FMP4_DRMS), _schedule(), Scheme.CBCS,
+                      out, rends) as pk:
+        def add(name: str, i: int) -> None:
+            pk.add_segment(name, live_media[name].data(i), start_time=i * SEGMENT,
+                           duration=SEGMENT)
+
+        def periods() -> list[str]:
+            mpd = etree.fromstring((out / "manifest.mpd").read_bytes())
+            return [p.get("id") for p in mpd.findall(f"{M}Period")]
+
+        add("video", 0)
+        assert (out / "video.m3u8").exists() and not (out / "manifest.mpd").exists()
+        assert not (out / "master.m3u8").exists()  # not before every media playlist exists
+        add("audio", 0)
+        assert periods() == ["p0"] and (out / "master.m3u8").exists()
+        add("video", 1)
+        add("video", 2)  # video enters period 1
+        assert periods() == ["p0"]
+        add("audio", 1)
+        add("audio", 2)
+        assert periods() == ["p0", "p1"]

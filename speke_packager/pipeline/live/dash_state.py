@@ -134,19 +134,23 @@ class DashState:
         return out
 
     def _announced(self) -> list[_Period]:
-        """Periods in the MPD: all while ended, else up to the last one complete across
-        renditions (the first Period always, once it has a segment)."""
+        """Periods in the MPD: all once ended, else up to the last one that every rendition
+        has reached (a Period that slid partly out of the window stays announced)."""
         ps = [self.periods[i] for i in sorted(self.periods)]
         if self.ended:
             return [p for p in ps if p.reps]
         out: list[_Period] = []
-        for i, p in enumerate(ps):
-            complete = all(n in p.reps for n in self.order)
-            if i == 0 or complete:
-                out.append(p)
-            else:
+        for p in ps:
+            if out and not all(n in p.reps for n in self.order):
                 break
+            if out or self._reached(p):
+                out.append(p)
         return out
+
+    def _reached(self, p: _Period) -> bool:
+        """Every rendition has a segment in ``p`` or a later Period."""
+        return all(any(n in q.reps for i, q in self.periods.items() if i >= p.index)
+                   for n in self.order)
 
     def end_time(self, periods: Sequence[_Period]) -> float:
         """The presentation end (seconds from the availability start) of ``periods``."""

@@ -174,6 +174,9 @@ class LivePackager:
                 raise UsageError(f"a rendition name is not a path: {n!r}")
         check_rel_path(hls_name)
         check_rel_path(mpd_name)
+        if {hls_name, mpd_name} & {f"{n}.m3u8" for n in names} or hls_name == mpd_name:
+            raise UsageError("a rendition's media playlist <name>.m3u8 would overwrite the "
+                             "multivariant playlist or the MPD: rename it")
         if dash_addressing not in ("number", "time"):
             raise UsageError("dash_addressing must be 'number' or 'time'")
         if window is not None and window < 1:
@@ -380,7 +383,8 @@ class LivePackager:
                                rel=uri)
                 self._dash.slide()
                 self._dash.renditions[s.spec.name].bandwidth = self._bandwidth(s)
-                self._write_mpd()
+                if self._dash.has_content():  # once every rendition has a segment
+                    self._write_mpd()
             for other in self._states.values():  # the MPD's window moves for all of them
                 self._delete_old(other)
 
