@@ -505,3 +505,52 @@ def test_a_period_is_announced_once_every_rendition_reached_it(
         add("audio", 1)
         add("audio", 2)
         assert periods() == ["p0", "p1"]
+
+
+def test_encoder_discontinuity(ks: KeyServer, live_media: dict[str, Rendition], tmp_path: Path,
+                               check_mpd: Callable[[Any], None]) -> None:
+    """An encoder restart mid key period (decode times start again at 0): HLS writes
+    EXT-X-DISCONTINUITY, DASH starts a new Period there (a timeline cannot go back), and the
+    next key period is a Period of the new run; with $Time$ names a restart that would reuse a
+    published name is refused before anything is written."""
+    out = tmp_path / "out"
+    rends = [LiveRendition(n, live_media[n].init.read_bytes())  # type: ignore[union-attr]
+             for n in ("video", "audio")]
+    order = [0, 1, 2, 0, 1]  # media segments: the encoder restarts after its third
+    with LivePackager(_source(ks, "pkg-disc", Scheme.CBCS, FMP4_DRMS), _schedule(), Scheme.CBCS,
+                      out, rends) as pk:
+        for n, src in enumerate(order):
+            for name in ("video", "audio"):
+                pk.add_segment(name, live_media[name].data(src), start_time=n * SEGMENT,
+                               duration=SEGMENT, discontinuity=n == 3)
+        live = etree.fromstring((out / "manifest.mpd").read_bytes())
+        check_mpd(live)
+    text = (out / "video.m3u8").read_text().splitlines()
+    assert text.count("#EXT-X-DISCONTINUITY") == 1
+    assert text.index("#EXT-X-DISCONTINUITY") < text.index("video/3.m4s") and \
+        text.index("#EXT-X-DISCONTINUITY") > text.index("video/2.m4s")
+    mpd = etree.fromstring((out / "manifest.mpd").read_bytes())
+    check_mpd(mpd)
+    periods = mpd.findall(f"{M}Period")
+    assert [(p.get("id"), p.get("start")) for p in periods] == [
+        ("p0", "PT0S"), ("p1", "PT4S"), ("p1d1", "PT6S"), ("p2d1", "PT8S")]
+    for period, first, count in zip(periods, (0, 2, 3, 4), (2, 1, 1, 1), strict=True):
+        st = period.find(f".//{M}Representation[@id='video']/{M}SegmentTemplate")
+        s_el = st.findall(f"{M}SegmentTimeline/{M}S")
+        assert int(st.get("startNumber")) == first
+        assert sum(int(s.get("r", "0")) + 1 for s in s_el) == count
+        assert int(st.get("presentationTimeOffset")) == int(s_el[0].get("t"))
+    restart = periods[2].find(f".//{M}Representation[@id='video']/{M}SegmentTemplate")
+    assert restart.find(f"{M}SegmentTimeline/{M}S").get("t") == "0"  # decode time restarted
+    # $Time$ names: the restarted decode time would overwrite t0.m4s, still published
+    out2 = tmp_path / "time"
+    with LivePackager(_source(ks, "pkg-disc2", Scheme.CBCS, FMP4_DRMS), _schedule(),
+                      Scheme.CBCS, out2, rends[:1], dash_addressing="time") as pk:
+        for n, src in enumerate(order[:3]):
+            pk.add_segment("video", live_media["video"].data(src), start_time=n * SEGMENT,
+                           duration=SEGMENT)
+        before = (out2 / "video" / "t0.m4s").read_bytes()
+        with pytest.raises(ManifestError, match="dash_addressing='number'"):
+            pk.add_segment("video", live_media["video"].data(0), start_time=3 * SEGMENT,
+                           duration=SEGMENT, discontinuity=True)
+        assert (out2 / "video" / "t0.m4s").read_bytes() == before

@@ -63,9 +63,14 @@ class _Rep:
 
 @dataclass(slots=True)
 class _Period:
-    index: int
+    key: tuple[int, int]  # (discontinuity count, key period index): the order of Periods
     start: float
     reps: dict[str, _Rep] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        disc, index = self.key
+        return f"p{index}" if disc == 0 else f"p{index}d{disc}"
 
 
 class DashState:
@@ -80,22 +85,29 @@ class DashState:
         self.window = window
         self.drms = drms
         self.clearkey_license_url = clearkey_license_url
-        self.periods: dict[int, _Period] = {}
+        self.periods: dict[tuple[int, int], _Period] = {}
         self.max_duration = 0.0
         self.ended = False
 
-    def add(self, name: str, *, period: int, period_start: float, media_offset: float,
-            entry: KeyEntry, init: str, number: int, t: int, d: int, rel: str) -> None:
-        """Record one published segment of ``name``: key period ``period`` starting at
-        ``period_start`` seconds (presentation time), the segment ``media_offset`` seconds
-        after that start, decode time ``t`` and duration ``d`` in the timescale."""
+    def add(self, name: str, *, period: int, discontinuity: int, boundary: float,
+            media_time: float, entry: KeyEntry, init: str, number: int, t: int, d: int,
+            rel: str) -> None:
+        """Record one published segment of ``name``: key period ``period`` after
+        ``discontinuity`` encoder discontinuities, the period starting at ``boundary``
+        seconds (presentation time), the segment at ``media_time`` seconds, its decode time
+        ``t`` and duration ``d`` in the timescale. A discontinuity starts a new Period where it
+        happens (the decode times may jump or restart there); key periods start at their
+        boundary."""
         r = self.renditions[name]
-        p = self.periods.get(period)
+        key = (discontinuity, period)
+        p = self.periods.get(key)
         if p is None:
-            p = self.periods[period] = _Period(period, period_start)
+            split = any(k[1] == period and k[0] < discontinuity for k in self.periods)
+            p = self.periods[key] = _Period(key, max(boundary, media_time) if split
+                                            else boundary)
         rep = p.reps.get(name)
         if rep is None:
-            pto = max(0, t - round(media_offset * r.timescale))
+            pto = max(0, t - round((media_time - p.start) * r.timescale))
             rep = p.reps[name] = _Rep(entry, init, pto)
         rep.segments.append(_Seg(number, t, d, rel))
         self.max_duration = max(self.max_duration, d / r.timescale)
@@ -105,7 +117,7 @@ class DashState:
         at least the last segment of every Representation it has; Periods left empty go."""
         if self.window is None:
             return
-        keep: dict[tuple[int, str], int] = {}  # (period, name) -> segments kept at the end
+        keep: dict[tuple[tuple[int, int], str], int] = {}  # (Period, name) -> kept at the end
         for name in self.order:
             left = self.window
             for idx in sorted(self.periods, reverse=True):
@@ -149,7 +161,7 @@ class DashState:
 
     def _reached(self, p: _Period) -> bool:
         """Every rendition has a segment in ``p`` or a later Period."""
-        return all(any(n in q.reps for i, q in self.periods.items() if i >= p.index)
+        return all(any(n in q.reps for k, q in self.periods.items() if k >= p.key)
                    for n in self.order)
 
     def end_time(self, periods: Sequence[_Period]) -> float:
@@ -206,4 +218,4 @@ class DashState:
                 start_number=rep.segments[0].number, presentation_time_offset=rep.pto,
                 segments=[(s.t, s.d) for s in rep.segments], width=r.width, height=r.height,
                 sample_rate=r.timescale if r.kind is TrackKind.AUDIO else 0))
-        return MpdPeriod(id=f"p{p.index}", start=p.start, adaptation_sets=list(sets.values()))
+        return MpdPeriod(id=p.id, start=p.start, adaptation_sets=list(sets.values()))

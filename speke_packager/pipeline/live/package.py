@@ -111,6 +111,8 @@ class _State:
     files: deque[tuple[int, int, str]] = field(default_factory=deque)  # (seq, period, path)
     peak: int = 0
     published: bool = False
+    discontinuities: int = 0
+    names: set[str] = field(default_factory=set)  # the paths in files
 
 
 class LivePackager:
@@ -325,6 +327,10 @@ class LivePackager:
                 uri = f"{rendition}/t{timing[0]}.{ext}"
             else:
                 uri = f"{rendition}/{seq}.{ext}"
+            if uri in s.names:
+                raise ManifestError(f"{uri} is still published: the decode time went back "
+                                    "(an encoder restart?); $Time$ names collide, use "
+                                    "dash_addressing='number'")
             self.writer.write(uri, seg.data)
             s.next_sequence = seq + 1
             s.peak = max(s.peak, math.ceil(len(seg.data) * 8 / duration))
@@ -370,17 +376,19 @@ class LivePackager:
                                   discontinuity=discontinuity)
             s.published = True
             s.files.append((seg.sequence, seg.period, uri))
+            s.names.add(uri)
             if self.hls:
                 self.writer.write(f"{s.spec.name}.m3u8", s.playlist.render().encode())
                 self._write_multivariant()
             if self._dash is not None:
                 assert timing is not None and init_uri is not None and seg.entry is not None
-                p_start = self.schedule.bounds(seg.period)[0]
-                self._dash.add(s.spec.name, period=seg.period, period_start=p_start -
-                               self.schedule.t0, media_offset=start - p_start,
-                               entry=seg.entry, init=init_uri, number=seg.sequence,
-                               t=timing[0], d=timing[1] or round(duration * s.timescale),
-                               rel=uri)
+                t0 = self.schedule.t0
+                s.discontinuities += discontinuity
+                self._dash.add(s.spec.name, period=seg.period, discontinuity=s.discontinuities,
+                               boundary=self.schedule.bounds(seg.period)[0] - t0,
+                               media_time=start - t0, entry=seg.entry, init=init_uri,
+                               number=seg.sequence, t=timing[0],
+                               d=timing[1] or round(duration * s.timescale), rel=uri)
                 self._dash.slide()
                 self._dash.renditions[s.spec.name].bandwidth = self._bandwidth(s)
                 if self._dash.has_content():  # once every rendition has a segment
@@ -409,6 +417,7 @@ class LivePackager:
         limit = first - self.retain
         while s.files and s.files[0][0] < limit:
             _seq, period, rel = s.files.popleft()
+            s.names.discard(rel)
             self.writer.delete(rel)
         oldest = s.files[0][1] if s.files else None
         for period in sorted(s.inits):
