@@ -11,6 +11,7 @@ both manifests."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ from uuid import UUID
 import pytest
 from lxml import etree
 
-from fixtures.media import framemd5
+from fixtures.media import framemd5, packager_key_flags
+from speke_packager._tools import PACKAGER, find_tool
 from speke_packager.constants import (
     KEYFORMAT_CLEARKEY,
     KEYFORMAT_IDENTITY,
@@ -119,6 +121,26 @@ def _decrypt_periods(out: Path, tmp: Path, name: str, stream: str, segs: list[An
         assert _frames(enc, stream, keys[(p + 1) % 3]) != ref  # another period's key
 
 
+def _shaka_decrypts(enc: Path, kid: UUID, key: bytes, wrong: bytes, clear: Path,
+                    tmp: Path) -> None:
+    """Shaka Packager's raw-key decryption of ``enc`` gives the clear frames with ``key`` and
+    not with ``wrong`` (it exits 0 with a wrong key: frames decide)."""
+    packager = find_tool("packager", PACKAGER)
+    assert packager is not None
+    ref = _frames(clear, "v:0")
+    for k, good in ((key, True), (wrong, False)):
+        dec = tmp / f"shaka-{'good' if good else 'bad'}.mp4"
+        res = subprocess.run([packager, f"in={enc},stream=video,output={dec}",
+                              "--enable_raw_key_decryption",
+                              packager_key_flags(f"--keys=label=a:key_id={kid.hex}:key={k.hex()}")],
+                             capture_output=True, check=False)
+        if good:
+            assert res.returncode == 0, res.stderr[-1500:]
+            assert _frames(dec, "v:0") == ref
+        else:
+            assert res.returncode != 0 or _frames(dec, "v:0") != ref
+
+
 def _package_fmp4(ks: KeyServer, media: dict[str, Rendition], out: Path, scheme: Scheme,
                   cid: str, **kw: Any) -> tuple[LivePackager, dict[str, list[Any]]]:
     """Both fMP4 renditions, segment by segment (video then audio), checking before the first
@@ -171,6 +193,9 @@ def test_fmp4_three_periods_hls_and_dash(scheme: Scheme, addressing: str, ks: Ke
         assert len(set(kids)) == 3 and len(set(keys)) == 3
         assert [s.key_changed for s in segs] == [True, False] * 3
         _decrypt_periods(out, tmp_path, name, stream, segs, keys, r)
+        if name == "video":  # a second decryptor on a rotated period: Shaka Packager
+            _shaka_decrypts(tmp_path / "video-p1.mp4", segs[2].kid, keys[1], keys[0],
+                            tmp_path / "video-p1-clear.mp4", tmp_path)
         # HLS: the new EXT-X-MAP and the full key set at each period's first segment
         text = (out / f"{name}.m3u8").read_text()
         assert text.rstrip().endswith("#EXT-X-ENDLIST")
