@@ -449,6 +449,7 @@ def test_bad_configurations(ks: KeyServer, live_media: dict[str, Rendition],
         (Scheme.CBCS, [LiveRendition("v", init)], {"window": 0}),
         (Scheme.CBCS, [LiveRendition("v", init)], {"dash_addressing": "index"}),
         (Scheme.CBCS, [LiveRendition("master", init)], {}),  # master.m3u8 is taken
+        (Scheme.CBCS, [LiveRendition("v", init)], {"mpd_name": "dash/live.mpd"}),
         (Scheme.CBCS, [LiveRendition("v", init)], {"utc_timing": "ntp://x"}),
     ]
     for scheme, rends, kw in bad:

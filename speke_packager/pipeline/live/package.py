@@ -174,8 +174,10 @@ class LivePackager:
         for n in names:
             if "/" in check_rel_path(n):
                 raise UsageError(f"a rendition name is not a path: {n!r}")
-        check_rel_path(hls_name)
-        check_rel_path(mpd_name)
+        for top in (hls_name, mpd_name):
+            if "/" in check_rel_path(top):
+                raise UsageError(f"{top!r}: the manifests sit at the top of the output (the "
+                                 "media playlists and segments are named relative to it)")
         if {hls_name, mpd_name} & {f"{n}.m3u8" for n in names} or hls_name == mpd_name:
             raise UsageError("a rendition's media playlist <name>.m3u8 would overwrite the "
                              "multivariant playlist or the MPD: rename it")
