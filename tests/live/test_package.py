@@ -580,3 +580,27 @@ def test_encoder_discontinuity(ks: KeyServer, live_media: dict[str, Rendition], 
             pk.add_segment("video", live_media["video"].data(0), start_time=3 * SEGMENT,
                            duration=SEGMENT, discontinuity=True)
         assert (out2 / "video" / "t0.m4s").read_bytes() == before
+
+
+def test_close_ends_a_period_not_every_rendition_reached(
+        ks: KeyServer, live_media: dict[str, Rendition], tmp_path: Path,
+        check_mpd: Callable[[Any], None]) -> None:
+    """close() while only video has entered period 1: the static MPD still lists it (the
+    presentation is over, nothing more will come)."""
+    out = tmp_path / "out"
+    rends = [LiveRendition(n, live_media[n].init.read_bytes())  # type: ignore[union-attr]
+             for n in ("video", "audio")]
+    with LivePackager(_source(ks, "pkg-end", Scheme.CENC, FMP4_DRMS[:3]), _schedule(),
+                      Scheme.CENC, out, rends) as pk:
+        for i, name in ((0, "video"), (0, "audio"), (1, "video"), (1, "audio"), (2, "video")):
+            pk.add_segment(name, live_media[name].data(i), start_time=i * SEGMENT,
+                           duration=SEGMENT)
+        live = etree.fromstring((out / "manifest.mpd").read_bytes())
+        assert [p.get("id") for p in live.findall(f"{M}Period")] == ["p0"]
+    mpd = etree.fromstring((out / "manifest.mpd").read_bytes())
+    check_mpd(mpd)
+    assert mpd.get("type") == "static"
+    assert [p.get("id") for p in mpd.findall(f"{M}Period")] == ["p0", "p1"]
+    assert mpd.find(f"{M}Period[@id='p1']//{M}Representation[@id='audio']") is None
+    for name in ("video", "audio"):
+        assert (out / f"{name}.m3u8").read_text().rstrip().endswith("#EXT-X-ENDLIST")

@@ -289,9 +289,10 @@ class LivePackager:
                 s.playlist.end()
                 if self.hls:
                     self.writer.write(f"{s.spec.name}.m3u8", s.playlist.render().encode())
-        if self._dash is not None and self._dash.has_content():
-            self._dash.ended = True
-            self._write_mpd()
+        if self._dash is not None:
+            self._dash.ended = True  # every Period with a segment, complete or not
+            if self._dash.has_content():
+                self._write_mpd()
 
     # -- segments --------------------------------------------------------------------------------
     def add_segment(self, rendition: str, data: bytes | bytearray | memoryview, *,
@@ -374,8 +375,7 @@ class LivePackager:
                     seconds=start + duration - self.schedule.t0)
             self._max_duration = max(self._max_duration, duration)
             s.playlist.add(uri, duration, seg, init_uri=init_uri,
-                                  program_date_time=self._wall(start),
-                                  discontinuity=discontinuity)
+                           program_date_time=self._wall(start), discontinuity=discontinuity)
             s.published = True
             s.files.append((seg.sequence, seg.period, uri))
             s.names.add(uri)
