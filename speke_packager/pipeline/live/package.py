@@ -5,8 +5,8 @@ the next period, encryption) and publishes through a :class:`.writer.LiveWriter`
 segment the init of its key period (when new), then the segment, then the manifests that name
 them, so a manifest never names a file or a key that is not there yet.
 
-Key rotation in DASH: **a new Period per key period** (DASH-IF IOP v4.3 §7.7 / v5 part 6 list it
-beside in-band rotation). Each key period of an fMP4 rendition gets its own init segment
+Key rotation in DASH: **a new Period per key period** (the DASH-IF interoperability guidelines
+describe it beside in-band rotation; media-encryption.md §8.2). Each key period of an fMP4 rendition gets its own init segment
 (``<rendition>/init-<period>.mp4``) whose ``tenc`` names that period's KID and IV, its segments
 are encrypted with that default key (no ``seig`` group is needed), and its Period carries
 ``cenc:default_KID`` and every DRM's ContentProtection for that KID. Why this one and not
