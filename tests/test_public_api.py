@@ -17,6 +17,8 @@ PUBLIC = {
     "OutputFormat": "pipeline", "KeySource": "pipeline", "TrackSummary": "pipeline",
     "LiveSession": "pipeline", "LiveSegment": "pipeline", "LiveKeyPolicy": "pipeline", "LivePlaylist": "pipeline",
     "PeriodKeySource": "pipeline", "SpekeKeySource": "pipeline",
+    "LivePackager": "pipeline", "LiveRendition": "pipeline", "PublishedSegment": "pipeline",
+    "LiveWriter": "pipeline", "FolderWriter": "pipeline",
     "RawKeys": "pipeline", "SpekeKeys": "pipeline",
     "RotationSchedule": "pipeline", "parse_raw_key": "pipeline", "raw_keyset": "pipeline",
     # keys: the SPEKE client

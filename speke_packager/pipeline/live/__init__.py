@@ -11,19 +11,31 @@ boundary; only the current and next periods are kept. :class:`LiveKeyPolicy` set
 retries, the grace time during which missing keys are replaced by the previous period's, and
 the key periods per SPEKE request (see :mod:`.periods`). :class:`LivePlaylist` keeps a sliding
 window of a media playlist and writes it atomically.
+
+:class:`LivePackager` is the whole live package on top of a session: segments of every
+rendition in, the encrypted segments, HLS multivariant + media playlists and a dynamic DASH
+MPD (a new Period per key period) out, through a :class:`LiveWriter` (files by default:
+:class:`FolderWriter`).
 """
 
 from __future__ import annotations
 
+from .package import LivePackager, LiveRendition, PublishedSegment
 from .periods import LiveKeyPolicy, PeriodKeySource, SpekeKeySource
 from .playlist import LivePlaylist
 from .session import LiveSegment, LiveSession
+from .writer import FolderWriter, LiveWriter
 
 __all__ = [
+    "FolderWriter",
     "LiveKeyPolicy",
+    "LivePackager",
     "LivePlaylist",
+    "LiveRendition",
     "LiveSegment",
     "LiveSession",
+    "LiveWriter",
     "PeriodKeySource",
+    "PublishedSegment",
     "SpekeKeySource",
 ]
