@@ -24,7 +24,7 @@ def _descriptor(buf: bytes, pos: int) -> tuple[int, int, int]:
 def _mp4a(esds: bytes) -> str:
     """``mp4a.40.N`` from an esds payload (after version/flags)."""
     try:
-        tag, p, end = _descriptor(esds, 4)
+        tag, p, _ = _descriptor(esds, 4)
         if tag != 3:
             return "mp4a.40.2"
         flags = esds[p + 2]
@@ -35,7 +35,7 @@ def _mp4a(esds: bytes) -> str:
             p += 1 + esds[p]
         if flags & 0x20:
             p += 2
-        tag, p, end = _descriptor(esds, p)
+        tag, p, _ = _descriptor(esds, p)
         if tag != 4:
             return "mp4a.40.2"
         oti = esds[p]

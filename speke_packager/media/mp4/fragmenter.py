@@ -56,7 +56,8 @@ def _presentation(t: TrackTable, movie_ts: int, idx: np.ndarray) -> np.ndarray:
     """Presentation times in seconds of the samples ``idx`` (edit list applied)."""
     mt, delay = _media_time(t)
     pts = t.dts[idx] + t.cts[idx].astype(np.int64) - mt
-    return pts / t.timescale + delay / movie_ts
+    out: np.ndarray = pts / t.timescale + delay / movie_ts
+    return out
 
 
 def _cuts(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -146,11 +147,13 @@ class TrackFragmenter:
         """Each segment's duration in the track's timescale (decode times)."""
         t = self.track
         end_dts = np.append(t.dts[1:], t.dts[-1] + int(t.durations[-1]))
-        return end_dts[self.ends - 1] - t.dts[self.starts]
+        out: np.ndarray = end_dts[self.ends - 1] - t.dts[self.starts]
+        return out
 
     def segment_times(self) -> np.ndarray:
         """Each segment's tfdt (decode time of its first sample)."""
-        return self.track.dts[self.starts]
+        out: np.ndarray = self.track.dts[self.starts]
+        return out
 
     def sample_bytes(self, i: int) -> int:
         """The sample bytes of segment ``i``."""

@@ -167,7 +167,7 @@ def _track(buf: memoryview, trak: Box, path: str, file_size: int, movie_ts: int
     tid = struct.unpack_from(">I", tp, 20 if tp[0] == 1 else 12)[0]
     mdhd = _need(mk, b"mdhd", f"{path}/mdia")
     mp = _payload(buf, mdhd)
-    if len(mp) < (32 if mp[:1] == b"\x01" else 20):
+    if len(mp) < 4 or len(mp) < (32 if mp[0] == 1 else 20):
         raise Mp4FormatError("truncated mdhd", box_path=f"{path}/mdia/mdhd")
     if mp[0] == 1:
         ts, dur = struct.unpack_from(">IQ", mp, 20)
