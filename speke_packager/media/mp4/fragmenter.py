@@ -32,6 +32,9 @@ _SEG = ThreadScratch(cap=512 << 20)  # the segment being built, per thread / wor
 _SYNC_FLAGS = 0x02000000  # sample_depends_on = 2 (an I picture)
 _NON_SYNC_FLAGS = 0x01010000  # depends on others, sample_is_non_sync_sample
 _EPS = 1e-9
+# every output track is a file of its own with track ID 1, as CMAF packagers write them (Shaka
+# Packager 3 crashes on a cbcs track with another ID)
+TRACK_ID = 1
 
 
 def _media_time(t: TrackTable) -> tuple[int, int]:
@@ -98,13 +101,30 @@ def cut_movie(movie: Movie, seconds: float) -> dict[int, np.ndarray]:
     return out
 
 
-def _zero_duration(box: bytes, v1_at: int, v0_at: int) -> bytes:
-    """``box`` (tkhd or mdhd) with its duration set to 0 (fragmented: the fragments tell)."""
+def _zero_duration(box: bytes, v1_at: int, v0_at: int, track_id: int | None = None) -> bytes:
+    """``box`` (tkhd or mdhd) with its duration set to 0 (fragmented: the fragments tell), and
+    for a tkhd its track ID set to ``track_id``."""
     b = bytearray(box)
     if b[8] == 1:
         b[8 + v1_at:8 + v1_at + 8] = bytes(8)
     else:
         b[8 + v0_at:8 + v0_at + 4] = bytes(4)
+    if track_id is not None:
+        struct.pack_into(">I", b, 8 + (20 if b[8] == 1 else 12), track_id)
+    return bytes(b)
+
+
+def _open_ended(elst: bytes) -> bytes:
+    """The edit list with its last (media) edit's duration set to 0: in a fragmented file it
+    runs to the end of the fragments (ISO/IEC 14496-12 8.6.6); the source's duration would cut
+    the media short where a player honours it."""
+    b = bytearray(elst)
+    version = b[8]
+    size = 20 if version == 1 else 12
+    (n,) = struct.unpack_from(">I", b, 12)
+    last = 16 + (n - 1) * size
+    width = 8 if version == 1 else 4
+    b[last:last + width] = bytes(width)
     return bytes(b)
 
 
@@ -172,10 +192,10 @@ class TrackFragmenter:
         ftyp = box_bytes(b"ftyp", b"iso6" + bytes(4) + b"iso6mp41dashcmfc")
         mvhd = full_box(b"mvhd", 0, 0, struct.pack(
             ">IIIIIH10x", 0, 0, self.movie.timescale, 0, 0x10000, 0x100) + _MATRIX
-            + bytes(24) + struct.pack(">I", t.track_id + 1))
-        tkhd = _zero_duration(t.tkhd, 28, 20)
+            + bytes(24) + struct.pack(">I", TRACK_ID + 1))
+        tkhd = _zero_duration(t.tkhd, 28, 20, TRACK_ID)
         mdhd = _zero_duration(t.mdhd, 24, 16)
-        edts = box_bytes(b"edts", t.elst) if t.elst is not None else b""
+        edts = box_bytes(b"edts", _open_ended(t.elst)) if t.elst is not None else b""
         dref = full_box(b"dref", 0, 0, struct.pack(">I", 1) + full_box(b"url ", 0, 1, b""))
         dinf = box_bytes(b"dinf", dref)
         empty = struct.pack(">I", 0)
@@ -185,7 +205,7 @@ class TrackFragmenter:
         minf = box_bytes(b"minf", t.media_header + dinf + stbl)
         mdia = box_bytes(b"mdia", mdhd + t.hdlr + minf)
         trak = box_bytes(b"trak", tkhd + edts + mdia)
-        trex = full_box(b"trex", 0, 0, struct.pack(">5I", t.track_id, 1, self.default_duration,
+        trex = full_box(b"trex", 0, 0, struct.pack(">5I", TRACK_ID, 1, self.default_duration,
                                                    0, 0))
         mvex = box_bytes(b"mvex", trex)
         return ftyp + box_bytes(b"moov", mvhd + trak + mvex)
@@ -210,7 +230,9 @@ class TrackFragmenter:
             rec[:, c] = t.cts[a:b].view(np.uint32)
         version = 1 if self._signed else 0
         trun_len = 8 + 4 + 4 + 4 + rec.nbytes
-        tfhd = full_box(b"tfhd", 0, 0x020000, struct.pack(">I", t.track_id))
+        # default-base-is-moof; audio: every sample a sync sample (default-sample-flags)
+        tfhd = (full_box(b"tfhd", 0, 0x020020, struct.pack(">II", TRACK_ID, _SYNC_FLAGS))
+                if not video else full_box(b"tfhd", 0, 0x020000, struct.pack(">I", TRACK_ID)))
         tfdt = full_box(b"tfdt", 1, 0, struct.pack(">Q", int(t.dts[a])))
         traf_len = 8 + len(tfhd) + len(tfdt) + trun_len
         mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", i + 1))
