@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.media import RECIPES, Recipe, framemd5
+from fixtures.media import framemd5
 from speke_packager.constants import Scheme
 from speke_packager.media.mp4.codec_string import codec_string
 from speke_packager.media.mp4.fragmenter import TrackFragmenter, cut_movie
@@ -20,33 +20,8 @@ from speke_packager.media.mp4.sample_table import read_movie
 from speke_packager.pipeline.options import OutputFormat, VodOptions
 from speke_packager.pipeline.rawkeys import raw_keyset
 from speke_packager.pipeline.vod import encrypt_vod
+from tests.mp4 import progressive  # noqa: F401 (registers the progressive recipes)
 from tests.mp4.helpers import KEY, KID, WRONG, frames, shaka_decrypt
-
-_V = ("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=6")
-_A = ("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=6")
-_X264 = ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50",
-         "-keyint_min", "50", "-sc_threshold", "0", "-bf", "2")
-_X265 = ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
-         "keyint=50:min-keyint=50:bframes=2:log-level=error", "-pix_fmt", "yuv420p")
-
-# progressive MP4s (moov before or after the mdat), registered at run time
-_PROGRESSIVE = {
-    # B-frames (ctts) and an edit list (the first frame's composition offset, AAC priming)
-    "h264-aac-mp4": None,  # from fixtures.media
-    "hevc-aac-prog-mp4": (*_V, *_A, *_X265, "-tag:v", "hvc1", "-c:a", "aac", "-b:a", "96k"),
-    "hev1-ac3-prog-mp4": (*_V, *_A, *_X265, "-tag:v", "hev1", "-c:a", "ac3", "-b:a", "192k",
-                          "-movflags", "+faststart"),
-    "eac3-prog-mp4": (*_A, "-c:a", "eac3", "-b:a", "192k"),
-    "h264-avc3-aac-prog-mp4": (*_V, *_A, *_X264, "-tag:v", "avc3", "-c:a", "aac"),
-    "vp9-opus-prog-mp4": (*_V, *_A, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used",
-                          "8", "-g", "50", "-b:v", "300k", "-c:a", "libopus", "-b:a", "64k"),
-    # audio starts 0.5 s late: an empty edit (a start delay) in its edit list
-    "h264-aac-delay-mp4": (*_V, "-itsoffset", "0.5", *_A, *_X264, "-c:a", "aac",
-                           "-map", "0:v", "-map", "1:a"),
-}
-for _name, _args in _PROGRESSIVE.items():
-    if _args is not None and _name not in RECIPES:
-        RECIPES[_name] = Recipe(_name, _args, ".mp4")
 
 # AC-3 / E-AC-3 encoders prime 256 samples: the source's edit list starts inside the first
 # frame. FFmpeg 8 applies such an edit when it reads a progressive file but not in a fragmented
