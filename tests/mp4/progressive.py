@@ -30,3 +30,6 @@ _PROGRESSIVE = {
 for _name, _args in _PROGRESSIVE.items():
     if _args is not None and _name not in RECIPES:
         RECIPES[_name] = Recipe(_name, _args, ".mp4")
+# QuickTime: the AAC track has a version 1 sound description (esds inside wave)
+if "h264-aac-mov" not in RECIPES:
+    RECIPES["h264-aac-mov"] = Recipe("h264-aac-mov", (*_V, *_A, *_X264, "-c:a", "aac"), ".mov")

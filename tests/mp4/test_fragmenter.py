@@ -39,6 +39,7 @@ CASES = {
     "h264-avc3-aac-prog-mp4": [("v:0", "video"), ("a:0", "audio")],
     "vp9-opus-prog-mp4": [("v:0", "video"), ("a:0", "audio")],
     "h264-aac-delay-mp4": [("v:0", "video"), ("a:0", "audio")],
+    "h264-aac-mov": [("v:0", "video"), ("a:0", "audio")],
 }
 
 

@@ -116,6 +116,43 @@ def _elst(p: memoryview, path: str, movie_ts: int, media_ts: int) -> None:
         raise UnsupportedMediaError(f"{path}: an edit at a rate other than 1")
 
 
+_ISO_AUDIO_KEEP = frozenset({b"esds", b"dac3", b"dec3", b"dOps", b"btrt", b"dac4"})
+
+
+def _iso_audio(stsd: bytes, timescale: int, path: str) -> bytes:
+    """The stsd box with a QuickTime sound description (version 1 or 2, as in .mov files)
+    rewritten as an ISO AudioSampleEntry (version 0): channel count, sample rate, and the
+    decoder configuration (esds from inside ``wave``); version 0 entries are kept."""
+    entry = stsd[16:]
+    if len(entry) < 36 or struct.unpack_from(">H", entry, 16)[0] == 0:
+        return stsd
+    version = struct.unpack_from(">H", entry, 16)[0]
+    if version == 1:
+        channels, rate, skip = struct.unpack_from(">H", entry, 24)[0], entry[32:34], 52
+        hz = int.from_bytes(rate, "big")
+    elif version == 2 and len(entry) >= 72:
+        rate_f, channels = struct.unpack_from(">dI", entry, 40)
+        hz, skip = int(rate_f), 72
+    else:
+        raise UnsupportedMediaError(f"{path}: QuickTime sound description version {version}")
+    children: list[bytes] = []
+    body = memoryview(entry)
+    for b in iter_boxes(body, skip, path=path):
+        if b.type == b"wave":
+            for w in iter_boxes(body, b.payload_start, b.end, path=f"{path}/wave"):
+                if w.type in _ISO_AUDIO_KEEP:
+                    children.append(bytes(body[w.start:w.end]))
+        elif b.type in _ISO_AUDIO_KEEP:
+            children.append(bytes(body[b.start:b.end]))
+    if not 0 < hz < 65536:
+        hz = timescale if timescale < 65536 else 0
+    fields = (bytes(6) + struct.pack(">H", 1) + bytes(8)
+              + struct.pack(">HHHHI", channels, 16, 0, 0, hz << 16))
+    new = fields + b"".join(children)
+    new_entry = struct.pack(">I4s", 8 + len(new), entry[4:8]) + new
+    return struct.pack(">I4sII", 16 + len(new_entry), b"stsd", 0, 1) + new_entry
+
+
 def _samples_per_chunk(stsc: np.ndarray, chunks: int, samples: int, path: str) -> np.ndarray:
     if chunks == 0:
         if samples:
@@ -191,6 +228,9 @@ def _track(buf: memoryview, trak: Box, path: str, file_size: int, movie_ts: int
     if struct.unpack_from(">I", sd, 4)[0] != 1:
         raise UnsupportedMediaError(f"{where}: several sample descriptions (stsd)")
     entry_type = bytes(sd[12:16])
+    stsd_box = bytes(buf[stsd.start:stsd.end])
+    if kind == "audio":
+        stsd_box = _iso_audio(stsd_box, ts, f"{sp}/stsd")
 
     # sizes: the count here bounds every other table
     if b"stsz" in sk:
@@ -285,7 +325,7 @@ def _track(buf: memoryview, trak: Box, path: str, file_size: int, movie_ts: int
         track_id=tid, kind=kind, timescale=ts, media_duration=dur,
         tkhd=bytes(buf[tkhd.start:tkhd.end]), mdhd=bytes(buf[mdhd.start:mdhd.end]),
         hdlr=bytes(buf[hdlr.start:hdlr.end]), media_header=bytes(buf[header.start:header.end]),
-        stsd=bytes(buf[stsd.start:stsd.end]), elst=elst, entry_type=entry_type,
+        stsd=stsd_box, elst=elst, entry_type=entry_type,
         offsets=offsets, sizes=sizes, dts=dts, durations=durations, cts=cts, sync=sync)
 
 
