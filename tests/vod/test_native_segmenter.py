@@ -114,3 +114,22 @@ def test_memory_is_bounded_by_a_segment(tmp_path: Path) -> None:
     # a few segment-sized buffers (read, cipher output), never the whole file
     assert peak < 6 * biggest + (8 << 20), (peak, biggest, size)
     assert peak < size / 3, (peak, size)
+
+
+def test_clear_lead(media, tmp_path: Path) -> None:
+    """--clear-lead with the native segmenter: the first segment of each track stays clear
+    (no senc, the clear sample entry), the rest is encrypted; every frame decrypts."""
+    from .conftest import KEY, concat, frames
+
+    src = media("h264-aac-mp4")
+    out = tmp_path / "out"
+    encrypt_vod(VodOptions(input=src, output=out, scheme=Scheme.CENC, format=OutputFormat.DASH,
+                           segment_duration=2, clear_lead=2, jobs=1),
+                raw_keyset([KEYSPEC], Scheme.CENC))
+    for rep, stream in (("0", "v:0"), ("1", "a:0")):
+        segs = sorted((out / rep).glob("segment_*.m4s"))
+        assert b"senc" not in segs[0].read_bytes()
+        assert all(b"senc" in s.read_bytes() for s in segs[1:])
+        track = concat(tmp_path / f"t{rep}.mp4", [out / rep / "init.mp4", *segs])
+        ref = frames(src, stream)
+        assert ref and frames(track, stream, key=KEY) == ref
