@@ -23,6 +23,8 @@ _PROGRESSIVE = {
     "h264-avc3-aac-prog-mp4": (*_V, *_A, *_X264, "-tag:v", "avc3", "-c:a", "aac"),
     "vp9-opus-prog-mp4": (*_V, *_A, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used",
                           "8", "-g", "50", "-b:v", "300k", "-c:a", "libopus", "-b:a", "64k"),
+    # ctts version 1 with negative composition offsets (trun version 1 in the output)
+    "h264-negcts-prog-mp4": (*_V, *_X264, "-movflags", "+negative_cts_offsets"),
     # audio starts 0.5 s late: an empty edit (a start delay) in its edit list
     "h264-aac-delay-mp4": (*_V, "-itsoffset", "0.5", *_A, *_X264, "-c:a", "aac",
                            "-map", "0:v", "-map", "1:a"),

@@ -40,6 +40,7 @@ CASES = {
     "vp9-opus-prog-mp4": [("v:0", "video"), ("a:0", "audio")],
     "h264-aac-delay-mp4": [("v:0", "video"), ("a:0", "audio")],
     "h264-aac-mov": [("v:0", "video"), ("a:0", "audio")],
+    "h264-negcts-prog-mp4": [("v:0", "video")],
 }
 
 
@@ -158,6 +159,21 @@ def test_cuts_at_sync_samples_and_audio_follows_video(media: Callable[[str], Pat
         # each audio cut is within one AAC frame of the video cut
         assert np.all(np.abs(v_times - a_times) < 1024 / 48000 + 0.05)
     assert len(cut_movie(movie, 2.0)[video.track_id]) == 3  # GOP 2 s over 6 s
+
+
+def test_negative_composition_offsets(media: Callable[[str], Path]) -> None:
+    src = media("h264-negcts-prog-mp4")
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        movie = read_movie(fd, src.name)
+        (video,) = movie.tracks
+        assert np.any(video.cts < 0), "the asset should have negative composition offsets"
+        f = TrackFragmenter(movie, video, cut_movie(movie, 2.0)[video.track_id])
+        seg = bytes(f.build(0, fd))
+    finally:
+        os.close(fd)
+    i = seg.find(b"trun")
+    assert seg[i + 4] == 1  # trun version 1: signed offsets
 
 
 def test_codec_strings(media: Callable[[str], Path]) -> None:
