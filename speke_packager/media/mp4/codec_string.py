@@ -6,6 +6,8 @@ from .boxes import iter_boxes, sample_entry_prefix_len
 
 __all__ = ["codec_string"]
 
+_PARSED = frozenset({b"avc1", b"avc3", b"hvc1", b"hev1", b"mp4a", b"vp09", b"Opus"})
+
 
 def _descriptor(buf: bytes, pos: int) -> tuple[int, int, int]:
     """(tag, payload start, payload end) of the MPEG-4 descriptor at ``pos``."""
@@ -70,6 +72,8 @@ def codec_string(entry: bytes) -> str:
     ``mp4a.40.2``, ``ac-3``, ``ec-3``, ``vp09.00.10.08``, ``opus``)."""
     fourcc = entry[4:8]
     name = fourcc.decode("latin-1")
+    if fourcc not in _PARSED:
+        return name  # (ac-3, ec-3, and codecs we do not describe further)
     payload = entry[8:]
     n = sample_entry_prefix_len(fourcc, payload, name) or 0
     kids = {b.type: bytes(entry[8 + b.payload_start:8 + b.end])
