@@ -12,6 +12,7 @@ exactly as they read a package that FFmpeg wrote.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ def fragment_media(src: Path, workdir: Path, *, seconds: float, hls: bool, dash:
                    ) -> NativePackage:
     """Describe ``src`` as a clear CMAF package in ``workdir`` (init segments, manifests)."""
     fd = open_input(src.parent, src.name, what="input")
+    if hasattr(os, "posix_fadvise"):  # the samples are read front to back, track by track
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     try:
         try:
             movie = read_movie(fd, src.name)
