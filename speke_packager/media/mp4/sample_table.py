@@ -270,8 +270,8 @@ def _track(buf: memoryview, trak: Box, path: str, file_size: int, movie_ts: int
     zero = np.flatnonzero(sizes == 0)
     if zero.size:
         raise UnsupportedMediaError(
-            f"{where}: sample {int(zero[0]) + 1} is empty (size 0); empty samples cannot be "
-            "fragmented (use --segmenter ffmpeg, which drops them)")
+            f"{where}: sample {int(zero[0]) + 1} is empty (size 0), which the native "
+            "fragmenter does not cut")
 
     stts = _table(_payload(buf, _need(sk, b"stts", sp)), 2, 4, f"{sp}/stts")
     durations = _runs(stts, n, "stts", f"{sp}/stts", "uint32")
