@@ -1,9 +1,11 @@
 """``encrypt_vod``: a clear HLS/DASH package or a media file in, an encrypted package out.
 
-Stages: check the input and options, get the keys, segment a media file with ffmpeg (stream
-copy), read the manifests and probe every init section / first TS segment for its tracks, select
-keys by the tracks' real properties, encrypt all segments on a thread pool, write manifests with
-the DRM signaling, and publish the folder atomically (an error or Ctrl-C leaves no output, or the
+Stages: check the input and options, get the keys, describe a media file as a clear CMAF
+package (the native fragmenter for MP4/MOV with cenc/cbcs, whose media segments are made only
+when they are encrypted, :mod:`.native`; else ffmpeg segments it, stream copy), read the
+manifests and probe every init section / first TS segment for its tracks, select keys by the
+tracks' real properties, encrypt all segments on a thread pool, write manifests with the DRM
+signaling, and publish the folder atomically (an error or Ctrl-C leaves no output, or the
 earlier output intact). The input is only read.
 """
 
