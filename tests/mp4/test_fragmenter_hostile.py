@@ -196,3 +196,49 @@ def test_encrypt_vod_names_the_cause_and_the_way_out(source: bytes, tmp_path: Pa
     assert "stts describes" in msg and "--segmenter ffmpeg" in msg and src.name in msg
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".speke")]
+
+
+def test_stz2_and_co64_read_like_stsz_and_stco(media: Callable[[str], Path],
+                                               tmp_path: Path) -> None:
+    """The compact size table (stz2, 16-bit) and 64-bit chunk offsets (co64) give the same
+    samples as stsz/stco (moov at the end of this file: rewriting it moves no sample)."""
+    import numpy as np
+
+    from speke_packager.media.mp4.boxes import box_bytes, full_box, parse_tree
+
+    src = media("hevc-aac-prog-mp4")
+    data = src.read_bytes()
+    moov = _find(data, "moov")
+    tree = parse_tree(data, moov)
+    for trak in tree.find_all(b"trak"):
+        stbl = trak.need(b"mdia").need(b"minf").need(b"stbl")
+        assert stbl.children is not None
+        for i, c in enumerate(stbl.children):
+            if c.type == b"stsz":
+                const, n = struct.unpack_from(">II", c.payload, 4)
+                sizes = np.frombuffer(c.payload, ">u4", count=n, offset=12)
+                assert const == 0 and sizes.max() < 1 << 16
+                body = bytes(3) + bytes([16]) + struct.pack(">I", n) + sizes.astype(">u2").tobytes()
+                stbl.children[i] = parse_tree(full_box(b"stz2", 0, 0, body),
+                                              next(iter_boxes(full_box(b"stz2", 0, 0, body))))
+            elif c.type == b"stco":
+                (n,) = struct.unpack_from(">I", c.payload, 4)
+                offs = np.frombuffer(c.payload, ">u4", count=n, offset=8).astype(">u8")
+                box = full_box(b"co64", 0, 0, struct.pack(">I", n) + offs.tobytes())
+                stbl.children[i] = parse_tree(box, next(iter_boxes(box)))
+    new = tree.to_bytes()
+    assert box_bytes(b"moov", b"")[4:8] == new[4:8]
+    assert new.count(b"stz2") == new.count(b"co64") == 2
+    assert b"stsz" not in new and b"stco" not in new
+    out = tmp_path / "stz2-co64.mp4"
+    out.write_bytes(data[:moov.start] + new + data[moov.end:])
+    fds = [os.open(p, os.O_RDONLY) for p in (src, out)]
+    try:
+        a, b = (read_movie(fd, "x") for fd in fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    for ta, tb in zip(a.tracks, b.tracks, strict=True):
+        assert np.array_equal(ta.offsets, tb.offsets)
+        assert np.array_equal(ta.sizes, tb.sizes)
+        assert np.array_equal(ta.dts, tb.dts) and np.array_equal(ta.cts, tb.cts)
