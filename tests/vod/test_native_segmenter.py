@@ -133,3 +133,24 @@ def test_clear_lead(media, tmp_path: Path) -> None:
         track = concat(tmp_path / f"t{rep}.mp4", [out / rep / "init.mp4", *segs])
         ref = frames(src, stream)
         assert ref and frames(track, stream, key=KEY) == ref
+
+
+@pytest.mark.parametrize("name", ["h264-2res-aac-mp4", "eac3-prog-mp4"])
+def test_several_videos_and_audio_only_verify(name: str, media, tmp_path: Path) -> None:
+    """Two video tracks (SD, HD) with one audio, and an audio-only file: HLS + DASH from the
+    native segmenter pass verify."""
+    from tests.mp4 import progressive  # noqa: F401 (registers eac3-prog-mp4)
+
+    src = media(name)
+    out = tmp_path / "out"
+    r = encrypt_vod(VodOptions(input=src, output=out, scheme=Scheme.CBCS, segment_duration=2,
+                               key_uri=_KEY_URI),
+                    raw_keyset([KEYSPEC], Scheme.CBCS))
+    kinds = sorted(t.kind for t in r.tracks)
+    assert kinds == (["audio", "audio", "video", "video", "video", "video"]
+                     if name.startswith("h264") else ["audio", "audio"])
+    master = (out / "master.m3u8").read_text()
+    assert master.count("#EXT-X-STREAM-INF") == (2 if name.startswith("h264") else 1)
+    ok = cli("verify", str(out), "--reference", str(src), "--key", KEYSPEC,
+             "--no-fetch-key-uris")
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
