@@ -27,8 +27,10 @@ from .errors import (
     ManifestError,
     MediaError,
     Mp4FormatError,
+    ObjectNotFoundError,
     OutputError,
     SpekePackagerError,
+    StorageError,
     ToolError,
     TsFormatError,
     UnsafeInputError,
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
         parse_raw_key,
         raw_keyset,
     )
+    from .storage import ObjectStore, PackageWriter, S3Options, open_writer
     from .verify import VerifyReport, verify_package
 
 __version__ = "0.1.0"
@@ -113,6 +116,7 @@ _LAZY = {
                      "VodOptions", "VodResult", "encrypt_vod", "parse_raw_key", "raw_keyset"),
                     ".pipeline"),
     **dict.fromkeys(("VerifyReport", "verify_package"), ".verify"),
+    **dict.fromkeys(("ObjectStore", "PackageWriter", "S3Options", "open_writer"), ".storage"),
 }
 
 
@@ -165,10 +169,13 @@ __all__ = [
     "Mp4Decryptor",
     "Mp4Encryptor",
     "Mp4FormatError",
+    "ObjectNotFoundError",
+    "ObjectStore",
     "MtlsAuth",
     "NoAuth",
     "OutputError",
     "OutputFormat",
+    "PackageWriter",
     "Packaging",
     "PeriodKeySource",
     "RawKeys",
@@ -179,8 +186,10 @@ __all__ = [
     "SpekeClient",
     "SpekeKeySource",
     "SpekeKeys",
+    "S3Options",
     "SpekePackagerError",
     "SpekeVersion",
+    "StorageError",
     "ToolError",
     "TrackInfo",
     "TrackKind",
@@ -203,6 +212,7 @@ __all__ = [
     "encrypt_vod",
     "fetch_keys",
     "iv_from_sequence",
+    "open_writer",
     "parse_raw_key",
     "probe_init",
     "probe_ts",
