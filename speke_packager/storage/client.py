@@ -89,7 +89,7 @@ def make_client(options: S3Options | None = None) -> Any:
                       or os.environ.get("AWS_ENDPOINT_URL"))
         path_style = custom if opts.path_style is None else opts.path_style
         config = botocore.config.Config(
-            retries={"mode": mode, "max_attempts": int(attempts or DEFAULT_ATTEMPTS)},
+            retries={"mode": mode, "total_max_attempts": int(attempts or DEFAULT_ATTEMPTS)},
             max_pool_connections=max(10, opts.concurrency * 2),
             connect_timeout=10, read_timeout=60,
             s3={"addressing_style": "path"} if path_style else None,

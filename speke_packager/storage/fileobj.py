@@ -145,11 +145,11 @@ class MultipartWriter(io.RawIOBase):
         view = memoryview(b).cast("B")
         n = len(view)
         while len(view):
+            if len(self._buf) >= self.part_size:  # a full part, and more is coming
+                self._flush_part()
             room = self.part_size - len(self._buf)
             self._buf += view[:room]
             view = view[room:]
-            if len(self._buf) >= self.part_size:
-                self._flush_part()
         self.bytes_written += n
         return n
 

@@ -1,0 +1,191 @@
+"""``encrypt_vod`` with ``s3://`` input and/or output.
+
+Input: a media file is streamed (ranged reads, bounded memory) to a local temporary file, since
+ffmpeg cannot read ``s3://``. A package (playlist or MPD) is read through :class:`RemotePlan`:
+each file the manifests name is fetched into a local cache the first time it is opened or
+probed, and the segments are fetched several at a time before encryption starts, so the
+encryption itself (forked worker processes included) reads local files as usual.
+
+Output: the package is built in a local temporary folder, then published under the ``s3://``
+prefix by :class:`~speke_packager.storage.Publication`: segments first, manifests last; on any
+failure (or Ctrl-C) the objects written by this run are deleted again.
+
+Local disk use: about the input (a package's or media file's bytes) plus the output; memory
+stays bounded (one part per object in flight)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..errors import ManifestError, ObjectNotFoundError, UsageError
+from ..storage import ObjectStore, Publication, S3Url, download_file, location, safe_rel
+from .options import VodOptions, VodResult
+from .plan import Plan
+from .segmenter import MEDIA_SUFFIXES
+
+
+class RemotePlan(Plan):
+    """A :class:`Plan` whose input package lives under an ``s3://`` prefix: every file is
+    fetched into ``src_root`` (a local cache) on first use, then read like a local file."""
+
+    def __init__(self, cache: Path, prefix: S3Url, store: ObjectStore) -> None:
+        super().__init__(cache)
+        self.prefix = prefix.as_prefix()
+        self.store = store
+        self.fetched: set[str] = set()
+        self.missing: set[str] = set()
+
+    def _fetch(self, rel: str, what: str) -> bool:
+        if rel in self.fetched:
+            return True
+        if rel in self.missing:
+            return False
+        name = safe_rel(rel, what=what)
+        try:
+            download_file(self.store, self.prefix.join(name), self.src_root / name)
+        except ObjectNotFoundError:
+            self.missing.add(rel)
+            return False
+        self.fetched.add(rel)
+        return True
+
+    def open(self, rel: str, *, what: str = "segment") -> int:
+        if not self._fetch(rel, what):
+            self.opened.add(rel)
+            raise ManifestError(f"{what} {rel} is missing ({self.prefix.join(rel)})")
+        return super().open(rel, what=what)
+
+    def exists(self, rel: str, *, what: str = "segment") -> bool:
+        return self._fetch(rel, what) and super().exists(rel, what=what)
+
+    def prefetch(self, rels: Iterable[str]) -> None:
+        """Fetch every file of ``rels`` not fetched yet, several at a time."""
+        todo = sorted({r for r in rels if r not in self.fetched})
+        if not todo:
+            return
+        width = self.store.options.concurrency
+        with cf.ThreadPoolExecutor(max_workers=width, thread_name_prefix="s3-get") as ex:
+            futures = [ex.submit(self._fetch, rel, "segment") for rel in todo]
+            try:
+                for rel, fut in zip(todo, futures, strict=True):
+                    if not fut.result():
+                        raise ManifestError(f"segment {rel} is missing "
+                                            f"({self.prefix.join(rel)})")
+            finally:
+                for f in futures:
+                    f.cancel()
+
+
+def _remote_kind(store: ObjectStore, src: S3Url) -> str:
+    suffix = os.path.splitext(src.name)[1].lower()
+    if suffix in (".m3u8", ".m3u"):
+        return "hls"
+    if suffix == ".mpd":
+        return "dash"
+    if suffix in MEDIA_SUFFIXES:
+        return "media"
+    head = store.get_range(src, 0, 512)
+    if head.lstrip(b"\xef\xbb\xbf").startswith(b"#EXTM3U"):
+        return "hls"
+    if b"<MPD" in head:
+        return "dash"
+    raise UsageError(f"{src}: not an HLS playlist, DASH MPD or media file "
+                     f"({', '.join(sorted(MEDIA_SUFFIXES))})")
+
+
+def _check_overlap(src: S3Url, dst: S3Url, package: bool) -> None:
+    out = dst.as_prefix()
+    if src.bucket != out.bucket:
+        return
+    folder = src.parent.key
+    if src.key.startswith(out.key) or (package and folder.startswith(out.key)):
+        raise UsageError(f"the output {dst} holds the input; choose another prefix (the "
+                         "input is never modified)")
+    if package and out.key.startswith(folder):
+        raise UsageError(f"the output {dst} lies inside the input package's folder "
+                         f"{src.parent}; choose a prefix outside it")
+
+
+class RemoteRun:
+    """Stages an ``encrypt_vod`` run whose input and/or output is in object storage:
+    ``local`` are the options to run locally, ``plan_factory`` builds the input's plan,
+    :meth:`publish` uploads the result. A context manager: the temporary folder goes at exit."""
+
+    def __init__(self, options: VodOptions) -> None:
+        self.options = options
+        self.store = ObjectStore(options.storage)
+        self.src = location(options.input)
+        self.dst = location(options.output)
+        self.plan_factory: Callable[[Path], Plan] = Plan
+        self.publication: Publication | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix="speke-s3-"))
+        try:
+            self.local = self._stage()
+        except BaseException:
+            self.close()
+            raise
+
+    def _stage(self) -> VodOptions:
+        src, dst = self.src, self.dst
+        local_in: Path
+        if isinstance(src, S3Url):
+            try:
+                self.store.head(src)
+            except ObjectNotFoundError as exc:
+                raise ObjectNotFoundError(f"input {src} does not exist ({exc.code})",
+                                          url=str(src), code=exc.code) from None
+            kind = _remote_kind(self.store, src)
+            if isinstance(dst, S3Url):
+                _check_overlap(src, dst, kind != "media")
+            cache = self._tmp / "input"
+            if kind == "media":
+                local_in = cache / src.name
+            else:
+                prefix, store, name = src.parent, self.store, src.name
+
+                def factory(root: Path) -> Plan:
+                    plan = RemotePlan(root, prefix, store)
+                    plan.fetched.add(name)  # the manifest, fetched below
+                    return plan
+
+                self.plan_factory = factory
+                local_in = cache / src.name
+            download_file(self.store, src, local_in)
+        else:
+            local_in = Path(src)
+        local_out: Path
+        if isinstance(dst, S3Url):
+            if not dst.key.strip("/"):
+                raise UsageError(f"the output {dst} is a whole bucket; give a prefix "
+                                 "(s3://bucket/folder)")
+            self.publication = Publication(self.store, dst, force=self.options.force)
+            self.publication.check()
+            local_out = self._tmp / "output"
+        else:
+            local_out = Path(dst)
+        return dataclasses.replace(self.options, input=local_in, output=local_out)
+
+    def publish(self, result: VodResult) -> VodResult:
+        """Upload the package (segments, then ``result.manifests``) when the output is an
+        ``s3://`` prefix; the result then names the prefix."""
+        if self.publication is None:
+            return result
+        out = Path(result.output)
+        self.publication.upload_tree(out, result.manifests)
+        self.publication.remove_stale()
+        return dataclasses.replace(result, output=str(self.publication.dest))
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> RemoteRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
