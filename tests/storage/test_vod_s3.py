@@ -27,7 +27,8 @@ from speke_packager.storage import (
     local_files,
     upload_file,
 )
-from tests.vod.conftest import IV, KEY, KEYSPEC, WRONG, concat, frames, make_package
+from speke_packager.verify import verify_package
+from tests.vod.conftest import IV, KEY, KEYSPEC, KID, WRONG, concat, frames, make_package
 
 from .s3proxy import Fault, S3Proxy
 
@@ -88,6 +89,11 @@ def test_media_file_s3_to_s3_cenc(store: ObjectStore, s3opts: S3Options, bucket:
         assert ref
         assert frames(track, stream, key=KEY) == ref
         assert frames(track, stream, key=WRONG) != ref  # negative control
+    # the library's verify_package reads the package and the reference from s3:// itself
+    report = verify_package(out, str(src), keys={KID: KEY}, storage=s3opts)
+    assert report.ok and report.package == out and len(report.renditions) == 2
+    bad = verify_package(out, str(src), keys={KID: WRONG}, storage=s3opts)
+    assert not bad.ok
 
 
 def test_hls_package_s3_to_s3_aes128_via_cli(store: ObjectStore, proxy: S3Proxy, bucket: str,
