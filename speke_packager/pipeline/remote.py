@@ -41,14 +41,14 @@ class RemotePlan(Plan):
         self.fetched: set[str] = set()
         self.missing: set[str] = set()
 
-    def _fetch(self, rel: str, what: str) -> bool:
+    def _fetch(self, rel: str, what: str, width: int | None = None) -> bool:
         if rel in self.fetched:
             return True
         if rel in self.missing:
             return False
         name = safe_rel(rel, what=what)
         try:
-            download_file(self.store, self.prefix.join(name), self.src_root / name)
+            download_file(self.store, self.prefix.join(name), self.src_root / name, width=width)
         except ObjectNotFoundError:
             self.missing.add(rel)
             return False
@@ -71,7 +71,7 @@ class RemotePlan(Plan):
             return
         width = self.store.options.concurrency
         with cf.ThreadPoolExecutor(max_workers=width, thread_name_prefix="s3-get") as ex:
-            futures = [ex.submit(self._fetch, rel, "segment") for rel in todo]
+            futures = [ex.submit(self._fetch, rel, "segment", 1) for rel in todo]
             try:
                 for rel, fut in zip(todo, futures, strict=True):
                     if not fut.result():

@@ -169,6 +169,6 @@ def download_tree(store: ObjectStore, prefix: S3Url, root: Path) -> list[str]:
         items.append((url, safe_rel(rel, what="object")))
     width = store.options.concurrency
     with cf.ThreadPoolExecutor(max_workers=width, thread_name_prefix="s3-get") as ex:
-        for f in [ex.submit(download_file, store, u, root / rel) for u, rel in items]:
+        for f in [ex.submit(download_file, store, u, root / rel, width=1) for u, rel in items]:
             f.result()
     return [rel for _, rel in items]
