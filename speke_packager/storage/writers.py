@@ -1,7 +1,9 @@
 """Where a live session (or any producer of package files) puts its files: a local folder or
 an ``s3://`` prefix, behind one small interface.
 
-Each :meth:`PackageWriter.write` is atomic per file/object: a reader sees the old version or
+The interface is the one the live packager's ``LiveWriter`` expects (``write(rel_path, data)``,
+``delete(rel_path)``, callable from several threads). Each :meth:`PackageWriter.write` is atomic
+per file/object: a reader sees the old version or
 the new one, never a partial one (a local temporary file renamed over the target; one
 PutObject, or a multipart upload that only appears when completed)."""
 
@@ -27,12 +29,12 @@ Data = bytes | bytearray | memoryview
 class PackageWriter(Protocol):
     """Files of a package by relative path (``video/seg_00012.m4s``, ``master.m3u8``)."""
 
-    def write(self, rel: str, data: Data) -> None:
-        """Create or replace ``rel`` with ``data``, atomically."""
+    def write(self, rel_path: str, data: Data) -> None:
+        """Create or replace ``rel_path`` with ``data``, atomically."""
         ...
 
-    def delete(self, rel: str) -> None:
-        """Remove ``rel`` (nothing happens when it is missing)."""
+    def delete(self, rel_path: str) -> None:
+        """Remove ``rel_path`` (nothing happens when it is missing)."""
         ...
 
 
@@ -45,16 +47,16 @@ class LocalWriter:
     def __repr__(self) -> str:
         return f"LocalWriter({str(self.root)!r})"
 
-    def write(self, rel: str, data: Data) -> None:
-        target = self.root / safe_rel(rel)
+    def write(self, rel_path: str, data: Data) -> None:
+        target = self.root / safe_rel(rel_path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
         write_parts_atomic(target, [data])
 
-    def delete(self, rel: str) -> None:
-        target = self.root / safe_rel(rel)
+    def delete(self, rel_path: str) -> None:
+        target = self.root / safe_rel(rel_path)
         try:
             target.unlink()
         except FileNotFoundError:
@@ -65,7 +67,9 @@ class LocalWriter:
 
 class ObjectWriter:
     """A package under an ``s3://`` prefix: one PutObject per file up to the part size, a
-    multipart upload (bounded memory: one part) above it, with the package Content-Types."""
+    multipart upload (bounded memory: one part) above it, with the package Content-Types.
+    Thread-safe (one botocore client, shared). Failures raise
+    :class:`~speke_packager.errors.StorageError` after botocore's retries."""
 
     def __init__(self, prefix: S3Url, store: ObjectStore | None = None) -> None:
         self.prefix = prefix.as_prefix()
@@ -74,17 +78,17 @@ class ObjectWriter:
     def __repr__(self) -> str:
         return f"ObjectWriter({str(self.prefix)!r})"
 
-    def write(self, rel: str, data: Data) -> None:
-        url = self.prefix.join(rel)
+    def write(self, rel_path: str, data: Data) -> None:
+        url = self.prefix.join(rel_path)
         view = memoryview(data).cast("B")
         if len(view) <= self.store.part_size:
-            self.store.put(url, view, content_type(rel))
+            self.store.put(url, view, content_type(rel_path))
             return
-        with MultipartWriter(self.store, url, content_type=content_type(rel)) as w:
+        with MultipartWriter(self.store, url, content_type=content_type(rel_path)) as w:
             w.write(view)
 
-    def delete(self, rel: str) -> None:
-        self.store.delete(self.prefix.join(rel))
+    def delete(self, rel_path: str) -> None:
+        self.store.delete(self.prefix.join(rel_path))
 
 
 def open_writer(location: str | os.PathLike[str], options: S3Options | None = None

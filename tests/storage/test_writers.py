@@ -57,3 +57,16 @@ def test_local_writer_is_the_same_interface(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out/video").iterdir()] == []  # no temporary left
     with pytest.raises(UnsafeInputError):
         w.write("../x", b"")
+
+
+def test_object_writer_from_several_threads(s3opts: S3Options, store: ObjectStore,
+                                            bucket: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = ObjectWriter(S3Url(bucket, "live/mt"), store)
+    blobs = {f"r{i % 3}/seg_{i}.m4s": hashlib.sha256(str(i).encode()).digest() * 1000
+             for i in range(24)}
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda kv: w.write(*kv), blobs.items()))
+    for rel, data in blobs.items():
+        assert store.get_range(S3Url(bucket, f"live/mt/{rel}"), 0, len(data) + 1) == data
