@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +47,7 @@ class ProxyState:
     log: list[Record] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: tuple[str, str, float] | None = None  # (method, key part, seconds): a slow network
 
     def take_fault(self, method: str, key: str, query: str) -> Fault | None:
         with self.lock:
@@ -92,6 +94,8 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
             akid = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth \
                 else ""
             fault = state.take_fault(self.command, key, parsed.query)
+            if state.delay and self.command == state.delay[0] and state.delay[1] in key:
+                time.sleep(state.delay[2])
             if fault is not None:
                 xml = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
                        f"<Message>injected by the test proxy</Message></Error>").encode()

@@ -234,3 +234,63 @@ def test_output_holding_the_input_is_refused(s3opts: S3Options, store: ObjectSto
                                output=f"s3://{bucket}/a", force=True, storage=s3opts),
                     _keys())
     assert store.exists(S3Url(bucket, "a/in/movie.mp4"))
+
+
+@pytest.mark.parametrize("kind", ["dash-number", "hls-fmp4-byterange"])
+def test_s3_package_input_gives_the_same_bytes_as_the_local_package(
+        store: ObjectStore, s3opts: S3Options, bucket: str, proxy: S3Proxy,
+        media: Callable[[str], Path], tmp_path: Path, kind: str) -> None:
+    """The same clear package, once from local files and once from object storage (forked
+    workers reading the fetched cache): byte-identical outputs with a fixed IV source."""
+    pkg = make_package(kind, media("h264-aac-mp4"), tmp_path / "clear")
+    _upload_folder(store, pkg.parent, S3Url(bucket, f"clear/{kind}/"))
+    proxy.state.log.clear()
+
+    def run(src: str | Path, out: Path) -> None:
+        encrypt_vod(VodOptions(input=src, output=out, scheme=Scheme.CBCS, jobs=2, iv=IV,
+                               key_uri=KEY_URI, iv_source=lambda n: b"\x07" * n,
+                               storage=s3opts), _keys())
+
+    run(pkg, tmp_path / "from-local")
+    run(f"s3://{bucket}/clear/{kind}/{pkg.name}", tmp_path / "from-s3")
+    a = local_files(tmp_path / "from-local")
+    assert a == local_files(tmp_path / "from-s3") and len(a) >= 2
+    for rel in a:
+        assert (tmp_path / "from-local" / rel).read_bytes() == \
+            (tmp_path / "from-s3" / rel).read_bytes(), rel
+    media_files = [r for r in a if not r.endswith((".m3u8", ".mpd"))]
+    assert media_files and all(  # encrypted, not copied
+        (tmp_path / "from-s3" / r).read_bytes() != (pkg.parent / r).read_bytes()
+        for r in media_files)
+    # read with ranged GETs only, nothing written to the store
+    assert proxy.state.writes() == []
+    assert all(r.method in ("GET", "HEAD") for r in proxy.state.log)
+
+
+def test_sigterm_during_the_upload_removes_the_objects_of_the_run(
+        store: ObjectStore, proxy: S3Proxy, bucket: str, clear_src: Path) -> None:
+    import signal
+    import time
+
+    proxy.state.delay = ("PUT", "/out/term/", 0.4)  # a slow upload, to be interrupted
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speke_packager", "encrypt-vod", str(clear_src), "-o",
+         f"s3://{bucket}/out/term", "--format", "hls", "--segment-duration", "1", "--key",
+         KEYSPEC, "--key-uri", KEY_URI, "--endpoint-url", proxy.url, "--jobs", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len([w for w in proxy.state.writes() if "/out/term/" in w]) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err
+    assert list(store.list_objects(S3Url(bucket, "out/term/"))) == []
+    assert not any(w.endswith(".m3u8") for w in proxy.state.writes())  # no manifest went up
