@@ -29,6 +29,11 @@ class ObjectStore:
     def __repr__(self) -> str:
         return f"ObjectStore(endpoint_url={self.options.endpoint_url!r})"
 
+    def __reduce__(self) -> tuple[type[ObjectStore], tuple[S3Options]]:
+        """Pickled as its options only (for worker processes and Dask): the receiving
+        process makes its own client, and credentials never travel."""
+        return (ObjectStore, (self.options,))
+
     @property
     def client(self) -> Any:
         """The botocore client of this process (made on first use)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -185,3 +186,30 @@ def test_options_are_checked() -> None:
         S3Url.parse("s3:///key")
     assert S3Url.parse("s3://bkt/a/b/c.m3u8").parent == S3Url("bkt", "a/b/")
     assert S3Url.parse("s3://bkt/a").join("x/../y") == S3Url("bkt", "a/y")
+
+
+def test_store_pickles_as_its_options_only(store: ObjectStore, bucket: str) -> None:
+    import pickle
+
+    store.put(S3Url(bucket, "p/k"), b"v")  # a client exists now
+    blob = pickle.dumps(store)
+    assert b"testing" not in blob  # no credential travels
+    again = pickle.loads(blob)
+    assert again.options == store.options
+    assert again.get_range(S3Url(bucket, "p/k"), 0, 1) == b"v"
+
+
+def test_missing_botocore_names_the_extra(tmp_path: Path) -> None:
+    """Without botocore importable, the first s3:// use is one line naming the extra."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['botocore'] = None\n"
+            "from speke_packager.cli import main\n"
+            "sys.exit(main(['verify', 's3://bucket/pkg/', '--reference', 'x.mp4']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, check=False, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == UsageError.exit_code, r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert "pip install 'speke-packager[s3]'" in r.stderr
