@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import itertools
 import os
 import shutil
 import tempfile
@@ -114,16 +115,21 @@ def _check_overlap(src: S3Url, dst: S3Url, package: bool) -> None:
 
 class RemoteRun:
     """Stages an ``encrypt_vod`` run whose input and/or output is in object storage:
-    ``local`` are the options to run locally, ``plan_factory`` builds the input's plan,
-    :meth:`publish` uploads the result. A context manager: the temporary folder goes at exit."""
+    ``local`` are the options to run locally, :meth:`plan_factory` builds the input's plan,
+    :meth:`started` learns the local output folder, :meth:`publish` uploads the rest of the
+    result (segments finished earlier are already going up during encryption). A context
+    manager: on an exception every object of the run is removed; the temporary folder goes."""
 
     def __init__(self, options: VodOptions) -> None:
         self.options = options
         self.store = ObjectStore(options.storage)
         self.src = location(options.input)
         self.dst = location(options.output)
-        self.plan_factory: Callable[[Path], Plan] = Plan
+        self._factory: Callable[[Path], Plan] = Plan
         self.publication: Publication | None = None
+        self._plan: Plan | None = None
+        self._out_dir: Path | None = None
+        self._seen = 0
         self._tmp = Path(tempfile.mkdtemp(prefix="speke-s3-"))
         try:
             self.local = self._stage()
@@ -154,7 +160,7 @@ class RemoteRun:
                     plan.fetched.add(name)  # the manifest, fetched below
                     return plan
 
-                self.plan_factory = factory
+                self._factory = factory
                 local_in = cache / src.name
             download_file(self.store, src, local_in)
         else:
@@ -165,11 +171,36 @@ class RemoteRun:
                 raise UsageError(f"the output {dst} is a whole bucket; give a prefix "
                                  "(s3://bucket/folder)")
             self.publication = Publication(self.store, dst, force=self.options.force)
-            self.publication.check()
+            self.publication.begin()
             local_out = self._tmp / "output"
         else:
             local_out = Path(dst)
-        return dataclasses.replace(self.options, input=local_in, output=local_out)
+        return dataclasses.replace(self.options, input=local_in, output=local_out,
+                                   progress=self._progress)
+
+    def plan_factory(self, root: Path) -> Plan:
+        """The input's plan (a :class:`RemotePlan` for an ``s3://`` package); kept so that
+        finished segments can be uploaded while the others are encrypted."""
+        self._plan = self._factory(root)
+        self._seen = 0
+        return self._plan
+
+    def started(self, out_dir: Path) -> None:
+        """The local folder the package is being built in."""
+        self._out_dir = out_dir
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.options.progress is not None:
+            self.options.progress(done, total)
+        plan, pub, out = self._plan, self.publication, self._out_dir
+        if plan is None or pub is None or out is None or len(plan.placed) == self._seen:
+            return
+        # a whole-file piece is final once placed (byte-range files are finished later and
+        # go up with the manifests' pass): upload it now, while the others are encrypted
+        for rel, offset, _ in itertools.islice(plan.placed, self._seen, None):
+            if offset is None:
+                pub.upload_early(out, rel)
+        self._seen = len(plan.placed)
 
     def publish(self, result: VodResult) -> VodResult:
         """Upload the package (segments, then ``result.manifests``) when the output is an
@@ -187,5 +218,9 @@ class RemoteRun:
     def __enter__(self) -> RemoteRun:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is not None and self.publication is not None:
+                self.publication.abort(exc)  # early uploads of a run that failed
+        finally:
+            self.close()

@@ -121,12 +121,14 @@ def encrypt_vod(options: VodOptions,
     ``options.storage`` (endpoint, region...) and botocore's credential chain."""
     if is_s3(options.input) or is_s3(options.output):
         with RemoteRun(options) as remote:
-            return remote.publish(_encrypt(remote.local, key_source, remote.plan_factory))
-    return _encrypt(options, key_source, Plan)
+            return remote.publish(_encrypt(remote.local, key_source, remote.plan_factory,
+                                           remote.started))
+    return _encrypt(options, key_source, Plan, None)
 
 
 def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | KeySet,
-             plan_factory: Callable[[Path], Plan]) -> VodResult:
+             plan_factory: Callable[[Path], Plan],
+             started: Callable[[Path], None] | None) -> VodResult:
     src = Path(options.input)
     if not src.exists():
         raise UsageError(f"input {src} does not exist")
@@ -141,6 +143,8 @@ def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | 
     if kind == "media":
         check_tools()
     with AtomicDirectory(Path(options.output), force=options.force) as out:
+        if started is not None:
+            started(out.path)
         keyset = _keys(key_source, fmt, options.scheme)
         if not keyset.entries:
             raise UsageError("the key set is empty")
@@ -151,7 +155,7 @@ def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | 
                 ts = options.scheme in _TS_SCHEMES
                 pkg = segment_media(src, wd, ts=ts, seconds=options.segment_duration,
                                     hls=fmt.hls)
-                result = _run(options, keyset, Plan(wd),
+                result = _run(options, keyset, plan_factory(wd),
                               hls_rel="master.m3u8" if fmt.hls else None,
                               mpd_rel="manifest.mpd" if fmt.dash and pkg.mpd else None,
                               out_dir=out.path, fmt=fmt)

@@ -69,6 +69,9 @@ class Publication:
         self.written: list[S3Url] = []
         self._lock = threading.Lock()
         self._before: list[S3Url] | None = None
+        self._begun = False
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._early: dict[str, cf.Future[int]] = {}
 
     def check(self) -> None:
         """Refuse a non-empty destination without ``force`` (call before long work)."""
@@ -88,23 +91,58 @@ class Publication:
         self._record(url)
         return n
 
-    def upload_tree(self, root: Path, manifests: Sequence[str]) -> int:
-        """Upload every file below ``root``: all but ``manifests`` first (in parallel), then
-        ``manifests`` in their order. Returns the bytes sent. On failure: :meth:`rollback`."""
+    def begin(self) -> None:
+        """Check the destination (and, with ``force``, note what it holds) and accept early
+        uploads (:meth:`upload_early`). :meth:`upload_tree` calls it when nobody did."""
+        if self._begun:
+            return
         self.check()
         if self.force:
             self._before = [u for u, _ in self.store.list_objects(self.dest)]
-        last = [safe_rel(m) for m in manifests]
-        first = [r for r in local_files(root) if r not in set(last)]
+        self._pool = cf.ThreadPoolExecutor(max_workers=self.store.options.concurrency,
+                                           thread_name_prefix="s3-put")
+        self._begun = True
+
+    def upload_early(self, root: Path, rel: str) -> None:
+        """Start uploading a finished file that is not a manifest while the rest of the
+        package is still being made (segments only: manifests always go last)."""
+        if self._pool is None or rel in self._early:
+            return
+        self._early[rel] = self._pool.submit(self.upload, root, rel)
+
+    def upload_tree(self, root: Path, manifests: Sequence[str]) -> int:
+        """Upload every file below ``root``: all but ``manifests`` first (in parallel; files
+        given to :meth:`upload_early` are not sent again), then ``manifests`` in their order.
+        Returns the bytes sent. On failure: :meth:`abort` (every object of the run removed)."""
         total = 0
         try:
+            self.begin()
+            last = [safe_rel(m) for m in manifests]
+            skip = set(last) | set(self._early)
+            first = [r for r in local_files(root) if r not in skip]
+            for fut in list(self._early.values()):
+                total += fut.result()
             total += self._parallel(root, first)
             for rel in last:
                 total += self.upload(root, rel)
         except BaseException as exc:
-            self.rollback(exc)
+            self.abort(exc)
             raise
+        finally:
+            self._stop_pool()
         return total
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # running uploads finish first
+
+    def abort(self, cause: BaseException | None = None) -> None:
+        """Stop early uploads and remove every object this run wrote (:meth:`rollback`)."""
+        for fut in self._early.values():
+            fut.cancel()
+        self._stop_pool()
+        self.rollback(cause)
 
     def _parallel(self, root: Path, rels: Iterable[str]) -> int:
         width = self.store.options.concurrency

@@ -294,3 +294,32 @@ def test_sigterm_during_the_upload_removes_the_objects_of_the_run(
     assert "terminated" in err
     assert list(store.list_objects(S3Url(bucket, "out/term/"))) == []
     assert not any(w.endswith(".m3u8") for w in proxy.state.writes())  # no manifest went up
+
+
+def test_segments_go_up_during_encryption_and_a_late_failure_removes_them(
+        store: ObjectStore, s3opts: S3Options, proxy: S3Proxy, bucket: str,
+        clear_src: Path) -> None:
+    """Finished segments are uploaded while the others are still encrypted; an error after
+    that (here: raised by the progress callback once a segment is up) removes them again."""
+    import time
+
+    seen: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 3:
+            deadline = time.monotonic() + 30
+            while not [w for w in proxy.state.writes() if "/out/early/" in w]:
+                assert time.monotonic() < deadline, "no segment was uploaded during encryption"
+                time.sleep(0.02)
+            raise RuntimeError("stopped by the test")
+
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        encrypt_vod(VodOptions(input=clear_src, output=f"s3://{bucket}/out/early",
+                               scheme=Scheme.CBCS, format=OutputFormat.HLS, jobs=1,
+                               key_uri=KEY_URI, segment_duration=1, progress=progress,
+                               storage=s3opts), _keys())
+    assert seen[-1] == 3
+    early = [w for w in proxy.state.writes() if "/out/early/" in w]
+    assert early and not any(w.endswith(".m3u8") for w in early)
+    assert list(store.list_objects(S3Url(bucket, "out/early/"))) == []
