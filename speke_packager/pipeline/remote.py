@@ -128,7 +128,7 @@ class RemoteRun:
         self._factory: Callable[[Path], Plan] = Plan
         self.publication: Publication | None = None
         self._plan: Plan | None = None
-        self._out_dir: Path | None = None
+        self._out_fd: int | None = None
         self._seen = 0
         self._tmp = Path(tempfile.mkdtemp(prefix="speke-s3-"))
         try:
@@ -186,13 +186,15 @@ class RemoteRun:
         return self._plan
 
     def started(self, out_dir: Path) -> None:
-        """The local folder the package is being built in."""
-        self._out_dir = out_dir
+        """The local folder the package is being built in (renamed when complete: early
+        uploads open their files relative to a descriptor of it, which follows the rename)."""
+        if self.publication is not None and self._out_fd is None:
+            self._out_fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def _progress(self, done: int, total: int) -> None:
         if self.options.progress is not None:
             self.options.progress(done, total)
-        plan, pub, out = self._plan, self.publication, self._out_dir
+        plan, pub, out = self._plan, self.publication, self._out_fd
         if plan is None or pub is None or out is None or len(plan.placed) == self._seen:
             return
         # a whole-file piece is final once placed (byte-range files are finished later and
@@ -213,6 +215,9 @@ class RemoteRun:
         return dataclasses.replace(result, output=str(self.publication.dest))
 
     def close(self) -> None:
+        if self._out_fd is not None:
+            os.close(self._out_fd)
+            self._out_fd = None
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> RemoteRun:

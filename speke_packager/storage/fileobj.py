@@ -203,24 +203,31 @@ class MultipartWriter(io.RawIOBase):
 
 
 def upload_file(store: ObjectStore, path: str | os.PathLike[str], url: S3Url, *,
-                content_type: str | None = None, width: int | None = None) -> int:
+                content_type: str | None = None, width: int | None = None,
+                dir_fd: int | None = None) -> int:
     """Upload a local file: one PutObject up to the part size, else a multipart upload whose
     parts are read with ``pread`` and sent ``width`` (default ``store.options.concurrency``)
-    at a time (memory: that many parts). Returns the size. Any failure aborts the upload and
-    raises."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    at a time (memory: that many parts). ``dir_fd``: ``path`` is relative to that open folder
+    (which may be renamed meanwhile). Returns the size. Any failure aborts the upload and
+    raises (:class:`StorageError`; :class:`OutputError` when the local file cannot be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        raise OutputError(f"cannot read {os.fspath(path)} to upload it: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        size = os.fstat(fd).st_size
         if size <= store.part_size:
-            store.put(url, fh.read(), content_type)
+            store.put(url, _pread_exact(fd, size, 0, path), content_type)
             return size
         part = part_size_for(size, store.part_size)
         upload = store.create_multipart(url, content_type)
-        fd = fh.fileno()
         try:
             numbers = range(1, -(-size // part) + 1)
 
             def send(n: int) -> dict[str, Any]:
-                data = os.pread(fd, part, (n - 1) * part)
+                start = (n - 1) * part
+                data = _pread_exact(fd, min(part, size - start), start, path)
                 return store.upload_part(url, upload, n, data)
 
             parts = _bounded_map(send, numbers, width or store.options.concurrency)
@@ -228,7 +235,20 @@ def upload_file(store: ObjectStore, path: str | os.PathLike[str], url: S3Url, *,
         except BaseException:
             store.abort_multipart(url, upload)
             raise
+    finally:
+        os.close(fd)
     return size
+
+
+def _pread_exact(fd: int, n: int, at: int, path: str | os.PathLike[str]) -> bytes:
+    try:
+        data = os.pread(fd, n, at)
+    except OSError as exc:
+        raise OutputError(f"cannot read {os.fspath(path)} to upload it: "
+                          f"{exc.strerror or exc}") from None
+    if len(data) != n:
+        raise OutputError(f"{os.fspath(path)} became shorter while it was uploaded")
+    return data
 
 
 def _bounded_map(fn: Callable[[int], dict[str, Any]], items: range, width: int

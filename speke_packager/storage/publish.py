@@ -85,9 +85,15 @@ class Publication:
         with self._lock:
             self.written.append(url)
 
-    def upload(self, root: Path, rel: str) -> int:
+    def upload(self, root: Path | int, rel: str) -> int:
+        """Upload ``rel`` of the folder ``root`` (a path, or an open folder descriptor)."""
         url = self.dest.join(rel)
-        n = upload_file(self.store, root / rel, url, content_type=content_type(rel), width=1)
+        if isinstance(root, int):
+            n = upload_file(self.store, rel, url, content_type=content_type(rel), width=1,
+                            dir_fd=root)
+        else:
+            n = upload_file(self.store, root / rel, url, content_type=content_type(rel),
+                            width=1)
         self._record(url)
         return n
 
@@ -103,9 +109,10 @@ class Publication:
                                            thread_name_prefix="s3-put")
         self._begun = True
 
-    def upload_early(self, root: Path, rel: str) -> None:
+    def upload_early(self, root: Path | int, rel: str) -> None:
         """Start uploading a finished file that is not a manifest while the rest of the
-        package is still being made (segments only: manifests always go last)."""
+        package is still being made (segments only: manifests always go last). ``root``: best
+        an open descriptor of the folder, which stays valid when the folder is renamed."""
         if self._pool is None or rel in self._early:
             return
         self._early[rel] = self._pool.submit(self.upload, root, rel)

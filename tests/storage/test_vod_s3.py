@@ -323,3 +323,23 @@ def test_segments_go_up_during_encryption_and_a_late_failure_removes_them(
     early = [w for w in proxy.state.writes() if "/out/early/" in w]
     assert early and not any(w.endswith(".m3u8") for w in early)
     assert list(store.list_objects(S3Url(bucket, "out/early/"))) == []
+
+
+def test_slow_uploads_still_running_when_the_local_build_completes(
+        store: ObjectStore, s3opts: S3Options, proxy: S3Proxy, bucket: str,
+        clear_src: Path, tmp_path: Path) -> None:
+    """Segments uploaded during encryption may still be in flight when the local folder is
+    complete (and renamed): they finish, nothing is sent twice, the package is whole."""
+    proxy.state.delay = ("PUT", "/out/slow/", 0.25)
+    out = f"s3://{bucket}/out/slow"
+    encrypt_vod(VodOptions(input=clear_src, output=out, scheme=Scheme.CENC,
+                           format=OutputFormat.DASH, jobs=2, segment_duration=1,
+                           storage=s3opts), _keys())
+    writes = [w for w in proxy.state.writes() if "/out/slow/" in w]
+    assert len(writes) == len(set(writes)) >= 8
+    assert writes[-1].endswith("manifest.mpd")
+    local = tmp_path / "dl"
+    download_tree(store, S3Url.parse(out), local)
+    track = concat(tmp_path / "v.mp4", [local / "0" / "init.mp4",
+                                        *sorted((local / "0").glob("segment_*.m4s"))])
+    assert frames(track, "v:0", key=KEY) == frames(clear_src, "v:0")
