@@ -80,8 +80,11 @@ def safe_rel(rel: str, *, what: str = "file") -> str:
     return norm
 
 
-def location(text: str | os.PathLike[str]) -> S3Url | str:
-    """An :class:`S3Url` for an ``s3://`` string, else the local path as a string."""
+def location(text: str | os.PathLike[str] | S3Url) -> S3Url | str:
+    """An :class:`S3Url` for an ``s3://`` string (or an S3Url), else the local path as a
+    string."""
+    if isinstance(text, S3Url):
+        return text
     if isinstance(text, str) and is_s3(text):
         return S3Url.parse(text)
     return os.fspath(text)
