@@ -117,6 +117,28 @@ class ObjectStore:
                 return
             token = r.get("NextContinuationToken")
 
+    def inventory(self, prefix: S3Url) -> dict[str, tuple[int, str]]:
+        """{path relative to ``prefix``: (size, ETag)} of every object under it (one LIST
+        page per 1000 objects; no object is read). For a manifest of what a run published,
+        or to check later that a package is still complete and unchanged."""
+        base = prefix.as_prefix()
+        out: dict[str, tuple[int, str]] = {}
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Bucket": base.bucket, "Prefix": base.key}
+            if token:
+                kw["ContinuationToken"] = token
+            try:
+                r = self.client.list_objects_v2(**kw)
+            except client_errors() as exc:
+                raise storage_error(exc, base, "list") from None
+            for item in r.get("Contents", ()):
+                out[item["Key"][len(base.key):]] = (int(item["Size"]),
+                                                    str(item.get("ETag", "")))
+            if not r.get("IsTruncated"):
+                return out
+            token = r.get("NextContinuationToken")
+
     def any_under(self, prefix: S3Url) -> bool:
         try:
             r = self.client.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.key, MaxKeys=1)

@@ -78,6 +78,11 @@ def test_media_file_s3_to_s3_cenc(store: ObjectStore, s3opts: S3Options, bucket:
                                     storage=s3opts), _keys())
     assert result.output == out + "/"
     _assert_manifests_last(proxy.state.writes(), f"/{bucket}/out/movie-cenc/", "manifest.mpd")
+    inv = store.inventory(S3Url.parse(out))
+    assert "manifest.mpd" in inv and "0/init.mp4" in inv
+    assert sum(size for size, _ in inv.values()) == result.bytes_out + sum(
+        inv[m][0] for m in result.manifests)
+    assert all(etag.strip('"') for _, etag in inv.values())
     local = tmp_path / "dl"
     got = download_tree(store, S3Url.parse(out), local)
     assert "manifest.mpd" in got
