@@ -105,10 +105,9 @@ def make_client(options: S3Options | None = None) -> Any:
 def storage_error(exc: BaseException, url: object, action: str) -> StorageError:
     """One line for a failed request on ``url``: ``action`` ("read", "write"...), the service's
     code and message, or the transport / credential problem."""
-    botocore = _botocore()
+    _botocore()
     import botocore.exceptions as bex
 
-    del botocore
     where = str(url)
     if isinstance(exc, bex.ClientError):
         err = exc.response.get("Error", {})

@@ -32,12 +32,12 @@ class RangedReader(io.RawIOBase):
         super().__init__()
         self.store = store
         self.url = url
-        self.size, self.etag = store.head(url)
         self.read_ahead = max(64 << 10, read_ahead or store.part_size)
         self._pos = 0
         self._buf = b""
         self._buf_start = 0
         self.requests = 0  # GET requests made (for tests and statistics)
+        self.size, self.etag = store.head(url)
 
     def __repr__(self) -> str:
         return f"RangedReader({self.url}, size={self.size})"
@@ -130,13 +130,14 @@ class MultipartWriter(io.RawIOBase):
         self.url = url
         self.content_type = content_type
         self.part_size = part_size or store.part_size
-        if self.part_size < MIN_PART:
-            raise UsageError("the multipart part size must be at least 5 MiB")
         self._buf = bytearray()
         self._upload: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._done = False
         self.bytes_written = 0
+        if self.part_size < MIN_PART:
+            self._done = True
+            raise UsageError("the multipart part size must be at least 5 MiB")
 
     def writable(self) -> bool:
         return True
@@ -185,6 +186,12 @@ class MultipartWriter(io.RawIOBase):
         finally:
             self._buf = bytearray()
             super().close()
+
+    def __del__(self) -> None:
+        # an abandoned writer (never closed) must not publish half an object, as io's
+        # default (close on collection) would
+        if not getattr(self, "_done", True):
+            self.abort()
 
     def abort(self) -> None:
         """Drop everything written so far (no object appears)."""

@@ -106,6 +106,16 @@ def test_multipart_writer_aborts_on_error(store: ObjectStore, bucket: str) -> No
     assert uploads == []
 
 
+def test_an_abandoned_writer_publishes_nothing(store: ObjectStore, bucket: str) -> None:
+    import gc
+
+    w = MultipartWriter(store, S3Url(bucket, "out/abandoned"))
+    w.write(b"half an object")
+    del w
+    gc.collect()
+    assert not store.exists(S3Url(bucket, "out/abandoned"))
+
+
 def test_upload_and_download_file_with_parallel_parts(store: ObjectStore, bucket: str,
                                                       tmp_path: Path) -> None:
     src = tmp_path / "in.bin"
