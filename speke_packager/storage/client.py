@@ -85,9 +85,18 @@ def make_client(options: S3Options | None = None) -> Any:
         if mode in (None, "legacy") and opts.retry_mode is None \
                 and not os.environ.get("AWS_RETRY_MODE"):
             mode = "standard"
+        try:
+            scoped = session.get_scoped_config()
+        except Exception as exc:  # a missing profile
+            raise StorageError(f"AWS configuration: {exc}") from None
+        # a custom endpoint (option, variable or profile): path-style addressing, which
+        # S3-compatible stores expect, unless the profile chose an addressing style itself
         custom = bool(opts.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-                      or os.environ.get("AWS_ENDPOINT_URL"))
-        path_style = custom if opts.path_style is None else opts.path_style
+                      or os.environ.get("AWS_ENDPOINT_URL") or scoped.get("endpoint_url")
+                      or scoped.get("services"))
+        s3_conf = scoped.get("s3")
+        chosen = isinstance(s3_conf, dict) and bool(s3_conf.get("addressing_style"))
+        path_style = (custom and not chosen) if opts.path_style is None else opts.path_style
         config = botocore.config.Config(
             retries={"mode": mode, "total_max_attempts": int(attempts or DEFAULT_ATTEMPTS)},
             max_pool_connections=max(10, opts.concurrency * 2),

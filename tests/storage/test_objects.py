@@ -170,6 +170,26 @@ def test_endpoint_and_credentials_come_from_the_environment(
     assert len(proxy.state.log) == 3
 
 
+def test_a_profile_gives_endpoint_credentials_and_region(
+        proxy: S3Proxy, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(f"[profile minio]\nregion = eu-west-3\nendpoint_url = {proxy.url}\n")
+    creds = tmp_path / "credentials"
+    creds.write_text("[minio]\naws_access_key_id = AKIDFROMPROFILE\n"
+                     "aws_secret_access_key = secret\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.delenv("AWS_REGION")
+    store = ObjectStore(S3Options(profile="minio"))
+    store.put(S3Url(bucket, "prof/obj"), b"abc")
+    assert [r.access_key for r in proxy.state.log] == ["AKIDFROMPROFILE"]
+    assert store.client.meta.region_name == "eu-west-3"
+    with pytest.raises(StorageError, match="AWS configuration"):
+        ObjectStore(S3Options(profile="no-such-profile")).head(S3Url(bucket, "prof/obj"))
+
+
 def test_no_credentials_is_one_line(moto_server: str, bucket: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
