@@ -15,9 +15,17 @@ from .rotation import RotationSchedule
 from .vod import encrypt_vod
 
 if TYPE_CHECKING:
-    from .live import LivePlaylist, LiveSegment, LiveSession, PeriodKeySource, SpekeKeySource
+    from .live import (
+        LiveKeyPolicy,
+        LivePlaylist,
+        LiveSegment,
+        LiveSession,
+        PeriodKeySource,
+        SpekeKeySource,
+    )
 
-_LIVE = ("LivePlaylist", "LiveSegment", "LiveSession", "PeriodKeySource", "SpekeKeySource")
+_LIVE = ("LiveKeyPolicy", "LivePlaylist", "LiveSegment", "LiveSession", "PeriodKeySource",
+         "SpekeKeySource")
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +40,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "KeySource",
+    "LiveKeyPolicy",
     "LivePlaylist",
     "LiveSegment",
     "LiveSession",

@@ -7,17 +7,20 @@ scheme. The caller owns I/O and threads: it hands over each segment with its med
 and sequence number and gets back a :class:`LiveSegment` (encrypted bytes, the key period, the
 ``EXT-X-KEY`` lines to write before it when the key changed, the moof pssh boxes of fMP4 in-band
 rotation). The next period's keys are fetched in a background thread ``lead`` seconds before the
-boundary; only the current and next periods are kept. :class:`LivePlaylist` keeps a sliding
+boundary; only the current and next periods are kept. :class:`LiveKeyPolicy` sets the lead,
+retries, the grace time during which missing keys are replaced by the previous period's, and
+the key periods per SPEKE request (see :mod:`.periods`). :class:`LivePlaylist` keeps a sliding
 window of a media playlist and writes it atomically.
 """
 
 from __future__ import annotations
 
-from .periods import PeriodKeySource, SpekeKeySource
+from .periods import LiveKeyPolicy, PeriodKeySource, SpekeKeySource
 from .playlist import LivePlaylist
 from .session import LiveSegment, LiveSession
 
 __all__ = [
+    "LiveKeyPolicy",
     "LivePlaylist",
     "LiveSegment",
     "LiveSession",

@@ -22,7 +22,7 @@ from ...media.ts import SampleAesEncryptor, probe_ts
 from ...model import ContentKey, KeyEntry, KeySet, TrackInfo
 from ..protection import Protection, live_cenc_seed, live_iv, protect, rendition_iv
 from ..rotation import RotationSchedule
-from .periods import KeyCache, PeriodKeys, PeriodKeySource
+from .periods import KeyCache, LiveKeyPolicy, PeriodKeys, PeriodKeySource
 
 __all__ = ["LiveSegment", "LiveSession"]
 
@@ -35,7 +35,8 @@ class LiveSegment:
     """One encrypted segment. ``key_lines``: the ``EXT-X-KEY`` lines to write before it (empty
     when the rendition's key set is unchanged since its previous segment); ``keys``: the whole
     key set in effect; ``pssh``: the pssh boxes put in each moof (fMP4 in-band rotation);
-    ``reused_key``: the period's fetch failed and the previous period's key was used."""
+    ``reused_key``: the period's keys were missing and, within the grace time, the keys in use
+    before it were used (logged at WARNING; see :class:`~.periods.KeyCache`)."""
 
     data: bytes = field(repr=False)
     rendition: str
@@ -76,8 +77,11 @@ class LiveSession:
     (TS). TS renditions are registered by their first segment. ``key_uri``: identity key URI
     template (``{kid}`` = 32 hex digits) for keys without HLS signaling (raw keys). ``drms``:
     DRMs signalled in HLS (None: every DRM of the key that fits the scheme). ``iv_seed``: makes
-    IVs deterministic (None: random per session). On a failed fetch the session raises
-    :class:`~speke_packager.errors.KeyRotationError` unless ``reuse_last_key_on_failure``.
+    IVs deterministic (None: random per session). ``key_policy``: prefetch lead, retries, grace
+    time and periods per request (:class:`~.periods.LiveKeyPolicy`); when a period's keys are
+    missing past the grace time the session raises
+    :class:`~speke_packager.errors.KeyGraceExpired` (a ``KeyRotationError``; with no grace
+    time, or no earlier keys, a plain ``KeyRotationError``) and hands out no segment.
     """
 
     def __init__(
@@ -89,7 +93,7 @@ class LiveSession:
         inits: Mapping[str, bytes] | None = None,
         key_uri: str | None = None,
         drms: Sequence[DrmSystem] | None = None,
-        reuse_last_key_on_failure: bool = False,
+        key_policy: LiveKeyPolicy | None = None,
         iv_seed: bytes | None = None,
         moof_pssh: bool = True,
         prefetch: bool = True,
@@ -108,8 +112,7 @@ class LiveSession:
         self.moof_pssh = moof_pssh
         self.prefetch_enabled = prefetch
         self._seed = iv_seed if iv_seed is not None else os.urandom(16)
-        self._keys = KeyCache(key_source, schedule,
-                               reuse_last_key_on_failure=reuse_last_key_on_failure)
+        self._keys = KeyCache(key_source, schedule, policy=key_policy)
         self._lock = threading.Lock()
         self._renditions: dict[str, _Rendition] = {}
         for name, init in (inits or {}).items():
@@ -155,8 +158,8 @@ class LiveSession:
         return self._keys.ready(period, timeout)
 
     def keys_for(self, period: int) -> KeySet:
-        """The key set used for ``period`` (fetched if needed; the previous period's when it
-        was reused after a failure)."""
+        """The key set used for ``period`` (fetched if needed; within the grace time, the keys in
+        use before it when its own are missing)."""
         return self._keys.get(period).keyset
 
     def _iv(self, key: ContentKey) -> bytes:
@@ -227,7 +230,7 @@ class LiveSession:
             return r.init
         t = self.schedule.t0 if start_time is None else start_time
         period = self.schedule.index(t)
-        pk = self._keys.get(period)
+        pk = self._keys.get(period, t)
         p = self._protect(r, self._entry(r, pk, period))
         with r.lock:
             return self._mp4(r, p).encrypted_init()
@@ -249,7 +252,7 @@ class LiveSession:
         r = self._rendition(rendition, data)
         if r.init is None and self.scheme not in _TS_SCHEMES:
             raise UnsupportedMediaError(f"MPEG-TS segments cannot carry {self.scheme.value}")
-        pk = self._keys.get(period)
+        pk = self._keys.get(period, start_time)
         entry = self._entry(r, pk, period)
         p = self._protect(r, entry)
         keys = self._hls_keys(p)
@@ -284,7 +287,7 @@ class LiveSession:
             self._keys.prefetch(start_time)
         return LiveSegment(data=out, rendition=rendition, sequence=sequence,
                            start_time=start_time, period=period, kid=entry.kid, keys=keys,
-                           key_lines=lines, pssh=pssh, reused_key=pk.reused)
+                           key_lines=lines, pssh=pssh, reused_key=pk.grace)
 
 
 def _segment_key(p: Protection) -> ContentKey:
