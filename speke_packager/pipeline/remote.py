@@ -25,7 +25,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import ManifestError, ObjectNotFoundError, UsageError
-from ..storage import ObjectStore, Publication, S3Url, download_file, location, safe_rel
+from ..storage import (
+    ObjectStore,
+    Publication,
+    S3Url,
+    download_file,
+    local_files,
+    location,
+    safe_rel,
+)
 from .options import VodOptions, VodResult
 from .plan import Plan
 from .segmenter import MEDIA_SUFFIXES
@@ -205,12 +213,17 @@ class RemoteRun:
         self._seen = len(plan.placed)
 
     def publish(self, result: VodResult) -> VodResult:
-        """Upload the package (segments, then ``result.manifests``) when the output is an
-        ``s3://`` prefix; the result then names the prefix."""
+        """Upload the package when the output is an ``s3://`` prefix: segments, then
+        ``result.manifests``, then any other file of the folder (one the run did not make as a
+        segment or manifest, e.g. a completion manifest a caller wrote before publication).
+        The result then names the prefix."""
         if self.publication is None:
             return result
         out = Path(result.output)
-        self.publication.upload_tree(out, result.manifests)
+        made = {p.rel for p in self._plan.pieces.values()} if self._plan is not None else None
+        known = set(result.manifests) | (made or set())
+        extra = [] if made is None else [r for r in local_files(out) if r not in known]
+        self.publication.upload_tree(out, [*result.manifests, *extra])
         self.publication.remove_stale()
         return dataclasses.replace(result, output=str(self.publication.dest))
 
