@@ -128,8 +128,10 @@ class RemoteRun:
     result (segments finished earlier are already going up during encryption). A context
     manager: on an exception every object of the run is removed; the temporary folder goes."""
 
-    def __init__(self, options: VodOptions) -> None:
+    def __init__(self, options: VodOptions,
+                 precheck: Callable[[VodOptions, str], object] | None = None) -> None:
         self.options = options
+        self._precheck = precheck
         self.store = ObjectStore(options.storage)
         self.src = location(options.input)
         self.dst = location(options.output)
@@ -158,6 +160,9 @@ class RemoteRun:
             if isinstance(dst, S3Url):
                 _check_overlap(src, dst, kind != "media")
             cache = self._tmp / "input"
+            if self._precheck is not None:  # every rule on the options before the download
+                self._precheck(dataclasses.replace(
+                    self.options, input=cache / src.name, output=self._tmp / "output"), kind)
             if kind == "media":
                 local_in = cache / src.name
             else:

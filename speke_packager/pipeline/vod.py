@@ -120,7 +120,10 @@ def encrypt_vod(options: VodOptions,
     :mod:`.remote`): the input is read and the package published through object storage, with
     ``options.storage`` (endpoint, region...) and botocore's credential chain."""
     if is_s3(options.input) or is_s3(options.output):
-        with RemoteRun(options) as remote:
+        def precheck(local: VodOptions, kind: str) -> None:
+            _check(local, kind, key_source)
+
+        with RemoteRun(options, precheck) as remote:
             return remote.publish(_encrypt(remote.local, key_source, remote.plan_factory,
                                            remote.started))
     return _encrypt(options, key_source, Plan, None)

@@ -348,3 +348,22 @@ def test_slow_uploads_still_running_when_the_local_build_completes(
     track = concat(tmp_path / "v.mp4", [local / "0" / "init.mp4",
                                         *sorted((local / "0").glob("segment_*.m4s"))])
     assert frames(track, "v:0", key=KEY) == frames(clear_src, "v:0")
+
+
+def test_options_are_checked_before_the_input_is_downloaded(
+        store: ObjectStore, s3opts: S3Options, proxy: S3Proxy, bucket: str,
+        clear_src: Path) -> None:
+    from speke_packager.errors import UnsupportedMediaError, UsageError
+
+    upload_file(store, clear_src, S3Url(bucket, "in/movie.mp4"))
+    proxy.state.log.clear()
+    base = VodOptions(input=f"s3://{bucket}/in/movie.mp4", output=f"s3://{bucket}/out/chk",
+                      storage=s3opts)
+    import dataclasses
+
+    with pytest.raises(UsageError, match="segment-duration"):
+        encrypt_vod(dataclasses.replace(base, segment_duration=0), _keys())
+    with pytest.raises(UnsupportedMediaError, match="DASH needs cenc or cbcs"):
+        encrypt_vod(dataclasses.replace(base, scheme=Scheme.AES_128,
+                                        format=OutputFormat.DASH), _keys())
+    assert {r.method for r in proxy.state.log} == {"HEAD"}  # no byte of the input was read
