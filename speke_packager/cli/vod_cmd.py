@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from ..constants import Scheme
 from ..errors import UsageError
+from ..storage.url import is_s3
 from .keys_cmd import (
     add_speke_arguments,
     contract_from_args,
     drms_from_args,
     speke_client_from_args,
 )
+from .storage_args import add_storage_arguments, storage_options
 
 # The pipeline (media, manifests, numpy, lxml) is imported by the handler only: building the
 # parser must stay cheap (it runs for every command and for --help).
@@ -99,6 +101,10 @@ def _summary(r: VodResult) -> str:
     return "\n".join(lines)
 
 
+def _location(text: str) -> Path | str:
+    return text if is_s3(text) else Path(text)
+
+
 def _handler(args: argparse.Namespace) -> int:
     from ..pipeline.options import OutputFormat, VodOptions, default_jobs
     from ..pipeline.vod import encrypt_vod
@@ -107,14 +113,14 @@ def _handler(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
     with _progress(not quiet and sys.stderr.isatty()) as progress:
         opts = VodOptions(
-            input=Path(args.input), output=Path(args.output),
+            input=_location(args.input), output=_location(args.output),
             scheme=Scheme(args.scheme) if args.scheme else Scheme.CBCS,
             format=OutputFormat(args.format) if args.format else None,
             segment_duration=args.segment_duration, clear_lead=args.clear_lead,
             jobs=args.jobs if args.jobs else default_jobs(),
             force=args.force, key_uri=args.key_uri,
             clearkey_license_url=args.clearkey_license_url, iv=_iv(args.iv),
-            progress=progress, segmenter=args.segmenter)
+            progress=progress, segmenter=args.segmenter, storage=storage_options(args))
         result = encrypt_vod(opts, source)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -131,10 +137,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "segments), a clear DASH MPD (SegmentTemplate, SegmentList, SegmentBase) or a media "
         "file (.mp4 .mov .ts .mkv, segmented first with ffmpeg, stream copy). Keys come from "
         "SPEKE (--speke-url ...) or are given raw (--key). The output folder is written under a "
-        "temporary name and renamed at the end: an error or Ctrl-C leaves no output.",
+        "temporary name and renamed at the end: an error or Ctrl-C leaves no output. INPUT and "
+        "--output may be s3://bucket/key URLs: an s3:// output is published segments first, "
+        "manifests last, and removed again on failure.",
     )
-    p.add_argument("input", help="clear .m3u8, .mpd or media file")
-    p.add_argument("--output", "-o", required=True, help="output folder")
+    p.add_argument("input", help="clear .m3u8, .mpd or media file (path or s3:// URL)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output folder or s3://bucket/prefix")
     p.add_argument("--format", choices=FORMAT_CHOICES,
                    help="output manifests (default: as the input; both for a media file)")
     p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
@@ -164,4 +173,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     raw.add_argument("--clearkey-license-url", metavar="URL",
                      help="W3C ClearKey licence URL for the DASH ContentProtection (dashif:Laurl)")
     add_speke_arguments(p)
+    add_storage_arguments(p)
     p.set_defaults(func=_handler)
