@@ -59,6 +59,10 @@ class VodOptions:
     iv: bytes | None = field(default=None, repr=False)  # explicit 16-byte IV for every key
     iv_source: Callable[[int], bytes] = os.urandom  # tests pass a fixed source
     progress: ProgressCallback | None = None
+    # called with the finished output folder, still under its temporary name, just before it is
+    # published (encrypt-batch writes its completion manifest there, so it is never missing
+    # from a published output)
+    before_publish: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,14 +105,13 @@ def _check_output_holds_no_input(plan: Plan, output: Path) -> None:
                              "another folder (the input is never modified)")
 
 
-def encrypt_vod(options: VodOptions,
-                key_source: RawKeys | SpekeKeys | KeySource | KeySet) -> VodResult:
-    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``.
-
-    Every rule on the options and keys is checked before anything is written or fetched
-    (:class:`~speke_packager.errors.UsageError` and friends, one line each): the input, the
-    output format against the input and the scheme, the DRM systems a :class:`RawKeys` or
-    :class:`SpekeKeys` source would signal, the numbers, the output folder."""
+def check_vod(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | KeySet
+              ) -> tuple[str, OutputFormat]:
+    """The checks :func:`encrypt_vod` makes before it fetches a key or writes a byte: the
+    input (a regular file; its kind), the options, the output format against the input and the
+    scheme, the DRM systems of a :class:`RawKeys` / :class:`SpekeKeys` source, the output
+    folder against the input. Returns (input kind: 'hls', 'dash' or 'media', output format).
+    ``encrypt-batch`` runs it for every asset up front, on the coordinator."""
     src = options.input
     if not src.exists():
         raise UsageError(f"input {src} does not exist")
@@ -123,7 +122,19 @@ def encrypt_vod(options: VodOptions,
     # media file named on the command line may be a link to anywhere)
     top = input_path(src.parent, src.name) if kind == "media" else src
     os.close(open_input(top.parent, top.name, what="input"))
-    fmt = _check(options, kind, key_source)
+    return kind, _check(options, kind, key_source)
+
+
+def encrypt_vod(options: VodOptions,
+                key_source: RawKeys | SpekeKeys | KeySource | KeySet) -> VodResult:
+    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``.
+
+    Every rule on the options and keys is checked before anything is written or fetched
+    (:class:`~speke_packager.errors.UsageError` and friends, one line each): the input, the
+    output format against the input and the scheme, the DRM systems a :class:`RawKeys` or
+    :class:`SpekeKeys` source would signal, the numbers, the output folder."""
+    src = options.input
+    kind, fmt = check_vod(options, key_source)
     if kind == "media":
         check_tools()
     with AtomicDirectory(options.output, force=options.force) as out:
@@ -145,6 +156,8 @@ def encrypt_vod(options: VodOptions,
                           hls_rel=src.name if kind == "hls" else None,
                           mpd_rel=src.name if kind == "dash" else None, out_dir=out.path,
                           fmt=fmt)
+        if options.before_publish is not None:
+            options.before_publish(out.path)
         final = out.commit()
     return VodResult(output=final, scheme=result.scheme, format=fmt, manifests=result.manifests,
                      tracks=result.tracks, segments=result.segments, bytes_in=result.bytes_in,
