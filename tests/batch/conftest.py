@@ -214,7 +214,7 @@ def tls_cluster(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
                    tls_worker_key=tls["cluster_key"], tls_client_cert=tls["cluster_cert"],
                    tls_client_key=tls["cluster_key"], require_encryption=True)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      protocol="tls://", security=sec, dashboard_address=None,
+                      protocol="tls://", security=sec, dashboard_address=":0",
                       memory_limit="1GiB") as cluster:
         yield cluster, tls
 
@@ -225,5 +225,5 @@ def tcp_cluster() -> Iterator[Any]:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, memory_limit="1GiB") as cluster:
+                      dashboard_address=":0", memory_limit="1GiB") as cluster:
         yield cluster

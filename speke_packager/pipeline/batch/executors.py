@@ -182,7 +182,7 @@ class DaskExecutor:
         except (OSError, TimeoutError):
             self.client.close()
             raise UsageError(f"the Dask scheduler at {address} has no worker") from None
-        self.name = address.split("://", 1)[0] + "://" + address.split("://", 1)[1]
+        self.name = address
         self.slots = max(1, sum(self.client.nthreads().values()))
         self.on_progress: Callable[[str, int, int], None] | None = None
         self.client.subscribe_topic(PROGRESS_TOPIC, self._event)
