@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-baseline", type=Path, default=None,
                    help="an earlier results JSON (another asset length) to compare peak RSS with")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    from .batch import add_batch_arguments
+
+    add_batch_arguments(p)
     return p
 
 
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.batch:  # encrypt-batch throughput only (benchmarks/batch.py)
+        from .batch import run_batch_bench
+
+        return run_batch_bench(args)
     runs = args.runs or (1 if args.smoke else 3)
     minutes = args.minutes or [5.0]
     specs = [AssetSpec.smoke()] if args.smoke else [AssetSpec(minutes=m) for m in minutes]
