@@ -77,7 +77,8 @@ def _bool(name: str, value: Any) -> bool:
 def _normalise(line: int, raw: dict[str, Any]) -> Row:
     fields: dict[str, Any] = {}
     asset = f"row-{line}"
-    rid = raw.get("id")
+    rid = next((v for k, v in raw.items() if k is not None and str(k).strip().lower() == "id"),
+               None)
     if isinstance(rid, str) and 0 < len(rid.strip()) <= 100 and set(rid.strip()) <= _ID_CHARS:
         asset = rid.strip()
     try:
