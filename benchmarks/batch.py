@@ -81,6 +81,7 @@ def run_batch_bench(args: argparse.Namespace) -> int:
     scratch.mkdir(parents=True)
     drm = "widevine,playready,fairplay" if args.batch_scheme == "cbcs" else "aes-128"
     runs: list[dict[str, Any]] = []
+    load_start = os.getloadavg()
     try:
         jobs = scratch / "jobs.jsonl"
         jobs.write_text("".join(json.dumps({
@@ -113,6 +114,8 @@ def run_batch_bench(args: argparse.Namespace) -> int:
     doc = {"machine": machine(), "asset": asset.describe(), "scheme": args.batch_scheme,
            "input": str(src.relative_to(asset.root)), "assets_per_run": n_assets,
            "asset_bytes": runs[0]["bytes_in"] // max(1, runs[0]["done"]) if runs else 0,
+           "load_average": {"start": [round(x, 2) for x in load_start],
+                            "end": [round(x, 2) for x in os.getloadavg()]},
            "runs": runs}
     output = args.output or (args.cache / ("batch-results-smoke.json" if args.smoke
                                            else "batch-results.json"))
@@ -126,5 +129,7 @@ def run_batch_bench(args: argparse.Namespace) -> int:
         print(f"| {r['executor']} | {r['workers']} | {r['assets_per_minute']:.1f} | "
               f"{r['mb_per_s']:.1f} | {r['mb_per_s_per_worker']:.1f} | "
               f"{r['key_seconds_median']:.3f} |")
+    print(f"load average (1/5/15 min) at start {doc['load_average']['start']}, at end "
+          f"{doc['load_average']['end']} on {cores} cores")
     print(f"results: {output}")
     return 0
