@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ..pipeline.batch.runner import BatchExecutor
 
 _SPEKE_VERSIONS = ("1.0", "2.0", "2.1")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _row_namespace(args: argparse.Namespace, row: Row, base: Path) -> argparse.Namespace:
@@ -64,11 +66,19 @@ def _row_namespace(args: argparse.Namespace, row: Row, base: Path) -> argparse.N
         raise UsageError(f"unknown format {ns.format!r} (hls, dash, both)")
     if ns.speke_version not in _SPEKE_VERSIONS:
         raise UsageError(f"unknown speke_version {ns.speke_version!r}")
-    ns.input = str(base / f["input"])
-    ns.output = str(base / f["output"])
+    ns.input = _located(base, f["input"])
+    ns.output = _located(base, f["output"])
     if "key_file" in f:
         ns.key_file = base / f["key_file"]
     return ns
+
+
+def _located(base: Path, text: str) -> str:
+    """A row's path, relative to the jobs file's folder; a URL (``s3://...``) is kept as it is
+    for the layer that reads and writes object storage."""
+    if _URL.match(text):
+        return text
+    return str(base / text)
 
 
 def _jobs(args: argparse.Namespace) -> list[BatchJob]:
