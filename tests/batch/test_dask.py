@@ -83,6 +83,16 @@ def test_dask_tls_batch(tls_cluster, keyserver, media, tmp_path: Path) -> None:
     # the searches above ran over real text: the cluster's logs and our debug log
     assert re.search(r"Register worker", logs) and "DEBUG speke_packager" in res.stderr
 
+    # negative control: a client certificate from another CA is refused (mutual TLS)
+    from .conftest import make_tls
+
+    other = make_tls(tmp_path / "other-ca")
+    bad = batch_cli(str(jobs), "--executor", cluster.scheduler_address, "--tls-ca", tls["ca"],
+                    "--tls-cert", other["client_cert"], "--tls-key", other["client_key"],
+                    "--speke-url", keyserver.speke_url, "--force")
+    assert bad.returncode == 2
+    assert "cannot reach the Dask scheduler" in bad.stderr and bad.stderr.count("\n") == 1
+
 
 def test_plain_tcp_scheduler_refused(tmp_path: Path, media) -> None:
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [
