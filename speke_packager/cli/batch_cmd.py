@@ -60,6 +60,8 @@ def _row_namespace(args: argparse.Namespace, row: Row, base: Path) -> argparse.N
             setattr(ns, name, f[name])
     if "drm" in f:
         ns.drm = ",".join(f["drm"])
+    if ("key" in f or "key_file" in f) and "speke_url" not in f:
+        ns.speke_url = None  # a row's raw keys replace the command's key server
     if ns.scheme is not None and ns.scheme not in {s.value for s in Scheme}:
         raise UsageError(f"unknown scheme {ns.scheme!r}")
     if ns.format is not None and ns.format not in FORMAT_CHOICES:

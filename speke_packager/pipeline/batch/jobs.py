@@ -17,8 +17,10 @@ One row per asset. Field names are ``encrypt-vod``'s option names, with ``_`` or
 ``audio_preset``            SPEKE v2 audio preset
 ``explicit_iv``             true / false
 ``key``                     raw keys ``[video=|audio=|all=]KID:KEY``: a JSON list, or one string
-                            with the specs separated by spaces or ``;`` (prefer ``key_file``)
-``key_file``                file of raw keys, one spec per line
+                            with the specs separated by spaces or ``;`` (prefer ``key_file``);
+                            this row then uses no key server (unless it names ``speke_url``:
+                            an error)
+``key_file``                file of raw keys, one spec per line (as ``key``)
 ``iv``                      explicit IV, 32 hex digits
 ``segment_duration``        seconds (media-file input)
 ``clear_lead``              seconds
