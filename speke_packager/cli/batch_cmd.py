@@ -15,7 +15,7 @@ the key server connection (``--speke-url``, auth, TLS, timeouts) shared by all a
      "assets": [{"asset", "row", "input", "output", "status": "done"|"skipped"|"failed"|
                  "cancelled", "error": str|null, "attempts", "worker": str|null,
                  "seconds": {"keys", "encrypt", "total"}, "bytes_in", "bytes_out",
-                 "segments", "redone_because": str|null}]}
+                 "segments", "redone_because": str|null, "warnings": [str]}]}
 
 Exit status: 0 when every asset is done or skipped, 1 when any failed, 130 when interrupted.
 Keys are never printed or written to the report.

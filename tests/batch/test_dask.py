@@ -190,3 +190,21 @@ def test_task_arguments_hide_keys(obj: str, media, tmp_path: Path) -> None:
     if obj == "sealed":
         again = pickle.loads(pickle.dumps(value))
         assert again.open().entries[0].key.key == KEY  # type: ignore[attr-defined]
+
+
+def test_jobs_on_a_daemonic_dask_worker(tcp_cluster, media, tmp_path: Path,
+                                        key_file: Path) -> None:
+    """A Dask worker process may not start the segment pool: --jobs falls back to 1, noted."""
+    src = media("h264-aac-ts")
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [
+        {"id": "j", "input": str(src), "output": str(tmp_path / "out"), "scheme": "aes-128",
+         "key": [KEYSPEC], "key_uri": str(key_file), "segment_duration": 2}])
+    res = batch_cli(str(jobs), "--executor", tcp_cluster.scheduler_address,
+                    "--insecure-cluster", "--jobs", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    (a,) = json.loads(res.stdout)["assets"]
+    assert a["status"] == "done" and "--jobs 2 ignored" in a["warnings"][0]
+    from tests.vod.conftest import frames
+
+    assert frames(tmp_path / "out" / "video0" / "index.m3u8", "v:0", hls=True) == \
+        frames(src, "v:0")

@@ -89,6 +89,7 @@ class AssetReport:
     bytes_out: int = 0
     segments: int = 0
     reason: str | None = None  # why an existing output was redone
+    warnings: list[str] = field(default_factory=list)
     _started: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -99,7 +100,8 @@ class AssetReport:
                             "encrypt": round(self.encrypt_seconds, 3),
                             "total": round(self.total_seconds, 3)},
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "segments": self.segments, "redone_because": self.reason}
+                "segments": self.segments, "redone_because": self.reason,
+                "warnings": list(self.warnings)}
 
 
 @dataclass(slots=True)
@@ -304,6 +306,7 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
                 res = fut.result()
                 a.worker = res.get("worker")
                 a.encrypt_seconds = float(res.get("encrypt_seconds", 0.0))
+                a.warnings = [str(w) for w in res.get("warnings", [])]
                 if res.get("status") == "done":
                     a.status = "done"
                     a.bytes_in = int(res.get("bytes_in", 0))

@@ -11,6 +11,7 @@ timings, bytes, one-line error) without key material.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import time
@@ -133,16 +134,23 @@ def encrypt_asset(task: AssetTask, sealed: SealedKeys) -> dict[str, Any]:
         write_marker(folder, asset=task.asset, fingerprint=task.fingerprint, kids=kids,
                      version=_version())
 
-    options = replace(task.options, force=task.options.force or task.replace,
+    notes: list[str] = []
+    jobs = task.options.jobs
+    if jobs > 1 and multiprocessing.current_process().daemon:
+        # a Dask worker process is daemonic: it may not start the segment pool's processes
+        notes.append(f"--jobs {jobs} ignored: this worker process is daemonic (a Dask worker); "
+                     "run more single-threaded worker processes instead")
+        jobs = 1
+    options = replace(task.options, force=task.options.force or task.replace, jobs=jobs,
                       progress=_progress(task), before_publish=seal)
     where = f"{socket.gethostname()}:{os.getpid()}"
     try:
         result = encrypt_vod(options, keyset)
     except Exception as exc:
         return {"status": "failed", "error": one_line(exc), "worker": where,
-                "encrypt_seconds": round(time.monotonic() - started, 3)}
+                "encrypt_seconds": round(time.monotonic() - started, 3), "warnings": notes}
     return {"status": "done", "worker": where,
             "encrypt_seconds": round(time.monotonic() - started, 3),
             "bytes_in": result.bytes_in, "bytes_out": result.bytes_out,
             "segments": result.segments, "manifests": list(result.manifests),
-            "warnings": list(result.warnings)}
+            "warnings": [*notes, *result.warnings]}
