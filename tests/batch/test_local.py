@@ -241,3 +241,39 @@ def test_coordinator_killed_then_rerun_resumes(packages, tmp_path: Path, key_fil
         _openssl_matches(out / f"long-{i}", playlist)
     # the killed run's temporary folders are gone
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_stops_cleanly_and_the_report_matches_the_disk(packages, tmp_path: Path,
+                                                               key_file: Path) -> None:
+    from speke_packager.pipeline.batch import output_state
+
+    jobs, out, _ = _long_jobs(packages, tmp_path, key_file, 6)
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-batch", str(jobs),
+                             "--workers", "2", "--report", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".partial") and any(p.glob("long_*.ts"))
+                      for p in out.glob(".*") if out.exists()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    doc = json.loads(report.read_text())
+    assert doc["interrupted"] is True and doc["totals"]["cancelled"] >= 1
+    for a in doc["assets"]:
+        state = output_state(Path(a["output"]), "", check="size")
+        if a["status"] == "done":
+            assert state.ours and (Path(a["output"]) / "long.m3u8").exists()
+        else:
+            assert a["status"] == "cancelled" and not state.exists
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder

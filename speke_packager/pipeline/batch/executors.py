@@ -16,16 +16,26 @@ imported here only.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ...errors import UsageError
 from .runner import WorkerLost
-from .worker import AssetTask, SealedKeys, encrypt_asset, set_progress_sink
+from .worker import (
+    AssetTask,
+    SealedKeys,
+    encrypt_asset,
+    install_stop_handler,
+    set_progress_sink,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,7 @@ PROGRESS_TOPIC = "speke-packager-progress"
 # ---- local processes ---------------------------------------------------------------------------
 
 def _init_local(queue: Any) -> None:
+    install_stop_handler()
     set_progress_sink(lambda asset, done, total: queue.put((asset, done, total)))
 
 
@@ -51,6 +62,7 @@ class LocalExecutor:
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: Any = self._ctx.Queue()
         self._lock = threading.Lock()
+        self._closing = False
         self._pool = self._new_pool()
         self._listener = threading.Thread(target=self._listen, name="batch-progress",
                                           daemon=True)
@@ -90,7 +102,7 @@ class LocalExecutor:
             exc = f.exception()
             if isinstance(exc, BrokenProcessPool):
                 with self._lock:
-                    if self._pool is pool:  # renew once per broken pool
+                    if self._pool is pool and not self._closing:  # renew once per broken pool
                         self._pool = self._new_pool()
                         pool.shutdown(wait=False, cancel_futures=True)
                 out.set_exception(WorkerLost(f"a worker process of {name} died"))
@@ -105,15 +117,25 @@ class LocalExecutor:
 
     def close(self, *, cancel: bool = False) -> None:
         with self._lock:
+            self._closing = True
             pool = self._pool
         if cancel:
+            # the workers ignore Ctrl-C: SIGTERM interrupts each running asset (its temporary
+            # output folder removed); what still runs after 10 s is killed (its folder is then
+            # removed by the next run for that output)
             procs = list(getattr(pool, "_processes", {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            for p in procs:  # Ctrl-C reached them too; a SIGTERM of the coordinator did not
-                if p.is_alive():
-                    p.terminate()
             for p in procs:
-                p.join(timeout=10)
+                if p.is_alive() and p.pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(p.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for p in procs:
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=5)
         else:
             pool.shutdown(wait=True)
         self._queue.put(None)
@@ -186,6 +208,7 @@ class DaskExecutor:
         self.slots = max(1, sum(self.client.nthreads().values()))
         self.on_progress: Callable[[str, int, int], None] | None = None
         self.client.subscribe_topic(PROGRESS_TOPIC, self._event)
+        self._live: set[Any] = set()  # distributed futures not finished yet
 
     def _event(self, event: Any) -> None:
         cb = self.on_progress
@@ -206,6 +229,7 @@ class DaskExecutor:
         out.set_running_or_notify_cancel()
         fut = self.client.submit(encrypt_asset, replace(task, progress="dask"), sealed,
                                  key=name, pure=False)
+        self._live.add(fut)
 
         def done(f: Any) -> None:
             try:
@@ -222,12 +246,21 @@ class DaskExecutor:
                 if not out.done():
                     out.set_exception(WorkerLost(f"{name}: {type(exc).__name__}"))
             finally:
+                self._live.discard(f)
                 f.release()
 
         fut.add_done_callback(done)
         return out
 
     def close(self, *, cancel: bool = False) -> None:
+        """With ``cancel``: queued tasks are dropped; a task already running on a worker runs
+        to its end (Dask does not interrupt a running task): its output is then complete and
+        the next run skips it."""
+        if cancel and self._live:
+            try:
+                self.client.cancel(list(self._live))
+            except Exception:  # noqa: S110 (closing anyway)
+                pass
         try:
             self.client.unsubscribe_topic(PROGRESS_TOPIC)
         except Exception:  # noqa: S110 (closing anyway)

@@ -271,6 +271,27 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
         running[fut] = (job, a, task, sealed)
         emit("submitted", a)
 
+    def record(fut: cf.Future[dict[str, Any]], a: AssetReport, err: BaseException | None
+               ) -> None:
+        a.total_seconds = time.monotonic() - a._started
+        if err is not None:
+            a.status, a.error = "failed", one_line(err)
+            emit("failed", a)
+            return
+        res = fut.result()
+        a.worker = res.get("worker")
+        a.encrypt_seconds = float(res.get("encrypt_seconds", 0.0))
+        a.warnings = [str(w) for w in res.get("warnings", [])]
+        if res.get("status") == "done":
+            a.status = "done"
+            a.bytes_in = int(res.get("bytes_in", 0))
+            a.bytes_out = int(res.get("bytes_out", 0))
+            a.segments = int(res.get("segments", 0))
+            emit("done", a)
+        else:
+            a.status, a.error = "failed", str(res.get("error") or "failed")
+            emit("failed", a)
+
     interrupted = False
     try:
         start_keys()
@@ -298,24 +319,7 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
                     log.warning("asset %s: %s; running it again", a.asset, err)
                     submit(job, a, replace(task, replace=True), sealed)
                     continue
-                a.total_seconds = time.monotonic() - a._started
-                if err is not None:
-                    a.status, a.error = "failed", one_line(err)
-                    emit("failed", a)
-                    continue
-                res = fut.result()
-                a.worker = res.get("worker")
-                a.encrypt_seconds = float(res.get("encrypt_seconds", 0.0))
-                a.warnings = [str(w) for w in res.get("warnings", [])]
-                if res.get("status") == "done":
-                    a.status = "done"
-                    a.bytes_in = int(res.get("bytes_in", 0))
-                    a.bytes_out = int(res.get("bytes_out", 0))
-                    a.segments = int(res.get("segments", 0))
-                    emit("done", a)
-                else:
-                    a.status, a.error = "failed", str(res.get("error") or "failed")
-                    emit("failed", a)
+                record(fut, a, err)
             start_keys()
     except KeyboardInterrupt:
         interrupted = True
@@ -327,6 +331,19 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
             kf.cancel()
         key_pool.shutdown(wait=not interrupted, cancel_futures=True)
         executor.close(cancel=interrupted)
+        # an asset published while the batch stopped is done, not cancelled (its result may
+        # be lost with its worker: its output and completion manifest say so)
+        for fut, (job, a, task, _) in running.items():
+            if fut.done() and not fut.cancelled() and fut.exception() is None \
+                    and fut.result().get("status") == "done":
+                record(fut, a, None)
+            elif job.options is not None and a.status != "done":
+                try:
+                    state = output_state(job.options.output, task.fingerprint, check="size")
+                except OSError:
+                    continue
+                if state.complete:
+                    a.status, a.error, a.bytes_out = "done", None, state.bytes
     report.interrupted = interrupted
     report.finished = _now()
     report.seconds = time.monotonic() - t0

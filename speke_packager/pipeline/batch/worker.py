@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -31,10 +32,27 @@ _SINK: list[ProgressSink] = []
 _INTERVAL = 0.5  # seconds between two progress messages of one asset
 
 
+_BUSY: list[bool] = [False]  # an asset is being encrypted in this process
+
+
 def set_progress_sink(sink: ProgressSink | None) -> None:
     _SINK.clear()
     if sink is not None:
         _SINK.append(sink)
+
+
+def _stop(signum: int, frame: object) -> None:
+    if _BUSY[0]:
+        raise KeyboardInterrupt  # encrypt_vod removes its temporary folder, then the task ends
+    os._exit(128 + signum)
+
+
+def install_stop_handler() -> None:
+    """For a local worker process: Ctrl-C is the coordinator's alone (it stops the workers);
+    SIGTERM interrupts the running asset like Ctrl-C (its temporary output folder removed), or
+    ends an idle worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
 
 
 class SealedKeys:
@@ -144,11 +162,14 @@ def encrypt_asset(task: AssetTask, sealed: SealedKeys) -> dict[str, Any]:
     options = replace(task.options, force=task.options.force or task.replace, jobs=jobs,
                       progress=_progress(task), before_publish=seal)
     where = f"{socket.gethostname()}:{os.getpid()}"
+    _BUSY[0] = True
     try:
         result = encrypt_vod(options, keyset)
     except Exception as exc:
         return {"status": "failed", "error": one_line(exc), "worker": where,
                 "encrypt_seconds": round(time.monotonic() - started, 3), "warnings": notes}
+    finally:
+        _BUSY[0] = False
     return {"status": "done", "worker": where,
             "encrypt_seconds": round(time.monotonic() - started, 3),
             "bytes_in": result.bytes_in, "bytes_out": result.bytes_out,
