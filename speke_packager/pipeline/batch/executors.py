@@ -87,13 +87,21 @@ class LocalExecutor:
     def submit(self, name: str, task: AssetTask, sealed: SealedKeys
                ) -> cf.Future[dict[str, Any]]:
         out: cf.Future[dict[str, Any]] = cf.Future()
-        with self._lock:
-            pool = self._pool
-            try:
-                inner = pool.submit(encrypt_asset, task, sealed)
-            except BrokenProcessPool:
-                pool = self._pool = self._new_pool()
-                inner = pool.submit(encrypt_asset, task, sealed)
+        # a worker process may be started by this submit: it is born with SIGINT blocked (the
+        # mask survives fork and exec), so a Ctrl-C during its start-up cannot interrupt its
+        # imports; its initializer then ignores SIGINT and unblocks it. Here the Ctrl-C stays
+        # pending until the mask is restored.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with self._lock:
+                pool = self._pool
+                try:
+                    inner = pool.submit(encrypt_asset, task, sealed)
+                except BrokenProcessPool:
+                    pool = self._pool = self._new_pool()
+                    inner = pool.submit(encrypt_asset, task, sealed)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
         def done(f: cf.Future[dict[str, Any]]) -> None:
             if f.cancelled():

@@ -53,6 +53,7 @@ def install_stop_handler() -> None:
     ends an idle worker at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (blocked by the submitter)
 
 
 class SealedKeys:
