@@ -7,10 +7,10 @@ the coordinator can run them again.
 
 :class:`DaskExecutor`: a ``distributed.Client`` to an existing scheduler. Content keys travel
 in the tasks, so the address must be ``tls://`` (with the CA, client certificate and key made
-by the user) unless ``insecure`` says otherwise. Task names are ``encrypt-<asset id>-<attempt>``
-and the task arguments hide their keys in ``repr`` (see :mod:`.worker`); each finished task is
-released at once, so the scheduler does not keep it. ``distributed`` is an optional extra,
-imported here only.
+by the user) unless ``insecure`` says otherwise. Task names are
+``encrypt-<asset id>-<run id>-<attempt>`` and the task arguments hide their keys in ``repr``
+(see :mod:`.worker`); each finished task is released at once, so the scheduler does not keep
+it. ``distributed`` is an optional extra, imported here only.
 """
 
 from __future__ import annotations

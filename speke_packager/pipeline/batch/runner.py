@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import hashlib
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -251,6 +252,9 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
         todo.append((job, a, fp, state.ours or force))
 
     window = max(2, executor.slots * 2)
+    # in task names: Dask merges tasks of the same name, and two batches on one cluster may
+    # use the same asset ids
+    run_id = os.urandom(4).hex()
     key_pool = cf.ThreadPoolExecutor(max_workers=max(1, key_threads),
                                      thread_name_prefix="batch-keys")
     keying: dict[cf.Future[KeySet], tuple[BatchJob, AssetReport, str, bool, float]] = {}
@@ -267,7 +271,7 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
 
     def submit(job: BatchJob, a: AssetReport, task: AssetTask, sealed: SealedKeys) -> None:
         a.attempts += 1
-        fut = executor.submit(f"encrypt-{job.asset}-{a.attempts}", task, sealed)
+        fut = executor.submit(f"encrypt-{job.asset}-{run_id}-{a.attempts}", task, sealed)
         running[fut] = (job, a, task, sealed)
         emit("submitted", a)
 
