@@ -117,6 +117,13 @@ def test_existing_folder_not_ours_needs_force(media, tmp_path: Path, key_file: P
     assert res.returncode == 0, res.stderr
     assert not (out / "a" / "keep.txt").exists()
     assert KEY.hex() not in res.stdout + res.stderr
+    # --force redoes a complete output too; without it the next run skips it
+    res = batch_cli(str(jobs), "--workers", "1", "--json", "--force")
+    (a,) = json.loads(res.stdout)["assets"]
+    assert a["status"] == "done" and a["redone_because"] == "--force"
+    res = batch_cli(str(jobs), "--workers", "1", "--json")
+    (a,) = json.loads(res.stdout)["assets"]
+    assert res.returncode == 0 and a["status"] == "skipped"
 
 
 def test_csv_jobs_and_relative_paths(media, tmp_path: Path, key_file: Path) -> None:

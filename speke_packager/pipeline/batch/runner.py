@@ -31,7 +31,7 @@ from ...model import KeySet
 from ..keysource import RawKeys, SpekeKeys
 from ..options import VodOptions
 from ..rawkeys import raw_keyset
-from .complete import output_state
+from .complete import OutputState, output_state
 from .worker import AssetTask, SealedKeys, one_line
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ def _now() -> str:
 
 
 Events = Callable[[str, AssetReport], None]
+_CHECK_THREADS = 4
 
 
 def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool = False,
@@ -212,43 +213,56 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
     todo: deque[tuple[BatchJob, AssetReport, str, bool]] = deque()
     seen_out: dict[Path, str] = {}
     seen_id: set[str] = set()
+    candidates: list[tuple[BatchJob, AssetReport]] = []
     for job in jobs:
         a = AssetReport(job.asset, job.row, job.input, job.output)
         report.assets.append(a)
         a._started = time.monotonic()
-
-        def fail(msg: str, a: AssetReport = a) -> None:
-            a.status, a.error = "failed", msg
+        if job.error is not None or job.options is None or job.keys is None:
+            a.status, a.error = "failed", job.error or "bad row"
+        elif job.asset in seen_id:
+            a.status, a.error = "failed", f"asset id {job.asset} is used by an earlier row"
+        elif job.options.output.absolute() in seen_out:
+            a.status, a.error = "failed", (f"output {job.output} is also the output of asset "
+                                           f"{seen_out[job.options.output.absolute()]}")
+        else:
+            seen_id.add(job.asset)
+            seen_out[job.options.output.absolute()] = job.asset
+            candidates.append((job, a))
+        if a.status == "failed":
             emit("failed", a)
 
-        if job.error is not None or job.options is None or job.keys is None:
-            fail(job.error or "bad row")
-            continue
-        if job.asset in seen_id:
-            fail(f"asset id {job.asset} is used by an earlier row")
-            continue
-        seen_id.add(job.asset)
-        out = job.options.output.absolute()
-        if out in seen_out:
-            fail(f"output {job.output} is also the output of asset {seen_out[out]}")
-            continue
-        seen_out[out] = job.asset
+    def check(item: tuple[BatchJob, AssetReport]) -> tuple[str, OutputState] | BaseException:
+        job = item[0]
+        assert job.options is not None and job.keys is not None
         try:
             fp = job_fingerprint(job.options, job.keys)
-            state = output_state(job.options.output, fp, check=resume_check)
+            return fp, output_state(job.options.output, fp, check=resume_check)
         except Exception as exc:
-            fail(one_line(exc))
+            return exc
+
+    # existing outputs checked on several threads (hashlib releases the GIL while it hashes)
+    with cf.ThreadPoolExecutor(max_workers=_CHECK_THREADS,
+                               thread_name_prefix="batch-check") as checker:
+        checked = list(checker.map(check, candidates))
+    for (job, a), found in zip(candidates, checked, strict=True):
+        if isinstance(found, BaseException):
+            a.status, a.error = "failed", one_line(found)
+            emit("failed", a)
             continue
-        if state.complete:
+        fp, state = found
+        if state.complete and not force:
             a.status, a.bytes_out = "skipped", state.bytes
             emit("skipped", a)
             continue
         if state.exists and not state.ours and not force:
-            fail(f"output folder {job.output} exists and holds no completion manifest of "
-                 "encrypt-batch; give --force to replace it")
+            a.status, a.error = "failed", (
+                f"output folder {job.output} exists and holds no completion manifest of "
+                "encrypt-batch; give --force to replace it")
+            emit("failed", a)
             continue
         if state.ours:
-            a.reason = state.reason
+            a.reason = state.reason or "--force"
         todo.append((job, a, fp, state.ours or force))
 
     window = max(2, executor.slots * 2)
