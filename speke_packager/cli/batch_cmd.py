@@ -214,6 +214,9 @@ def _handler(args: argparse.Namespace) -> int:
     if args.packaging:
         raise UsageError("encrypt-batch derives the SPEKE packaging from each asset's format "
                          "and scheme; drop --packaging")
+    if args.key_periods:
+        raise UsageError("--key-periods (key rotation) is for live; encrypt-batch uses one key "
+                         "per track type")
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     jobs = _jobs(args)

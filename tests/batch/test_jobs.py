@@ -97,3 +97,9 @@ def test_command_level_content_id_refused(tmp_path: Path) -> None:
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"input": "i", "output": "o"}])
     res = batch_cli(str(jobs), "--content-id", "x", "--speke-url", "http://127.0.0.1:1/")
     assert res.returncode == 2 and "per row" in res.stderr
+
+
+def test_key_periods_refused(tmp_path: Path) -> None:
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"input": "i", "output": "o"}])
+    res = batch_cli(str(jobs), "--key-periods", "0:3", "--speke-url", "http://127.0.0.1:1/")
+    assert res.returncode == 2 and "--key-periods" in res.stderr

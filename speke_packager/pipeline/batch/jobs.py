@@ -7,7 +7,7 @@ One row per asset. Field names are ``encrypt-vod``'s option names, with ``_`` or
 ``output`` (required)       output folder
 ``id``                      asset id for the report and task names: letters, digits, ``. _ -``
                             (default ``row-N``, N the row's line number)
-``scheme``                  cenc, cbcs, cens, cbc1, aes-128, sample-aes (default: the command's)
+``scheme``                  cenc, cbcs, aes-128, sample-aes (default: the command's)
 ``format``                  hls, dash, both (default: as the input; both for a media file)
 ``content_id``              SPEKE content id (required with a key server)
 ``drm``                     DRM systems, ``"widevine,playready"`` or a JSON list
