@@ -23,7 +23,9 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
 
 def storage_options(args: argparse.Namespace) -> S3Options | None:
     """The :class:`S3Options` of the command line (None when no option was given)."""
-    if not (args.endpoint_url or args.s3_region or args.s3_profile):
+    endpoint = getattr(args, "endpoint_url", None)
+    region = getattr(args, "s3_region", None)
+    profile = getattr(args, "s3_profile", None)
+    if not (endpoint or region or profile):
         return None
-    return S3Options(endpoint_url=args.endpoint_url, region=args.s3_region,
-                     profile=args.s3_profile)
+    return S3Options(endpoint_url=endpoint, region=region, profile=profile)

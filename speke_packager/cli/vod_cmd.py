@@ -30,8 +30,9 @@ from .storage_args import add_storage_arguments, storage_options
 # The pipeline (media, manifests, numpy, lxml) is imported by the handler only: building the
 # parser must stay cheap (it runs for every command and for --help).
 if TYPE_CHECKING:
+    from ..keys.client import SpekeClient
     from ..pipeline.keysource import RawKeys, SpekeKeys
-    from ..pipeline.options import VodResult
+    from ..pipeline.options import VodOptions, VodResult
 
 # The values of pipeline.options.OutputFormat (a test checks they agree).
 FORMAT_CHOICES = ("hls", "dash", "both")
@@ -48,9 +49,13 @@ def _iv(text: str | None) -> bytes | None:
     return bytes.fromhex(m.group(1))
 
 
-def _key_source(args: argparse.Namespace) -> RawKeys | SpekeKeys:
+def key_source_from_args(
+    args: argparse.Namespace,
+    client: Callable[[argparse.Namespace], SpekeClient] = speke_client_from_args,
+) -> RawKeys | SpekeKeys:
     """``--key``/``--key-file`` (raw keys) or ``--speke-url`` (a key server) as the library's
-    key source; encrypt_vod checks the DRM systems against the format and scheme."""
+    key source; encrypt_vod checks the DRM systems against the format and scheme. ``client``
+    makes the SPEKE client (encrypt-batch shares one per key server URL)."""
     from ..pipeline.keysource import RawKeys, SpekeKeys
 
     specs = list(args.key or [])
@@ -70,7 +75,7 @@ def _key_source(args: argparse.Namespace) -> RawKeys | SpekeKeys:
                          "drop --packaging")
     # (encrypt_vod replaces the packaging and scheme with those of --format and --scheme)
     contract = contract_from_args(args, packaging=())
-    return SpekeKeys(speke_client_from_args(args), contract)
+    return SpekeKeys(client(args), contract)
 
 
 @contextmanager
@@ -105,23 +110,30 @@ def _location(text: str) -> Path | str:
     return text if is_s3(text) else Path(text)
 
 
-def _handler(args: argparse.Namespace) -> int:
+def vod_options_from_args(args: argparse.Namespace,
+                          progress: Callable[[int, int], None] | None = None) -> VodOptions:
+    """The :class:`VodOptions` of encrypt-vod's options (also those of an encrypt-batch row)."""
     from ..pipeline.options import OutputFormat, VodOptions, default_jobs
+
+    return VodOptions(
+        input=_location(args.input), output=_location(args.output),
+        scheme=Scheme(args.scheme) if args.scheme else Scheme.CBCS,
+        format=OutputFormat(args.format) if args.format else None,
+        segment_duration=args.segment_duration, clear_lead=args.clear_lead,
+        jobs=args.jobs if args.jobs else default_jobs(),
+        force=args.force, key_uri=args.key_uri,
+        clearkey_license_url=args.clearkey_license_url, iv=_iv(args.iv),
+        progress=progress, segmenter=getattr(args, "segmenter", None),
+        storage=storage_options(args))
+
+
+def _handler(args: argparse.Namespace) -> int:
     from ..pipeline.vod import encrypt_vod
 
-    source = _key_source(args)
+    source = key_source_from_args(args)
     quiet = args.quiet or args.json
     with _progress(not quiet and sys.stderr.isatty()) as progress:
-        opts = VodOptions(
-            input=_location(args.input), output=_location(args.output),
-            scheme=Scheme(args.scheme) if args.scheme else Scheme.CBCS,
-            format=OutputFormat(args.format) if args.format else None,
-            segment_duration=args.segment_duration, clear_lead=args.clear_lead,
-            jobs=args.jobs if args.jobs else default_jobs(),
-            force=args.force, key_uri=args.key_uri,
-            clearkey_license_url=args.clearkey_license_url, iv=_iv(args.iv),
-            progress=progress, segmenter=args.segmenter, storage=storage_options(args))
-        result = encrypt_vod(opts, source)
+        result = encrypt_vod(vod_options_from_args(args, progress), source)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     elif not args.quiet:

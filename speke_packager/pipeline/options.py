@@ -67,6 +67,10 @@ class VodOptions:
     # segments encrypted as they are cut), "ffmpeg", or None: native where it applies
     segmenter: str | None = None
     storage: S3Options | None = None
+    # called with the finished output folder, still under its temporary name, just before it is
+    # published (encrypt-batch writes its completion manifest there, so it is never missing
+    # from a published output)
+    before_publish: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,28 @@ def _check_output_holds_no_input(plan: Plan, output: Path) -> None:
                              "another folder (the input is never modified)")
 
 
+def check_vod(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | KeySet
+              ) -> tuple[str, OutputFormat]:
+    """The checks :func:`encrypt_vod` makes before it fetches a key or writes a byte: the
+    input (a regular file; its kind), the options, the output format against the input and the
+    scheme, the DRM systems of a :class:`RawKeys` / :class:`SpekeKeys` source, the output
+    folder against the input. Returns (input kind: 'hls', 'dash' or 'media', output format).
+    ``encrypt-batch`` runs it for every asset up front, on the coordinator."""
+    src = Path(options.input)
+    if not src.exists():
+        raise UsageError(f"input {src} does not exist")
+    if not src.is_file():
+        raise UsageError(f"input {src} is not a file (give the playlist, MPD or media file)")
+    kind = input_kind(src)
+    # a regular file, never a FIFO or device; a playlist / MPD inside its package folder (a
+    # media file named on the command line may be a link to anywhere)
+    top = input_path(src.parent, src.name) if kind == "media" else src
+    os.close(open_input(top.parent, top.name, what="input"))
+    fmt = _check(options, kind, key_source)
+    use_native(options, kind)  # a --segmenter the input cannot take: refused here
+    return kind, fmt
+
+
 def encrypt_vod(options: VodOptions,
                 key_source: RawKeys | SpekeKeys | KeySource | KeySet) -> VodResult:
     """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``.
@@ -155,16 +177,8 @@ def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | 
              plan_factory: Callable[[Path], Plan],
              started: Callable[[Path], None] | None) -> VodResult:
     src = Path(options.input)
-    if not src.exists():
-        raise UsageError(f"input {src} does not exist")
-    if not src.is_file():
-        raise UsageError(f"input {src} is not a file (give the playlist, MPD or media file)")
-    kind = input_kind(src)
-    # a regular file, never a FIFO or device; a playlist / MPD inside its package folder (a
-    # media file named on the command line may be a link to anywhere)
+    kind, fmt = check_vod(options, key_source)
     top = input_path(src.parent, src.name) if kind == "media" else src
-    os.close(open_input(top.parent, top.name, what="input"))
-    fmt = _check(options, kind, key_source)
     native = use_native(options, kind)
     if kind == "media" and not native:
         check_tools()
@@ -203,6 +217,8 @@ def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | 
                           hls_rel=src.name if kind == "hls" else None,
                           mpd_rel=src.name if kind == "dash" else None, out_dir=out.path,
                           fmt=fmt)
+        if options.before_publish is not None:
+            options.before_publish(out.path)
         final = out.commit()
     return VodResult(output=final, scheme=result.scheme, format=fmt, manifests=result.manifests,
                      tracks=result.tracks, segments=result.segments, bytes_in=result.bytes_in,
