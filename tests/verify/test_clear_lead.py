@@ -236,3 +236,55 @@ def test_patcher_control_and_clear_lead_on_protected_entry(
     for r in bad:
         detail = _check(r, "senc").detail  # type: ignore[attr-defined]
         assert "protected sample description 1" in detail and segs[0].name in detail
+
+
+# --- clear by seig (isProtected 0) on a protected sample entry: hand-built moofs on a real init --
+
+def _box(typ: str, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), typ.encode()) + payload
+
+
+def _full(typ: str, version: int, flags: int, payload: bytes) -> bytes:
+    return _box(typ, bytes([version]) + flags.to_bytes(3, "big") + payload)
+
+
+def _moof(track_id: int, samples: int, *, seig: bool | None, covered: int | None = None,
+          senc: bool = False) -> bytes:
+    """One traf on the trex default entry: ``seig`` None: no sample groups; else an sgpd 'seig'
+    entry with isProtected = ``seig`` and an sbgp mapping ``covered`` samples to it."""
+    parts = [_full("tfhd", 0, 0x020000, struct.pack(">I", track_id)),
+             _full("trun", 0, 0, struct.pack(">I", samples))]
+    if seig is not None:
+        entry = bytes([0, 0, int(seig), 0 if not seig else 8]) + KID.bytes
+        parts.append(_full("sgpd", 1, 0, b"seig" + struct.pack(">II", len(entry), 1) + entry))
+        n = samples if covered is None else covered
+        parts.append(_full("sbgp", 0, 0, b"seig" + struct.pack(">III", 1, n, 0x10001)))
+    if senc:
+        parts.append(_full("senc", 0, 0, struct.pack(">I", 0)))
+    return _box("moof", _full("mfhd", 0, 0, struct.pack(">I", 1)) + _box("traf", b"".join(parts)))
+
+
+@pytest.mark.parametrize("moofs, ok, words", [
+    (["clear", "enc"], True, "1 clear lead, 1 with sample"),
+    (["enc", "clear"], False, "clear fragment after encrypted ones"),
+    (["protected", "enc"], False, "carries no sample encryption data"),
+    (["partial", "enc"], False, "carries no sample encryption data"),
+    (["clear", "clear"], False, "no fragment is encrypted"),
+], ids=["seig-clear-lead", "seig-clear-after", "seig-protected-no-senc", "seig-not-covering",
+        "all-clear"])
+def test_seig_clear_lead(clear_lead: tuple[dict[str, Path], Path], moofs: list[str],
+                         ok: bool, words: str) -> None:
+    """A fragment on the protected entry is clear when an sbgp maps every sample to a seig
+    entry with isProtected 0; only as a leading run, and only if every sample is covered."""
+    from speke_packager.verify.boxes import read_mp4_facts
+    from speke_packager.verify.fragments import classify_fragments
+
+    pkgs, _ = clear_lead
+    init = (pkgs["cenc-native"] / "0" / "init.mp4").read_bytes()
+    (tid,) = read_mp4_facts(init).tracks
+    made = {"clear": _moof(tid, 5, seig=False), "protected": _moof(tid, 5, seig=True),
+            "partial": _moof(tid, 5, seig=False, covered=4),
+            "enc": _moof(tid, 5, seig=None, senc=True)}
+    facts = read_mp4_facts(init + b"".join(made[m] for m in moofs))
+    summary = classify_fragments(facts)
+    assert summary.ok is ok and words in summary.detail(), summary.detail()
