@@ -3,7 +3,7 @@
 A track fragment is clear by design when the sample entry it uses (tfhd
 ``sample_description_index``, else the trex default) is a clear one, or when an sbgp 'seig'
 maps every sample to a CencSampleEncryptionInformationGroupEntry with ``isProtected`` 0
-(ISO/IEC 23001-7 §6, §7.2). Otherwise it must carry sample encryption data (senc, or the PIFF
+(ISO/IEC 23001-7 sample groups). Otherwise it must carry sample encryption data (senc, or the PIFF
 uuid box). Clear fragments are allowed only as a leading run per track: a clear lead.
 """
 
