@@ -65,14 +65,17 @@ def _av_streams(kinds: list[str]) -> Iterator[tuple[str, str]]:
 def _mp4_facts(r: Rendition) -> Mp4Facts:
     facts = read_mp4_facts(r.init.read()) if r.init is not None else Mp4Facts()
     for seg in r.segments:
-        f = read_mp4_facts(seg.read())
+        f = read_mp4_facts(seg.read(), source=seg.path.name)
         facts.pssh.extend(f.pssh)
         facts.seig_kids.extend(f.seig_kids)
-        facts.fragments += f.fragments
-        facts.senc_fragments += f.senc_fragments
+        facts.fragment_list.extend(f.fragment_list)
         for tid, entries in f.tracks.items():  # self-initialising segments (SegmentBase)
             facts.tracks.setdefault(tid, entries)
             facts.handlers.setdefault(tid, f.handlers.get(tid, ""))
+            facts.entries.setdefault(tid, f.entries.get(tid, []))
+            facts.init_seig.setdefault(tid, f.init_seig.get(tid, []))
+        for tid, sdi in f.trex_sdi.items():
+            facts.trex_sdi.setdefault(tid, sdi)
     return facts
 
 
