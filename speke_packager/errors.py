@@ -229,6 +229,15 @@ class ObjectNotFoundError(StorageError):
     """The object or its bucket does not exist."""
 
 
+class StorageWriteError(StorageError, OutputError):
+    """A write or delete through a package writer on object storage failed (after botocore's
+    retries): the output cannot be written, and the cause is the store's (``url``, ``code``).
+
+    Both a :class:`StorageError` (exit code 9, like every object-storage failure) and an
+    :class:`OutputError`, so code written against the writer contract (``except
+    OutputError``, as for a folder) catches it whatever the destination."""
+
+
 __all__ = [
     "CodecError",
     "CpixError",
@@ -248,6 +257,7 @@ __all__ = [
     "OutputError",
     "SpekePackagerError",
     "StorageError",
+    "StorageWriteError",
     "ToolError",
     "TsFormatError",
     "UnsafeInputError",

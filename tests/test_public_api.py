@@ -52,6 +52,7 @@ PUBLIC = {
     "UnsupportedMediaError": "errors", "UnsafeInputError": "errors", "ManifestError": "errors", "OutputError": "errors",
     "ToolError": "errors", "VerificationError": "errors",
     "StorageError": "errors", "ObjectNotFoundError": "errors",
+    "StorageWriteError": "errors",
     # object storage
     "S3Options": "storage", "ObjectStore": "storage", "PackageWriter": "storage",
     "open_writer": "storage",

@@ -124,11 +124,12 @@ class MultipartWriter(io.RawIOBase):
     inside ``with``) aborts the upload, so no object and no orphan parts are left."""
 
     def __init__(self, store: ObjectStore, url: S3Url, *, content_type: str | None = None,
-                 part_size: int | None = None) -> None:
+                 part_size: int | None = None, cache_control: str | None = None) -> None:
         super().__init__()
         self.store = store
         self.url = url
         self.content_type = content_type
+        self.cache_control = cache_control
         self.part_size = part_size or store.part_size
         self._buf = bytearray()
         self._upload: str | None = None
@@ -158,7 +159,8 @@ class MultipartWriter(io.RawIOBase):
 
     def _flush_part(self) -> None:
         if self._upload is None:
-            self._upload = self.store.create_multipart(self.url, self.content_type)
+            self._upload = self.store.create_multipart(self.url, self.content_type,
+                                                       cache_control=self.cache_control)
         if len(self._parts) >= MAX_PARTS:
             raise StorageError(f"{self.url}: more than {MAX_PARTS} parts; use a larger part "
                                "size", url=str(self.url), code="TooManyParts")
@@ -174,7 +176,8 @@ class MultipartWriter(io.RawIOBase):
         try:
             if not self._done:
                 if self._upload is None:
-                    self.store.put(self.url, self._buf, self.content_type)
+                    self.store.put(self.url, self._buf, self.content_type,
+                                   cache_control=self.cache_control)
                 else:
                     if self._buf or not self._parts:
                         self._flush_part()

@@ -16,6 +16,13 @@ from .url import S3Url
 _BODY_ATTEMPTS = 4
 
 
+def _headers(content_type: str | None, cache_control: str | None) -> dict[str, str]:
+    extra = {"ContentType": content_type} if content_type else {}
+    if cache_control:
+        extra["CacheControl"] = cache_control
+    return extra
+
+
 class ObjectStore:
     """S3 (or a compatible store) through botocore. Thread-safe; after ``fork`` a child makes
     its own client (botocore clients and their connection pools are not fork-safe)."""
@@ -149,9 +156,10 @@ class ObjectStore:
     # ---- writing -----------------------------------------------------------------------
 
     def put(self, url: S3Url, data: bytes | bytearray | memoryview,
-            content_type: str | None = None) -> None:
-        """One PutObject (the object appears whole or not at all)."""
-        extra = {"ContentType": content_type} if content_type else {}
+            content_type: str | None = None, *, cache_control: str | None = None) -> None:
+        """One PutObject (the object appears whole or not at all). ``cache_control``: the
+        object's ``Cache-Control`` header, served with it (to a CDN in front of the bucket)."""
+        extra = _headers(content_type, cache_control)
         try:
             self.client.put_object(Bucket=url.bucket, Key=url.key, Body=bytes(data), **extra)
         except client_errors() as exc:
@@ -184,8 +192,9 @@ class ObjectStore:
                                    f"{err.get('Code', 'error')}: {err.get('Message', '')}"))
         return failed
 
-    def create_multipart(self, url: S3Url, content_type: str | None = None) -> str:
-        extra = {"ContentType": content_type} if content_type else {}
+    def create_multipart(self, url: S3Url, content_type: str | None = None, *,
+                         cache_control: str | None = None) -> str:
+        extra = _headers(content_type, cache_control)
         try:
             r = self.client.create_multipart_upload(Bucket=url.bucket, Key=url.key, **extra)
         except client_errors() as exc:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .._io import write_parts_atomic
-from ..errors import OutputError
+from ..errors import OutputError, StorageError, StorageWriteError
 from .client import S3Options
 from .fileobj import MultipartWriter
 from .publish import content_type
@@ -67,13 +68,20 @@ class LocalWriter:
 
 class ObjectWriter:
     """A package under an ``s3://`` prefix: one PutObject per file up to the part size, a
-    multipart upload (bounded memory: one part) above it, with the package Content-Types.
-    Thread-safe (one botocore client, shared). Failures raise
-    :class:`~speke_packager.errors.StorageError` after botocore's retries."""
+    multipart upload (bounded memory: one part) above it. Thread-safe (one botocore client,
+    shared). ``content_type``: the Content-Type of a relative path (default: the package types
+    of :func:`~.publish.content_type`); ``cache_control``: its ``Cache-Control`` header, or
+    None for none (default: none). Failures raise
+    :class:`~speke_packager.errors.StorageWriteError` (a ``StorageError`` and an
+    ``OutputError``) after botocore's retries."""
 
-    def __init__(self, prefix: S3Url, store: ObjectStore | None = None) -> None:
+    def __init__(self, prefix: S3Url, store: ObjectStore | None = None, *,
+                 content_type: Callable[[str], str] = content_type,
+                 cache_control: Callable[[str], str | None] | None = None) -> None:
         self.prefix = prefix.as_prefix()
         self.store = store or ObjectStore()
+        self.content_type = content_type
+        self.cache_control = cache_control
 
     def __repr__(self) -> str:
         return f"ObjectWriter({str(self.prefix)!r})"
@@ -81,14 +89,30 @@ class ObjectWriter:
     def write(self, rel_path: str, data: Data) -> None:
         url = self.prefix.join(rel_path)
         view = memoryview(data).cast("B")
-        if len(view) <= self.store.part_size:
-            self.store.put(url, view, content_type(rel_path))
-            return
-        with MultipartWriter(self.store, url, content_type=content_type(rel_path)) as w:
-            w.write(view)
+        ctype = self.content_type(rel_path)
+        cache = self.cache_control(rel_path) if self.cache_control else None
+        try:
+            if len(view) <= self.store.part_size:
+                self.store.put(url, view, ctype, cache_control=cache)
+                return
+            with MultipartWriter(self.store, url, content_type=ctype,
+                                 cache_control=cache) as w:
+                w.write(view)
+        except StorageError as exc:
+            raise _write_error(exc) from None
 
     def delete(self, rel_path: str) -> None:
-        self.store.delete(self.prefix.join(rel_path))
+        try:
+            self.store.delete(self.prefix.join(rel_path))
+        except StorageError as exc:
+            raise _write_error(exc) from None
+
+
+def _write_error(exc: StorageError) -> StorageWriteError:
+    """The same failure as the writer contract's type (a missing bucket included)."""
+    if isinstance(exc, StorageWriteError):
+        return exc
+    return StorageWriteError(str(exc), url=exc.url, code=exc.code)
 
 
 def open_writer(location: str | os.PathLike[str], options: S3Options | None = None

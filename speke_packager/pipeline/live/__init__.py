@@ -15,7 +15,7 @@ window of a media playlist and writes it atomically.
 :class:`LivePackager` is the whole live package on top of a session: segments of every
 rendition in, the encrypted segments, HLS multivariant + media playlists and a dynamic DASH
 MPD (a new Period per key period) out, through a :class:`LiveWriter` (files by default:
-:class:`FolderWriter`).
+:class:`FolderWriter`; an ``s3://`` prefix: :func:`object_writer`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .package import LivePackager, LiveRendition, PublishedSegment
 from .periods import LiveKeyPolicy, PeriodKeySource, SpekeKeySource
 from .playlist import LivePlaylist
 from .session import LiveSegment, LiveSession
-from .writer import FolderWriter, LiveWriter
+from .writer import FolderWriter, LiveWriter, object_writer
 
 __all__ = [
     "FolderWriter",
@@ -38,4 +38,5 @@ __all__ = [
     "PeriodKeySource",
     "PublishedSegment",
     "SpekeKeySource",
+    "object_writer",
 ]

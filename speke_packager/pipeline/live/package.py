@@ -46,15 +46,16 @@ from uuid import UUID
 
 from ..._hls_attrs import AttrValue, Quoted, format_attribute_list
 from ...constants import DrmSystem, Scheme
-from ...errors import ManifestError, UsageError
+from ...errors import ManifestError, OutputError, UsageError
 from ...model import TrackKind
+from ...storage import S3Options, is_s3
 from ..rotation import RotationSchedule
 from .dash_state import DashRendition, DashState
 from .periods import LiveKeyPolicy, PeriodKeySource
 from .playlist import LivePlaylist
 from .session import LiveSegment, LiveSession
 from .tracks import fragment_timing, init_facts
-from .writer import FolderWriter, LiveWriter, check_rel_path
+from .writer import FolderWriter, LiveWriter, check_rel_path, object_writer
 
 __all__ = ["LivePackager", "LiveRendition", "PublishedSegment"]
 
@@ -122,7 +123,13 @@ class LivePackager:
 
     ``key_source``, ``schedule``, ``scheme``, ``key_uri``, ``drms``, ``iv_seed``,
     ``key_policy``: as :class:`LiveSession`. ``output``: a
-    :class:`LiveWriter` or a folder (:class:`FolderWriter`). ``hls`` / ``dash``: which
+    :class:`LiveWriter`, a folder (:class:`FolderWriter`) or an ``s3://bucket/prefix`` URL
+    (:func:`~.writer.object_writer`: one PutObject per file, Content-Type and Cache-Control
+    set for a CDN; ``storage``: its :class:`~speke_packager.storage.S3Options`, else botocore's
+    chain). A write the writer cannot make raises its
+    :class:`~speke_packager.errors.OutputError` (on object storage a
+    :class:`~speke_packager.errors.StorageWriteError`) from :meth:`add_segment`; the manifests
+    then still name only files that were written. ``hls`` / ``dash``: which
     manifests (``dash`` default: when the scheme is cenc or cbcs and every rendition is fMP4).
     ``window``: segments per media playlist and per Representation (None: keep everything,
     ``EXT-X-PLAYLIST-TYPE:EVENT``); ``retain``: segments kept on the output after they left
@@ -166,6 +173,7 @@ class LivePackager:
         prefetch: bool = True,
         hls_name: str = "master.m3u8",
         mpd_name: str = "manifest.mpd",
+        storage: S3Options | None = None,
     ) -> None:
         if not renditions:
             raise UsageError("a live package needs at least one rendition")
@@ -220,8 +228,9 @@ class LivePackager:
                 ("http://", "https://")):
             raise UsageError("utc_timing must be 'direct', an http(s) URL or None")
         self.utc_timing = utc_timing
-        self.writer: LiveWriter = (output if isinstance(output, LiveWriter)
-                                   else FolderWriter(output))
+        s3 = isinstance(output, str) and is_s3(output)
+        if storage is not None and not s3:
+            raise UsageError("storage options are for an s3:// output")
         self._per_period_init = cmaf
         inits = {r.name: r.init for r in renditions if r.init is not None}
         self.session = LiveSession(key_source, schedule, scheme, inits=inits, key_uri=key_uri,
@@ -231,10 +240,24 @@ class LivePackager:
         self._lock = threading.Lock()  # manifests: render + write in one order
         self._grace_periods: set[int] = set()  # key periods begun on an earlier period's keys
         self._closed = False
+        self._undeleted: list[str] = []  # deletes that failed, tried again
         self._mv_text: str | None = None
         self._states: dict[str, _State] = {}
         for r in renditions:
             self._states[r.name] = self._state(r, target_duration)
+        self.writer: LiveWriter
+        try:
+            if isinstance(output, LiveWriter):
+                self.writer = output
+            elif s3:
+                assert isinstance(output, str)
+                self.writer = object_writer(output, storage, audio=[
+                    n for n, st in self._states.items() if st.kind is TrackKind.AUDIO])
+            else:
+                self.writer = FolderWriter(output)
+        except BaseException:
+            self.session.close()  # its key prefetch
+            raise
         self._dash = DashState(
             [DashRendition(s.spec.name, s.kind, s.timescale, s.codecs, self._media_template(s),
                            s.width, s.height, s.spec.language) for s in self._states.values()],
@@ -428,14 +451,27 @@ class LivePackager:
                 first = min(first, seq)
                 break
         limit = first - self.retain
+        gone: list[str] = []
         while s.files and s.files[0][0] < limit:
             _seq, period, rel = s.files.popleft()
             s.names.discard(rel)
-            self.writer.delete(rel)
+            gone.append(rel)
         oldest = s.files[0][1] if s.files else None
         for period in sorted(s.inits):
             if oldest is not None and period < oldest and self._per_period_init:
-                self.writer.delete(s.inits.pop(period))
+                gone.append(s.inits.pop(period))
+        self._delete([*self._undeleted, *gone])
+
+    def _delete(self, rels: list[str]) -> None:
+        """Delete files no manifest names any more. A failed delete does not fail the segment
+        just published: it is logged and tried again after the next segment."""
+        self._undeleted = []
+        for rel in rels:
+            try:
+                self.writer.delete(rel)
+            except OutputError as exc:
+                log.warning("%s stays on the output for now: %s", rel, exc)
+                self._undeleted.append(rel)
 
     # -- HLS multivariant ------------------------------------------------------------------------
     def _bandwidth(self, s: _State) -> int:
