@@ -39,7 +39,7 @@ class Record:
     query: str
     status: int
     access_key: str = ""  # from the SigV4 Authorization header (never the secret)
-    body: bytes = field(default=b"", repr=False)  # of a forwarded PUT (to replay what was up)
+    body: bytes = field(default=b"", repr=False)  # of a forwarded PutObject up to 1 MiB
 
 
 @dataclass
@@ -118,7 +118,8 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
                 data = resp.read()
                 with state.lock:  # logged before the client can see the answer
                     state.log.append(Record(self.command, key, parsed.query, resp.status, akid,
-                                            body if self.command == "PUT" else b""))
+                                            body if self.command == "PUT" and not parsed.query
+                                            and len(body) <= 1 << 20 else b""))
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":
