@@ -28,7 +28,9 @@ Data = bytes | bytearray | memoryview
 
 @runtime_checkable
 class PackageWriter(Protocol):
-    """Files of a package by relative path (``video/seg_00012.m4s``, ``master.m3u8``)."""
+    """Files of a package by relative path (``video/seg_00012.m4s``, ``master.m3u8``).
+    Failures raise :class:`~speke_packager.errors.OutputError` (on object storage its
+    subclass :class:`~speke_packager.errors.StorageWriteError`)."""
 
     def write(self, rel_path: str, data: Data) -> None:
         """Create or replace ``rel_path`` with ``data``, atomically."""
