@@ -259,3 +259,41 @@ def test_object_writer_headers_and_errors(proxy: S3Proxy, bucket: str) -> None:
     with pytest.raises(UsageError):
         LivePackager(None, RotationSchedule(interval=4.0), Scheme.CBCS,  # type: ignore[arg-type]
                      "out", [LiveRendition("v", b"")], storage=opts)
+
+
+def test_two_renditions_from_two_threads_to_s3(ks: KeyServer, live_media: dict[str, Rendition],
+                                               proxy: S3Proxy, bucket: str,
+                                               check_mpd: Callable[[Any], None]) -> None:
+    """Video and audio handed over from two threads at once over one shared botocore client:
+    the replayed log still never shows a manifest naming a missing object, and every
+    segment is in the bucket and in both manifests at the end."""
+    import threading
+
+    opts = S3Options(endpoint_url=proxy.url)
+    errors: list[BaseException] = []
+    with LivePackager(_source(ks, "s3-thr"), RotationSchedule(interval=4.0, lead=2.0),
+                      Scheme.CBCS, f"s3://{bucket}/{PREFIX}",
+                      _renditions(live_media, ("video", "audio")), storage=opts,
+                      window=100) as pk:
+        def feed(name: str) -> None:
+            try:
+                for i in range(6):
+                    pk.add_segment(name, live_media[name].data(i), start_time=i * SEGMENT,
+                                   duration=SEGMENT)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=feed, args=(n,)) for n in ("video", "audio")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    present, manifests, _order = _replay(proxy, bucket)
+    assert present == _bucket_keys(ObjectStore(opts), bucket)
+    check_mpd(etree.fromstring(manifests["manifest.mpd"]))
+    for name in ("video", "audio"):
+        segs = {f"{name}/{i}.m4s" for i in range(6)}
+        assert segs <= present
+        assert segs <= _named(f"{name}.m3u8", manifests[f"{name}.m3u8"])
+        assert segs <= _named("manifest.mpd", manifests["manifest.mpd"])
