@@ -120,9 +120,11 @@ class _Aes128Segment:
 class _SampleAesSegment:
     """SAMPLE-AES (MPEG-TS) as a parts transform: ``parts`` encrypts the segment in place in the
     worker's reused read buffer and hands back slices of it (plus the few packets added to PES
-    that grew), no copy and no join. The repr names no key."""
+    that grew), no copy and no join. The repr names no key. Most of its time is Python (PES
+    parsing, remuxing) holding the GIL: :func:`.plan.execute` runs it in worker processes."""
 
     __slots__ = ("_enc",)
+    holds_gil = True
 
     def __init__(self, enc: SampleAesEncryptor) -> None:
         self._enc = enc

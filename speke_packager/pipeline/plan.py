@@ -10,7 +10,9 @@ the GIL in its cipher calls (cryptography >= 51: ``update_into`` runs detached, 
 gathers and scatters of cbcs and the ``preadv`` / ``writev`` of every piece), else in forked
 worker processes. Threads cost no fork, no copy-on-write faults of the inherited heap, no
 pickling and one set of reused buffers per thread; measured on a 2-core machine they used less
-CPU than two processes for every scheme, SAMPLE-AES included. Each worker reads its input piece,
+CPU than two processes for every scheme. A transform whose work is mostly Python (SAMPLE-AES:
+PES parsing and remuxing) says so with a true ``holds_gil`` attribute, and a plan with such a
+piece keeps the processes, which run it on every core. Each worker reads its input piece,
 transforms it and writes the result itself: a whole-file piece straight to its output file, a
 byte range to a scratch file that the calling thread appends to the output in order
 (``sendfile``, in the kernel). With processes only small metadata crosses the process
@@ -293,7 +295,8 @@ def _executor(run: _Run, token: int, jobs: int, total: int, processes: bool | No
               ) -> tuple[cf.Executor, Callable[[int], cf.Future[tuple[int, int]]]]:
     workers = max(1, min(jobs, total))
     if processes is None:
-        processes = not cipher_calls_release_gil()
+        processes = not cipher_calls_release_gil() or any(
+            getattr(p.transform, "holds_gil", False) for p in run.order)
     if workers > 1 and processes and "fork" in multiprocessing.get_all_start_methods():
         pool = cf.ProcessPoolExecutor(max_workers=workers,
                                       mp_context=multiprocessing.get_context("fork"),
@@ -325,8 +328,9 @@ def execute(plan: Plan, out_root: Path, *, jobs: int,
 
     ``jobs``: pieces in flight at once. ``processes``: with ``jobs`` above 1, run them in
     forked worker processes (True) or threads (False); None picks threads when the cipher
-    library releases the GIL (:func:`..crypto.cipher_calls_release_gil`). The output depends
-    on neither. An error or Ctrl-C waits for the running pieces, then propagates."""
+    library releases the GIL (:func:`..crypto.cipher_calls_release_gil`) and no transform
+    ``holds_gil``. The output depends on neither. An error or Ctrl-C waits for the running
+    pieces, then propagates."""
     files = plan.files()
     order: list[Piece] = [p for rel in sorted(files) for p in files[rel]]
     total = len(order)

@@ -161,6 +161,35 @@ def test_execute_places_pieces_on_threads_or_processes(tmp_path: Path, monkeypat
         assert {pid for pid, _ in seen} == {os.getpid()} and me not in seen
 
 
+class _PythonHeavy:
+    """A transform that declares its work holds the GIL (as SAMPLE-AES does)."""
+
+    holds_gil = True
+
+    def __call__(self, data: bytes) -> bytes:
+        return _reverse_and_note(data)
+
+
+@pytest.mark.parametrize("heavy", [False, True], ids=["cipher-bound", "holds-gil"])
+def test_execute_picks_threads_unless_a_transform_holds_the_gil(tmp_path: Path, monkeypatch,
+                                                                heavy: bool) -> None:
+    """jobs=2 and no choice given: threads when the cipher library releases the GIL, worker
+    processes for a plan with a transform that holds it (or on an older cipher library)."""
+    src, out, pids = tmp_path / "in", tmp_path / "out", tmp_path / "pids"
+    _files(src)
+    out.mkdir()
+    pids.mkdir()
+    monkeypatch.setenv("SPEKE_TEST_PID_DIR", str(pids))
+    execute(_plan(src, _PythonHeavy() if heavy else _reverse_and_note), out, jobs=2)
+    seen = {int(p.name.split("-")[0]) for p in pids.iterdir()}
+    if heavy or not crypto.cipher_calls_release_gil():
+        assert seen and os.getpid() not in seen
+    else:
+        assert seen == {os.getpid()}
+    s = (src / "single.bin").read_bytes()
+    assert (out / "single.bin").read_bytes()[100:1101] == s[100:1100][::-1] + b"!"
+
+
 @pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
 @pytest.mark.parametrize(("transform", "error", "text"), [
     (_bad_box, Mp4FormatError, "truncated moof"),
