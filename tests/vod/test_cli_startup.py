@@ -81,3 +81,29 @@ def test_each_container_loads_only_its_own_media_code(packages: Callable[[str], 
     ts = _modules_after_run(packages("hls-ts"), tmp_path / "b", "sample-aes")
     assert "speke_packager.media.ts.sample_aes" in ts
     assert [m for m in ts if m.startswith("speke_packager.media.mp4")] == []
+
+
+def test_program_exit_keeps_codes_and_log_files(packages: Callable[[str], Path],
+                                                tmp_path: Path) -> None:
+    """``python -m speke_packager`` (console_main: gc.freeze before shutdown) still exits with
+    the command's code and flushes a --log-file; the script entry point names it."""
+    import tomllib
+
+    from speke_packager import cli
+
+    script = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    target = script["project"]["scripts"]["speke-packager"]
+    assert target == "speke_packager.cli:console_main" and callable(cli.console_main)
+    log = tmp_path / "run.log"
+    key = "00112233445566778899aabbccddeeff:0123456789abcdef0123456789abcdef"
+    ok = subprocess.run([sys.executable, "-m", "speke_packager", "--log-level", "debug",
+                         "--log-file", str(log), "encrypt-vod", str(packages("hls-fmp4")),
+                         "--output", str(tmp_path / "out"), "--scheme", "cbcs", "--key", key,
+                         "--key-uri", "https://127.0.0.1/k/{kid}", "--quiet"],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "speke-packager encrypt-vod" in log.read_text()
+    bad = subprocess.run([sys.executable, "-m", "speke_packager", "encrypt-vod",
+                          str(tmp_path / "missing.m3u8"), "--output", str(tmp_path / "o2"),
+                          "--key", key], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0 and "does not exist" in bad.stderr
