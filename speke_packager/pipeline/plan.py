@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -297,7 +296,12 @@ def _executor(run: _Run, token: int, jobs: int, total: int, processes: bool | No
     if processes is None:
         processes = not cipher_calls_release_gil() or any(
             getattr(p.transform, "holds_gil", False) for p in run.order)
-    if workers > 1 and processes and "fork" in multiprocessing.get_all_start_methods():
+    if workers > 1 and processes:
+        import multiprocessing  # (threads do not need it: not imported at start-up)
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            processes = False
+    if workers > 1 and processes:
         pool = cf.ProcessPoolExecutor(max_workers=workers,
                                       mp_context=multiprocessing.get_context("fork"),
                                       initializer=_worker_init)

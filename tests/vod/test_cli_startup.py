@@ -10,7 +10,8 @@ from pathlib import Path
 from speke_packager.cli.vod_cmd import FORMAT_CHOICES
 from speke_packager.pipeline.options import OutputFormat
 
-_HEAVY = ("requests", "urllib3", "numpy", "lxml", "cryptography", "botocore", "rich",
+_HEAVY = ("requests", "urllib3", "numpy", "lxml", "cryptography", "botocore", "rich", "http",
+          "ssl", "email", "speke_packager._httpd",
           "speke_packager.pipeline", "speke_packager.keys", "speke_packager.keyserver",
           "speke_packager.media", "speke_packager.manifests")
 
