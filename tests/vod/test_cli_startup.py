@@ -79,6 +79,8 @@ def test_each_container_loads_only_its_own_media_code(packages: Callable[[str], 
     fmp4 = _modules_after_run(packages("hls-fmp4"), tmp_path / "a", "cbcs")
     assert "speke_packager.media.mp4.encryptor" in fmp4  # (it did encrypt)
     assert [m for m in fmp4 if m.startswith("speke_packager.media.ts")] == []
+    # cbcs runs on worker threads: no process pool, no HTTP stack
+    assert [m for m in fmp4 if m.split(".")[0] in ("multiprocessing", "http", "ssl")] == []
     ts = _modules_after_run(packages("hls-ts"), tmp_path / "b", "sample-aes")
     assert "speke_packager.media.ts.sample_aes" in ts
     assert [m for m in ts if m.startswith("speke_packager.media.mp4")] == []
