@@ -101,6 +101,7 @@ class CaseResult:
     seconds: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
     cores: list[float] = field(default_factory=list)  # CPU seconds / wall seconds of the process
+    cpu: list[float] = field(default_factory=list)  # CPU seconds (user + system) of each run
     extra: dict[str, object] = field(default_factory=dict)
 
     def add(self, seconds: float, p: Proc) -> None:
@@ -109,6 +110,7 @@ class CaseResult:
         self.rss_kb.append(p.maxrss_kb)
         if p.cpu_seconds is not None and p.wall > 0:
             self.cores.append(p.cpu_seconds / p.wall)
+            self.cpu.append(p.cpu_seconds)
 
     @property
     def median_seconds(self) -> float | None:
@@ -133,6 +135,8 @@ class CaseResult:
                                  if self.seconds and min(self.seconds) > 0 else None),
                 "peak_rss_kb": self.rss_kb, "peak_rss_mb": self.peak_rss_mb,
                 "cores_used": statistics.median(self.cores) if self.cores else None,
+                "cpu_seconds": self.cpu,
+                "median_cpu_seconds": statistics.median(self.cpu) if self.cpu else None,
                 **self.extra}
 
 

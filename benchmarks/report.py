@@ -106,7 +106,8 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
         t = Table(title=f"{a['minutes']:g}-minute asset: {a['video']}; {a['audio']}; "
                         f"median (min-max) of {doc['runs']} interleaved round(s)")
         for col in ("scheme", "tool", "media MB", "MB/s", "MB/s min-max", "x Shaka",
-                    "x Shaka min", "x copy", "x AES limit", "peak RSS MB", "cores", "note"):
+                    "x Shaka min", "x Shaka CPU", "x copy", "x AES limit", "peak RSS MB", "cores",
+                    "note"):
             t.add_column(col, justify="left" if col in ("scheme", "tool", "note") else "right")
         for c in asset["cases"]:
             note = c["note"] if c["status"] != "ok" else (
@@ -117,7 +118,8 @@ def print_report(doc: dict[str, Any], console: Console | None = None) -> None:
                 note += f", all processes ~{c['total_rss_estimate_kb'] / 1024:.0f} MB"
             t.add_row(c["scheme"], c["tool"], _f(c["media_bytes"] / 1e6, ".1f"),
                       _f(c["mb_per_s"], ".0f"), _range(c), _f(c.get("x_shaka"), ".2f"),
-                      _f(c.get("x_shaka_min"), ".2f"), _f(c.get("x_copy"), ".2f"),
+                      _f(c.get("x_shaka_min"), ".2f"), _f(c.get("x_shaka_cpu"), ".2f"),
+                      _f(c.get("x_copy"), ".2f"),
                       _f(c.get("x_aes_limit"), ".2f"), _f(c["peak_rss_mb"], ".0f"),
                       _f(c.get("cores_used"), ".1f"),
                       note if c["status"] == "ok" else _short(c["status"], note))

@@ -39,6 +39,9 @@ def test_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     assert copies and all(c["status"] == "ok" for c in copies), copies
     assert all(c["x_copy"] == 1.0 for c in copies)
     assert doc["machine"]["bytecode_compiled"] is True
+    vod = next(c for c in cases if c["tool"] == "encrypt-vod" and c["scheme"] == "cbcs")
+    if vod["status"] == "ok" and vod["x_shaka"] is not None:
+        assert vod["x_shaka_cpu"] > 0 and len(vod["cpu_seconds"]) == 1
     assert "targets (issues 9 and 20)" in proc.stdout
     assert not list((tmp_path / "cache").glob("scratch-*")), "scratch directory left behind"
     md = subprocess.run([sys.executable, "-m", "benchmarks.markdown", str(out)], cwd=ROOT,
