@@ -16,6 +16,7 @@ Messages never contain content keys.
           CpixValidationError         a response that does not answer the request (.check, .kid)
           CpixIntegrityError          MAC or decryption failure of encrypted content keys (.kid)
         KeyRotationError              live: no usable keys for a key period (.period)
+          KeyGraceExpired             live: the key grace time is used up: stop publishing
       MediaError                      media that cannot be read or encrypted
         Mp4FormatError                broken ISO BMFF (.box_path)
         TsFormatError                 broken MPEG-TS (.packet_index, .pid)
@@ -27,6 +28,8 @@ Messages never contain content keys.
       OutputError                     cannot write the output (disk full, exists, ...)
       ToolError                       an external tool (ffmpeg, packager) missing or failing
       VerificationError               verify found a mismatch
+      StorageError                    object storage refused or failed a request (.url, .code)
+        ObjectNotFoundError           the object (or bucket) does not exist
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ class UsageError(SpekePackagerError):
 
 
 class KeyAcquisitionError(SpekePackagerError):
-    """Content keys could not be obtained."""
+    """Content keys could not be obtained. ``transient``: the cause may go away by itself
+    (timeout, connection error, 408/429/5xx): trying again later may succeed."""
 
     exit_code = 3
+    transient: bool = False
 
 
 class KeyServerError(KeyAcquisitionError):
@@ -119,6 +124,12 @@ class KeyRotationError(KeyAcquisitionError):
     def __init__(self, message: str, *, period: int | None = None) -> None:
         super().__init__(message)
         self.period = period
+
+
+class KeyGraceExpired(KeyRotationError):
+    """Live packaging: the keys of key period ``period`` are still missing and the grace time
+    during which the previous period's keys may stand in is used up. The caller must stop
+    publishing new segments (never publish them clear or with an unannounced key)."""
 
 
 class MediaError(SpekePackagerError):
@@ -199,6 +210,25 @@ class VerificationError(SpekePackagerError):
     exit_code = 8
 
 
+class StorageError(SpekePackagerError):
+    """Object storage (S3 or compatible) refused or failed a request after its retries.
+
+    ``url`` is the ``s3://`` URL concerned (never a presigned or credential-bearing URL),
+    ``code`` the service's error code (``AccessDenied``, ``SlowDown``...) when it gave one."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, url: str | None = None, code: str | None = None,
+                 ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.code = code
+
+
+class ObjectNotFoundError(StorageError):
+    """The object or its bucket does not exist."""
+
+
 __all__ = [
     "CodecError",
     "CpixError",
@@ -206,14 +236,18 @@ __all__ = [
     "CpixValidationError",
     "KeyAcquisitionError",
     "KeyAuthError",
+    "KeyGraceExpired",
+    "KeyRotationError",
     "KeyServerError",
     "KeyServerHTTPError",
     "KeyServerTimeout",
     "ManifestError",
     "MediaError",
     "Mp4FormatError",
+    "ObjectNotFoundError",
     "OutputError",
     "SpekePackagerError",
+    "StorageError",
     "ToolError",
     "TsFormatError",
     "UnsafeInputError",
