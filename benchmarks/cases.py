@@ -93,7 +93,7 @@ def run_measured(cmd: list[str], *, timeout: float = 3600.0, env: dict[str, str]
 class CaseResult:
     """All runs of one (tool, scheme) case."""
 
-    tool: str  # "segment-api-1core" | "segment-api-pool" | "encrypt-vod" | "shaka-packager"
+    tool: str  # one of benchmarks.main.TOOLS
     scheme: str
     media_bytes: int
     status: str = "ok"  # "ok" | "unavailable" | "error"
@@ -101,6 +101,7 @@ class CaseResult:
     seconds: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
     cores: list[float] = field(default_factory=list)  # CPU seconds / wall seconds of the process
+    cpu: list[float] = field(default_factory=list)  # CPU seconds (user + system) of each run
     extra: dict[str, object] = field(default_factory=dict)
 
     def add(self, seconds: float, p: Proc) -> None:
@@ -109,6 +110,7 @@ class CaseResult:
         self.rss_kb.append(p.maxrss_kb)
         if p.cpu_seconds is not None and p.wall > 0:
             self.cores.append(p.cpu_seconds / p.wall)
+            self.cpu.append(p.cpu_seconds)
 
     @property
     def median_seconds(self) -> float | None:
@@ -127,8 +129,14 @@ class CaseResult:
         return {"tool": self.tool, "scheme": self.scheme, "status": self.status,
                 "note": self.note, "media_bytes": self.media_bytes, "seconds": self.seconds,
                 "median_seconds": self.median_seconds, "mb_per_s": self.mbps,
+                "mb_per_s_min": (self.media_bytes / max(self.seconds) / 1e6
+                                 if self.seconds and min(self.seconds) > 0 else None),
+                "mb_per_s_max": (self.media_bytes / min(self.seconds) / 1e6
+                                 if self.seconds and min(self.seconds) > 0 else None),
                 "peak_rss_kb": self.rss_kb, "peak_rss_mb": self.peak_rss_mb,
                 "cores_used": statistics.median(self.cores) if self.cores else None,
+                "cpu_seconds": self.cpu,
+                "median_cpu_seconds": statistics.median(self.cpu) if self.cpu else None,
                 **self.extra}
 
 
@@ -248,7 +256,6 @@ def segment_api(ctx: Context, scheme: str, jobs: int, *, memory: bool = False,
     return res
 
 
-_VOD_FORMAT = {"cenc": "dash", "cbcs": "hls", "sample-aes": "hls", "aes-128": "hls"}
 
 
 @functools.cache
@@ -262,9 +269,12 @@ def encrypt_vod_available() -> str | None:
 
 
 def _vod_input(ctx: Context, scheme: str, from_mp4: bool) -> tuple[Path, int, str]:
-    """(input path, media bytes, output format) of an encrypt-vod case."""
+    """(input path, media bytes, output format) of an encrypt-vod case. From the MP4 the
+    format is encrypt-vod's default, as a user runs it: HLS + DASH for cenc / cbcs (CMAF), HLS
+    for the TS schemes."""
     if from_mp4:
-        return ctx.asset.source, ctx.asset.source.stat().st_size, _VOD_FORMAT[scheme]
+        fmt = "hls+dash" if scheme in ("cenc", "cbcs") else "hls"
+        return ctx.asset.source, ctx.asset.source.stat().st_size, fmt
     mp4_scheme = scheme in ("cenc", "cbcs")
     src = ctx.asset.root / ("cmaf/master.m3u8" if mp4_scheme else "ts/index.m3u8")
     return src, media_bytes(ctx.asset, scheme), "hls"  # an HLS package stays HLS
@@ -285,9 +295,11 @@ def _vod_command(ctx: Context, scheme: str, from_mp4: bool, out: Path) -> list[s
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     keyargs = ["--key-file", str(key_file), *ivargs]
+    # from the MP4: no --format (the default); an HLS output needs the key URI
+    fmtargs = [] if from_mp4 else ["--format", fmt]
     return [sys.executable, "-m", "speke_packager", "encrypt-vod", str(src),
-            "--output", str(out), "--scheme", scheme, "--format", fmt, *keyargs,
-            *(["--key-uri", "https://127.0.0.1/keys/{kid}"] if fmt == "hls" else []),
+            "--output", str(out), "--scheme", scheme, *fmtargs, *keyargs,
+            *(["--key-uri", "https://127.0.0.1/keys/{kid}"] if "hls" in fmt else []),
             "--jobs", str(ctx.jobs), "--quiet", "--force"]
 
 
@@ -295,7 +307,8 @@ def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseRes
     """The whole ``encrypt-vod`` CLI in a subprocess, wall time.
 
     Input: the clear HLS package Shaka Packager also gets (CMAF for cenc/cbcs, TS otherwise), or
-    with ``from_mp4`` the progressive MP4 source (encrypt-vod segments it with ffmpeg first)."""
+    with ``from_mp4`` the progressive MP4 source, run as a user would (default options: HLS +
+    DASH for cenc/cbcs; whatever segmenter encrypt-vod uses for an MP4)."""
     tool = "encrypt-vod-mp4" if from_mp4 else "encrypt-vod"
     src, nbytes, fmt = _vod_input(ctx, scheme, from_mp4)
     res = CaseResult(tool, scheme, nbytes, extra={"jobs": ctx.jobs, "format": fmt,
@@ -315,6 +328,41 @@ def encrypt_vod(ctx: Context, scheme: str, *, from_mp4: bool = False) -> CaseRes
             return res
         res.add(p.wall, p)
         ctx.say(f"{tool} {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
+    return res
+
+
+def _copy_command(ctx: Context, scheme: str, out: Path) -> list[str]:
+    """``cp`` of the clear package encrypt-vod reads (playlists, init sections, segments; not
+    Shaka's concatenated inputs) into ``out``. ``--reflink=never``: a real copy of every byte
+    even on a file system that could share the blocks."""
+    a = ctx.asset
+    out.mkdir(parents=True)
+    if scheme in ("cenc", "cbcs"):
+        src = [str(t.init.parent) for t in a.cmaf] + [str(a.root / "cmaf" / "master.m3u8")]
+    else:
+        src = [str(p) for p in a.ts_segments] + [str(a.root / "ts" / "index.m3u8")]
+    return ["cp", "-r", "--reflink=never", "-t", str(out), *src]
+
+
+def copy_limit(ctx: Context, scheme: str) -> CaseResult:
+    """``copy-limit``: a plain ``cp -r`` of the same clear package files, page cache warm, in
+    the same round as every other tool: the physical limit of a tool that reads and writes every
+    byte once (every tool's "x copy" divides by it)."""
+    res = CaseResult("copy-limit", scheme, media_bytes(ctx.asset, scheme))
+    if shutil.which("cp") is None:
+        res.status, res.note = "unavailable", "cp not found"
+        return res
+    for _ in range(ctx.runs):
+        out = ctx.out_dir(f"copy-limit-{scheme}")
+        cmd = _copy_command(ctx, scheme, out)
+        warm_inputs(ctx, scheme, "copy-limit")
+        p = run_measured(cmd)
+        shutil.rmtree(out, ignore_errors=True)
+        if p.returncode != 0:
+            res.status, res.note = "error", _last_line(p.stderr)
+            return res
+        res.add(p.wall, p)
+        ctx.say(f"copy-limit {scheme} {res.media_bytes / p.wall / 1e6:.0f} MB/s")
     return res
 
 

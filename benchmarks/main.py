@@ -30,8 +30,12 @@ from .report import print_report, targets
 
 HERE = Path(__file__).resolve().parent
 AES_LIMITS = {"aes_128_ctr_1thread": "aes-128-ctr", "aes_128_cbc_1thread": "aes-128-cbc"}
-TOOLS = ("shaka-packager", "file-copy", "segment-api-1core", "segment-api-pool",
+TOOLS = ("shaka-packager", "copy-limit", "file-copy", "segment-api-1core", "segment-api-pool",
          "segment-api-memory", "encrypt-vod", "shaka-packager-mp4", "encrypt-vod-mp4")
+WHOLE_PROCESS = ("shaka-packager", "copy-limit", "encrypt-vod", "shaka-packager-mp4",
+                 "encrypt-vod-mp4")  # timed from process start to exit
+DEFAULT_RUNS = 5  # interleaved rounds (make bench); --smoke: 1
+LONG_MINUTES = 50.0  # --long: the 5- and the 50-minute asset (peak RSS flat with length)
 # the Shaka Packager run each tool is compared with (same input)
 REFERENCE = {"encrypt-vod-mp4": "shaka-packager-mp4", "shaka-packager-mp4": "shaka-packager-mp4"}
 
@@ -43,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, nargs="+", default=None,
                    help="asset length(s) in minutes (default 5); e.g. --minutes 5 50 also "
                         "checks that peak RSS does not grow with the asset")
-    p.add_argument("--runs", type=int, default=None, help="runs per case; the median counts (3)")
+    p.add_argument("--long", action="store_true",
+                   help=f"also the {LONG_MINUTES:g}-minute asset (same as --minutes 5 "
+                        f"{LONG_MINUTES:g}): MB/s and x copy on both lengths, peak RSS by length")
+    p.add_argument("--runs", type=int, default=None,
+                   help=f"interleaved rounds, one run of every case each; the median counts, "
+                        f"min and max are kept ({DEFAULT_RUNS})")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="processes of the pool and encrypt-vod --jobs (default: all cores)")
     p.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES))
@@ -156,8 +165,10 @@ def _main(argv: list[str] | None) -> int:
         from .batch import run_batch_bench
 
         return run_batch_bench(args)
-    runs = args.runs or (1 if args.smoke else 3)
+    runs = args.runs or (1 if args.smoke else DEFAULT_RUNS)
     minutes = args.minutes or [5.0]
+    if args.long and LONG_MINUTES not in minutes:
+        minutes = [*minutes, LONG_MINUTES]
     specs = [AssetSpec.smoke()] if args.smoke else [AssetSpec(minutes=m) for m in minutes]
     output = args.output or (args.cache / "results-smoke.json" if args.smoke
                              else HERE / "results.json")
@@ -165,6 +176,7 @@ def _main(argv: list[str] | None) -> int:
     started = time.time()
     load_start = os.getloadavg()
 
+    compiled = byte_compile()
     scratch = args.cache / f"scratch-{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -238,7 +250,7 @@ def _main(argv: list[str] | None) -> int:
             "runs": runs,
             "jobs": args.jobs,
             "smoke": args.smoke,
-            "machine": machine(),
+            "machine": {**machine(), "bytecode_compiled": compiled},
             "load_average_1_5_15min": {"start": load_start, "end": os.getloadavg()},
             "limits": limits,
             "assets": per_asset,
@@ -291,6 +303,8 @@ def _run_case(ctx: Context, tool: str, scheme: str, jobs: int) -> CaseResult:
         return cases.shaka(ctx, scheme, from_mp4=tool == "shaka-packager-mp4")
     if tool == "segment-api-1core":
         return cases.segment_api(ctx, scheme, 1)
+    if tool == "copy-limit":
+        return cases.copy_limit(ctx, scheme)
     if tool == "file-copy":
         return cases.segment_api(ctx, scheme, 1, copy=True)
     if tool == "segment-api-pool":
@@ -307,11 +321,50 @@ def _with_ratios(r: CaseResult, results: list[CaseResult], limits: dict[str, obj
     ref = next((x for x in results if x.tool == ref_tool and x.scheme == r.scheme), None)
     mbps = r.mbps
     doc["x_shaka"] = mbps / ref.mbps if mbps and ref and ref.mbps else None
+    rounds = _round_ratios(r, ref)
+    doc["x_shaka_rounds"] = rounds
+    doc["x_shaka_min"] = min(rounds) if rounds else None
+    doc["x_shaka_max"] = max(rounds) if rounds else None
+    cp = next((x for x in results if x.tool == "copy-limit" and x.scheme == r.scheme
+               and x.status == "ok"), None)
+    doc["x_copy"] = mbps / cp.mbps if mbps and cp and cp.mbps else None
+    doc["x_copy_rounds"] = _round_ratios(r, cp)
+    # CPU seconds per MB against Shaka's, for the tools timed as a whole process: what a busy
+    # machine distorts least (it leaves out how many cores a tool kept busy, so the wall-time
+    # ratio stays the target)
+    doc["x_shaka_cpu"] = None
+    if r.tool in WHOLE_PROCESS and ref is not None and r.cpu and ref.cpu:
+        ours = statistics.median(r.cpu) / r.media_bytes
+        theirs = statistics.median(ref.cpu) / ref.media_bytes
+        doc["x_shaka_cpu"] = theirs / ours if ours else None
     lim_name = "aes_128_ctr_1thread" if r.scheme == "cenc" else "aes_128_cbc_1thread"
     lim = limits.get(lim_name)
     doc["aes_limit"] = lim_name
     doc["x_aes_limit"] = mbps / lim if mbps and isinstance(lim, float) and lim else None
     return doc
+
+
+def _round_ratios(r: CaseResult, ref: CaseResult | None) -> list[float]:
+    """MB/s of ``r`` over MB/s of ``ref`` in each round (the runs of one round are next to
+    each other in time, so each ratio saw about the same load); empty when a round is missing."""
+    if (ref is None or r.status != "ok" or ref.status != "ok"
+            or len(r.seconds) != len(ref.seconds)):
+        return []
+    return [(r.media_bytes / a) / (ref.media_bytes / b)
+            for a, b in zip(r.seconds, ref.seconds, strict=True) if a > 0 and b > 0]
+
+
+def byte_compile() -> bool:
+    """Byte-compile the package (and the harness) before anything is timed, as ``pip install``
+    does: with ``PYTHONDONTWRITEBYTECODE`` set, or a source tree newer than its ``__pycache__``,
+    every ``encrypt-vod`` run would otherwise compile its modules again (about 0.1 s of CPU, a
+    fifth of a 5-minute cbcs run). True when every file compiled."""
+    import compileall
+
+    ok = True
+    for folder in (HERE.parent / "speke_packager", HERE):
+        ok = bool(compileall.compile_dir(str(folder), quiet=1)) and ok
+    return ok
 
 
 def _rss_vs_length(all_cases: list[tuple[float, str, str, float | None]]

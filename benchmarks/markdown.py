@@ -29,7 +29,8 @@ def render(doc: dict[str, Any]) -> str:
     m, lim = doc["machine"], doc["limits"]
     io = lim["file_io"]
     out = [
-        f"Measured {doc['generated_at']} (`{doc['command']}`, median of {doc['runs']} runs, "
+        f"Measured {doc['generated_at']} (`{doc['command']}`, median of {doc['runs']} "
+        f"interleaved rounds, "
         f"pool/encrypt-vod jobs = {doc['jobs']}).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores (CPU flags: {', '.join(m['cpu_flags'])}), "
@@ -52,8 +53,9 @@ def render(doc: dict[str, Any]) -> str:
         out += ["", f"{a['minutes']:g}-minute asset: {a['video']}, {a['audio']}; CMAF "
                 f"{a['cmaf_bytes'] / 1e6:.0f} MB, HLS-TS {a['ts_bytes'] / 1e6:.0f} MB, "
                 f"{a['segment_seconds']} s segments.", "",
-                "| scheme | tool | MB/s | x Shaka | x AES limit | peak RSS MB | cores | note |",
-                "|---|---|---:|---:|---:|---:|---:|---|"]
+                "| scheme | tool | MB/s | MB/s min-max | x Shaka | x Shaka per round "
+                "| x Shaka CPU | x copy | x AES limit | peak RSS MB | cores | note |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for c in asset["cases"]:
             note = ""
             if c["status"] != "ok":
@@ -64,8 +66,13 @@ def render(doc: dict[str, Any]) -> str:
             elif c.get("jobs", 1) > 1 and c.get("total_rss_estimate_kb"):
                 note = (f"{c['jobs']} processes, all together "
                         f"~{c['total_rss_estimate_kb'] / 1024:.0f} MB")
-            out.append(f"| {c['scheme']} | {c['tool']} | {_f(c['mb_per_s'], '.0f')} | "
-                       f"{_f(c.get('x_shaka'), '.2f')} | {_f(c.get('x_aes_limit'), '.2f')} | "
+            lo, hi = c.get("mb_per_s_min"), c.get("mb_per_s_max")
+            span = f"{lo:.0f}-{hi:.0f}" if isinstance(lo, float) and isinstance(hi, float) else "-"
+            per = " ".join(f"{x:.2f}" for x in c.get("x_shaka_rounds") or []) or "-"
+            out.append(f"| {c['scheme']} | {c['tool']} | {_f(c['mb_per_s'], '.0f')} | {span} | "
+                       f"{_f(c.get('x_shaka'), '.2f')} | {per} | {_f(c.get('x_shaka_cpu'), '.2f')} | "
+                       f"{_f(c.get('x_copy'), '.2f')} | "
+                       f"{_f(c.get('x_aes_limit'), '.2f')} | "
                        f"{_f(c['peak_rss_mb'], '.0f')} | {_f(c.get('cores_used'), '.1f')} | "
                        f"{note} |")
     rows = doc.get("rss_vs_length") or []

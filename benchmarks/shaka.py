@@ -24,7 +24,8 @@ def shaka_command(packager: str, asset: AssetSet, scheme: str, keys: BenchKeys,
                   out: Path, *, from_mp4: bool = False) -> list[str]:
     """The packager argv for ``scheme``; writes the key flagfile into ``out``. ``from_mp4``:
     read the progressive MP4 source (Shaka demuxes and segments it itself), as encrypt-vod-mp4
-    does, instead of the clear CMAF / TS."""
+    does, instead of the clear CMAF / TS; for cenc / cbcs it then writes HLS and DASH, like
+    encrypt-vod's default for a media file."""
     kind, protection = SHAKA_SCHEME[scheme]
     out.mkdir(parents=True, exist_ok=True)
     streams: list[str] = []
@@ -39,13 +40,17 @@ def shaka_command(packager: str, asset: AssetSet, scheme: str, keys: BenchKeys,
             label = track.kind.upper()
             d = out / track.kind
             src = asset.source if from_mp4 else track.full
+            hls = f",playlist_name={track.kind}.m3u8" if from_mp4 else ""
             streams.append(f"in={src},stream={track.kind},init_segment={d}/init.mp4,"
-                           f"segment_template={d}/$Number%05d$.m4s,drm_label={label}")
+                           f"segment_template={d}/$Number%05d$.m4s,drm_label={label}{hls}")
         key_v, key_a = keys.video, keys.audio
         flags.append(f"--keys=label=VIDEO:key_id={key_v.kid.hex}:key={key_v.key.hex()},"
                      f"label=AUDIO:key_id={key_a.kid.hex}:key={key_a.key.hex()}")
         iv = keys.cbcs_iv if scheme == "cbcs" else keys.cenc_iv
         flags += [f"--iv={iv.hex()}", f"--mpd_output={out}/manifest.mpd"]
+        if from_mp4:  # HLS + DASH, as encrypt-vod-mp4 writes with its default options
+            flags += [f"--hls_master_playlist_output={out}/master.m3u8",
+                      "--hls_key_uri=https://127.0.0.1/key"]
     else:
         for sel in ("video", "audio"):
             src = asset.source if from_mp4 else asset.ts_full

@@ -37,6 +37,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from .constants import HTTP_DEFAULT_MAX_CONNECTIONS, HTTP_DEFAULT_REQUEST_TIMEOUT
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -49,8 +51,8 @@ __all__ = [
 
 log = logging.getLogger("speke_packager.httpd")
 
-DEFAULT_MAX_CONNECTIONS = 512
-DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = HTTP_DEFAULT_MAX_CONNECTIONS
+DEFAULT_REQUEST_TIMEOUT = HTTP_DEFAULT_REQUEST_TIMEOUT
 DEFAULT_BODY_BUDGET = 64 << 20
 MAX_HEADER_BYTES = 64 << 10
 _MAX_LENGTH_DIGITS = 18  # longer Content-Length values are over any limit (and int() is slow)

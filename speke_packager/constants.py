@@ -222,3 +222,8 @@ AUDIO_PRESETS: Final = (*tuple(f"PRESET-AUDIO-{i}" for i in range(1, 4)), "SHARE
 # --- ISO BMFF scheme fourccs --------------------------------------------------------------------
 FOURCC_CENC: Final = b"cenc"
 FOURCC_CBCS: Final = b"cbcs"
+
+# --- our HTTP servers (key server, ClearKey licence, serve): defaults of their limits ----------
+# (here, not in _httpd: the CLI's parser shows them without importing the HTTP stack)
+HTTP_DEFAULT_MAX_CONNECTIONS: Final = 512
+HTTP_DEFAULT_REQUEST_TIMEOUT: Final = 30.0

@@ -30,7 +30,19 @@ def test_benchmark_smoke_writes_results(tmp_path: Path) -> None:
         assert c["status"] in ("ok", "unavailable", "error"), c
         if c["status"] == "ok":
             assert c["mb_per_s"] > 0 and c["peak_rss_mb"] > 0
-    assert "targets (issue 9)" in proc.stdout
+            assert c["mb_per_s_min"] <= c["mb_per_s"] <= c["mb_per_s_max"]
+            assert c["x_copy"] is not None and c["x_copy"] > 0, c  # the copy-limit row ran
+            if c["x_shaka"] is not None:  # one ratio per round (--smoke: one round)
+                assert len(c["x_shaka_rounds"]) == doc["runs"] == 1
+                assert c["x_shaka_min"] == min(c["x_shaka_rounds"])
+    copies = [c for c in cases if c["tool"] == "copy-limit"]
+    assert copies and all(c["status"] == "ok" for c in copies), copies
+    assert all(c["x_copy"] == 1.0 for c in copies)
+    assert doc["machine"]["bytecode_compiled"] is True
+    vod = next(c for c in cases if c["tool"] == "encrypt-vod" and c["scheme"] == "cbcs")
+    if vod["status"] == "ok" and vod["x_shaka"] is not None:
+        assert vod["x_shaka_cpu"] > 0 and len(vod["cpu_seconds"]) == 1
+    assert "targets (issues 9 and 20)" in proc.stdout
     assert not list((tmp_path / "cache").glob("scratch-*")), "scratch directory left behind"
     md = subprocess.run([sys.executable, "-m", "benchmarks.markdown", str(out)], cwd=ROOT,
                         capture_output=True, text=True, timeout=60, check=False)

@@ -11,7 +11,8 @@ import threading
 from types import FrameType
 from typing import Any
 
-from .._httpd import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+from ..constants import HTTP_DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS
+from ..constants import HTTP_DEFAULT_REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT
 from ..errors import UsageError
 
 

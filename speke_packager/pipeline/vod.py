@@ -25,7 +25,6 @@ from ..storage import is_s3
 from .contexts import KeyChoice
 from .hls_job import Contexts, HlsJob
 from .keysource import RawKeys, SpekeKeys
-from .native import NATIVE_SUFFIXES, NativePackage, fragment_media
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Generated, Plan, execute
 from .remote import RemotePlan, RemoteRun
@@ -103,6 +102,9 @@ def use_native(options: VodOptions, kind: str) -> bool:
         raise UsageError(f"--segmenter must be native or ffmpeg, not {choice!r}")
     if kind != "media" or choice == "ffmpeg":
         return False
+    # (imported here: the fragmenter and the MP4 code are not loaded for a package input)
+    from .native import NATIVE_SUFFIXES
+
     fits = Path(options.input).suffix.lower() in NATIVE_SUFFIXES
     if choice == "native":
         if not fits:
@@ -189,6 +191,8 @@ def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | 
         if not keyset.entries:
             raise UsageError("the key set is empty")
         if native:
+            from .native import NativePackage, fragment_media
+
             with tempfile.TemporaryDirectory(prefix=".speke-segments-",
                                              dir=out.path.parent) as work:
                 npkg: NativePackage = fragment_media(top, Path(work),

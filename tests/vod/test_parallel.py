@@ -1,5 +1,5 @@
-"""encrypt-vod in worker processes: same bytes as one thread, the parts path equals the joined
-path, errors cross the process boundary typed, nothing is left behind."""
+"""encrypt-vod on worker threads or processes: same bytes as one thread, the parts path equals
+the joined path, errors cross the process boundary typed, nothing is left behind."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ import hashlib
 import itertools
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from speke_packager import crypto
 from speke_packager.constants import Scheme
-from speke_packager.errors import KeyServerHTTPError, MediaError, Mp4FormatError
+from speke_packager.errors import (
+    KeyServerHTTPError,
+    MediaError,
+    Mp4FormatError,
+    SpekePackagerError,
+)
+from speke_packager.pipeline import plan as plan_module
 from speke_packager.pipeline.contexts import KeyChoice, Mp4Context
 from speke_packager.pipeline.options import VodOptions
 from speke_packager.pipeline.plan import PartsTransform, Piece, Plan, execute
@@ -33,13 +42,17 @@ def _tree(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
 @pytest.mark.parametrize(("kind", "scheme"), [
     ("dash-number", Scheme.CENC), ("hls-fmp4", Scheme.CBCS), ("hls-ts", Scheme.SAMPLE_AES),
     ("hls-ts-byterange", Scheme.AES_128), ("hls-fmp4-byterange", Scheme.CBCS),
     ("dash-list-ranges", Scheme.CENC),
 ])
-def test_processes_write_the_same_bytes_as_one_thread(packages, tmp_path: Path, kind: str,
-                                                      scheme: Scheme) -> None:
+def test_workers_write_the_same_bytes_as_one_thread(packages, tmp_path: Path, monkeypatch,
+                                                    kind: str, scheme: Scheme,
+                                                    processes: bool) -> None:
+    # encrypt_vod lets execute() choose: threads when the cipher calls release the GIL
+    monkeypatch.setattr(plan_module, "cipher_calls_release_gil", lambda: not processes)
     trees = []
     for jobs in (1, 2):
         out = tmp_path / f"j{jobs}"
@@ -88,7 +101,7 @@ def test_parts_path_equals_joined_path(packages, scheme: Scheme) -> None:
 
 def _reverse_and_note(data: bytes) -> bytes:
     note = os.environ["SPEKE_TEST_PID_DIR"]
-    Path(note, str(os.getpid())).touch()
+    Path(note, f"{os.getpid()}-{threading.get_ident()}").touch()
     return data[::-1] + b"!"
 
 
@@ -117,16 +130,16 @@ def _plan(root: Path, transform: Callable[[bytes], bytes]) -> Plan:
     return plan
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_execute_places_pieces_and_uses_processes(tmp_path: Path, monkeypatch, jobs: int
-                                                  ) -> None:
+@pytest.mark.parametrize(("jobs", "processes"), [(1, None), (2, True), (2, False)])
+def test_execute_places_pieces_on_threads_or_processes(tmp_path: Path, monkeypatch, jobs: int,
+                                                       processes: bool | None) -> None:
     src, out, pids = tmp_path / "in", tmp_path / "out", tmp_path / "pids"
     _files(src)
     out.mkdir()
     pids.mkdir()
     monkeypatch.setenv("SPEKE_TEST_PID_DIR", str(pids))
     plan = _plan(src, _reverse_and_note)
-    execute(plan, out, jobs=jobs)
+    execute(plan, out, jobs=jobs, processes=processes)
     for i in range(6):
         body = (src / "a" / f"s{i}.bin").read_bytes()
         assert (out / "a" / f"s{i}.bin").read_bytes() == body[::-1] + b"!"
@@ -138,25 +151,60 @@ def test_execute_places_pieces_and_uses_processes(tmp_path: Path, monkeypatch, j
     assert plan.new_range("single.bin", 3000, 500) == (3001, 500)
     assert plan.new_range("single.bin", 5000, 2000) == (5001, 2001)
     assert sorted(p.name for p in out.iterdir()) == ["a", "single.bin"]
-    seen = {int(p.name) for p in pids.iterdir()}
-    if jobs == 1:
-        assert seen == {os.getpid()}
+    seen = {tuple(map(int, p.name.split("-"))) for p in pids.iterdir()}
+    me = (os.getpid(), threading.get_ident())
+    if jobs == 1:  # one worker thread of this process
+        assert {pid for pid, _ in seen} == {os.getpid()} and len(seen) == 1
+    elif processes:
+        assert os.getpid() not in {pid for pid, _ in seen} and seen
+    else:  # worker threads of this process
+        assert {pid for pid, _ in seen} == {os.getpid()} and me not in seen
+
+
+class _PythonHeavy:
+    """A transform that declares its work holds the GIL (as SAMPLE-AES does)."""
+
+    holds_gil = True
+
+    def __call__(self, data: bytes) -> bytes:
+        return _reverse_and_note(data)
+
+
+@pytest.mark.parametrize("heavy", [False, True], ids=["cipher-bound", "holds-gil"])
+def test_execute_picks_threads_unless_a_transform_holds_the_gil(tmp_path: Path, monkeypatch,
+                                                                heavy: bool) -> None:
+    """jobs=2 and no choice given: threads when the cipher library releases the GIL, worker
+    processes for a plan with a transform that holds it (or on an older cipher library)."""
+    src, out, pids = tmp_path / "in", tmp_path / "out", tmp_path / "pids"
+    _files(src)
+    out.mkdir()
+    pids.mkdir()
+    monkeypatch.setenv("SPEKE_TEST_PID_DIR", str(pids))
+    execute(_plan(src, _PythonHeavy() if heavy else _reverse_and_note), out, jobs=2)
+    seen = {int(p.name.split("-")[0]) for p in pids.iterdir()}
+    if heavy or not crypto.cipher_calls_release_gil():
+        assert seen and os.getpid() not in seen
     else:
-        assert os.getpid() not in seen and seen
+        assert seen == {os.getpid()}
+    s = (src / "single.bin").read_bytes()
+    assert (out / "single.bin").read_bytes()[100:1101] == s[100:1100][::-1] + b"!"
 
 
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
 @pytest.mark.parametrize(("transform", "error", "text"), [
     (_bad_box, Mp4FormatError, "truncated moof"),
     (_unpicklable, MediaError, "odd"),
 ])
 def test_worker_errors_arrive_typed(tmp_path: Path, transform: Callable[[bytes], bytes],
-                                    error: type[Exception], text: str) -> None:
+                                    error: type[Exception], text: str, processes: bool) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     _files(src)
     out.mkdir()
+    if not processes and transform is _unpicklable:
+        error = KeyServerHTTPError  # (no process boundary: the error arrives as raised)
     with pytest.raises(error, match=text) as info:
-        execute(_plan(src, transform), out, jobs=2)
-    assert isinstance(info.value, MediaError)
+        execute(_plan(src, transform), out, jobs=2, processes=processes)
+    assert isinstance(info.value, MediaError if processes else SpekePackagerError)
     assert not [p for p in out.rglob(".speke-pieces*")]
 
 
@@ -171,6 +219,34 @@ def test_missing_segment_is_a_manifest_error_from_a_worker(tmp_path: Path) -> No
     (src / "a" / "s0.bin").unlink()
     with pytest.raises(ManifestError, match="missing"):
         execute(plan, out, jobs=2)
+
+
+def test_cipher_calls_release_the_gil_when_the_library_says_so() -> None:
+    """The premise of worker threads: on a release where :func:`cipher_calls_release_gil`
+    holds, another thread keeps running while one long ``update_into`` encrypts."""
+    if not crypto.cipher_calls_release_gil():
+        pytest.skip("this cryptography release holds the GIL in update_into")
+    src = bytes(32 << 20)
+    out = bytearray(len(src) + 16)
+    ctx = crypto.aes_cbc_encryptor(bytes(16), bytes(16))
+    ticks = [0]
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.01)
+        before = ticks[0]
+        ctx.update_into(src, out)
+        during = ticks[0] - before
+    finally:
+        stop.set()
+        t.join()
+    assert during > 1000, during  # a call holding the GIL would let the spinner do ~0 rounds
 
 
 # ---- Ctrl-C with worker processes ------------------------------------------------------------
