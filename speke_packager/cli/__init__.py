@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "conformance_cmd",  # conformance
     "keyserver_cmd",  # keyserver
     "vod_cmd",  # encrypt-vod
+    "live_cmd",  # encrypt-live
     "verify_cmd",  # verify, serve
     "demo_cmd",  # demo
 )

@@ -279,7 +279,7 @@ def _tfdt_seconds(seg: bytes, scales: dict[int, tuple[int, bool]]) -> float | No
                 if b.type == b"tfhd":
                     tid = struct.unpack_from(">I", seg, p + 4)[0]
                 elif b.type == b"tfdt":
-                    dt = struct.unpack_from(">Q" if seg[p] else ">I", seg, p + 4)[0]
+                    dt = int(struct.unpack_from(">Q" if seg[p] else ">I", seg, p + 4)[0])
             if tid in scales and dt is not None:
                 scale, video = scales[tid]
                 if video:
