@@ -52,17 +52,41 @@ def _positive(text: str) -> float:
     return v
 
 
-def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotation: float,
-                schedule_origin: object) -> tuple[PeriodKeySource, tuple[DrmSystem, ...] | None]:
-    """The key source (period index -> KeySet) and the DRMs to signal in HLS (None: all)."""
+def _check_key_options(args: argparse.Namespace) -> list[str]:
+    """Which options go together (checked before the encoder's folder is watched); returns the
+    raw key specs (empty: SPEKE)."""
     specs = raw_key_specs(args)
     if specs and args.speke_url:
         raise UsageError("give either --speke-url or --key/--key-file, not both")
-    iv = parse_iv(args.iv)
     if specs:
+        from ..pipeline.keysource import RawKeys
+
+        RawKeys(tuple(specs), drm=drms_from_args(args) if args.drm else ())  # syntax, --drm
         if args.rotation:
             raise UsageError("--rotation needs a key server (--speke-url): raw keys are one key "
                              "for the whole event")
+        parse_iv(args.iv)
+        return specs
+    if not args.speke_url:
+        raise UsageError("no keys: give --speke-url (with --content-id), --key KID:KEY or "
+                         "--key-file FILE")
+    if not args.content_id:
+        raise UsageError("--content-id is required with --speke-url")
+    if args.iv is not None:
+        raise UsageError("--iv is for raw keys; with SPEKE the key server's IV (or "
+                         "--explicit-iv) is used")
+    if args.packaging:
+        raise UsageError("encrypt-live derives the SPEKE packaging from the encoder's "
+                         "segments; drop --packaging")
+    return specs
+
+
+def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotation: float,
+                schedule_origin: object) -> tuple[PeriodKeySource, tuple[DrmSystem, ...] | None]:
+    """The key source (period index -> KeySet) and the DRMs to signal in HLS (None: all)."""
+    specs = _check_key_options(args)
+    iv = parse_iv(args.iv)
+    if specs:
         from ..pipeline.keysource import RawKeys
 
         raw = RawKeys(tuple(specs), drm=drms_from_args(args) if args.drm else ())
@@ -75,17 +99,8 @@ def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotati
             return ks
 
         return fixed, raw.drm or None
-    if not args.speke_url:
-        raise UsageError("no keys: give --speke-url (with --content-id), --key KID:KEY or "
-                         "--key-file FILE")
-    if iv is not None:
-        raise UsageError("--iv is for raw keys; with SPEKE the key server's IV (or "
-                         "--explicit-iv) is used")
     packaging = (Packaging.HLS_TS,) if container == "ts" else (Packaging.HLS_FMP4,
                                                                  Packaging.DASH)
-    if args.packaging:
-        raise UsageError("encrypt-live derives the SPEKE packaging from the encoder's "
-                         "segments; drop --packaging")
     contract = contract_from_args(args, packaging=packaging, scheme=scheme)
     client = speke_client_from_args(args)
     if not rotation:
@@ -96,7 +111,9 @@ def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotati
     from ..pipeline.live import SpekeKeySource
     from ..pipeline.rotation import RotationSchedule
 
-    sched = RotationSchedule(interval=rotation, origin=schedule_origin)  # type: ignore[arg-type]
+    # v2.1 periods carry wall-clock start/end times; earlier versions only the index
+    origin = schedule_origin if args.speke_version == "2.1" else None
+    sched = RotationSchedule(interval=rotation, origin=origin)  # type: ignore[arg-type]
     return SpekeKeySource(client, contract, schedule=sched), None
 
 
@@ -228,6 +245,7 @@ def _handler(args: argparse.Namespace) -> int:
         raise UsageError("--window must be at least 1 segment")
     if args.key_grace < 0:
         raise UsageError("--key-grace must not be negative")
+    _check_key_options(args)
     out = Path(args.output_dir)
     check_output_folder(out, force=args.force)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,222 @@
+"""``encrypt-live`` end to end: a real FFmpeg writes a clear live HLS stream in real time
+(``-re``, 1 s segments), ``speke-packager encrypt-live`` follows it as a separate process, with
+the local key server (SPEKE, keys rotating every 2 s) or raw keys, and ends cleanly on SIGTERM
+or when the encoder ends. Every published segment decrypts, with its key period's key and with
+an independent decryptor (FFmpeg's MP4 reader for fMP4, openssl for AES-128 TS), to the decoded
+frames of the clear segment it came from; with another key it does not; no segment is clear."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from fixtures.media import framemd5
+from speke_packager._tools import find_tool
+from speke_packager.keyserver import KeyServer
+from speke_packager.verify.boxes import read_mp4_facts
+
+from .helpers import keys_per_segment, openssl_decrypt
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.interop
+
+RAW_KID = UUID("6c6976650000000000000000000000a1")
+RAW_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+WRONG_KEY = bytes.fromhex("ffeeddccbbaa99887766554433221100")
+
+
+def _ffmpeg_live(folder: Path, seconds: int, *, fmp4: bool) -> subprocess.Popen[bytes]:
+    """FFmpeg's HLS muxer writing a clear live stream into ``folder`` in real time."""
+    ffmpeg = find_tool("ffmpeg")
+    assert ffmpeg is not None
+    ext = "m4s" if fmp4 else "ts"
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
+           "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={seconds}",
+           "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+           "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25",
+           "-keyint_min", "25", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k",
+           "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "temp_file",
+           "-hls_segment_filename", str(folder / f"seg%d.{ext}")]
+    if fmp4:
+        cmd += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"]
+    cmd.append(str(folder / "live.m3u8"))
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _encrypt_live(src: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "speke_packager", "--log-level", "info",
+                             "encrypt-live", str(src), str(out), "--poll-interval", "0.1",
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _published(out: Path) -> list[str]:
+    pl = out / "live.m3u8"
+    if not pl.exists():
+        return []
+    return [ln for ln in pl.read_text().splitlines() if ln and not ln.startswith("#")]
+
+
+def _wait(cond: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _frames(path: Path, stream: str, key: bytes | None = None) -> list[str]:
+    try:
+        return framemd5(path, stream, keys=key)
+    except RuntimeError:
+        return []
+
+
+def _ts_frames(path: Path, stream: str) -> list[str]:
+    try:
+        return framemd5(path, stream)
+    except RuntimeError:
+        return []
+
+
+def test_speke_rotation_fmp4_sigterm(tmp_path: Path) -> None:
+    """fMP4 (cenc), SPEKE keys rotating every 2 s; SIGTERM ends the presentation with
+    EXT-X-ENDLIST and exit 0; each segment decrypts with its own period's key only."""
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    with KeyServer(host="127.0.0.1", port=0, seed="encrypt-live-cli") as ks:
+        packager = _encrypt_live(src, out, "--speke-url", ks.speke_url, "--content-id",
+                                 "live-cli-1", "--drm", "widevine,playready", "--scheme", "cenc",
+                                 "--rotation", "2", "--window", "20")
+        ffmpeg = _ffmpeg_live(src, 20, fmp4=True)
+        try:
+            _wait(lambda: len(_published(out)) >= 6, 60)
+            assert packager.poll() is None  # still following
+            packager.send_signal(signal.SIGTERM)
+            stdout, stderr = packager.communicate(timeout=30)
+        finally:
+            _stop(packager)
+            _stop(ffmpeg)
+        requests = ks.request_count("/speke")
+    assert packager.returncode == 0, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr
+    text = (out / "live.m3u8").read_text()
+    assert text.rstrip().endswith("#EXT-X-ENDLIST")
+    names = _published(out)
+    n = len(names)
+    assert n >= 6 and names == [f"live_{i}.m4s" for i in range(n)]
+    init = (out / "live_init.mp4").read_bytes()
+    clear_init = (src / "init.mp4").read_bytes()
+    tenc_kid = next(iter(read_mp4_facts(init).kids))
+    kids = []
+    for i in range(n):
+        seg = (out / names[i]).read_bytes()
+        facts = read_mp4_facts(seg)
+        assert facts.senc_fragments == facts.fragments == 1  # encrypted, never clear
+        kids.append(facts.seig_kids[0] if facts.seig_kids else tenc_kid)
+    # key periods of 2 s over 1 s segments: a new KID every second segment, three at least
+    assert kids[0] == tenc_kid
+    assert all(kids[i] == kids[i + 1] for i in range(0, n - 1, 2))
+    assert len(set(kids)) >= 3 and len(set(kids)) == (n + 1) // 2
+    # each key change is announced in the playlist before its first segment
+    tags = keys_per_segment(text)
+    assert len({tuple(sorted(str(t) for t in tags[nm].values())) for nm in names}) == \
+        len(set(kids))
+    assert requests >= len(set(kids))
+    for i in range(n):
+        key = ks.key_for("live-cli-1", kids[i])
+        other = ks.key_for("live-cli-1", next(k for k in kids if k != kids[i]))
+        clear_f = tmp_path / f"clear{i}.mp4"
+        clear_f.write_bytes(clear_init + (src / f"seg{i}.m4s").read_bytes())
+        enc_f = tmp_path / f"enc{i}.mp4"
+        enc_f.write_bytes(init + (out / names[i]).read_bytes())
+        for stream in ("v:0", "a:0"):
+            ref = _frames(clear_f, stream)
+            assert ref, (i, stream)
+            assert _frames(enc_f, stream, key) == ref, (i, stream)
+            assert _frames(enc_f, stream, other) != ref, (i, stream)
+    assert "key" not in stdout.lower()
+
+
+def test_raw_key_ts_aes128_encoder_end(tmp_path: Path) -> None:
+    """MPEG-TS, one raw key, AES-128: encrypt-live follows FFmpeg to the end of its stream
+    (EXT-X-ENDLIST from the encoder) and exits 0; openssl decrypts every segment to the clear
+    one, a wrong key does not."""
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{RAW_KID.hex}:{RAW_KEY.hex()}\n")
+    key_file.chmod(0o600)
+    iv = bytes(range(16))
+    packager = _encrypt_live(src, out, "--key-file", str(key_file), "--scheme", "aes-128",
+                             "--key-uri", "https://keys.example/{kid}", "--iv", iv.hex(),
+                             "--window", "20")
+    ffmpeg = _ffmpeg_live(src, 5, fmp4=False)
+    try:
+        assert ffmpeg.wait(60) == 0
+        stdout, stderr = packager.communicate(timeout=60)
+    finally:
+        _stop(packager)
+        _stop(ffmpeg)
+    assert packager.returncode == 0, stderr[-2000:]
+    assert "the encoder ended its stream" in stderr
+    text = (out / "live.m3u8").read_text()
+    assert text.rstrip().endswith("#EXT-X-ENDLIST")
+    tags = keys_per_segment(text)
+    names = _published(out)
+    assert len(names) >= 4
+    clear_names = _published(src)
+    assert len(names) == len(clear_names)
+    for name, clear_name in zip(names, clear_names, strict=True):
+        (tag,) = tags[name].values()
+        assert tag.method == "AES-128" and tag.uri == f"https://keys.example/{RAW_KID.hex}"
+        assert tag.iv == iv
+        enc = (out / name).read_bytes()
+        clear = (src / clear_name).read_bytes()
+        assert enc != clear and len(enc) % 16 == 0
+        dec = openssl_decrypt(enc, RAW_KEY, iv)
+        assert dec is not None
+        dec_f, clear_f = tmp_path / f"dec-{name}", src / clear_name
+        dec_f.write_bytes(dec)
+        ref = _ts_frames(clear_f, "v:0")
+        assert ref and _ts_frames(dec_f, "v:0") == ref
+        assert _ts_frames(dec_f, "a:0") == _ts_frames(clear_f, "a:0")
+        assert openssl_decrypt(enc, WRONG_KEY, iv) != clear
+    assert RAW_KEY.hex() not in stdout + stderr
+
+
+def test_errors_one_line(tmp_path: Path) -> None:
+    """Bad options: one line naming the cause, non-zero exit, nothing written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "in").mkdir()
+    for args, needle in (
+        (["--rotation", "2", "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}"], "--rotation needs"),
+        ([], "no keys"),
+        (["--window", "0", "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}"], "--window"),
+    ):
+        res = subprocess.run([sys.executable, "-m", "speke_packager", "encrypt-live",
+                              str(tmp_path / "in"), str(tmp_path / "out"), "--idle-timeout",
+                              "1", *args], env=env, capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert res.returncode != 0
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], res.stderr
