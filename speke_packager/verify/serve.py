@@ -92,6 +92,25 @@ _WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (names, not a bind)
 MAX_LICENCE_BODY = 64 << 10
 
 
+_MANIFESTS = (".m3u8", ".mpd")
+_SEGMENTS = (".m4s", ".mp4", ".ts", ".aac", ".m4a", ".m4v", ".cmfv", ".cmfa", ".vtt", ".webvtt")
+
+
+def cache_control(path: str, segment_max_age: int) -> str:
+    """The ``Cache-Control`` of a response: manifests are never cached (a live playlist or MPD
+    changes at every segment: ``no-cache, no-store``), package media segments may be cached
+    ``segment_max_age`` seconds (their names are not reused within a live run; 0: not cached),
+    everything else (keys, licences, pages) is ``no-store``. No ``ETag`` or ``Last-Modified``
+    is ever sent, so no conditional request can answer an old manifest."""
+    low = path.lower()
+    if low.startswith("/package/"):
+        if low.endswith(_MANIFESTS):
+            return "no-cache, no-store, must-revalidate, max-age=0"
+        if low.endswith(_SEGMENTS) and segment_max_age > 0:
+            return f"public, max-age={segment_max_age}"
+    return "no-store"
+
+
 def _hostile(path: str) -> bool:
     """NUL, control characters or backslashes in a decoded path: refused before any lookup."""
     return any(ord(c) < 0x20 or c in "\x7f\\" for c in path)
@@ -107,13 +126,13 @@ class _Handler(BoundedHandler):
 
     def _cors(self, path: str) -> None:
         """CORS for the package and player files only; never on the key routes (a page of
-        another origin must not read keys)."""
+        another origin must not read keys). Caching: see :func:`cache_control`."""
         if not path.startswith(_KEY_ROUTES):
             self.send_header("Access-Control-Allow-Origin", "*")
             self.send_header("Access-Control-Allow-Headers", "*")
             self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
             self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache_control(path, self.server.segment_max_age))
 
     def _path(self) -> str:
         return unquote(urlsplit(self.path).path)
@@ -302,9 +321,11 @@ class _Handler(BoundedHandler):
 class _Server(BoundedHTTPServer):
     def __init__(self, addr: tuple[str, int], root: Path, keys: Mapping[UUID, bytes],
                  node_modules: Path, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 segment_max_age: int = 0) -> None:
         super().__init__(addr, _Handler, max_connections=max_connections,
                          request_timeout=request_timeout)
+        self.segment_max_age = segment_max_age
         self.root = root
         self.keys = dict(keys)
         self.node_modules = node_modules
@@ -336,6 +357,10 @@ class _Server(BoundedHTTPServer):
 class PackageServer:
     """Serve ``directory`` with key endpoints and player pages on ``host:port`` (0 = any).
 
+    Files are looked up at each request, so a live package's new segments and rewritten
+    manifests are served as they appear; manifests are never cached, media segments for
+    ``segment_max_age`` seconds (see :func:`cache_control`).
+
     A context manager; ``url`` is the origin, :meth:`player_url` a player page for a manifest.
     """
 
@@ -344,7 +369,10 @@ class PackageServer:
                  host: str = "127.0.0.1", port: int = 0,
                  node_modules: str | os.PathLike[str] | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 segment_max_age: int = 60) -> None:
+        if not 0 <= segment_max_age <= 31_536_000:
+            raise UsageError("--segment-max-age must be between 0 and 31536000 seconds")
         if max_connections < 1 or not 0 < request_timeout <= 3600:
             raise UsageError("--max-connections must be at least 1 and --request-timeout "
                              "between 0 and 3600 seconds")
@@ -360,7 +388,8 @@ class PackageServer:
         try:
             self._server = _Server((host, port), self.root, keys or {}, nm,
                                    max_connections=max_connections,
-                                   request_timeout=request_timeout)
+                                   request_timeout=request_timeout,
+                                   segment_max_age=segment_max_age)
         except OSError as exc:
             raise OutputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._thread: threading.Thread | None = None
