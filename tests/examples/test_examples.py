@@ -32,9 +32,9 @@ HLS_INPUT = ("-allowed_extensions", "ALL", "-protocol_whitelist", "file,crypto,d
 pytestmark = pytest.mark.interop
 
 
-def _run(name: str, cwd: Path) -> str:
+def _run(name: str, cwd: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env,
+    res = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout + res.stderr
@@ -193,3 +193,44 @@ def test_encrypt_vod_local(tmp_path: Path) -> None:
     assert len(frames) == 100  # 4 s at 25 fps
     assert _frames(enc, bytes(16)) != frames
     _no_key(res.stdout + res.stderr, [key])
+
+
+def test_ffmpeg_live(tmp_path: Path) -> None:
+    """FFmpeg in real time -> the session API, keys rotating every 2 s here (10 s by default):
+    the playlist ends, announces each key change, and every segment decrypts (FFmpeg, behind an
+    init naming its period's KID and IV) with its own period's key to the clear segment's
+    frames, not with another period's key."""
+    out_text = _run("ffmpeg_live.py", tmp_path, "out", "--seconds", "6", "--rotation", "2",
+                    "--segment", "1")
+    ex = _module("ffmpeg_live")
+    out = tmp_path / "out"
+    text = (out / "live.m3u8").read_text()
+    assert text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert "speke-packager serve" in out_text and "--license-url" in out_text
+    names = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert names == [f"live_{i}.m4s" for i in range(len(names))] and len(names) >= 5
+    current: dict[int, HlsKey] = {}
+    per_seg = []
+    for ln in text.splitlines():  # the ClearKey tag in effect before each segment
+        if ln.startswith("#EXT-X-KEY:") and "org.w3.clearkey" in ln:
+            current[0] = HlsKey.parse(ln)
+        elif ln in names:
+            per_seg.append(current[0])
+    kids = [UUID(bytes=k.keyid or b"") for k in per_seg]
+    assert len(set(kids)) >= 3 and kids[0] == kids[1] and kids[1] != kids[2]
+    clear_init = (out / "clear" / "init.mp4").read_bytes()
+    tracks = [t.track_id for t in probe_init(clear_init)]
+    keys = {k: derive_key(ex.SEED, ex.CONTENT_ID, k) for k in set(kids)}
+    for i, (name, kid, tag) in enumerate(zip(names, kids, per_seg, strict=True)):
+        head = Mp4Encryptor(clear_init, Scheme.CBCS,
+                            {t: ContentKey(kid, keys[kid], iv=tag.iv) for t in tracks}
+                            ).encrypted_init()
+        enc_f, clear_f = tmp_path / f"enc{i}.mp4", tmp_path / f"clear{i}.mp4"
+        enc_f.write_bytes(head + (out / name).read_bytes())
+        clear_f.write_bytes(clear_init + (out / "clear" / f"seg{i}.m4s").read_bytes())
+        ref = _frames(clear_f)
+        assert len(ref) == 25
+        assert _frames(enc_f, keys[kid]) == ref
+        wrong = next(v for k, v in keys.items() if k != kid)
+        assert _frames(enc_f, wrong) != ref
+    _no_key(out_text, list(keys.values()))
