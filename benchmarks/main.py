@@ -24,6 +24,8 @@ from .cases import SCHEMES, CaseResult, Context
 from .keybench import measure_keys
 from .keys import BenchKeys
 from .limits import measure_limits, openssl_speed
+from .live import SCHEMES as LIVE_SCHEMES
+from .live import measure_live, print_live
 from .report import print_report, targets
 
 HERE = Path(__file__).resolve().parent
@@ -63,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-baseline", type=Path, default=None,
                    help="an earlier results JSON (another asset length) to compare peak RSS with")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    live = p.add_argument_group("live packaging (--live runs only this)")
+    live.add_argument("--live", action="store_true",
+                      help="only the live benchmark: LivePackager segments per second and "
+                           "added latency per segment (p50/p99), written to --output (default "
+                           "benchmarks/.cache/results-live.json)")
+    live.add_argument("--live-seconds", type=int, default=None,
+                      help="media length in seconds (120; --smoke 20)")
+    live.add_argument("--live-height", type=int, default=None,
+                      help="picture height, 16:9 (720; --smoke 360)")
+    live.add_argument("--live-rotation", type=float, default=10.0,
+                      help="key rotation interval in seconds (10)")
+    live.add_argument("--live-window", type=int, default=6, help="playlist window (6)")
+    live.add_argument("--live-schemes", nargs="+", choices=LIVE_SCHEMES, default=list(LIVE_SCHEMES))
     return p
 
 
@@ -132,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.live:
+        return _main_live(args, argv)
     runs = args.runs or (1 if args.smoke else 3)
     minutes = args.minutes or [5.0]
     specs = [AssetSpec.smoke()] if args.smoke else [AssetSpec(minutes=m) for m in minutes]
@@ -232,6 +249,34 @@ def _main(argv: list[str] | None) -> int:
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _main_live(args: argparse.Namespace, argv: list[str] | None) -> int:
+    output = args.output or args.cache / "results-live.json"
+    scratch = args.cache / f"scratch-live-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    started = time.time()
+    try:
+        live = measure_live(
+            args.cache, scratch, seconds=args.live_seconds or (20 if args.smoke else 120),
+            height=args.live_height or (360 if args.smoke else 720),
+            rotation=args.live_rotation, window=args.live_window,
+            schemes=tuple(args.live_schemes), log=not args.quiet)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+           "command": " ".join(["python -m benchmarks", *(argv if argv is not None
+                                                           else sys.argv[1:])]),
+           "machine": machine(), "load_average_1_5_15min": os.getloadavg(), "live": live}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(output)
+    print_live(live)
+    if not args.quiet:
+        print(f"[bench] results written to {output}")
+    return 0 if live.get("status") == "ok" else 1
 
 
 def _run_case(ctx: Context, tool: str, scheme: str, jobs: int) -> CaseResult:

@@ -104,6 +104,12 @@ NS_CENC: Final = "urn:mpeg:cenc:2013"
 NS_MSPR: Final = "urn:microsoft:playready"
 NS_DASHIF_CPS: Final = "https://dashif.org/CPS"
 NS_MPD: Final = "urn:mpeg:dash:schema:mpd:2011"
+# ISO/IEC 23009-1 profile of the live MPDs we write (SegmentTemplate addressing)
+DASH_PROFILE_LIVE: Final = "urn:mpeg:dash:profile:isoff-live:2011"
+# UTCTiming schemes of live MPDs (ISO/IEC 23009-1 5.8.5.7): the time in the value itself, or a
+# URL answering an ISO 8601 time
+DASH_UTC_DIRECT: Final = "urn:mpeg:dash:utc:direct:2014"
+DASH_UTC_HTTP_ISO: Final = "urn:mpeg:dash:utc:http-iso:2014"
 NS_XLINK: Final = "http://www.w3.org/1999/xlink"
 NS_XSI: Final = "http://www.w3.org/2001/XMLSchema-instance"
 

@@ -16,6 +16,7 @@ Messages never contain content keys.
           CpixValidationError         a response that does not answer the request (.check, .kid)
           CpixIntegrityError          MAC or decryption failure of encrypted content keys (.kid)
         KeyRotationError              live: no usable keys for a key period (.period)
+          KeyGraceExpired             live: the key grace time is used up: stop publishing
       MediaError                      media that cannot be read or encrypted
         Mp4FormatError                broken ISO BMFF (.box_path)
         TsFormatError                 broken MPEG-TS (.packet_index, .pid)
@@ -45,9 +46,11 @@ class UsageError(SpekePackagerError):
 
 
 class KeyAcquisitionError(SpekePackagerError):
-    """Content keys could not be obtained."""
+    """Content keys could not be obtained. ``transient``: the cause may go away by itself
+    (timeout, connection error, 408/429/5xx): trying again later may succeed."""
 
     exit_code = 3
+    transient: bool = False
 
 
 class KeyServerError(KeyAcquisitionError):
@@ -119,6 +122,12 @@ class KeyRotationError(KeyAcquisitionError):
     def __init__(self, message: str, *, period: int | None = None) -> None:
         super().__init__(message)
         self.period = period
+
+
+class KeyGraceExpired(KeyRotationError):
+    """Live packaging: the keys of key period ``period`` are still missing and the grace time
+    during which the previous period's keys may stand in is used up. The caller must stop
+    publishing new segments (never publish them clear or with an unannounced key)."""
 
 
 class MediaError(SpekePackagerError):
@@ -206,6 +215,8 @@ __all__ = [
     "CpixValidationError",
     "KeyAcquisitionError",
     "KeyAuthError",
+    "KeyGraceExpired",
+    "KeyRotationError",
     "KeyServerError",
     "KeyServerHTTPError",
     "KeyServerTimeout",

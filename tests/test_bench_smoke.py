@@ -36,3 +36,23 @@ def test_benchmark_smoke_writes_results(tmp_path: Path) -> None:
                         capture_output=True, text=True, timeout=60, check=False)
     assert md.returncode == 0, md.stderr[-3000:]
     assert "| scheme | tool | MB/s |" in md.stdout
+
+
+def test_live_benchmark_smoke_writes_results(tmp_path: Path) -> None:
+    """``--live --smoke``: every live scheme runs LivePackager and reports segments per second
+    and latency percentiles (no timing asserts)."""
+    out = tmp_path / "live.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--live", "--smoke", "--quiet", "--output",
+         str(out), "--cache", str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    live = json.loads(out.read_text())["live"]
+    assert live["status"] == "ok"
+    assert [r["scheme"] for r in live["schemes"]] == ["cbcs", "cenc", "aes-128", "sample-aes"]
+    for r in live["schemes"]:
+        assert r["status"] == "ok", r
+        assert r["segments_per_s"] > 0 and r["latency_ms"]["p99"] >= r["latency_ms"]["p50"] > 0
+        assert r["speke_requests"] >= 2  # key periods of 10 s over 20 s, plus the prefetch
+    assert "Live packaging" in proc.stdout
+    assert not list((tmp_path / "cache").glob("scratch-*")), "scratch directory left behind"

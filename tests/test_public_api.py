@@ -15,8 +15,10 @@ PUBLIC = {
     # pipeline: VOD packages and live segments
     "encrypt_vod": "pipeline", "VodOptions": "pipeline", "VodResult": "pipeline",
     "OutputFormat": "pipeline", "KeySource": "pipeline", "TrackSummary": "pipeline",
-    "LiveSession": "pipeline", "LiveSegment": "pipeline", "LivePlaylist": "pipeline",
+    "LiveSession": "pipeline", "LiveSegment": "pipeline", "LiveKeyPolicy": "pipeline", "LivePlaylist": "pipeline",
     "PeriodKeySource": "pipeline", "SpekeKeySource": "pipeline",
+    "LivePackager": "pipeline", "LiveRendition": "pipeline", "PublishedSegment": "pipeline",
+    "LiveWriter": "pipeline", "FolderWriter": "pipeline",
     "RawKeys": "pipeline", "SpekeKeys": "pipeline",
     "RotationSchedule": "pipeline", "parse_raw_key": "pipeline", "raw_keyset": "pipeline",
     # keys: the SPEKE client
@@ -44,7 +46,8 @@ PUBLIC = {
     "SpekePackagerError": "errors", "UsageError": "errors", "KeyAcquisitionError": "errors",
     "KeyServerError": "errors", "KeyServerTimeout": "errors", "KeyServerHTTPError": "errors",
     "KeyAuthError": "errors", "CpixError": "errors", "CpixValidationError": "errors",
-    "CpixIntegrityError": "errors", "KeyRotationError": "errors", "MediaError": "errors",
+    "CpixIntegrityError": "errors", "KeyRotationError": "errors",
+    "KeyGraceExpired": "errors", "MediaError": "errors",
     "Mp4FormatError": "errors", "TsFormatError": "errors", "CodecError": "errors",
     "UnsupportedMediaError": "errors", "UnsafeInputError": "errors", "ManifestError": "errors", "OutputError": "errors",
     "ToolError": "errors", "VerificationError": "errors",

@@ -308,7 +308,7 @@ def test_cli_encrypt_vod_file_without_dash_muxer(tmp_path: Path) -> None:
     src = tmp_path / "movie.mp4"
     src.write_bytes(b"\0" * 64)
     out = tmp_path / "out"
-    res = _cli(["encrypt-vod", str(src), "--output", str(out), "--scheme", "cbcs",
+    res = _cli(["encrypt-vod", str(src), "--output", str(out), "--scheme", "cbcs", "--segmenter", "ffmpeg",
                 "--key", "00112233445566778899aabbccddeeff:00112233445566778899aabbccddeeff"],
                {"SPEKE_PACKAGER_FFMPEG": str(nodash)})
     assert res.returncode == 7, res.stderr

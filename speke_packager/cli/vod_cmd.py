@@ -138,7 +138,7 @@ def _handler(args: argparse.Namespace) -> int:
             jobs=args.jobs if args.jobs else default_jobs(),
             force=args.force, key_uri=args.key_uri,
             clearkey_license_url=args.clearkey_license_url, iv=parse_iv(args.iv),
-            progress=progress)
+            progress=progress, segmenter=args.segmenter)
         result = encrypt_vod(opts, source)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -163,6 +163,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="output manifests (default: as the input; both for a media file)")
     p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
                    help="segment length for a media-file input (default 6; cut at key frames)")
+    p.add_argument("--segmenter", choices=("native", "ffmpeg"),
+                   help="how a media file is segmented: native (MP4/MOV to CMAF for cenc/cbcs, "
+                   "encrypted as it is cut; the default where it applies) or ffmpeg (any "
+                   "container, and MPEG-TS for aes-128/sample-aes)")
     p.add_argument("--clear-lead", type=float, default=0.0, metavar="S",
                    help="leave the first S seconds clear (default 0)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",

@@ -28,6 +28,7 @@ import urllib3.connectionpool
 
 from .._redact import redact_text, redact_url
 from ..errors import (
+    KeyAcquisitionError,
     KeyServerError,
     KeyServerHTTPError,
     KeyServerTimeout,
@@ -38,12 +39,12 @@ from ..model import KeyEntry, KeyPeriod, KeySet
 from .auth import Auth, NoAuth
 from .cpix.parse import parse_cpix
 from .envelope import DeliveryKey
-from .request import EncryptionContract, SpekeRequest, build_request
+from .request import EncryptionContract, SpekeRequest, build_request, check_periods_per_request
 from .server_error import decode_error_answer
 from .trace import TraceRecorder
 from .validate import validate_response
 
-__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys", "http_error"]
+__all__ = ["RETRY_STATUSES", "SpekeClient", "fetch_keys", "http_error", "is_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,21 @@ DEFAULT_TIMEOUT = (5.0, 30.0, 120.0)  # connect, read (per socket operation), to
 
 
 class _Retry(Exception):
+    """A failure worth retrying; its error is marked ``transient`` (see :func:`is_transient`)."""
+
     def __init__(self, error: Exception, delay: float | None = None) -> None:
         super().__init__(str(error))
         self.error = error
         self.delay = delay
+        if isinstance(error, KeyAcquisitionError):
+            error.transient = True
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may go away by themselves, so a later try may succeed: connection
+    errors, timeouts, 408, 429, 500 and 502-504 without a final SPEKE v2 message (what
+    :class:`SpekeClient` retries). False for 4xx, invalid answers, TLS and usage errors."""
+    return isinstance(exc, KeyAcquisitionError) and exc.transient
 
 
 class SpekeClient:
@@ -71,7 +83,9 @@ class SpekeClient:
 
     ``retries`` is the number of extra attempts after the first one (so 3 means at most four
     POSTs), on connection errors, timeouts, 408, 429 (honouring ``Retry-After``), 500 and
-    502-504 only, with exponential back-off (``backoff * 2**n``) and full jitter.
+    502-504 only, with exponential back-off (``backoff * 2**n`` seconds, at most
+    ``max_backoff``) and jitter (each wait is 50-100 % of that). The error raised once the
+    retries are used up is marked ``transient`` (:func:`is_transient`).
 
     ``timeout`` is (connect, read) or (connect, read, total) seconds. Connect and read bound
     each socket operation; ``total`` bounds one key request as a whole, every attempt, answer
@@ -96,13 +110,14 @@ class SpekeClient:
         max_response_bytes: int = 8 << 20,
         sleep: Callable[[float], None] = time.sleep,
         trace: TraceRecorder | None = None,
+        max_backoff: float = 30.0,
     ) -> None:
         if not url.lower().startswith(("http://", "https://")):
             raise UsageError(f"SPEKE URL must be http(s): {redact_url(url)[:80]!r}")
         if retries < 0:
             raise UsageError("--retries must not be negative")
-        if backoff < 0:
-            raise UsageError("backoff must not be negative")
+        if not 0 <= backoff <= max_backoff:
+            raise UsageError("backoff must be between 0 and max_backoff seconds")
         if len(timeout) not in (2, 3) or min(t for t in timeout if t is not None) <= 0:
             raise UsageError("timeout must be (connect, read[, total]) positive seconds")
         self.url = url
@@ -113,6 +128,7 @@ class SpekeClient:
         self.total: float | None = timeout[2] if len(timeout) == 3 else None
         self.retries = retries
         self.backoff = backoff
+        self.max_backoff = max_backoff
         self.delivery_key = delivery_key
         self.verify_tls = verify_tls
         self.max_response_bytes = max_response_bytes
@@ -163,15 +179,22 @@ class SpekeClient:
         self._trace_keys(keys)
         return keys
 
-    def fetch_periods(self, contract: EncryptionContract, periods: Sequence[KeyPeriod]
-                      ) -> KeySet:
-        """One request per key period (SPEKE v2: one period per document); merged key set."""
+    def fetch_periods(self, contract: EncryptionContract, periods: Sequence[KeyPeriod], *,
+                      per_request: int = 1) -> KeySet:
+        """The keys of several key periods, ``per_request`` periods per SPEKE request; merged
+        key set. SPEKE v2 allows one period per request (``intendedTrackType`` is unique in a
+        document), so ``per_request`` > 1 needs SPEKE v1, whose server must accept several
+        keys in one document (CPIX does; AWS's SPEKE v1 text allows one key per request)."""
         if not periods:
             raise UsageError("at least one key period is required")
+        check_periods_per_request(contract.version, per_request)
         entries: list[KeyEntry] = []
-        for p in periods:
-            ks = self.fetch(replace(contract, period=p))
-            entries.extend(ks.entries)
+        plist = list(periods)
+        for i in range(0, len(plist), per_request):
+            group = tuple(plist[i:i + per_request])
+            c = (replace(contract, period=group[0], periods=()) if len(group) == 1
+                 else replace(contract, period=None, periods=group))
+            entries.extend(self.fetch(c).entries)
         return KeySet(content_id=contract.content_id, scheme=contract.scheme,
                       entries=tuple(entries), version=contract.version)
 
@@ -210,7 +233,7 @@ class SpekeClient:
     def _delay(self, attempt: int, last: Exception | None) -> float:
         if isinstance(last, _Retry) and last.delay is not None:
             return min(last.delay, _MAX_RETRY_AFTER)
-        return float(self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2))
+        return backoff_delay(attempt, self.backoff, self.max_backoff)
 
     def _verify(self) -> bool | str:
         bundle = self.auth.ca_bundle()
@@ -335,6 +358,13 @@ def http_error(url: str, status: int, headers: Mapping[str, str], body: bytes, *
                               error_type=answer.error_type, request_id=answer.request_id)
 
 
+def backoff_delay(n: int, base: float, cap: float) -> float:
+    """The wait before retry ``n`` (1, 2, ...): ``base * 2**(n-1)`` capped at ``cap``, of which
+    a random 50-100 % (jitter: clients that failed together do not retry together)."""
+    step = min(cap, base * (2.0 ** min(n - 1, 62)))
+    return float(step * (0.5 + random.random() / 2))
+
+
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -408,8 +438,10 @@ class _Deadline:
             self._socks.clear()
 
     def error(self) -> KeyServerTimeout:
-        return KeyServerTimeout(f"key server did not answer within the total deadline of "
-                                f"{self.seconds}s", url=self.url)
+        err = KeyServerTimeout(f"key server did not answer within the total deadline of "
+                               f"{self.seconds}s", url=self.url)
+        err.transient = True
+        return err
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:

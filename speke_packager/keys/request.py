@@ -25,6 +25,7 @@ __all__ = [
     "EncryptionContract",
     "SpekeRequest",
     "build_request",
+    "check_periods_per_request",
     "derive_kid",
     "key_periods",
     "placeholders_for",
@@ -47,11 +48,19 @@ class EncryptionContract:
     version: SpekeVersion = SpekeVersion.V2_0
     video_preset: str = "PRESET-VIDEO-1"
     audio_preset: str = "PRESET-AUDIO-1"
-    period: KeyPeriod | None = None  # key rotation: one period per request
+    period: KeyPeriod | None = None  # key rotation: the key period of this request
     delivery_cert_der: bytes | None = field(default=None, repr=False)  # ask for encrypted keys
     # send a random explicitIV per key: True / False, or None = only where the IV is used
     # (FairPlay, AES-128 key delivery, HLS AES-128 / SAMPLE-AES): see wants_explicit_iv()
     explicit_iv: bool | None = None
+    # key rotation, several periods in one request (SPEKE v1 only; see
+    # check_periods_per_request): one key per period; exclusive with ``period``
+    periods: tuple[KeyPeriod, ...] = ()
+
+    @property
+    def key_periods(self) -> tuple[KeyPeriod, ...]:
+        """The key periods asked for (empty: no rotation)."""
+        return self.periods or ((self.period,) if self.period is not None else ())
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,22 @@ def derive_kid(content_id: str, track_type: str, period_index: int | None) -> uu
     return uuid.uuid5(KID_NAMESPACE, f"{content_id}\x1f{track_type}\x1f{p}")
 
 
-MAX_KEY_PERIODS = 1000  # periods in one key_periods() run (one SPEKE request each)
+MAX_KEY_PERIODS = 1000  # periods in one key_periods() run
+MAX_PERIODS_PER_REQUEST = 64  # key periods in one SPEKE v1 request
+
+
+def check_periods_per_request(version: SpekeVersion, n: int) -> None:
+    """``n`` key periods per request must fit ``version``: SPEKE v2.0/v2.1 carry one (every
+    ``intendedTrackType`` is unique in a document, so a second period's keys cannot be
+    told apart); SPEKE v1 (CPIX 2.0: one key per period, each with its ``KeyPeriodFilter``)
+    up to :data:`MAX_PERIODS_PER_REQUEST`."""
+    if not 1 <= n <= MAX_PERIODS_PER_REQUEST:
+        raise UsageError(f"key periods per request must be between 1 and "
+                         f"{MAX_PERIODS_PER_REQUEST}")
+    if n > 1 and version.is_v2:
+        raise UsageError(f"SPEKE {version.value} sends one key period per request "
+                         "(intendedTrackType is unique in a document); several periods per "
+                         "request need SPEKE v1")
 
 
 def key_periods(first: int, count: int) -> list[KeyPeriod]:
@@ -174,8 +198,14 @@ def _check_contract(c: EncryptionContract) -> None:
         raise UsageError(f"DASH output needs the cenc or cbcs scheme, not {c.scheme.value}")
     if Packaging.HLS_TS in c.packaging and c.scheme in (Scheme.CENC,):
         raise UsageError("HLS MPEG-TS output cannot use the cenc scheme")
-    p = c.period
-    if p is not None:
+    if c.period is not None and c.periods:
+        raise UsageError("give one key period (period) or several (periods), not both")
+    if c.periods:
+        check_periods_per_request(c.version, len(c.periods))
+        if len({p.index for p in c.periods}) != len(c.periods) or \
+                len({p.period_id for p in c.periods}) != len(c.periods):
+            raise UsageError("a key period is listed twice")
+    for p in c.key_periods:
         if p.index < 0:
             raise UsageError("key period index must not be negative")
         if not _NCNAME.match(p.period_id):
@@ -196,7 +226,10 @@ def build_request(
     v = contract.version
     period = contract.period
     pidx = period.index if period else None
-    if v.is_v2:
+    if contract.periods:  # SPEKE v1 only (checked above): one key per period
+        keys = [RequestedKey(derive_kid(contract.content_id, "ALL", p.index), "ALL", p)
+                for p in contract.periods]
+    elif v.is_v2:
         templates = contract_rules(contract.video_preset, contract.audio_preset)
         keys = [
             RequestedKey(

@@ -70,7 +70,16 @@ def _map_kids(req: SpekeRequest, doc: CpixDocument) -> dict[str, str]:
             if len(unmapped_req) == 1:
                 mapping[k] = unmapped_req[0]
                 continue
-            raise fail("kid", "unexpected KID in the answer", k)
+            # several key periods in one v1 request: the override is told by its period
+            pids = {pid for r in doc.rule_for(k) for pid in r.period_ids}
+            cands = [r for r in unmapped_req
+                     if (p := requested[r].period) is not None and p.period_id in pids]
+            if len(cands) != 1:
+                raise fail("kid", "unexpected KID in the answer", k)
+            mapping[k] = cands[0]
+            unmapped_req.remove(cands[0])
+            log.info("key server replaced KID %s with %s", cands[0], k)
+            continue
         rules = doc.rule_for(k)
         ttypes = {r.intended_track_type for r in rules}
         cands = [r for r in unmapped_req if requested[r].track_type in ttypes]

@@ -29,6 +29,12 @@ Endpoints
     The raw 16-byte key (HLS AES-128 / SAMPLE-AES identity URI); same lookup and CORS.
 ``GET /healthz``; ``GET .../heartbeat`` (SPEKE v1 heartbeat).
 
+Key periods: v2.0/v2.1 requests carry one ``ContentKeyPeriod`` (every ``intendedTrackType`` is
+unique in a document), v1 requests one or several (one key per period, each with a usage rule
+whose ``KeyPeriodFilter`` names a declared period: 400 otherwise). The period list and rules
+come back unchanged. :meth:`KeyServer.speke_requests` lists the SPEKE requests received (body
+and version header, the last 256) so tests can see what a client sent.
+
 Access: with ``require_sigv4`` / ``client_ca`` every route that hands out key material (SPEKE,
 ``/keys``, the ClearKey licence) needs a valid signature / client certificate; one check
 (``_Handler._admit``) applies to all of them.
@@ -64,6 +70,8 @@ with the header ``x-fault: SPEC`` when the server was started with ``allow_fault
 ``change-rules``       alter the first usage rule's ``intendedTrackType``
 ``change-content-id``  return a different ``contentId`` (v1 ``id``)
 ``duplicate-kid``      send the first ``ContentKey`` twice (same KID)
+``swap-periods``       swap the ``KeyPeriodFilter@periodId`` of the first two usage rules (a
+                       multi-period answer whose keys claim each other's key period)
 ``times=N``            (server-wide faults only) fault the first N requests, answer the rest
 ``layout=A|B``         (not a fault) MAC key layout of encrypted answers
 ====================== ==========================================================================

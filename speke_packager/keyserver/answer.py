@@ -139,6 +139,13 @@ def build_answer(
         children.append(copy.deepcopy(req.period_list))
     if req.rule_list is not None:
         rules = copy.deepcopy(req.rule_list)
+        if faults.has("swap-periods"):
+            path = f"{{{NS_CPIX}}}ContentKeyUsageRule/{{{NS_CPIX}}}KeyPeriodFilter"
+            filters = rules.findall(path)
+            if len(filters) >= 2:
+                a, b = filters[0].get("periodId") or "", filters[1].get("periodId") or ""
+                filters[0].set("periodId", b)
+                filters[1].set("periodId", a)
         if faults.has("change-rules"):
             first = rules.find(f"{{{NS_CPIX}}}ContentKeyUsageRule")
             if first is not None:

@@ -37,6 +37,7 @@ FAULT_NAMES: dict[str, bool] = {
     "no-user-agent": False,
     "reset": False,
     "duplicate-kid": False,
+    "swap-periods": False,
 }
 
 _ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

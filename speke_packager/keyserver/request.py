@@ -33,6 +33,7 @@ from ..errors import CpixError
 
 __all__ = [
     "DeliveryRecipient",
+    "ReceivedRequest",
     "RequestedDrm",
     "RequestedKey",
     "SpekeRequest",
@@ -64,6 +65,16 @@ class SpekeRequestError(CpixError):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """A SPEKE request as the server received it, for :meth:`KeyServer.speke_requests`
+    (requests carry no content keys)."""
+
+    path: str
+    version_header: str | None
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +204,10 @@ def parse_request(body: bytes, version_header: str | None, *, max_bytes: int) ->
         assert rule_list is not None
         _check_contract(rule_list, kids, period_ids)
     elif rule_list is not None:
-        for rule in rule_list.iter(_cpix("ContentKeyUsageRule")):
-            rkid = _uuid(rule.get("kid"), "ContentKeyUsageRule@kid", 400)
-            if rkid not in kids:
-                raise SpekeRequestError(f"ContentKeyUsageRule@kid {rkid} names no ContentKey",
-                                        status=400)
+        _check_v1_rules(rule_list, kids, period_ids)
+    elif period_ids:
+        raise SpekeRequestError("ContentKeyPeriodList without usage rules (KeyPeriodFilter)",
+                                status=400)
     return SpekeRequest(
         version=version, version_header=version_header, root=root, content_id=content_id,
         cpix_version=cpix_version, keys=keys, drm=drm, recipients=recipients,
@@ -310,6 +320,34 @@ def _read_periods(period_list: etree._Element, bad: int) -> set[str]:
                                     status=bad)
         ids.add(pid)
     return ids
+
+
+def _check_v1_rules(rule_list: etree._Element, kids: set[UUID], period_ids: set[str]) -> None:
+    """SPEKE v1 usage rules: each names a requested key; with key periods (rotation, one or
+    several per request) every key has one rule whose ``KeyPeriodFilter`` names a declared
+    period, and no two keys share a period."""
+    ruled: dict[UUID, str] = {}
+    for rule in rule_list.iter(_cpix("ContentKeyUsageRule")):
+        rkid = _uuid(rule.get("kid"), "ContentKeyUsageRule@kid", 400)
+        if rkid not in kids:
+            raise SpekeRequestError(f"ContentKeyUsageRule@kid {rkid} names no ContentKey",
+                                    status=400)
+        filters = [f.get("periodId") or "" for f in rule.findall(_cpix("KeyPeriodFilter"))]
+        for pid in filters:
+            if pid not in period_ids:
+                raise SpekeRequestError(f"KeyPeriodFilter@periodId {pid!r} names no "
+                                        "ContentKeyPeriod", status=400)
+        if period_ids:
+            if len(filters) != 1 or rkid in ruled:
+                raise SpekeRequestError(f"key {rkid} needs exactly one usage rule with one "
+                                        "KeyPeriodFilter", status=400)
+            ruled[rkid] = filters[0]
+    if period_ids:
+        if set(ruled) != kids:
+            raise SpekeRequestError("every key needs a usage rule with a KeyPeriodFilter",
+                                    status=400)
+        if len(set(ruled.values())) != len(ruled):
+            raise SpekeRequestError("two keys are for the same key period", status=400)
 
 
 def _check_schemes(keys: tuple[RequestedKey, ...], drm: tuple[RequestedDrm, ...]) -> None:

@@ -10,7 +10,7 @@ import ssl
 import struct
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ from .answer import AnswerUrls, build_answer
 from .clearkey import key_route_kid, license_response, parse_license_request
 from .derive import derive_key
 from .faults import FaultError, Faults, parse_faults
-from .request import SpekeRequestError, parse_request
+from .request import ReceivedRequest, SpekeRequestError, parse_request
 from .sigv4 import SigV4Failure, verify_sigv4
 
 __all__ = ["KeyServer"]
@@ -40,6 +40,7 @@ log = logging.getLogger("speke_packager.keyserver")
 
 USER_AGENT = "speke-packager-keyserver/0.1"
 MAX_ISSUED = 100_000
+MAX_RECEIVED = 256
 CORS_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
@@ -274,12 +275,17 @@ class _Handler(BoundedHandler):
         # read the body before anything answers, so a kept-alive connection stays in step (an
         # unread body would be parsed as the next request); the signature covers it
         body = self.read_body(self.ks.max_body)
+        if body is not None and path != "/clearkey/license":
+            self._record(path, body)
         if body is None or not self._admit(path, body) or self._pre_faults(faults, path):
             return
         if path == "/clearkey/license":
             self._license(body, split.query, faults)
         else:
             self._speke(body, faults)
+
+    def _record(self, path: str, body: bytes) -> None:
+        self.ks._record(ReceivedRequest(path, self.headers.get(SPEKE_VERSION_HEADER), body))
 
     def _license(self, body: bytes, query: str, faults: Faults) -> None:
         try:
@@ -423,6 +429,7 @@ class KeyServer:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._faulted = 0
         self._registered: dict[UUID, bytes] = {}
+        self._received: deque[ReceivedRequest] = deque(maxlen=MAX_RECEIVED)
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -485,9 +492,20 @@ class KeyServer:
                        if (path is None or p == path) and (method is None or m == method))
 
     def reset_counts(self) -> None:
-        """Forget the request counts."""
+        """Forget the request counts and the received requests."""
         with self._lock:
             self._counts.clear()
+            self._received.clear()
+
+    def _record(self, req: ReceivedRequest) -> None:
+        with self._lock:
+            self._received.append(req)
+
+    def speke_requests(self) -> list[ReceivedRequest]:
+        """The SPEKE requests received so far (every attempt, faulted ones too; the last
+        256), oldest first."""
+        with self._lock:
+            return list(self._received)
 
     # --- keys -------------------------------------------------------------------------------
     def key_for(self, content_id: str, kid: UUID) -> bytes:

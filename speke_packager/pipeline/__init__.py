@@ -1,7 +1,8 @@
 """The only package that knows every stage: keys, media encryption and manifests meet here.
 
 :func:`encrypt_vod` turns a clear HLS/DASH package or a media file into an encrypted package;
-:class:`LiveSession` encrypts live segments one at a time with keys rotating per key period.
+:class:`LiveSession` encrypts live segments one at a time with keys rotating per key period;
+:class:`LivePackager` publishes a whole live HLS + DASH package on top of it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,23 @@ from .rotation import RotationSchedule
 from .vod import encrypt_vod
 
 if TYPE_CHECKING:
-    from .live import LivePlaylist, LiveSegment, LiveSession, PeriodKeySource, SpekeKeySource
+    from .live import (
+        FolderWriter,
+        LiveKeyPolicy,
+        LivePackager,
+        LivePlaylist,
+        LiveRendition,
+        LiveSegment,
+        LiveSession,
+        LiveWriter,
+        PeriodKeySource,
+        PublishedSegment,
+        SpekeKeySource,
+    )
 
-_LIVE = ("LivePlaylist", "LiveSegment", "LiveSession", "PeriodKeySource", "SpekeKeySource")
+_LIVE = ("FolderWriter", "LiveKeyPolicy", "LivePackager", "LivePlaylist", "LiveRendition",
+         "LiveSegment", "LiveSession", "LiveWriter", "PeriodKeySource", "PublishedSegment",
+         "SpekeKeySource")
 
 
 def __getattr__(name: str) -> Any:
@@ -31,12 +46,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FolderWriter",
     "KeySource",
+    "LiveKeyPolicy",
+    "LivePackager",
     "LivePlaylist",
+    "LiveRendition",
     "LiveSegment",
     "LiveSession",
+    "LiveWriter",
     "OutputFormat",
     "PeriodKeySource",
+    "PublishedSegment",
     "RawKeys",
     "RotationSchedule",
     "SpekeKeySource",

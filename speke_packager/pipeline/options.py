@@ -59,6 +59,9 @@ class VodOptions:
     iv: bytes | None = field(default=None, repr=False)  # explicit 16-byte IV for every key
     iv_source: Callable[[int], bytes] = os.urandom  # tests pass a fixed source
     progress: ProgressCallback | None = None
+    # how a media file is segmented: "native" (MP4/MOV with cenc/cbcs: our fragmenter, the
+    # segments encrypted as they are cut), "ffmpeg", or None: native where it applies
+    segmenter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,17 @@ LateTransform = Callable[[bytes, dict[int, tuple[int, int]]], bytes]
 PieceKey = tuple[str, int | None, int | None]  # (relative path, offset, length)
 
 
+@runtime_checkable
+class Generated(Protocol):
+    """An input file that is made when it is needed, not read from disk (a media segment cut
+    from a progressive MP4 by the native fragmenter)."""
+
+    def produce(self) -> memoryview:
+        """The file's bytes in a reused per-thread buffer that the caller may change in place;
+        valid until the next call in this thread."""
+        ...
+
+
 @dataclass(slots=True)
 class Piece:
     rel: str  # path relative to the package root (same in input and output)
@@ -77,6 +88,7 @@ class Plan:
     bytes_in: int = 0
     bytes_out: int = 0
     opened: set[str] = field(default_factory=set)  # every input file read or probed
+    generated: dict[str, Generated] = field(default_factory=dict)  # made, not read
 
     def add(self, piece: Piece) -> Piece:
         """Register ``piece``; returns the one already registered for the same bytes, if any."""
@@ -99,6 +111,8 @@ class Plan:
 
     def exists(self, rel: str, *, what: str = "segment") -> bool:
         """True for an input file that :meth:`open` accepts, False when it is missing."""
+        if rel in self.generated:
+            return True
         if input_exists(self.src_root, rel, what=what):
             self.opened.add(rel)
             return True
@@ -107,6 +121,11 @@ class Plan:
     def read(self, rel: str, offset: int | None = None, length: int | None = None,
              *, what: str = "segment") -> bytes:
         """Bytes of an input file (or a range of it); a missing file or short range raises."""
+        gen = self.generated.get(rel)
+        if gen is not None:
+            whole = bytes(gen.produce())
+            start = offset or 0
+            return whole[start:None if length is None else start + length]
         fd = self.open(rel, what=what)
         try:
             with os.fdopen(fd, "rb", closefd=False) as fh:
@@ -219,6 +238,9 @@ def _create(target: Path) -> int:
 
 def _run_piece(plan: Plan, piece: Piece, target: Path) -> tuple[int, int]:
     """Read, transform and write one piece to ``target``; returns (bytes in, bytes out)."""
+    gen = plan.generated.get(piece.rel)
+    if gen is not None:
+        return _run_generated(gen, piece, target)
     in_fd, start, length = _open_input(plan, piece)
     try:
         out_fd = _create(target)
@@ -242,6 +264,25 @@ def _run_piece(plan: Plan, piece: Piece, target: Path) -> tuple[int, int]:
             os.close(out_fd)
     finally:
         os.close(in_fd)
+
+
+def _run_generated(gen: Generated, piece: Piece, target: Path) -> tuple[int, int]:
+    """A generated file: made in a reused buffer, transformed there (in place where the
+    transform can), written once."""
+    if piece.offset is not None:
+        raise ManifestError(f"{piece.rel}: byte ranges of a generated segment")
+    buf = gen.produce()
+    out_fd = _create(target)
+    try:
+        what = str(target)
+        t = piece.transform
+        if t is None:
+            return len(buf), _write_all(out_fd, [buf], what)
+        if isinstance(t, PartsTransform):
+            return len(buf), _write_all(out_fd, t.parts(buf), what)
+        return len(buf), _write_all(out_fd, [t(bytes(buf))], what)
+    finally:
+        os.close(out_fd)
 
 
 @dataclass(slots=True)

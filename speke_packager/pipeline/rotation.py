@@ -1,7 +1,8 @@
 """Key rotation arithmetic: media time -> key period, period bounds, when to fetch the next keys.
 
 The index scheme is ours (speke.md §9): ``index = floor((t - t0) / interval)``. Key servers key on
-(content id, KID), so any stable scheme works; v2.1 periods also carry xs:dateTime bounds, which
+(content id, KID), so any stable scheme works; SPEKE v2.1 live periods also carry their
+xs:dateTime ``start``/``end`` (the wall-clock time the key is used from/until), which
 :meth:`RotationSchedule.key_period` fills from a wall-clock origin.
 """
 
@@ -70,20 +71,24 @@ class RotationSchedule:
             out.append(i)
         return out
 
-    def next_fetch(self, t: float, have: set[int]) -> int | None:
+    def next_fetch(self, t: float, have: set[int], *, lead: float | None = None) -> int | None:
         """The period whose keys should be requested now (None: nothing to do): the current
-        one if missing, else the next one once ``t`` is within the lead of the boundary."""
+        one if missing, else the next one once ``t`` is within the lead (``lead``, default
+        :attr:`prefetch_lead`) of the boundary."""
         cur = self.index(t)
         if cur not in have:
             return cur
-        if self.bounds(cur)[1] - t <= self.prefetch_lead and cur + 1 not in have:
+        lead = self.prefetch_lead if lead is None else lead
+        if self.bounds(cur)[1] - t <= lead + 1e-9 and cur + 1 not in have:
             return cur + 1
         return None
 
-    def key_period(self, index: int) -> KeyPeriod:
-        """A :class:`KeyPeriod` for ``index``, with xs:dateTime bounds when ``origin`` is set."""
+    def key_period(self, index: int, *, times: bool = True) -> KeyPeriod:
+        """A :class:`KeyPeriod` for ``index``; with ``times`` and a wall-clock ``origin`` it
+        carries its bounds as xs:dateTime in UTC with milliseconds (``start``/``end`` of SPEKE
+        v2.1 live periods: media time ``t`` is wall-clock ``origin + (t - t0)``)."""
         start, end = self.bounds(index)
-        if self.origin is None:
+        if self.origin is None or not times:
             return KeyPeriod(index=index)
         base = self.origin - timedelta(seconds=self.t0)
         return KeyPeriod(index=index, start=_iso(base + timedelta(seconds=start)),

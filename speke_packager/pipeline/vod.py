@@ -1,9 +1,11 @@
 """``encrypt_vod``: a clear HLS/DASH package or a media file in, an encrypted package out.
 
-Stages: check the input and options, get the keys, segment a media file with ffmpeg (stream
-copy), read the manifests and probe every init section / first TS segment for its tracks, select
-keys by the tracks' real properties, encrypt all segments on a thread pool, write manifests with
-the DRM signaling, and publish the folder atomically (an error or Ctrl-C leaves no output, or the
+Stages: check the input and options, get the keys, describe a media file as a clear CMAF
+package (the native fragmenter for MP4/MOV with cenc/cbcs, whose media segments are made only
+when they are encrypted, :mod:`.native`; else ffmpeg segments it, stream copy), read the
+manifests and probe every init section / first TS segment for its tracks, select keys by the
+tracks' real properties, encrypt all segments on a thread pool, write manifests with the DRM
+signaling, and publish the folder atomically (an error or Ctrl-C leaves no output, or the
 earlier output intact). The input is only read.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .._io import AtomicDirectory, input_path, open_input
@@ -22,8 +24,9 @@ from ..model import KeySet
 from .contexts import KeyChoice
 from .hls_job import Contexts, HlsJob
 from .keysource import RawKeys, SpekeKeys
+from .native import NATIVE_SUFFIXES, NativePackage, fragment_media
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
-from .plan import Plan, execute
+from .plan import Generated, Plan, execute
 from .segmenter import MEDIA_SUFFIXES, check_tools, segment_media
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,25 @@ def _check(options: VodOptions, kind: str, source: object) -> OutputFormat:
     return fmt
 
 
+def use_native(options: VodOptions, kind: str) -> bool:
+    """True when the native fragmenter segments the media file (see ``VodOptions.segmenter``);
+    a ``"native"`` request it cannot serve is a :class:`UsageError`."""
+    choice = options.segmenter
+    if choice not in (None, "native", "ffmpeg"):
+        raise UsageError(f"--segmenter must be native or ffmpeg, not {choice!r}")
+    if kind != "media" or choice == "ffmpeg":
+        return False
+    fits = options.input.suffix.lower() in NATIVE_SUFFIXES
+    if choice == "native":
+        if not fits:
+            raise UsageError(f"the native segmenter reads {', '.join(sorted(NATIVE_SUFFIXES))} "
+                             "files; use --segmenter ffmpeg for this input")
+        if options.scheme in _TS_SCHEMES:
+            raise UsageError(f"the native segmenter writes CMAF (cenc, cbcs); "
+                             f"{options.scheme.value} needs MPEG-TS: use --segmenter ffmpeg")
+    return fits and options.scheme not in _TS_SCHEMES
+
+
 def _check_output_holds_no_input(plan: Plan, output: Path) -> None:
     """The output folder (replaced by ``--force``) may not contain any file the input uses.
 
@@ -124,13 +146,27 @@ def encrypt_vod(options: VodOptions,
     top = input_path(src.parent, src.name) if kind == "media" else src
     os.close(open_input(top.parent, top.name, what="input"))
     fmt = _check(options, kind, key_source)
-    if kind == "media":
+    native = use_native(options, kind)
+    if kind == "media" and not native:
         check_tools()
     with AtomicDirectory(options.output, force=options.force) as out:
         keyset = _keys(key_source, fmt, options.scheme)
         if not keyset.entries:
             raise UsageError("the key set is empty")
-        if kind == "media":
+        if native:
+            with tempfile.TemporaryDirectory(prefix=".speke-segments-",
+                                             dir=out.path.parent) as work:
+                npkg: NativePackage = fragment_media(top, Path(work),
+                                                     seconds=options.segment_duration,
+                                                     hls=fmt.hls, dash=fmt.dash)
+                try:
+                    result = _run(options, keyset, Path(work),
+                                  hls_rel="master.m3u8" if fmt.hls else None,
+                                  mpd_rel="manifest.mpd" if fmt.dash else None,
+                                  out_dir=out.path, fmt=fmt, generated=npkg.generated)
+                finally:
+                    npkg.close()
+        elif kind == "media":
             with tempfile.TemporaryDirectory(prefix=".speke-segments-",
                                              dir=out.path.parent) as work:
                 wd = Path(work)
@@ -161,8 +197,10 @@ def _keys(source: RawKeys | SpekeKeys | KeySource | KeySet, fmt: OutputFormat,
 
 
 def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None,
-         mpd_rel: str | None, out_dir: Path, fmt: OutputFormat) -> VodResult:
+         mpd_rel: str | None, out_dir: Path, fmt: OutputFormat,
+         generated: Mapping[str, Generated] | None = None) -> VodResult:
     plan = Plan(root)
+    plan.generated.update(generated or {})
     choice = KeyChoice(keyset=keyset, scheme=options.scheme, explicit_iv=options.iv,
                        iv_source=options.iv_source, key_uri=options.key_uri,
                        clear_lead=options.clear_lead > 0)

@@ -32,7 +32,8 @@ def test_client_signature() -> None:
 def test_contract_fields() -> None:
     fields = list(EncryptionContract.__dataclass_fields__)
     assert fields == ["content_id", "drm", "packaging", "scheme", "version", "video_preset",
-                      "audio_preset", "period", "delivery_cert_der", "explicit_iv"]
+                      "audio_preset", "period", "delivery_cert_der", "explicit_iv",
+                      "periods"]
 
 
 def test_cli_exports() -> None:

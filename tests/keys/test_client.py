@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from uuid import UUID
 
 import pytest
+import requests
 from botocore.auth import SigV4Auth as BotoSigV4
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -26,6 +28,7 @@ from speke_packager.errors import (
     KeyServerError,
     KeyServerHTTPError,
     KeyServerTimeout,
+    UsageError,
 )
 from speke_packager.keys import (
     DeliveryKey,
@@ -37,6 +40,7 @@ from speke_packager.keys import (
     SpekeClient,
     fetch_keys,
 )
+from speke_packager.keys.client import is_transient
 from speke_packager.keys.cpix.parse import parse_cpix
 from speke_packager.keyserver import KeyServer
 from speke_packager.model import KeyPeriod
@@ -107,6 +111,55 @@ def test_fetch_against_key_server(ks: KeyServer, version: SpekeVersion,
                     assert s.hls_media and s.hls_master
     if version is SpekeVersion.V1_0 or vp == "SHARED":
         assert [e.track_type for e in keys] == ["ALL"]
+
+
+def test_fetch_periods_several_per_request_v1(ks: KeyServer, proxy: Proxy) -> None:
+    """SPEKE v1: five periods, two per request -> three requests, one key per period, the same
+    KIDs as one request per period; v2 refuses more than one."""
+    c = EncryptionContract("live-2", (FP,), (Packaging.HLS_TS,), Scheme.SAMPLE_AES,
+                           SpekeVersion.V1_0)
+    periods = [KeyPeriod(i) for i in range(5)]
+    keys = SpekeClient(proxy.url, retries=0).fetch_periods(c, periods, per_request=2)
+    assert [len(parse_cpix(r.body).periods) for r in proxy.requests] == [2, 2, 1]
+    assert [e.period.index for e in keys if e.period] == [0, 1, 2, 3, 4]
+    one = SpekeClient(proxy.url, retries=0).fetch_periods(c, periods)
+    assert len(proxy.requests) == 8
+    assert [e.kid for e in one] == [e.kid for e in keys]
+    for e in keys:
+        assert e.key.key == ks.key_for("live-2", e.kid)
+    with pytest.raises(UsageError, match="one key period per request"):
+        SpekeClient(proxy.url).fetch_periods(replace(c, version=SpekeVersion.V2_0), periods,
+                                             per_request=2)
+    assert len(proxy.requests) == 8
+
+
+def test_v1_kid_override_in_a_multi_period_answer(ks: KeyServer, proxy: Proxy) -> None:
+    """A v1 server that replaces every KID of a three-period answer (rules included): each new
+    KID is matched to its request key by its KeyPeriodFilter."""
+    import uuid
+
+    new_kid: dict[str, str] = {}
+
+    def override(rec: Recorded) -> tuple[int, bytes, dict[str, str]]:
+        answer = requests.post(ks.speke_url, data=rec.body, timeout=30).content
+        for ck in parse_cpix(rec.body).content_keys:
+            new_kid[ck.kid] = str(uuid.uuid5(uuid.NAMESPACE_OID, ck.kid))
+            answer = answer.replace(ck.kid.encode(), new_kid[ck.kid].encode())
+        return 200, answer, {"Content-Type": "application/xml"}
+
+    proxy.check = override
+    c = EncryptionContract("live-3", (AES,), (Packaging.HLS_TS,), Scheme.SAMPLE_AES,
+                           SpekeVersion.V1_0)
+    keys = SpekeClient(proxy.url, retries=0).fetch_periods(c, [KeyPeriod(i) for i in range(3)],
+                                                           per_request=3)
+    sent = parse_cpix(proxy.requests[0].body)
+    by_period = {r.period_ids[0]: r.kid for r in sent.usage_rules}
+    assert len(new_kid) == 3
+    for e in keys:
+        assert e.period is not None
+        old = by_period[e.period.period_id]
+        assert str(e.kid) == new_kid[old]  # the server's KID, for the period it was asked for
+        assert e.key.key == ks.key_for("live-3", UUID(old))
 
 
 def test_fetch_periods_one_request_each(ks: KeyServer, proxy: Proxy) -> None:
@@ -184,6 +237,7 @@ def test_no_retry_on_client_errors(ks: KeyServer, status: int) -> None:
         client.fetch(EncryptionContract("chan-7", (WV,)))
     assert ei.value.status == status and client.attempts == 1 and sleeps == []
     assert f"HTTP {status}" in str(ei.value)
+    assert not is_transient(ei.value)
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -194,6 +248,21 @@ def test_retry_statuses_exhausted(ks: KeyServer, status: int) -> None:
     with pytest.raises(KeyServerHTTPError) as ei:
         client.fetch(EncryptionContract("chan-7", (WV,)))
     assert ei.value.status == status and client.attempts == 3 and len(sleeps) == 2
+    assert is_transient(ei.value)  # a later try may succeed (live: background retries)
+
+
+def test_backoff_is_capped(ks: KeyServer) -> None:
+    """backoff * 2**n, capped at max_backoff, each wait 50-100 % of it (jitter)."""
+    sleeps = Sleeps()
+    client = SpekeClient(ks.speke_url, retries=6, backoff=0.1, max_backoff=0.4, sleep=sleeps,
+                         auth=HeaderAuth({"x-fault": "status=503", **CLOSE}))
+    with pytest.raises(KeyServerHTTPError):
+        client.fetch(EncryptionContract("chan-7", (WV,)))
+    caps = [0.1, 0.2, 0.4, 0.4, 0.4, 0.4]
+    assert len(sleeps) == 6
+    assert all(c / 2 <= s <= c for s, c in zip(sleeps, caps, strict=True))
+    with pytest.raises(UsageError):
+        SpekeClient(ks.speke_url, backoff=2, max_backoff=1)
 
 
 def test_spec_error_string_on_500_is_final(proxy: Proxy) -> None:
@@ -201,7 +270,7 @@ def test_spec_error_string_on_500_is_final(proxy: Proxy) -> None:
     client = SpekeClient(proxy.url, retries=2, sleep=Sleeps())
     with pytest.raises(KeyServerHTTPError) as ei:
         client.fetch(EncryptionContract("chan-7", (WV,)))
-    assert client.attempts == 1
+    assert client.attempts == 1 and not is_transient(ei.value)
     assert ei.value.server_message == "Missing CPIX@contentId"
     assert "(ref)" in str(ei.value)
 

@@ -1,13 +1,13 @@
 """Key handling of a live session against the real local key server: the next period is
 prefetched before the boundary (requests counted at the server; time is driven by the segment
 start times, never by sleeping), only the current and next periods are kept, a failed fetch
-fails closed or reuses the last key, concurrent renditions share one fetch per period, and no
-key shows up in logs, reprs or errors."""
+fails closed without a grace time, concurrent renditions share one fetch per period, and no
+key shows up in logs, reprs or errors. Grace time, retries and outages: test_key_failures.py;
+key periods per SPEKE version and several periods per request: test_key_periods.py."""
 
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -64,10 +64,10 @@ def test_prefetch_before_the_boundary(ks: KeyServer, live_media: dict[str, Rendi
         assert s2.period == 1 and s2.kid != s0.kid and s2.key_lines
         assert session.ready(2, WAIT)
         assert _speke(ks) == 3 and session.fetches == 3  # period 1 was not asked again
-        assert session.cached_periods == [1]  # period 0 dropped; 2 waits to be used
+        assert session.cached_periods == [1, 2]  # period 0 dropped; 2 waits to be used
         _seg(session, r, 3)
         _seg(session, r, 4)
-        assert session.cached_periods == [2]
+        assert session.cached_periods in ([2], [2, 3])  # 3 may be in flight
         assert session.ready(3, WAIT)
     assert _speke(ks) == 4
 
@@ -118,35 +118,6 @@ def test_fail_closed(ks: KeyServer, live_media: dict[str, Rendition]) -> None:
         assert s2.period == 1 and s2.kid != s0.kid and not s2.reused_key
         key = ks.key_for("fc", s2.kid)
         assert openssl_decrypt(s2.data, key, s2.keys[0].iv or b"") == r.data(2)
-
-
-def test_reuse_last_key(ks: KeyServer, live_media: dict[str, Rendition], tmp_path: Path,
-                        caplog: pytest.LogCaptureFixture) -> None:
-    r = live_media["ts"]
-    caplog.set_level(logging.DEBUG)
-    with LiveSession(_source(ks, "reuse"), RotationSchedule(interval=4.0, lead=2.0),
-                     Scheme.AES_128, reuse_last_key_on_failure=True) as session:
-        s0 = _seg(session, r, 0)
-        ks.faults = parse_faults(["status=503"])
-        s1 = _seg(session, r, 1)
-        assert not session.ready(1, WAIT)
-        s2 = _seg(session, r, 2)
-        assert s2.period == 1 and s2.reused_key and s2.kid == s0.kid
-        assert s2.key_lines == ()  # same key tags as before: nothing to write
-        n = _speke(ks)
-        s3 = _seg(session, r, 3)  # the period keeps the reused key, no new request for it
-        assert s3.reused_key and s3.kid == s0.kid
-        assert not session.ready(2, WAIT)  # period 2's prefetch fails too
-        ks.faults = parse_faults([])
-        s4 = _seg(session, r, 4)
-        assert _speke(ks) == n + 2
-        assert s4.period == 2 and not s4.reused_key and s4.kid != s0.kid and s4.key_lines
-    assert "reusing the keys of period 0" in caplog.text
-    # every segment decrypts (openssl) with the key server's key for the KID it names
-    for i, s in enumerate([s0, s1, s2, s3, s4]):
-        key = ks.key_for("reuse", s.kid)
-        assert openssl_decrypt(s.data, key, s.keys[0].iv or b"") == r.data(i)
-    _no_keys_in(caplog.text + repr(s0) + repr(s4), ks, "reuse", [s0.kid, s4.kid])
 
 
 def _no_keys_in(text: str, ks: KeyServer, cid: str, kids: list) -> None:  # type: ignore[type-arg]

@@ -4,7 +4,9 @@ KEYFORMAT set at every key change, atomic rewrites; FFmpeg reads a slid window."
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -12,7 +14,8 @@ from speke_packager.constants import KEYFORMAT_FAIRPLAY, KEYFORMAT_IDENTITY, Drm
 from speke_packager.errors import ManifestError, UsageError
 from speke_packager.keys import SpekeClient
 from speke_packager.keyserver import KeyServer
-from speke_packager.pipeline.live import LivePlaylist, LiveSession, SpekeKeySource
+from speke_packager.manifests.hls import HlsKey
+from speke_packager.pipeline.live import LivePlaylist, LiveSegment, LiveSession, SpekeKeySource
 from speke_packager.pipeline.rotation import RotationSchedule
 
 from .conftest import SEGMENT, Rendition
@@ -111,3 +114,43 @@ def test_playlist_errors(ks: KeyServer, live_media: dict[str, Rendition],
     pl.end()
     with pytest.raises(UsageError, match="ended"):
         pl.add("b.ts", 2.0, s0)
+
+
+def _seg(i: int, period: int) -> LiveSegment:
+    key = HlsKey(method="AES-128", uri=f"https://k.example/{period}", iv=bytes(16),
+                 keyformat=KEYFORMAT_IDENTITY, keyformatversions="1")
+    return LiveSegment(data=b"", rendition="r", sequence=i, start_time=2.0 * i, period=period,
+                       kid=UUID(int=period + 1), keys=(key,), key_lines=())
+
+
+def test_render_only_discontinuities_maps_and_dates() -> None:
+    """path=None renders without writing; a per-segment EXT-X-MAP is written at the top of the
+    window and where it changes; PROGRAM-DATE-TIME per segment; a discontinuity that slid out
+    counts in EXT-X-DISCONTINUITY-SEQUENCE; window=None is an EVENT playlist."""
+    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    pl = LivePlaylist(None, window=3)
+    gone_all = []
+    for i in range(6):
+        gone_all += pl.add(f"s{i}.m4s", 2.0, _seg(i, i // 2), init_uri=f"init-{i // 2}.mp4",
+                           program_date_time=t0 + timedelta(seconds=2 * i),
+                           discontinuity=i in (2, 4))
+    assert gone_all == ["s0.m4s", "s1.m4s", "s2.m4s"] and pl.uris == ["s3.m4s", "s4.m4s", "s5.m4s"]
+    text = pl.render()
+    lines = text.splitlines()
+    assert "#EXT-X-MEDIA-SEQUENCE:3" in lines and "#EXT-X-DISCONTINUITY-SEQUENCE:1" in lines
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" not in text
+    assert [ln for ln in lines if ln.startswith("#EXT-X-MAP")] == [
+        '#EXT-X-MAP:URI="init-1.mp4"', '#EXT-X-MAP:URI="init-2.mp4"']
+    assert lines.count("#EXT-X-DISCONTINUITY") == 1
+    assert lines.index("#EXT-X-DISCONTINUITY") < lines.index('#EXT-X-MAP:URI="init-2.mp4"')
+    assert "#EXT-X-PROGRAM-DATE-TIME:2026-01-02T03:04:11.000Z" in lines
+    assert keys_per_segment(text)["s3.m4s"][KEYFORMAT_IDENTITY].uri == "https://k.example/1"
+    assert keys_per_segment(text)["s4.m4s"][KEYFORMAT_IDENTITY].uri == "https://k.example/2"
+    pl.end()
+    assert pl.render().rstrip().endswith("#EXT-X-ENDLIST")
+    event = LivePlaylist(None, window=None)
+    for i in range(4):
+        assert event.add(f"s{i}.ts", 2.0, _seg(i, 0)) == []
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in event.render() and len(event.uris) == 4
+    with pytest.raises(UsageError):
+        event.add("x.ts", 2.0, _seg(4, 0), program_date_time=datetime(2026, 1, 1))  # naive

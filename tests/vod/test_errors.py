@@ -134,10 +134,15 @@ def test_no_ffmpeg(media, tmp_path: Path) -> None:
     env = dict(os.environ, SPEKE_PACKAGER_FFMPEG=str(tmp_path / "no" / "ffmpeg"),
                SPEKE_PACKAGER_FFPROBE=str(tmp_path / "no" / "ffprobe"))
     res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "out"),
-              "--key", KEYSPEC, env=env)
+              "--key", KEYSPEC, "--segmenter", "ffmpeg", env=env)
     _one_line_error(res, 7, "SPEKE_PACKAGER_FFMPEG")
     assert not (tmp_path / "out").exists()
     _no_leftovers(tmp_path)
+    # the native segmenter (the default for MP4 with cenc/cbcs) needs no FFmpeg
+    res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "out"),
+              "--key", KEYSPEC, "--format", "dash", "--quiet", env=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "manifest.mpd").exists()
 
 
 def test_output_not_empty_and_force(packages, tmp_path: Path) -> None:
@@ -223,7 +228,7 @@ def test_signal_while_ffmpeg_segments_a_media_file(media, tmp_path: Path, sig: i
     out = work / "out"
     proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-vod",
                              str(media("h264-aac-mp4")), "-o", str(out), "--scheme", "cenc",
-                             "--format", "dash", "--key", KEYSPEC],
+                             "--format", "dash", "--key", KEYSPEC, "--segmenter", "ffmpeg"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "SPEKE_PACKAGER_FFMPEG": str(wrapper)})
     try:

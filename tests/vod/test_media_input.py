@@ -99,14 +99,16 @@ def _check_hls_fmp4(out: Path, scheme: str, key_file: Path) -> None:
         assert first_map < first_key
 
 
+@pytest.mark.parametrize("segmenter", ["native", "ffmpeg"])
 @pytest.mark.parametrize("scheme", ["cbcs", "cenc"])
-def test_media_file_to_hls_and_dash(scheme: str, media, tmp_path: Path, key_file: Path,
-                                    check_mpd: MpdCheck) -> None:
+def test_media_file_to_hls_and_dash(scheme: str, segmenter: str, media, tmp_path: Path,
+                                    key_file: Path, check_mpd: MpdCheck) -> None:
     src = media("h264-aac-mp4")
     out = tmp_path / "out"
     r = encrypt_vod(VodOptions(input=src, output=out, scheme=Scheme(scheme), segment_duration=2,
                                key_uri=str(key_file), clearkey_license_url="https://lic/ck",
-                               iv=IV if scheme == "cbcs" else None, jobs=2),
+                               iv=IV if scheme == "cbcs" else None, jobs=2,
+                               segmenter=segmenter),
                     raw_keyset([KEYSPEC], Scheme(scheme)))
     assert r.format is OutputFormat.BOTH
     assert {t.kid for t in r.tracks} == {str(KID)}

@@ -22,7 +22,7 @@ from ...media.ts import SampleAesEncryptor, probe_ts
 from ...model import ContentKey, KeyEntry, KeySet, TrackInfo
 from ..protection import Protection, live_cenc_seed, live_iv, protect, rendition_iv
 from ..rotation import RotationSchedule
-from .periods import KeyCache, PeriodKeys, PeriodKeySource
+from .periods import KeyCache, LiveKeyPolicy, PeriodKeys, PeriodKeySource
 
 __all__ = ["LiveSegment", "LiveSession"]
 
@@ -35,7 +35,11 @@ class LiveSegment:
     """One encrypted segment. ``key_lines``: the ``EXT-X-KEY`` lines to write before it (empty
     when the rendition's key set is unchanged since its previous segment); ``keys``: the whole
     key set in effect; ``pssh``: the pssh boxes put in each moof (fMP4 in-band rotation);
-    ``reused_key``: the period's fetch failed and the previous period's key was used."""
+    ``reused_key``: the period's keys were missing and, within the grace time, the keys in use
+    before it were used (logged at WARNING; see :class:`~.periods.KeyCache`);
+    ``entry``: the key entry used (its DRM signaling, for manifests; holds the key: never log
+    it); ``key_period``: the key period whose keys encrypted it (``period`` itself, or within
+    the grace time an earlier one)."""
 
     data: bytes = field(repr=False)
     rendition: str
@@ -47,6 +51,8 @@ class LiveSegment:
     key_lines: tuple[str, ...] = field(repr=False)
     pssh: tuple[bytes, ...] = field(default=(), repr=False)
     reused_key: bool = False
+    entry: KeyEntry | None = field(default=None, repr=False, compare=False)
+    key_period: int = -1
 
     @property
     def key_changed(self) -> bool:
@@ -61,6 +67,7 @@ class _Rendition:
     tracks: list[TrackInfo]
     lock: threading.Lock = field(default_factory=threading.Lock)
     mp4: Mp4Encryptor | None = None
+    mp4s: dict[int, Mp4Encryptor] = field(default_factory=dict)  # init_per_period: by period
     sae: dict[UUID, SampleAesEncryptor] = field(default_factory=dict)
     last_keys: tuple[HlsKey, ...] | None = None
     period: int | None = None
@@ -76,8 +83,16 @@ class LiveSession:
     (TS). TS renditions are registered by their first segment. ``key_uri``: identity key URI
     template (``{kid}`` = 32 hex digits) for keys without HLS signaling (raw keys). ``drms``:
     DRMs signalled in HLS (None: every DRM of the key that fits the scheme). ``iv_seed``: makes
-    IVs deterministic (None: random per session). On a failed fetch the session raises
-    :class:`~speke_packager.errors.KeyRotationError` unless ``reuse_last_key_on_failure``.
+    IVs deterministic (None: random per session). ``key_policy``: prefetch lead, retries, grace
+    time and periods per request (:class:`~.periods.LiveKeyPolicy`); when a period's keys are
+    missing past the grace time the session raises
+    :class:`~speke_packager.errors.KeyGraceExpired` (a ``KeyRotationError``; with no grace
+    time, or no earlier keys, a plain ``KeyRotationError``) and hands out no segment.
+    ``init_per_period``: fMP4 cenc/cbcs renditions get one init per key period (its ``tenc``
+    default KID and IV are the period's; ask for it with ``encrypt_init(name, period=N)``) and
+    each period's segments are encrypted with that default key, so they need no ``seig`` group
+    (rotation by new init / new DASH Period); otherwise one init for the whole session and
+    later periods are signalled in band (``seig`` + moof pssh).
     """
 
     def __init__(
@@ -89,10 +104,11 @@ class LiveSession:
         inits: Mapping[str, bytes] | None = None,
         key_uri: str | None = None,
         drms: Sequence[DrmSystem] | None = None,
-        reuse_last_key_on_failure: bool = False,
+        key_policy: LiveKeyPolicy | None = None,
         iv_seed: bytes | None = None,
         moof_pssh: bool = True,
         prefetch: bool = True,
+        init_per_period: bool = False,
     ) -> None:
         if not isinstance(scheme, Scheme):
             raise UsageError(f"scheme must be a Scheme, not {scheme!r}")
@@ -107,9 +123,9 @@ class LiveSession:
         self.drms = tuple(drms) if drms is not None else None
         self.moof_pssh = moof_pssh
         self.prefetch_enabled = prefetch
+        self.init_per_period = init_per_period
         self._seed = iv_seed if iv_seed is not None else os.urandom(16)
-        self._keys = KeyCache(key_source, schedule,
-                               reuse_last_key_on_failure=reuse_last_key_on_failure)
+        self._keys = KeyCache(key_source, schedule, policy=key_policy)
         self._lock = threading.Lock()
         self._renditions: dict[str, _Rendition] = {}
         for name, init in (inits or {}).items():
@@ -155,8 +171,8 @@ class LiveSession:
         return self._keys.ready(period, timeout)
 
     def keys_for(self, period: int) -> KeySet:
-        """The key set used for ``period`` (fetched if needed; the previous period's when it
-        was reused after a failure)."""
+        """The key set used for ``period`` (fetched if needed; within the grace time, the keys in
+        use before it when its own are missing)."""
         return self._keys.get(period).keyset
 
     def _iv(self, key: ContentKey) -> bytes:
@@ -205,32 +221,59 @@ class LiveSession:
         with self._lock:
             return self._renditions.setdefault(name, _Rendition(name, None, tracks))
 
-    def _mp4(self, r: _Rendition, p: Protection) -> Mp4Encryptor:
-        """The rendition's encryptor, made with the first key it sees (the init's default KID);
-        call with ``r.lock`` held."""
+    def _mp4(self, r: _Rendition, p: Protection, period: int) -> Mp4Encryptor:
+        """The rendition's encryptor: one made with the first key it sees (the init's default
+        KID), or with ``init_per_period`` one per key period whose keys it holds (``period``:
+        the source period of the keys, which within the grace time is an earlier one than the
+        segment's, so the init and the segments keep one default KID); call with ``r.lock``
+        held."""
+        if self.init_per_period:
+            enc = r.mp4s.get(period)
+            if enc is None:
+                enc = r.mp4s[period] = self._new_mp4(r, p)
+                for old in sorted(r.mp4s)[:-2]:  # the current and the previous period
+                    del r.mp4s[old]
+            return enc
         if r.mp4 is None:
-            assert r.init is not None
-            keys = {t.track_id: _segment_key(p) for t in r.tracks}
-            r.mp4 = Mp4Encryptor(r.init, self.scheme, keys, pssh=p.pssh,
-                                 iv_seed=live_cenc_seed(self._seed, r.name), iv_size=p.iv_size)
+            r.mp4 = self._new_mp4(r, p)
         return r.mp4
 
-    def encrypt_init(self, rendition: str, *, start_time: float | None = None) -> bytes:
+    def _new_mp4(self, r: _Rendition, p: Protection) -> Mp4Encryptor:
+        assert r.init is not None
+        keys = {t.track_id: _segment_key(p) for t in r.tracks}
+        return Mp4Encryptor(r.init, self.scheme, keys, pssh=p.pssh,
+                            iv_seed=live_cenc_seed(self._seed, r.name), iv_size=p.iv_size)
+
+    def encrypt_init(self, rendition: str, *, start_time: float | None = None,
+                     period: int | None = None, key_period: int | None = None) -> bytes:
         """The protected init segment of an fMP4 rendition. Its default KID is the key of the
-        period holding ``start_time`` (default: the schedule's ``t0``) at the rendition's first
-        call (init or segment); later periods are signalled per fragment (seig + moof pssh).
+        period holding ``start_time`` (default: the schedule's ``t0``), or of ``period``, at the
+        rendition's first call (init or segment); later periods are signalled per fragment
+        (seig + moof pssh). With ``init_per_period`` it is the init of that key period.
+        ``key_period`` (with ``init_per_period``): the init of the keys a segment was encrypted
+        with (:attr:`LiveSegment.key_period`), without asking the key source again.
         ``aes-128``: the clear init (whole-segment encryption leaves it clear)."""
         r = self._rendition(rendition, None)
         if r.init is None:
             raise UsageError(f"rendition {rendition!r} is MPEG-TS: it has no init segment")
         if self.scheme is Scheme.AES_128:
             return r.init
-        t = self.schedule.t0 if start_time is None else start_time
-        period = self.schedule.index(t)
-        pk = self._keys.get(period)
+        if key_period is not None and self.init_per_period:
+            with r.lock:
+                enc = r.mp4s.get(key_period)
+                if enc is not None:
+                    return enc.encrypted_init()
+        if period is None:
+            t = self.schedule.t0 if start_time is None else start_time
+            period = self.schedule.index(t)
+        elif period < 0:
+            raise UsageError("key period indexes start at 0")
+        else:
+            t = self.schedule.bounds(period)[0] if start_time is None else start_time
+        pk = self._keys.get(period, t)
         p = self._protect(r, self._entry(r, pk, period))
         with r.lock:
-            return self._mp4(r, p).encrypted_init()
+            return self._mp4(r, p, pk.source_period).encrypted_init()
 
     def encrypt_segment(self, rendition: str, data: bytes | bytearray | memoryview, *,
                         start_time: float, sequence: int, duration: float | None = None
@@ -249,14 +292,14 @@ class LiveSession:
         r = self._rendition(rendition, data)
         if r.init is None and self.scheme not in _TS_SCHEMES:
             raise UnsupportedMediaError(f"MPEG-TS segments cannot carry {self.scheme.value}")
-        pk = self._keys.get(period)
+        pk = self._keys.get(period, start_time)
         entry = self._entry(r, pk, period)
         p = self._protect(r, entry)
         keys = self._hls_keys(p)
         pssh: tuple[bytes, ...] = ()
         mp4 = r.init is not None and self.scheme is not Scheme.AES_128
         with r.lock:  # only the rendition's state; encryption runs outside the lock
-            enc = self._mp4(r, p) if mp4 else None
+            enc = self._mp4(r, p, pk.source_period) if mp4 else None
             sae: SampleAesEncryptor | None = None
             if self.scheme is Scheme.SAMPLE_AES:
                 assert p.iv is not None
@@ -284,7 +327,8 @@ class LiveSession:
             self._keys.prefetch(start_time)
         return LiveSegment(data=out, rendition=rendition, sequence=sequence,
                            start_time=start_time, period=period, kid=entry.kid, keys=keys,
-                           key_lines=lines, pssh=pssh, reused_key=pk.reused)
+                           key_lines=lines, pssh=pssh, reused_key=pk.grace, entry=entry,
+                           key_period=pk.source_period)
 
 
 def _segment_key(p: Protection) -> ContentKey:

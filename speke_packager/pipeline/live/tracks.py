@@ -1,0 +1,161 @@
+"""What the live manifests need to know about a rendition, read from its media: the RFC 6381
+codecs string of an fMP4 init (H.264 from ``avcC``, AAC from ``esds``), the timescale, and the
+decode time and duration of a CMAF segment (``tfdt`` and the ``trun`` sample durations)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ...errors import Mp4FormatError, UnsupportedMediaError
+from ...media.mp4.boxes import Node, iter_boxes, parse_tree
+from ...media.mp4.init import TrackSetup, parse_init
+from ...model import TrackKind
+
+__all__ = ["InitFacts", "fragment_timing", "init_facts"]
+
+_TFHD_BASE_DATA_OFFSET = 0x01
+_TFHD_SDI = 0x02
+_TFHD_DURATION = 0x08
+_TRUN_DATA_OFFSET = 0x001
+_TRUN_FIRST_FLAGS = 0x004
+_TRUN_DURATION = 0x100
+
+
+@dataclass(frozen=True, slots=True)
+class InitFacts:
+    """One fMP4 rendition (a single track): kind, timescale, codecs (None when unknown), size,
+    default sample duration (from trex)."""
+
+    kind: TrackKind
+    timescale: int
+    codecs: str | None
+    width: int
+    height: int
+    channels: int
+    default_duration: int
+
+
+def _avc(config: bytes, fourcc: str) -> str | None:
+    if len(config) < 4:
+        return None
+    return f"{fourcc}.{config[1]:02x}{config[2]:02x}{config[3]:02x}"
+
+
+def _descriptor(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, body start, body length) of an MPEG-4 descriptor at ``pos``."""
+    tag = buf[pos]
+    pos += 1
+    length = 0
+    for _ in range(4):
+        b = buf[pos]
+        pos += 1
+        length = length << 7 | (b & 0x7F)
+        if not b & 0x80:
+            break
+    return tag, pos, length
+
+
+def _aac(esds: bytes) -> str | None:
+    """``mp4a.40.<AOT>`` from an esds payload (after version/flags), None if unreadable."""
+    try:
+        tag, pos, _ = _descriptor(esds, 4)
+        if tag != 0x03:
+            return None
+        flags = esds[pos + 2]
+        pos += 3
+        if flags & 0x80:
+            pos += 2
+        if flags & 0x40:
+            pos += 1 + esds[pos]
+        if flags & 0x20:
+            pos += 2
+        tag, pos, _ = _descriptor(esds, pos)
+        if tag != 0x04:
+            return None
+        oti = esds[pos]
+        if oti != 0x40:
+            return f"mp4a.{oti:02x}"
+        tag, pos, _ = _descriptor(esds, pos + 13)
+        if tag != 0x05:
+            return "mp4a.40.2"
+        aot = esds[pos] >> 3
+        if aot == 31:
+            aot = 32 + ((esds[pos] & 0x07) << 3 | esds[pos + 1] >> 5)
+        return f"mp4a.40.{aot}"
+    except IndexError:
+        return None
+
+
+def _codecs(t: TrackSetup, entry: Node | None) -> str | None:
+    fourcc = t.fourcc.decode("latin-1")
+    if fourcc in ("avc1", "avc3"):
+        return _avc(t.config, fourcc)
+    if fourcc == "mp4a" and entry is not None:
+        esds = entry.find(b"esds")
+        return _aac(esds.payload) if esds is not None else None
+    if fourcc in ("ac-3", "ec-3", "Opus"):
+        return {"ac-3": "ac-3", "ec-3": "ec-3", "Opus": "opus"}[fourcc]
+    return None
+
+
+def init_facts(init: bytes) -> InitFacts:
+    """The one track of a clear fMP4 init; :class:`UnsupportedMediaError` for several tracks
+    (live renditions are demuxed: one track per init, as CMAF wants)."""
+    parsed = parse_init(init)
+    media = [t for t in parsed.tracks.values() if t.kind in (TrackKind.VIDEO, TrackKind.AUDIO)]
+    if len(media) != 1:
+        raise UnsupportedMediaError(f"a live fMP4 rendition needs exactly one audio or video "
+                                    f"track per init segment, not {len(media)}")
+    t = media[0]
+    entry = None
+    stsd = parsed.traks[t.track_id].find(b"mdia")
+    for name in (b"minf", b"stbl", b"stsd"):
+        stsd = stsd.find(name) if stsd is not None else None
+    if stsd is not None and stsd.children:
+        entry = stsd.children[0]
+    return InitFacts(t.kind, t.timescale, _codecs(t, entry), t.width, t.height, t.channels,
+                     t.default_sample_duration)
+
+
+def fragment_timing(data: bytes | bytearray | memoryview, default_duration: int) -> tuple[int, int]:
+    """(decode time of the first sample, summed sample durations) of a CMAF segment, in the
+    track's timescale. :class:`Mp4FormatError` when there is no moof with a tfdt."""
+    mv = memoryview(data)
+    start: int | None = None
+    total = 0
+    for box in iter_boxes(mv, path="segment"):
+        if box.type != b"moof":
+            continue
+        moof = parse_tree(mv, box, "segment")
+        for traf in moof.find_all(b"traf"):
+            tfdt = traf.find(b"tfdt")
+            if tfdt is not None and start is None:
+                p = tfdt.payload
+                start = struct.unpack_from(">Q" if p[0] == 1 else ">I", p, 4)[0]
+            total += _traf_duration(traf, default_duration)
+    if start is None:
+        raise Mp4FormatError("the segment has no moof with a tfdt (not a CMAF segment)",
+                             box_path="segment")
+    return start, total
+
+
+def _traf_duration(traf: Node, default: int) -> int:
+    p = traf.need(b"tfhd").payload
+    flags = int.from_bytes(p[1:4], "big")
+    pos = 8 + 8 * bool(flags & _TFHD_BASE_DATA_OFFSET) + 4 * bool(flags & _TFHD_SDI)
+    if flags & _TFHD_DURATION:
+        default = struct.unpack_from(">I", p, pos)[0]
+    total = 0
+    for trun in traf.find_all(b"trun"):
+        q = trun.payload
+        tflags = int.from_bytes(q[1:4], "big")
+        count = struct.unpack_from(">I", q, 4)[0]
+        if not tflags & _TRUN_DURATION:
+            total += count * default
+            continue
+        rs = 8 + 4 * bool(tflags & _TRUN_DATA_OFFSET) + 4 * bool(tflags & _TRUN_FIRST_FLAGS)
+        fields = bin(tflags & 0xF00).count("1")
+        values = struct.unpack_from(f">{count * fields}I", q, rs)
+        total += sum(values[0::fields])
+    return total
