@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import signal
 import sys
-import threading
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from .vod_cmd import add_raw_key_arguments, parse_iv, raw_key_specs
 
 if TYPE_CHECKING:
     from ..model import KeySet
-    from ..pipeline.live import LiveSession, PeriodKeySource
+    from ..pipeline.live import LivePackager, PeriodKeySource
     from ..pipeline.live.watch import MediaSegment
 
 log = logging.getLogger("speke_packager.live")
@@ -82,7 +83,7 @@ def _check_key_options(args: argparse.Namespace) -> list[str]:
 
 
 def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotation: float,
-                schedule_origin: object) -> tuple[PeriodKeySource, tuple[DrmSystem, ...] | None]:
+                schedule_origin: datetime) -> tuple[PeriodKeySource, tuple[DrmSystem, ...] | None]:
     """The key source (period index -> KeySet) and the DRMs to signal in HLS (None: all)."""
     specs = _check_key_options(args)
     iv = parse_iv(args.iv)
@@ -111,134 +112,187 @@ def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotati
     from ..pipeline.live import SpekeKeySource
     from ..pipeline.rotation import RotationSchedule
 
-    # v2.1 periods carry wall-clock start/end times; earlier versions only the index
-    origin = schedule_origin if args.speke_version == "2.1" else None
-    sched = RotationSchedule(interval=rotation, origin=origin)  # type: ignore[arg-type]
+    # v2.1 periods carry wall-clock start/end times (SpekeKeySource sends them for v2.1 only)
+    sched = RotationSchedule(interval=rotation, origin=schedule_origin)
     return SpekeKeySource(client, contract, schedule=sched), None
 
 
-class _Output:
-    """One encrypted HLS media playlist per encoder track in ``out`` (window of ``window``),
-    segments written atomically before the playlist names them; segments that left the window
-    are deleted after another window."""
+_START_WAIT = 0.5  # seconds after the first complete segment for the other tracks to show up
+
+
+class _Live:
+    """The encoder's tracks -> one :class:`LivePackager`. Started once every track seen has a
+    complete segment (and its init, fMP4) and the other tracks had ``_START_WAIT`` seconds to
+    appear; segments are buffered until then. Media time: the encoder's, from its first
+    segment on (time 0 of the key schedule); an encoder restart continues the timeline."""
 
     def __init__(self, args: argparse.Namespace, out: Path) -> None:
         self.args = args
         self.out = out
-        self.session: LiveSession | None = None
+        self.packager: LivePackager | None = None
         self.inits: dict[str, bytes] = {}
+        self.pending: list[MediaSegment] = []
+        self.first_at: float | None = None
+        self.names: dict[str, str] = {}  # encoder track -> rendition name
+        self.ignored: set[str] = set()
         self.container = ""
         self.scheme: Scheme | None = None
-        self.base: float | None = None  # encoder media time of the output's time 0
-        self.offset = 0.0  # output time added after an encoder restart
+        self.base: float | None = None  # encoder media time of schedule time 0
+        self.offset = 0.0
         self.end_time = 0.0
-        self.seq: dict[str, int] = {}
-        self.written: dict[str, list[Path]] = {}
-        self.playlists: dict[str, object] = {}
         self.segments = 0
         self.periods: set[int] = set()
 
-    def _start(self, container: str) -> LiveSession:
-        from datetime import UTC, datetime
-
-        from ..pipeline.live import LiveSession
-        from ..pipeline.rotation import RotationSchedule
-
+    # -- start -----------------------------------------------------------------------------------
+    def _scheme(self, container: str) -> Scheme:
         args = self.args
-        self.container = container
-        if args.scheme:
-            scheme = Scheme(args.scheme)
-        else:
-            scheme = Scheme.AES_128 if container == "ts" else Scheme.CBCS
+        scheme = Scheme(args.scheme) if args.scheme else (
+            Scheme.AES_128 if container == "ts" else Scheme.CBCS)
         if container == "ts" and scheme not in (Scheme.AES_128, Scheme.SAMPLE_AES):
             raise UsageError(f"MPEG-TS segments take --scheme aes-128 or sample-aes, not "
                              f"{scheme.value}")
         if container == "fmp4" and scheme is Scheme.SAMPLE_AES:
             raise UsageError("fMP4 segments take --scheme cenc, cbcs or aes-128 (SAMPLE-AES on "
                              "fMP4 is cbcs)")
-        self.scheme = scheme
+        return scheme
+
+    def _rendition_names(self, tracks: list[str]) -> dict[str, str]:
+        """fMP4: ``video``, ``audio`` (``video-2``... for more); TS: the encoder's name."""
+        from ..pipeline.live.tracks import init_facts
+
+        out: dict[str, str] = {}
+        used: set[str] = set()
+        for t in tracks:
+            if t in self.inits:
+                base = init_facts(self.inits[t]).kind.value.lower()
+            else:
+                base = re.sub(r"[^A-Za-z0-9._~-]", "-", t).lstrip(".") or "main"
+            name, n = base, 1
+            while name in used or name in ("master", "manifest"):
+                n += 1
+                name = f"{base}-{n}"
+            used.add(name)
+            out[t] = name
+        return out
+
+    def ready(self, tracks: list[str], now: float) -> bool:
+        if self.packager is not None or self.first_at is None:
+            return False
+        have = {m.track for m in self.pending}
+        return all(t in have for t in tracks) or now - self.first_at >= max(
+            _START_WAIT, 3 * self.args.poll_interval) * 8
+
+    def start(self, tracks: list[str]) -> None:
+        from datetime import UTC, datetime
+
+        from ..pipeline.live import LiveKeyPolicy, LivePackager, LiveRendition
+        from ..pipeline.rotation import RotationSchedule
+
+        args = self.args
+        have = {m.track for m in self.pending}
+        for t in tracks:
+            if t not in have:
+                log.warning("%s: no complete segment yet; left out of the package", t)
+                self.ignored.add(t)
+        tracks = [t for t in tracks if t in have]
+        container = self.pending[0].container
+        scheme = self.scheme = self._scheme(container)
+        self.container = container
         rotation = args.rotation or 0.0
-        source, drms = _key_source(args, scheme, container, rotation, datetime.now(UTC))
-        schedule = RotationSchedule(interval=rotation or NO_ROTATION, lead=args.key_lead)
-        key_uri = args.key_uri
-        self.session = LiveSession(source, schedule, scheme, inits=self.inits or None,
-                                   key_uri=key_uri, drms=drms,
-                                   reuse_last_key_on_failure=args.key_grace > 0)
-        print(f"speke-packager: encrypting {container} segments of {args.input_dir} into "
-              f"{self.out} ({scheme.value}, "
+        origin = datetime.now(UTC)
+        source, drms = _key_source(args, scheme, container, rotation, origin)
+        schedule = RotationSchedule(interval=rotation or NO_ROTATION)
+        self.names = self._rendition_names(tracks)
+        renditions = [LiveRendition(self.names[t], self.inits.get(t) if container == "fmp4"
+                                    else None) for t in tracks]
+        cmaf = container == "fmp4" and scheme in (Scheme.CENC, Scheme.CBCS)
+        fmt = args.format
+        if fmt in ("dash", "both") and not cmaf:
+            if fmt == "dash":
+                raise UsageError(f"DASH needs fMP4 segments with cenc or cbcs, not "
+                                 f"{scheme.value} over {container}")
+            fmt = "hls"
+        policy = LiveKeyPolicy(lead=args.key_lead, grace=args.key_grace,
+                               retries=max(0, args.retries))
+        target = max(1, math.ceil(max(m.duration for m in self.pending) * 1.5 - 1e-6))
+        self.packager = LivePackager(
+            source, schedule, scheme, self.out, renditions, hls=fmt in ("hls", "both"),
+            dash=fmt in ("dash", "both"), window=args.window, key_uri=args.key_uri, drms=drms,
+            clearkey_license_url=args.clearkey_license_url, key_policy=policy,
+            target_duration=target)
+        print(f"speke-packager: encrypting {', '.join(self.names.values())} ({container}) of "
+              f"{args.input_dir} into {self.out} ({scheme.value}, "
               + (f"keys rotating every {rotation:g}s" if rotation else "one key period")
               + ")", file=sys.stderr)
-        return self.session
+        pending, self.pending = self.pending, []
+        for m in pending:
+            self._add(m)
 
+    # -- events ----------------------------------------------------------------------------------
     def init(self, track: str, data: bytes) -> None:
-        if self.session is not None and track in self.inits and self.inits[track] != data:
-            log.warning("%s: the encoder wrote a new init segment; the output keeps the first "
-                        "one (same codec settings assumed)", track)
+        if self.packager is None:
+            self.inits[track] = data
+        elif track in self.names and self.inits.get(track) != data:
+            log.warning("%s: the encoder wrote a new init segment; the package keeps the first "
+                        "one (the same codec settings are assumed)", track)
+
+    def media(self, seg: MediaSegment, now: float) -> None:
+        if self.packager is None:
+            if seg.container == "fmp4" and seg.track not in self.inits:
+                return  # its init is not complete yet: the segment comes again
+            self.pending.append(seg)
+            self.first_at = self.first_at if self.first_at is not None else now
             return
-        if self.session is not None and track not in self.inits:
-            raise UsageError(f"track {track!r} appeared after the live session started: "
-                             "start encrypt-live with all of the encoder's outputs present")
-        self.inits[track] = data
+        if seg.track not in self.names:
+            if seg.track not in self.ignored:
+                log.warning("%s: a track that appeared after the package started; ignored",
+                            seg.track)
+                self.ignored.add(seg.track)
+            return
+        self._add(seg)
 
-    def media(self, seg: MediaSegment) -> None:
-        from .._io import write_bytes_atomic
-        from ..pipeline.live import LivePlaylist
-
-        session = self.session or self._start(seg.container)
+    def _add(self, seg: MediaSegment) -> None:
+        assert self.packager is not None
         if seg.container != self.container:
             raise UsageError(f"{seg.track}: {seg.container} segments after {self.container} "
                              "ones")
+        restart = False
         if self.base is None:
             self.base = seg.start_time
         elif seg.discontinuity and seg.start_time - self.base + self.offset < self.end_time - 1:
-            log.warning("%s: the encoder restarted (timestamps went back); continuing the "
-                        "output timeline", seg.track)
-            self.offset = self.end_time
-            self.base = seg.start_time
+            log.warning("%s: the encoder restarted (its timestamps went back); the output "
+                        "timeline goes on", seg.track)
+            self.offset, self.base, restart = self.end_time, seg.start_time, True
         t = max(0.0, seg.start_time - self.base + self.offset)
-        n = self.seq.get(seg.track, 0)
-        enc = session.encrypt_segment(seg.track, seg.data, start_time=t, sequence=n)
-        ext = ".ts" if self.container == "ts" else ".m4s"
-        name = f"{seg.track}_{n}{ext}"
-        write_bytes_atomic(self.out / name, enc.data)
-        pl = self.playlists.get(seg.track)
-        if pl is None:
-            init_uri = None
-            if self.container == "fmp4":
-                init_uri = f"{seg.track}_init.mp4"
-                write_bytes_atomic(self.out / init_uri,
-                                   session.encrypt_init(seg.track, start_time=t))
-            pl = self.playlists[seg.track] = LivePlaylist(
-                self.out / f"{seg.track}.m3u8", window=self.args.window,
-                target_duration=max(1, math.ceil(seg.duration * 1.5 - 1e-6)), init_uri=init_uri)
-        assert isinstance(pl, LivePlaylist)
-        pl.add(name, max(seg.duration, 1e-3), enc)
-        self.seq[seg.track] = n + 1
+        duration = max(seg.duration, 1e-3)
+        # audio segments of an encoder do not end exactly where video ones do (whole AAC
+        # frames): one that starts in a key period and runs a few milliseconds into the next
+        # stays in its period (keys change at segment starts); its EXTINF loses the overrun
+        # (DASH takes the fragment's own sample durations). A larger overrun is a rotation
+        # interval that is not a multiple of the segment duration: the packager refuses it.
+        schedule = self.packager.schedule
+        end = schedule.bounds(schedule.index(t))[1]
+        if end < t + duration <= end + min(0.1 * duration, 0.05):
+            duration = end - t
+        pub = self.packager.add_segment(self.names[seg.track], seg.data, start_time=t,
+                                        duration=duration,
+                                        discontinuity=restart or seg.discontinuity)
         self.end_time = max(self.end_time, t + seg.duration)
         self.segments += 1
-        self.periods.add(enc.period)
-        if enc.reused_key:
-            log.warning("%s segment %d: key period %d uses the previous period's key (the key "
-                        "server did not answer)", seg.track, n, enc.period)
-        log.info("%s: %s (t=%.3f, period %d)%s", seg.track, name, t, enc.period,
-                 " key change" if enc.key_changed else "")
-        files = self.written.setdefault(seg.track, [])
-        files.append(self.out / name)
-        while len(files) > 2 * self.args.window:
-            files.pop(0).unlink(missing_ok=True)
+        self.periods.add(pub.period)
+        log.info("%s: %s (t=%.3f, key period %d)%s", pub.rendition, pub.uri, t, pub.period,
+                 " key change" if pub.key_changed else "")
 
-    def close(self) -> None:
-        from ..pipeline.live import LivePlaylist
-
-        for pl in self.playlists.values():
-            assert isinstance(pl, LivePlaylist)
-            pl.end()
-        if self.session is not None:
-            self.session.close()
+    def close(self, *, end: bool) -> None:
+        if self.packager is not None:
+            self.packager.close(end=end and self.segments > 0)
 
 
 def _handler(args: argparse.Namespace) -> int:
+    import time
+
     from .._io import check_output_folder
+    from ..errors import KeyRotationError
     from ..pipeline.live.watch import FolderWatcher, InitSegment, MediaSegment, StreamEnded
 
     if args.window < 1:
@@ -248,34 +302,54 @@ def _handler(args: argparse.Namespace) -> int:
     _check_key_options(args)
     out = Path(args.output_dir)
     check_output_folder(out, force=args.force)
-    out.mkdir(parents=True, exist_ok=True)
     watcher = FolderWatcher(args.input_dir, manifest=args.manifest,
                             poll_interval=args.poll_interval, settle=args.settle,
                             segment_timeout=args.segment_timeout)
-    output = _Output(args, out)
-    stop = threading.Event()
+    live = _Live(args, out)
     reason = "the encoder ended its stream"
+    ok = False
+    last = time.monotonic()
     try:
-        for ev in watcher.follow(stop=stop, idle_timeout=args.idle_timeout):
-            if isinstance(ev, InitSegment):
-                output.init(ev.track, ev.data)
-            elif isinstance(ev, MediaSegment):
-                output.media(ev)
-            elif isinstance(ev, StreamEnded):
-                log.info("%s: the encoder ended its stream", ev.track)
-        if not watcher.ended:
-            reason = f"no new segment for {args.idle_timeout:g}s"
+        while True:
+            now = time.monotonic()
+            events = watcher.scan()
+            for ev in events:
+                if isinstance(ev, InitSegment):
+                    live.init(ev.track, ev.data)
+                elif isinstance(ev, MediaSegment):
+                    live.media(ev, now)
+                elif isinstance(ev, StreamEnded):
+                    log.info("%s: the encoder ended its stream", ev.track)
+            if events:
+                last = now
+            if live.ready(watcher.tracks, now) or (watcher.ended and live.pending
+                                                   and live.packager is None):
+                live.start(watcher.tracks)
+            if watcher.ended:
+                break
+            if args.idle_timeout is not None and now - last >= args.idle_timeout:
+                reason = f"no new segment for {args.idle_timeout:g}s"
+                break
+            time.sleep(args.poll_interval)
+        ok = True
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         reason = f"stopped by {signal.Signals(signum).name}"
+        ok = True
+    except KeyRotationError as exc:
+        # no keys (past the grace time): stop publishing; the manifests stay as they are
+        live.close(end=False)
+        raise type(exc)(f"stopped publishing: {exc}", period=exc.period) from exc
+    finally:
+        if not ok:
+            live.close(end=False)
     # a second signal while closing ends the process (the handler was reset to the default)
-    output.close()
-    if output.segments == 0:
+    live.close(end=True)
+    if live.segments == 0:
         print(f"speke-packager: {reason}; no segment was published", file=sys.stderr)
         return 0 if reason.startswith("stopped") else 1
-    print(f"speke-packager: {reason}: {output.segments} segments in "
-          f"{len(output.periods)} key periods published to {out} (EXT-X-ENDLIST written)",
-          file=sys.stderr)
+    print(f"speke-packager: {reason}: {live.segments} segments in {len(live.periods)} key "
+          f"periods published to {out} (presentation ended)", file=sys.stderr)
     return 0
 
 
@@ -297,14 +371,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--rotation", type=_positive, metavar="SECONDS",
                    help="key period length: a new key every SECONDS of media time (a multiple "
                    "of the segment duration; needs --speke-url; default: one key)")
+    p.add_argument("--format", choices=("hls", "dash", "both"), default="both",
+                   help="manifests: HLS multivariant + media playlists, a dynamic DASH MPD, or "
+                   "both (default; DASH needs fMP4 segments with cenc or cbcs, else HLS only)")
     p.add_argument("--window", type=int, default=6, metavar="SEGMENTS",
-                   help="segments in each live playlist (default 6)")
+                   help="segments in each live playlist and DASH Representation (default 6)")
     p.add_argument("--key-lead", type=float, default=None, metavar="SECONDS",
                    help="fetch the next key period's keys this long before it starts (default: "
                    "one rotation interval)")
     p.add_argument("--key-grace", type=float, default=0.0, metavar="SECONDS",
-                   help="when the key server fails, keep using the current keys this long "
-                   "(logged at every segment) before stopping (default 0: stop at once)")
+                   help="when a key period's keys are missing, keep using the previous "
+                   "period's keys for this many seconds of media time (logged at every "
+                   "segment), then stop with an error (default 0: stop at once)")
     p.add_argument("--poll-interval", type=_positive, default=0.25, metavar="SECONDS",
                    help="how often INPUT_DIR is looked at (default 0.25)")
     p.add_argument("--settle", type=float, default=None, metavar="SECONDS",

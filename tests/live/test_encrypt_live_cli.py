@@ -19,7 +19,7 @@ import pytest
 
 from fixtures.media import framemd5
 from speke_packager._tools import find_tool
-from speke_packager.keyserver import KeyServer
+from speke_packager.keyserver import KeyServer, derive_key
 from speke_packager.verify.boxes import read_mp4_facts
 
 from .helpers import keys_per_segment, openssl_decrypt
@@ -33,20 +33,24 @@ WRONG_KEY = bytes.fromhex("ffeeddccbbaa99887766554433221100")
 
 
 def _ffmpeg_live(folder: Path, seconds: int, *, fmp4: bool) -> subprocess.Popen[bytes]:
-    """FFmpeg's HLS muxer writing a clear live stream into ``folder`` in real time."""
+    """FFmpeg's HLS muxer writing a clear live stream into ``folder`` in real time: fMP4 with
+    video and audio in separate renditions (``live_0``, ``live_1``), or muxed MPEG-TS."""
     ffmpeg = find_tool("ffmpeg")
     assert ffmpeg is not None
-    ext = "m4s" if fmp4 else "ts"
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
            "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={seconds}",
            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+           "-map", "0:v", "-map", "1:a",
            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25",
            "-keyint_min", "25", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k",
-           "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "temp_file",
-           "-hls_segment_filename", str(folder / f"seg%d.{ext}")]
+           "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "temp_file"]
     if fmp4:
-        cmd += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"]
-    cmd.append(str(folder / "live.m3u8"))
+        cmd += ["-hls_segment_type", "fmp4", "-var_stream_map", "v:0 a:0",
+                "-hls_fmp4_init_filename", "init.mp4",
+                "-hls_segment_filename", str(folder / "seg_%v_%d.m4s"),
+                str(folder / "live_%v.m3u8")]
+    else:
+        cmd += ["-hls_segment_filename", str(folder / "seg%d.ts"), str(folder / "live.m3u8")]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -58,18 +62,20 @@ def _encrypt_live(src: Path, out: Path, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
-def _published(out: Path) -> list[str]:
-    pl = out / "live.m3u8"
+def _published(out: Path, playlist: str = "live.m3u8") -> list[str]:
+    pl = out / playlist
     if not pl.exists():
         return []
     return [ln for ln in pl.read_text().splitlines() if ln and not ln.startswith("#")]
 
 
-def _wait(cond: object, timeout: float) -> None:
+def _wait(cond: object, timeout: float, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():  # type: ignore[operator]
             return
+        if proc.poll() is not None:
+            raise AssertionError(f"encrypt-live ended early: {proc.communicate()[1][-2000:]}")
         time.sleep(0.2)
     raise AssertionError("timed out")
 
@@ -98,18 +104,30 @@ def _ts_frames(path: Path, stream: str) -> list[str]:
         return []
 
 
+def _maps(text: str) -> dict[str, str]:
+    """segment URI -> the EXT-X-MAP URI in effect for it."""
+    out, cur = {}, ""
+    for ln in text.splitlines():
+        if ln.startswith("#EXT-X-MAP:"):
+            cur = ln.split('URI="', 1)[1].split('"', 1)[0]
+        elif ln and not ln.startswith("#"):
+            out[ln] = cur
+    return out
+
+
 def test_speke_rotation_fmp4_sigterm(tmp_path: Path) -> None:
-    """fMP4 (cenc), SPEKE keys rotating every 2 s; SIGTERM ends the presentation with
-    EXT-X-ENDLIST and exit 0; each segment decrypts with its own period's key only."""
+    """fMP4 (cenc) video + audio, SPEKE keys rotating every 2 s; SIGTERM ends the presentation
+    (EXT-X-ENDLIST, static MPD) and exit 0; each segment decrypts with its own period's key
+    only, behind the init the playlist names for it."""
     src, out = tmp_path / "clear", tmp_path / "enc"
     src.mkdir()
     with KeyServer(host="127.0.0.1", port=0, seed="encrypt-live-cli") as ks:
         packager = _encrypt_live(src, out, "--speke-url", ks.speke_url, "--content-id",
-                                 "live-cli-1", "--drm", "widevine,playready", "--scheme", "cenc",
-                                 "--rotation", "2", "--window", "20")
+                                 "live-cli-1", "--drm", "widevine,playready,clearkey",
+                                 "--scheme", "cenc", "--rotation", "2", "--window", "20")
         ffmpeg = _ffmpeg_live(src, 20, fmp4=True)
         try:
-            _wait(lambda: len(_published(out)) >= 6, 60)
+            _wait(lambda: len(_published(out, "video.m3u8")) >= 6, 60, packager)
             assert packager.poll() is None  # still following
             packager.send_signal(signal.SIGTERM)
             stdout, stderr = packager.communicate(timeout=30)
@@ -119,42 +137,52 @@ def test_speke_rotation_fmp4_sigterm(tmp_path: Path) -> None:
         requests = ks.request_count("/speke")
     assert packager.returncode == 0, stderr[-2000:]
     assert "stopped by SIGTERM" in stderr
-    text = (out / "live.m3u8").read_text()
-    assert text.rstrip().endswith("#EXT-X-ENDLIST")
-    names = _published(out)
-    n = len(names)
-    assert n >= 6 and names == [f"live_{i}.m4s" for i in range(n)]
-    init = (out / "live_init.mp4").read_bytes()
-    clear_init = (src / "init.mp4").read_bytes()
-    tenc_kid = next(iter(read_mp4_facts(init).kids))
-    kids = []
-    for i in range(n):
-        seg = (out / names[i]).read_bytes()
-        facts = read_mp4_facts(seg)
-        assert facts.senc_fragments == facts.fragments == 1  # encrypted, never clear
-        kids.append(facts.seig_kids[0] if facts.seig_kids else tenc_kid)
-    # key periods of 2 s over 1 s segments: a new KID every second segment, three at least
-    assert kids[0] == tenc_kid
-    assert all(kids[i] == kids[i + 1] for i in range(0, n - 1, 2))
-    assert len(set(kids)) >= 3 and len(set(kids)) == (n + 1) // 2
-    # each key change is announced in the playlist before its first segment
-    tags = keys_per_segment(text)
-    assert len({tuple(sorted(str(t) for t in tags[nm].values())) for nm in names}) == \
-        len(set(kids))
-    assert requests >= len(set(kids))
-    for i in range(n):
-        key = ks.key_for("live-cli-1", kids[i])
-        other = ks.key_for("live-cli-1", next(k for k in kids if k != kids[i]))
-        clear_f = tmp_path / f"clear{i}.mp4"
-        clear_f.write_bytes(clear_init + (src / f"seg{i}.m4s").read_bytes())
-        enc_f = tmp_path / f"enc{i}.mp4"
-        enc_f.write_bytes(init + (out / names[i]).read_bytes())
-        for stream in ("v:0", "a:0"):
+    mpd = (out / "manifest.mpd").read_text()
+    assert 'type="static"' in mpd and mpd.count("<Period ") >= 3  # a Period per key period
+    assert "#EXT-X-STREAM-INF" in (out / "master.m3u8").read_text()
+    per_rendition: dict[str, set[UUID]] = {}
+    for rendition, enc_track in (("video", 0), ("audio", 1)):
+        text = (out / f"{rendition}.m3u8").read_text()
+        assert text.rstrip().endswith("#EXT-X-ENDLIST")
+        names = _published(out, f"{rendition}.m3u8")
+        n = len(names)
+        assert n >= 5 and names == [f"{rendition}/{i}.m4s" for i in range(n)]
+        maps = _maps(text)
+        clear_init = (src / f"init_{enc_track}.mp4").read_bytes()
+        kids = []
+        for name in names:
+            init = (out / maps[name]).read_bytes()
+            seg = (out / name).read_bytes()
+            facts = read_mp4_facts(init + seg)
+            assert facts.senc_fragments == facts.fragments == 1  # encrypted, never clear
+            (kid,) = facts.kids
+            kids.append(kid)
+        # key periods of 2 s over 1 s segments: three at least, each with its own init
+        assert len(set(kids)) >= 3 and len({maps[nm] for nm in names}) == len(set(kids))
+        assert kids[0] != kids[-1]
+        # each key change is announced in the playlist before its first segment
+        tags = keys_per_segment(text)
+        assert all(t.keyid == kids[i].bytes for i, nm in enumerate(names)
+                   for t in tags[nm].values() if t.keyid is not None)
+        per_rendition[rendition] = set(kids)
+        stream = "v:0" if rendition == "video" else "a:0"
+        for i, name in enumerate(names):
+            key = derive_key("encrypt-live-cli", "live-cli-1", kids[i])
+            other = derive_key("encrypt-live-cli", "live-cli-1",
+                               next(k for k in kids if k != kids[i]))
+            clear_f = tmp_path / f"clear-{rendition}{i}.mp4"
+            clear_f.write_bytes(clear_init + (src / f"seg_{enc_track}_{i}.m4s").read_bytes())
+            enc_f = tmp_path / f"enc-{rendition}{i}.mp4"
+            enc_f.write_bytes((out / maps[name]).read_bytes() + (out / name).read_bytes())
             ref = _frames(clear_f, stream)
-            assert ref, (i, stream)
-            assert _frames(enc_f, stream, key) == ref, (i, stream)
-            assert _frames(enc_f, stream, other) != ref, (i, stream)
-    assert "key" not in stdout.lower()
+            assert ref, (rendition, i)
+            assert _frames(enc_f, stream, key) == ref, (rendition, i)
+            assert _frames(enc_f, stream, other) != ref, (rendition, i)
+    # the default presets are SHARED: video and audio use the same key in each period, one
+    # SPEKE request per key period (and at most one ahead for the next)
+    assert per_rendition["video"] == per_rendition["audio"]
+    assert len(per_rendition["video"]) <= requests <= len(per_rendition["video"]) + 2
+    assert stdout == ""
 
 
 def test_raw_key_ts_aes128_encoder_end(tmp_path: Path) -> None:
@@ -181,9 +209,10 @@ def test_raw_key_ts_aes128_encoder_end(tmp_path: Path) -> None:
     assert "the encoder ended its stream" in stderr
     text = (out / "live.m3u8").read_text()
     assert text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert not (out / "manifest.mpd").exists()  # TS: HLS only
     tags = keys_per_segment(text)
     names = _published(out)
-    assert len(names) >= 4
+    assert len(names) >= 4 and names[0] == "live/0.ts"
     clear_names = _published(src)
     assert len(names) == len(clear_names)
     for name, clear_name in zip(names, clear_names, strict=True):
@@ -195,7 +224,7 @@ def test_raw_key_ts_aes128_encoder_end(tmp_path: Path) -> None:
         assert enc != clear and len(enc) % 16 == 0
         dec = openssl_decrypt(enc, RAW_KEY, iv)
         assert dec is not None
-        dec_f, clear_f = tmp_path / f"dec-{name}", src / clear_name
+        dec_f, clear_f = tmp_path / f"dec-{name.replace('/', '-')}", src / clear_name
         dec_f.write_bytes(dec)
         ref = _ts_frames(clear_f, "v:0")
         assert ref and _ts_frames(dec_f, "v:0") == ref
