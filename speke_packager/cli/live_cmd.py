@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..constants import DrmSystem, Packaging, Scheme
-from ..errors import UsageError
+from ..errors import UnsupportedMediaError, UsageError
 from .keys_cmd import (
     add_speke_arguments,
     contract_from_args,
@@ -164,7 +164,12 @@ class _Live:
         used: set[str] = set()
         for t in tracks:
             if t in self.inits:
-                base = init_facts(self.inits[t]).kind.value.lower()
+                try:
+                    base = init_facts(self.inits[t]).kind.value.lower()
+                except UnsupportedMediaError as exc:
+                    raise UnsupportedMediaError(
+                        f"{t}: {exc}; have the encoder write one track per rendition (FFmpeg's "
+                        "HLS muxer: -var_stream_map 'v:0 a:0'; its DASH muxer does)") from None
             else:
                 base = re.sub(r"[^A-Za-z0-9._~-]", "-", t).lstrip(".") or "main"
             name, n = base, 1

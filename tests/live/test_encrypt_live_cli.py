@@ -19,7 +19,7 @@ import pytest
 
 from fixtures.media import framemd5
 from speke_packager._tools import find_tool
-from speke_packager.keyserver import KeyServer, derive_key
+from speke_packager.keyserver import KeyServer, derive_key, parse_faults
 from speke_packager.verify.boxes import read_mp4_facts
 
 from .helpers import keys_per_segment, openssl_decrypt
@@ -249,3 +249,40 @@ def test_errors_one_line(tmp_path: Path) -> None:
         assert res.returncode != 0
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+def test_key_outage_grace_then_typed_stop(tmp_path: Path) -> None:
+    """The key server fails from the second key period on: the previous keys stand in for
+    --key-grace seconds (logged at each segment), then encrypt-live stops publishing with one
+    error line and a non-zero exit; the manifests are not ended, and every published segment
+    is encrypted with a key its playlist announces."""
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    with KeyServer(host="127.0.0.1", port=0, seed="encrypt-live-cli") as ks:
+        packager = _encrypt_live(src, out, "--speke-url", ks.speke_url, "--content-id",
+                                 "live-cli-2", "--drm", "clearkey", "--rotation", "2",
+                                 "--key-lead", "0.5", "--key-grace", "1", "--retries", "0",
+                                 "--format", "hls")
+        ffmpeg = _ffmpeg_live(src, 20, fmp4=True)
+        try:
+            _wait(lambda: len(_published(out, "video.m3u8")) >= 1, 60, packager)
+            ks.faults = parse_faults(["status=503"])  # an outage from now on
+            _, stderr = packager.communicate(timeout=60)
+        finally:
+            _stop(packager)
+            _stop(ffmpeg)
+    assert packager.returncode not in (0, None)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("speke-packager: error: stopped publishing:") and "grace" in last
+    assert "keys of an earlier key period" in stderr  # the grace segments were logged
+    text = (out / "video.m3u8").read_text()
+    assert "#EXT-X-ENDLIST" not in text
+    names = _published(out, "video.m3u8")
+    assert names == [f"video/{i}.m4s" for i in range(len(names))] and len(names) == 3
+    tags = keys_per_segment(text)
+    maps = _maps(text)
+    for name in names:  # t = 0, 1 (period 0) and 2 (period 1 on period 0's keys, in grace)
+        facts = read_mp4_facts((out / maps[name]).read_bytes() + (out / name).read_bytes())
+        assert facts.senc_fragments == facts.fragments == 1
+        (kid,) = facts.kids
+        assert {t.keyid for t in tags[name].values()} == {kid.bytes}
