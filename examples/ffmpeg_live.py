@@ -4,14 +4,15 @@
     python examples/ffmpeg_live.py [OUTPUT_DIR] [--seconds N] [--rotation S] [--segment S]
 
 FFmpeg encodes ``testsrc2`` + a sine tone in real time (``-re``) into clear live HLS (fMP4, 2 s
-segments) in ``OUTPUT_DIR/clear``; a :class:`~speke_packager.pipeline.live.watch.FolderWatcher`
-hands over each segment once FFmpeg's playlist lists it and it is complete; a
-:class:`LiveSession` encrypts it (cbcs) with its key period's key, fetched ahead over SPEKE
-v2.0, and a :class:`LivePlaylist` publishes ``OUTPUT_DIR/live.m3u8`` (ClearKey and Widevine key
-tags, a new set at each key change). While it runs, the printed ``speke-packager serve``
-command plays it in a browser: the licences come from the in-process key server, which stops
-when this script ends. Ctrl-C (or ``--seconds``) ends the presentation with
-``EXT-X-ENDLIST``. Keys are never printed.
+segments, video and audio in separate renditions) in ``OUTPUT_DIR/clear``; a
+:class:`~speke_packager.pipeline.live.watch.FolderWatcher` hands over each segment once FFmpeg's
+playlist lists it and it is complete; a :class:`LivePackager` encrypts it (cbcs) with its key
+period's key, fetched ahead over SPEKE v2.0, and publishes ``OUTPUT_DIR/master.m3u8`` (ClearKey
+and Widevine key tags, a new set and a new init at each key change) and a dynamic
+``OUTPUT_DIR/manifest.mpd`` (a Period per key period). While it runs, the printed
+``speke-packager serve`` commands play it in a browser: the licences come from the in-process
+key server, which stops when this script ends. Ctrl-C (or ``--seconds``) ends the presentation
+(``EXT-X-ENDLIST``, a static MPD). Keys are never printed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from speke_packager._tools import find_tool
 from speke_packager.constants import DrmSystem, Packaging, Scheme, SpekeVersion
 from speke_packager.keys import EncryptionContract, SpekeClient
 from speke_packager.keyserver import KeyServer
-from speke_packager.pipeline import LivePlaylist, LiveSession, RotationSchedule, SpekeKeySource
+from speke_packager.pipeline import RotationSchedule
+from speke_packager.pipeline.live import LivePackager, LiveRendition, SpekeKeySource
 from speke_packager.pipeline.live.watch import FolderWatcher, InitSegment, MediaSegment
 
 SEED = "ffmpeg-live-example"  # key server seed: keys derive from seed, content id and KID
@@ -46,12 +48,13 @@ def start_ffmpeg(folder: Path, seconds: float, segment: float) -> subprocess.Pop
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
          "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25{duration}",
          "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000{duration}",
+         "-map", "0:v", "-map", "1:a",
          "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", gop,
          "-keyint_min", gop, "-sc_threshold", "0", "-c:a", "aac", "-b:a", "96k",
          "-f", "hls", "-hls_time", f"{segment:g}", "-hls_list_size", "0",
-         "-hls_flags", "temp_file", "-hls_segment_type", "fmp4",
-         "-hls_fmp4_init_filename", "init.mp4",
-         "-hls_segment_filename", str(folder / "seg%d.m4s"), str(folder / "live.m3u8")],
+         "-hls_flags", "temp_file", "-hls_segment_type", "fmp4", "-var_stream_map", "v:0 a:0",
+         "-hls_fmp4_init_filename", "init.mp4",  # init_0.mp4 (video), init_1.mp4 (audio)
+         "-hls_segment_filename", str(folder / "seg_%v_%d.m4s"), str(folder / "live_%v.m3u8")],
         stdin=subprocess.DEVNULL)
 
 
@@ -68,55 +71,67 @@ def main(argv: list[str] | None = None) -> int:
     contract = EncryptionContract(
         content_id=CONTENT_ID,
         drm=(DrmSystem.CLEARKEY, DrmSystem.WIDEVINE),
-        packaging=(Packaging.HLS_FMP4,),
+        packaging=(Packaging.HLS_FMP4, Packaging.DASH),
         scheme=Scheme.CBCS,
         version=SpekeVersion.V2_0,
-        video_preset="SHARED",  # FFmpeg's HLS muxer writes video and audio in one rendition
-        audio_preset="SHARED",
+        video_preset="PRESET-VIDEO-1",  # a video key and an audio key per key period
+        audio_preset="PRESET-AUDIO-1",
     )
     stop = threading.Event()
     with KeyServer(host="127.0.0.1", port=args.key_server_port, seed=SEED) as ks:
         source = SpekeKeySource(SpekeClient(ks.speke_url), contract)
         ffmpeg = start_ffmpeg(out / "clear", args.seconds, args.segment)
         watcher = FolderWatcher(out / "clear", poll_interval=0.1)
-        session: LiveSession | None = None
-        playlist: LivePlaylist | None = None
+        names = {"live_0": "video", "live_1": "audio"}  # FFmpeg's renditions -> ours
+        inits: dict[str, bytes] = {}
+        waiting: list[MediaSegment] = []
+        package: LivePackager | None = None
         base: float | None = None
         n = 0
         try:
             for ev in watcher.follow(stop=stop):
-                if isinstance(ev, InitSegment) and session is None:
-                    session = LiveSession(source, RotationSchedule(interval=args.rotation),
-                                          Scheme.CBCS, inits={"live": ev.data})
-                    (out / "live_init.mp4").write_bytes(session.encrypt_init("live"))
-                    playlist = LivePlaylist(out / "live.m3u8", window=WINDOW,
-                                            target_duration=round(args.segment + 0.5),
-                                            init_uri="live_init.mp4")
-                elif isinstance(ev, MediaSegment) and session is not None:
-                    assert playlist is not None
-                    base = ev.start_time if base is None else base
-                    t = max(0.0, ev.start_time - base)
-                    seg = session.encrypt_segment("live", ev.data, start_time=t, sequence=n)
-                    (out / f"live_{n}.m4s").write_bytes(seg.data)
-                    playlist.add(f"live_{n}.m4s", ev.duration, seg)
-                    note = "  <- key change" if seg.key_changed else ""
-                    print(f"live_{n}.m4s  t={t:6.2f}s  period {seg.period}  KID {seg.kid}{note}",
+                if isinstance(ev, InitSegment):
+                    inits[names[ev.track]] = ev.data
+                if not isinstance(ev, MediaSegment):
+                    continue
+                waiting.append(ev)
+                if package is None and len(inits) == 2:  # both renditions known: start
+                    package = LivePackager(
+                        source, RotationSchedule(interval=args.rotation), Scheme.CBCS, out,
+                        [LiveRendition("video", inits["video"]),
+                         LiveRendition("audio", inits["audio"])],
+                        window=WINDOW, target_duration=round(args.segment + 0.5),
+                        clearkey_license_url=ks.clearkey_license_url)
+                while package is not None and waiting:
+                    seg = waiting.pop(0)
+                    base = seg.start_time if base is None else base
+                    t = max(0.0, seg.start_time - base)
+                    # an audio segment may run a few ms into the next key period: it stays
+                    # in the period of its start
+                    end = package.schedule.bounds(package.schedule.index(t))[1]
+                    duration = min(seg.duration, end - t) if t + seg.duration < end + 0.05 \
+                        else seg.duration
+                    pub = package.add_segment(names[seg.track], seg.data, start_time=t,
+                                              duration=duration)
+                    note = "  <- key change" if pub.key_changed else ""
+                    print(f"{pub.uri:16} t={t:6.2f}s  period {pub.period}  KID {pub.kid}{note}",
                           flush=True)
                     if n == 0:
-                        print("watch it while this runs:\n  speke-packager serve "
-                              f"{out} --port 8080 --player hlsjs --manifest live.m3u8 "
-                              f"--license-url {ks.clearkey_license_url}", flush=True)
+                        lic = ks.clearkey_license_url
+                        print("watch it while this runs (hls.js, then Shaka Player on the MPD):\n"
+                              f"  speke-packager serve {out} --port 8080 --player hlsjs "
+                              f"--manifest master.m3u8 --license-url {lic}\n"
+                              f"  speke-packager serve {out} --port 8080 --player shaka "
+                              f"--manifest manifest.mpd --license-url {lic}", flush=True)
                     n += 1
         except KeyboardInterrupt:
             print("interrupted: ending the presentation", file=sys.stderr)
         finally:
             ffmpeg.terminate()
             ffmpeg.wait()
-            if playlist is not None and n:
-                playlist.end()
-            if session is not None:
-                session.close()
-    print(f"{n} segments published; {out / 'live.m3u8'} ends with EXT-X-ENDLIST")
+            if package is not None:
+                package.close(end=n > 0)
+    print(f"{n} segments published; the presentation in {out} has ended")
     return 0
 
 
