@@ -247,7 +247,7 @@ class _Handler(BoundedHandler):
             self._json(exc.status, {"error": exc.reason})
             return
         self.server.note("license", [str(k) for k in kids])
-        answer = license_response(kids, session, self.server.keys.get)
+        answer = license_response(kids, session, self.server.key)
         if answer is None:
             self._json(404, {"error": "unknown KID"})
             return
@@ -259,7 +259,7 @@ class _Handler(BoundedHandler):
             self._send(400, b"expected /keys/<32 hex KID>\n")
             return
         self.server.note("key", [str(kid)])
-        key = self.server.keys.get(kid)
+        key = self.server.key(kid)
         if key is None:
             self._send(404, b"unknown KID\n")
         else:
@@ -322,10 +322,12 @@ class _Server(BoundedHTTPServer):
     def __init__(self, addr: tuple[str, int], root: Path, keys: Mapping[UUID, bytes],
                  node_modules: Path, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-                 segment_max_age: int = 0) -> None:
+                 segment_max_age: int = 0,
+                 key_lookup: Callable[[UUID], bytes | None] | None = None) -> None:
         super().__init__(addr, _Handler, max_connections=max_connections,
                          request_timeout=request_timeout)
         self.segment_max_age = segment_max_age
+        self.key_lookup = key_lookup
         self.root = root
         self.keys = dict(keys)
         self.node_modules = node_modules
@@ -338,6 +340,15 @@ class _Server(BoundedHTTPServer):
         self.allowed_hosts = frozenset(
             {f"{n.lower()}:{port}" for n in names} | ({n.lower() for n in names} if port == 80
                                                       else set()))
+
+    def key(self, kid: UUID) -> bytes | None:
+        """The key handed out for ``kid``: the given keys, else ``key_lookup``'s."""
+        key = self.keys.get(kid)
+        if key is None and self.key_lookup is not None:
+            key = self.key_lookup(kid)
+            if key is not None and len(key) != 16:
+                raise UsageError(f"the key lookup gave {len(key)} bytes for KID {kid}")
+        return key
 
     def note(self, kind: str, kids: list[str]) -> None:
         with self._lock:
@@ -359,7 +370,8 @@ class PackageServer:
 
     Files are looked up at each request, so a live package's new segments and rewritten
     manifests are served as they appear; manifests are never cached, media segments for
-    ``segment_max_age`` seconds (see :func:`cache_control`).
+    ``segment_max_age`` seconds (see :func:`cache_control`). ``key_lookup``: called for a KID
+    that ``keys`` lacks (a live package whose key periods bring new KIDs while it is served).
 
     A context manager; ``url`` is the origin, :meth:`player_url` a player page for a manifest.
     """
@@ -370,7 +382,8 @@ class PackageServer:
                  node_modules: str | os.PathLike[str] | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-                 segment_max_age: int = 60) -> None:
+                 segment_max_age: int = 60,
+                 key_lookup: Callable[[UUID], bytes | None] | None = None) -> None:
         if not 0 <= segment_max_age <= 31_536_000:
             raise UsageError("--segment-max-age must be between 0 and 31536000 seconds")
         if max_connections < 1 or not 0 < request_timeout <= 3600:
@@ -389,7 +402,8 @@ class PackageServer:
             self._server = _Server((host, port), self.root, keys or {}, nm,
                                    max_connections=max_connections,
                                    request_timeout=request_timeout,
-                                   segment_max_age=segment_max_age)
+                                   segment_max_age=segment_max_age,
+                                   key_lookup=key_lookup)
         except OSError as exc:
             raise OutputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._thread: threading.Thread | None = None
@@ -435,7 +449,8 @@ class PackageServer:
             raise UsageError(f"unknown player {player!r} (choose {', '.join(PLAYERS)})")
         rel = quote(self.manifest(player, manifest))
         url = f"{self.url}/player/{player}.html?manifest=/package/{rel}"
-        lic = license_url or ("/clearkey/license" if self._server.keys else None)
+        lic = license_url or ("/clearkey/license" if self._server.keys or
+                              self._server.key_lookup is not None else None)
         if lic:
             url += f"&license={quote(lic, safe='')}"
         return url
