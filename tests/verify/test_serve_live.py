@@ -74,3 +74,31 @@ def test_segment_max_age_option(pkg: Path) -> None:
     assert cache_control("/package/x/Live.M3U8", 60).startswith("no-cache")
     assert cache_control("/keys/00", 60) == "no-store"
     assert cache_control("/package/seg.m4s", 5) == "public, max-age=5"
+
+
+def test_key_lookup_for_kids_that_arrive_later(pkg: Path) -> None:
+    """A live package's new key periods bring new KIDs: `key_lookup` answers them (licence and
+    raw-key routes), an unknown KID is still 404."""
+    import base64
+    import json
+    from uuid import UUID
+
+    known = UUID("0123456789abcdef0123456789abcdef")
+    key = bytes(range(16))
+
+    def lookup(kid: UUID) -> bytes | None:
+        return key if kid == known else None
+
+    with PackageServer(pkg, key_lookup=lookup) as srv:
+        status, _, body = _get(f"{srv.url}/keys/{known.hex}")
+        assert status == 200 and body == key
+        assert _get(f"{srv.url}/keys/{'ab' * 16}")[0] == 404
+        kid64 = base64.urlsafe_b64encode(known.bytes).rstrip(b"=").decode()
+        req = urllib.request.Request(
+            srv.clearkey_license_url, method="POST",
+            data=json.dumps({"kids": [kid64], "type": "temporary"}).encode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+        assert base64.urlsafe_b64decode(answer["keys"][0]["k"] + "==") == key
+        (pkg / "live.mpd").write_text("<MPD/>")
+        assert "license=%2Fclearkey%2Flicense" in srv.player_url("shaka", "live.mpd")
