@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="key rotation interval in seconds (10)")
     live.add_argument("--live-window", type=int, default=6, help="playlist window (6)")
     live.add_argument("--live-schemes", nargs="+", choices=LIVE_SCHEMES, default=list(LIVE_SCHEMES))
+    from .batch import add_batch_arguments
+
+    add_batch_arguments(p)
     return p
 
 
@@ -149,6 +152,10 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.live:
         return _main_live(args, argv)
+    if args.batch:  # encrypt-batch throughput only (benchmarks/batch.py)
+        from .batch import run_batch_bench
+
+        return run_batch_bench(args)
     runs = args.runs or (1 if args.smoke else 3)
     minutes = args.minutes or [5.0]
     specs = [AssetSpec.smoke()] if args.smoke else [AssetSpec(minutes=m) for m in minutes]

@@ -28,8 +28,10 @@ from .errors import (
     ManifestError,
     MediaError,
     Mp4FormatError,
+    ObjectNotFoundError,
     OutputError,
     SpekePackagerError,
+    StorageError,
     ToolError,
     TsFormatError,
     UnsafeInputError,
@@ -97,6 +99,7 @@ if TYPE_CHECKING:
         parse_raw_key,
         raw_keyset,
     )
+    from .storage import ObjectStore, PackageWriter, S3Options, open_writer
     from .verify import VerifyReport, verify_package
 
 __version__ = "0.1.0"
@@ -121,6 +124,7 @@ _LAZY = {
                      "VodOptions", "VodResult", "encrypt_vod", "parse_raw_key", "raw_keyset"),
                     ".pipeline"),
     **dict.fromkeys(("VerifyReport", "verify_package"), ".verify"),
+    **dict.fromkeys(("ObjectStore", "PackageWriter", "S3Options", "open_writer"), ".storage"),
 }
 
 
@@ -181,13 +185,17 @@ __all__ = [
     "Mp4FormatError",
     "MtlsAuth",
     "NoAuth",
+    "ObjectNotFoundError",
+    "ObjectStore",
     "OutputError",
     "OutputFormat",
+    "PackageWriter",
     "Packaging",
     "PeriodKeySource",
     "PublishedSegment",
     "RawKeys",
     "RotationSchedule",
+    "S3Options",
     "SampleAesEncryptor",
     "Scheme",
     "SigV4Auth",
@@ -196,6 +204,7 @@ __all__ = [
     "SpekeKeys",
     "SpekePackagerError",
     "SpekeVersion",
+    "StorageError",
     "ToolError",
     "TrackInfo",
     "TrackKind",
@@ -218,6 +227,7 @@ __all__ = [
     "encrypt_vod",
     "fetch_keys",
     "iv_from_sequence",
+    "open_writer",
     "parse_raw_key",
     "probe_init",
     "probe_ts",

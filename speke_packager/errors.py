@@ -28,6 +28,8 @@ Messages never contain content keys.
       OutputError                     cannot write the output (disk full, exists, ...)
       ToolError                       an external tool (ffmpeg, packager) missing or failing
       VerificationError               verify found a mismatch
+      StorageError                    object storage refused or failed a request (.url, .code)
+        ObjectNotFoundError           the object (or bucket) does not exist
 """
 
 from __future__ import annotations
@@ -208,6 +210,25 @@ class VerificationError(SpekePackagerError):
     exit_code = 8
 
 
+class StorageError(SpekePackagerError):
+    """Object storage (S3 or compatible) refused or failed a request after its retries.
+
+    ``url`` is the ``s3://`` URL concerned (never a presigned or credential-bearing URL),
+    ``code`` the service's error code (``AccessDenied``, ``SlowDown``...) when it gave one."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, url: str | None = None, code: str | None = None,
+                 ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.code = code
+
+
+class ObjectNotFoundError(StorageError):
+    """The object or its bucket does not exist."""
+
+
 __all__ = [
     "CodecError",
     "CpixError",
@@ -223,8 +244,10 @@ __all__ = [
     "ManifestError",
     "MediaError",
     "Mp4FormatError",
+    "ObjectNotFoundError",
     "OutputError",
     "SpekePackagerError",
+    "StorageError",
     "ToolError",
     "TsFormatError",
     "UnsafeInputError",

@@ -37,14 +37,16 @@ RULES: dict[str, frozenset[str]] = {
     "keyserver": BASE | {"drm"},
     # deliberately independent of media/keys/manifests; serve shares the ClearKey licence and
     # raw-key endpoints of the key server
-    "verify": BASE | {"drm", "keyserver"},
+    "verify": BASE | {"drm", "keyserver", "storage"},
     "media": BASE,
-    "pipeline": BASE | {"drm", "keys", "manifests", "media"},
+    # object storage: botocore and base only; pipeline and verify read and write through it
+    "storage": BASE,
+    "pipeline": BASE | {"drm", "keys", "manifests", "media", "storage"},
     "conformance": BASE | {"drm", "keys"},  # checks a key server through the client
     "(package)": BASE | {"drm", "keys", "manifests", "media", "keyserver", "verify",
-                         "pipeline", "conformance"},
+                         "pipeline", "conformance", "storage"},
     "cli": BASE | {"drm", "keys", "manifests", "media", "keyserver", "verify", "pipeline",
-                   "conformance", "(package)"},
+                   "conformance", "storage", "(package)"},
     "__main__": frozenset({"cli"}),
 }
 # Inside media: codecs and the AES-128 whole-segment cipher stand alone; the container

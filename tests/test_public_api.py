@@ -51,6 +51,10 @@ PUBLIC = {
     "Mp4FormatError": "errors", "TsFormatError": "errors", "CodecError": "errors",
     "UnsupportedMediaError": "errors", "UnsafeInputError": "errors", "ManifestError": "errors", "OutputError": "errors",
     "ToolError": "errors", "VerificationError": "errors",
+    "StorageError": "errors", "ObjectNotFoundError": "errors",
+    # object storage
+    "S3Options": "storage", "ObjectStore": "storage", "PackageWriter": "storage",
+    "open_writer": "storage",
 }
 
 

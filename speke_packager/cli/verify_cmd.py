@@ -9,6 +9,7 @@ from pathlib import Path
 from uuid import UUID
 
 from ..errors import VerificationError
+from .storage_args import add_storage_arguments, storage_options
 
 
 def parse_key_option(text: str) -> tuple[UUID, bytes]:
@@ -42,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and playlists against tenc/seig, pssh boxes, PlayReady KID byte order, EXT-X-KEY "
         "attributes). Exits non-zero on any mismatch. Keys are never printed.",
     )
-    v.add_argument("directory", type=Path, help="the package folder (MPD and/or HLS playlists)")
-    v.add_argument("--reference", required=True, type=Path, help="the clear input it was made from")
+    v.add_argument("directory", help="the package folder (MPD and/or HLS playlists), or an "
+                   "s3://bucket/prefix")
+    v.add_argument("--reference", required=True,
+                   help="the clear input it was made from (path or s3:// URL)")
     v.add_argument("--key", action="append", metavar="KID:KEY",
                    help="a content key (repeatable); hex KID or UUID, hex key")
     v.add_argument("--key-file", type=Path, metavar="FILE",
@@ -56,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     from .keys_cmd import add_speke_arguments
 
     add_speke_arguments(v)  # keys from a SPEKE server: --speke-url, --content-id, --drm, ...
+    add_storage_arguments(v)
     v.set_defaults(func=_verify)
 
     s = subparsers.add_parser(
@@ -102,17 +106,20 @@ def _verify(args: argparse.Namespace) -> int:
 
     from .._tools import FFMPEG_VERIFY, FFPROBE_VERIFY, find_tool
     from ..verify import verify_package
+    from ..verify.remote import staged
 
     # the tools first: one line naming what was found, before any key is fetched
     find_tool("ffmpeg", FFMPEG_VERIFY)
     find_tool("ffprobe", FFPROBE_VERIFY)
     keys = _keys(args.key, args.key_file)
-    if args.speke_url:
-        keys.update(_speke_keys(args))
-    report = verify_package(
-        args.directory, args.reference, keys=keys,
-        clearkey_license_url=args.clearkey_license_url, fetch_key_uris=not args.no_fetch_key_uris,
-    )
+    with staged(args.directory, args.reference, storage_options(args)) as (pkg, ref):
+        if args.speke_url:
+            keys.update(_speke_keys(args, pkg))
+        report = verify_package(
+            pkg, ref, keys=keys, clearkey_license_url=args.clearkey_license_url,
+            fetch_key_uris=not args.no_fetch_key_uris,
+        )
+    report = type(report)(str(args.directory), str(args.reference), report.renditions)
     if args.json:
         print(report.to_json())
     else:
@@ -131,14 +138,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _speke_keys(args: argparse.Namespace) -> dict[UUID, bytes]:
+def _speke_keys(args: argparse.Namespace, directory: Path) -> dict[UUID, bytes]:
     """The keys a SPEKE server hands out for the package's content id, scheme and packaging
     (read from the package unless --scheme/--packaging are given)."""
     from ..constants import Packaging, Scheme
     from ..verify import package_protection
     from .keys_cmd import contract_from_args, periods_from_args, speke_client_from_args
 
-    schemes, packagings = package_protection(args.directory)
+    schemes, packagings = package_protection(directory)
     scheme = Scheme(args.scheme) if args.scheme else (schemes[0] if schemes else None)
     packaging: tuple[Packaging, ...] | None = None
     if not args.packaging and packagings:

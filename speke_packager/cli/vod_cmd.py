@@ -18,18 +18,21 @@ from typing import TYPE_CHECKING
 
 from ..constants import Scheme
 from ..errors import UsageError
+from ..storage.url import is_s3
 from .keys_cmd import (
     add_speke_arguments,
     contract_from_args,
     drms_from_args,
     speke_client_from_args,
 )
+from .storage_args import add_storage_arguments, storage_options
 
 # The pipeline (media, manifests, numpy, lxml) is imported by the handler only: building the
 # parser must stay cheap (it runs for every command and for --help).
 if TYPE_CHECKING:
+    from ..keys.client import SpekeClient
     from ..pipeline.keysource import RawKeys, SpekeKeys
-    from ..pipeline.options import VodResult
+    from ..pipeline.options import VodOptions, VodResult
 
 # The values of pipeline.options.OutputFormat (a test checks they agree).
 FORMAT_CHOICES = ("hls", "dash", "both")
@@ -74,9 +77,13 @@ def add_raw_key_arguments(p: argparse.ArgumentParser) -> None:
                      help="W3C ClearKey licence URL for the DASH ContentProtection (dashif:Laurl)")
 
 
-def _key_source(args: argparse.Namespace) -> RawKeys | SpekeKeys:
+def key_source_from_args(
+    args: argparse.Namespace,
+    client: Callable[[argparse.Namespace], SpekeClient] = speke_client_from_args,
+) -> RawKeys | SpekeKeys:
     """``--key``/``--key-file`` (raw keys) or ``--speke-url`` (a key server) as the library's
-    key source; encrypt_vod checks the DRM systems against the format and scheme."""
+    key source; encrypt_vod checks the DRM systems against the format and scheme. ``client``
+    makes the SPEKE client (encrypt-batch shares one per key server URL)."""
     from ..pipeline.keysource import RawKeys, SpekeKeys
 
     specs = raw_key_specs(args)
@@ -92,7 +99,7 @@ def _key_source(args: argparse.Namespace) -> RawKeys | SpekeKeys:
                          "drop --packaging")
     # (encrypt_vod replaces the packaging and scheme with those of --format and --scheme)
     contract = contract_from_args(args, packaging=())
-    return SpekeKeys(speke_client_from_args(args), contract)
+    return SpekeKeys(client(args), contract)
 
 
 @contextmanager
@@ -123,23 +130,34 @@ def _summary(r: VodResult) -> str:
     return "\n".join(lines)
 
 
-def _handler(args: argparse.Namespace) -> int:
+def _location(text: str) -> Path | str:
+    return text if is_s3(text) else Path(text)
+
+
+def vod_options_from_args(args: argparse.Namespace,
+                          progress: Callable[[int, int], None] | None = None) -> VodOptions:
+    """The :class:`VodOptions` of encrypt-vod's options (also those of an encrypt-batch row)."""
     from ..pipeline.options import OutputFormat, VodOptions, default_jobs
+
+    return VodOptions(
+        input=_location(args.input), output=_location(args.output),
+        scheme=Scheme(args.scheme) if args.scheme else Scheme.CBCS,
+        format=OutputFormat(args.format) if args.format else None,
+        segment_duration=args.segment_duration, clear_lead=args.clear_lead,
+        jobs=args.jobs if args.jobs else default_jobs(),
+        force=args.force, key_uri=args.key_uri,
+        clearkey_license_url=args.clearkey_license_url, iv=parse_iv(args.iv),
+        progress=progress, segmenter=getattr(args, "segmenter", None),
+        storage=storage_options(args))
+
+
+def _handler(args: argparse.Namespace) -> int:
     from ..pipeline.vod import encrypt_vod
 
-    source = _key_source(args)
+    source = key_source_from_args(args)
     quiet = args.quiet or args.json
     with _progress(not quiet and sys.stderr.isatty()) as progress:
-        opts = VodOptions(
-            input=Path(args.input), output=Path(args.output),
-            scheme=Scheme(args.scheme) if args.scheme else Scheme.CBCS,
-            format=OutputFormat(args.format) if args.format else None,
-            segment_duration=args.segment_duration, clear_lead=args.clear_lead,
-            jobs=args.jobs if args.jobs else default_jobs(),
-            force=args.force, key_uri=args.key_uri,
-            clearkey_license_url=args.clearkey_license_url, iv=parse_iv(args.iv),
-            progress=progress, segmenter=args.segmenter)
-        result = encrypt_vod(opts, source)
+        result = encrypt_vod(vod_options_from_args(args, progress), source)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     elif not args.quiet:
@@ -155,10 +173,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "segments), a clear DASH MPD (SegmentTemplate, SegmentList, SegmentBase) or a media "
         "file (.mp4 .mov .ts .mkv, segmented first with ffmpeg, stream copy). Keys come from "
         "SPEKE (--speke-url ...) or are given raw (--key). The output folder is written under a "
-        "temporary name and renamed at the end: an error or Ctrl-C leaves no output.",
+        "temporary name and renamed at the end: an error or Ctrl-C leaves no output. INPUT and "
+        "--output may be s3://bucket/key URLs: an s3:// output is published segments first, "
+        "manifests last, and removed again on failure.",
     )
-    p.add_argument("input", help="clear .m3u8, .mpd or media file")
-    p.add_argument("--output", "-o", required=True, help="output folder")
+    p.add_argument("input", help="clear .m3u8, .mpd or media file (path or s3:// URL)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output folder or s3://bucket/prefix")
     p.add_argument("--format", choices=FORMAT_CHOICES,
                    help="output manifests (default: as the input; both for a media file)")
     p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
@@ -176,4 +197,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_raw_key_arguments(p)
     add_speke_arguments(p)
+    add_storage_arguments(p)
     p.set_defaults(func=_handler)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from ..constants import Scheme
 from ..model import KeySet
+from ..storage import S3Options
 
 # progress(done, total): called from the caller's thread after each written piece
 ProgressCallback = Callable[[int, int], None]
@@ -44,10 +45,13 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True, slots=True)
 class VodOptions:
-    """What ``encrypt_vod`` does. ``format=None`` means: as the input (both for a media file)."""
+    """What ``encrypt_vod`` does. ``format=None`` means: as the input (both for a media file).
 
-    input: Path
-    output: Path
+    ``input`` and ``output`` are local paths or ``s3://bucket/key`` strings (a ``Path`` is
+    always local); ``storage`` says how to reach object storage (None: botocore's chain)."""
+
+    input: Path | str
+    output: Path | str
     scheme: Scheme = Scheme.CBCS
     format: OutputFormat | None = None
     segment_duration: float = 6.0
@@ -62,6 +66,11 @@ class VodOptions:
     # how a media file is segmented: "native" (MP4/MOV with cenc/cbcs: our fragmenter, the
     # segments encrypted as they are cut), "ffmpeg", or None: native where it applies
     segmenter: str | None = None
+    storage: S3Options | None = None
+    # called with the finished output folder, still under its temporary name, just before it is
+    # published (encrypt-batch writes its completion manifest there, so it is never missing
+    # from a published output)
+    before_publish: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +89,7 @@ class TrackSummary:
 
 @dataclass(frozen=True, slots=True)
 class VodResult:
-    output: Path
+    output: Path | str  # the published folder, or the s3:// prefix
     scheme: Scheme
     format: OutputFormat
     manifests: tuple[str, ...]

@@ -21,12 +21,14 @@ from .._io import AtomicDirectory, input_path, open_input
 from ..constants import Scheme
 from ..errors import UnsupportedMediaError, UsageError
 from ..model import KeySet
+from ..storage import is_s3
 from .contexts import KeyChoice
 from .hls_job import Contexts, HlsJob
 from .keysource import RawKeys, SpekeKeys
 from .native import NATIVE_SUFFIXES, NativePackage, fragment_media
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Generated, Plan, execute
+from .remote import RemotePlan, RemoteRun
 from .segmenter import MEDIA_SUFFIXES, check_tools, segment_media
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def default_format(kind: str, scheme: Scheme) -> OutputFormat:
 
 
 def _check(options: VodOptions, kind: str, source: object) -> OutputFormat:
-    src = options.input
+    src = Path(options.input)
     fmt = options.format or default_format(kind, options.scheme)
     if isinstance(source, (RawKeys, SpekeKeys)):
         source.check(fmt, options.scheme)
@@ -85,7 +87,7 @@ def _check(options: VodOptions, kind: str, source: object) -> OutputFormat:
         raise UsageError("--jobs must be at least 1")
     if options.iv is not None and len(options.iv) != 16:
         raise UsageError("--iv must be 16 bytes (32 hex digits)")
-    out = options.output.resolve()
+    out = Path(options.output).resolve()
     folder = input_path(src.parent, "")
     if out == folder or out in folder.parents:
         raise UsageError(f"the output folder {options.output} holds the input; choose another "
@@ -101,7 +103,7 @@ def use_native(options: VodOptions, kind: str) -> bool:
         raise UsageError(f"--segmenter must be native or ffmpeg, not {choice!r}")
     if kind != "media" or choice == "ffmpeg":
         return False
-    fits = options.input.suffix.lower() in NATIVE_SUFFIXES
+    fits = Path(options.input).suffix.lower() in NATIVE_SUFFIXES
     if choice == "native":
         if not fits:
             raise UsageError(f"the native segmenter reads {', '.join(sorted(NATIVE_SUFFIXES))} "
@@ -127,15 +129,14 @@ def _check_output_holds_no_input(plan: Plan, output: Path) -> None:
                              "another folder (the input is never modified)")
 
 
-def encrypt_vod(options: VodOptions,
-                key_source: RawKeys | SpekeKeys | KeySource | KeySet) -> VodResult:
-    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``.
-
-    Every rule on the options and keys is checked before anything is written or fetched
-    (:class:`~speke_packager.errors.UsageError` and friends, one line each): the input, the
-    output format against the input and the scheme, the DRM systems a :class:`RawKeys` or
-    :class:`SpekeKeys` source would signal, the numbers, the output folder."""
-    src = options.input
+def check_vod(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | KeySet
+              ) -> tuple[str, OutputFormat]:
+    """The checks :func:`encrypt_vod` makes before it fetches a key or writes a byte: the
+    input (a regular file; its kind), the options, the output format against the input and the
+    scheme, the DRM systems of a :class:`RawKeys` / :class:`SpekeKeys` source, the output
+    folder against the input. Returns (input kind: 'hls', 'dash' or 'media', output format).
+    ``encrypt-batch`` runs it for every asset up front, on the coordinator."""
+    src = Path(options.input)
     if not src.exists():
         raise UsageError(f"input {src} does not exist")
     if not src.is_file():
@@ -146,10 +147,44 @@ def encrypt_vod(options: VodOptions,
     top = input_path(src.parent, src.name) if kind == "media" else src
     os.close(open_input(top.parent, top.name, what="input"))
     fmt = _check(options, kind, key_source)
+    use_native(options, kind)  # a --segmenter the input cannot take: refused here
+    return kind, fmt
+
+
+def encrypt_vod(options: VodOptions,
+                key_source: RawKeys | SpekeKeys | KeySource | KeySet) -> VodResult:
+    """Encrypt ``options.input`` into ``options.output`` with keys from ``key_source``.
+
+    Every rule on the options and keys is checked before anything is written or fetched
+    (:class:`~speke_packager.errors.UsageError` and friends, one line each): the input, the
+    output format against the input and the scheme, the DRM systems a :class:`RawKeys` or
+    :class:`SpekeKeys` source would signal, the numbers, the output folder.
+
+    ``options.input`` / ``options.output`` may be ``s3://bucket/key`` strings (see
+    :mod:`.remote`): the input is read and the package published through object storage, with
+    ``options.storage`` (endpoint, region...) and botocore's credential chain."""
+    if is_s3(options.input) or is_s3(options.output):
+        def precheck(local: VodOptions, kind: str) -> None:
+            _check(local, kind, key_source)
+
+        with RemoteRun(options, precheck) as remote:
+            return remote.publish(_encrypt(remote.local, key_source, remote.plan_factory,
+                                           remote.started))
+    return _encrypt(options, key_source, Plan, None)
+
+
+def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | KeySet,
+             plan_factory: Callable[[Path], Plan],
+             started: Callable[[Path], None] | None) -> VodResult:
+    src = Path(options.input)
+    kind, fmt = check_vod(options, key_source)
+    top = input_path(src.parent, src.name) if kind == "media" else src
     native = use_native(options, kind)
     if kind == "media" and not native:
         check_tools()
-    with AtomicDirectory(options.output, force=options.force) as out:
+    with AtomicDirectory(Path(options.output), force=options.force) as out:
+        if started is not None:
+            started(out.path)
         keyset = _keys(key_source, fmt, options.scheme)
         if not keyset.entries:
             raise UsageError("the key set is empty")
@@ -160,7 +195,7 @@ def encrypt_vod(options: VodOptions,
                                                      seconds=options.segment_duration,
                                                      hls=fmt.hls, dash=fmt.dash)
                 try:
-                    result = _run(options, keyset, Path(work),
+                    result = _run(options, keyset, plan_factory(Path(work)),
                                   hls_rel="master.m3u8" if fmt.hls else None,
                                   mpd_rel="manifest.mpd" if fmt.dash else None,
                                   out_dir=out.path, fmt=fmt, generated=npkg.generated)
@@ -173,14 +208,17 @@ def encrypt_vod(options: VodOptions,
                 ts = options.scheme in _TS_SCHEMES
                 pkg = segment_media(src, wd, ts=ts, seconds=options.segment_duration,
                                     hls=fmt.hls)
-                result = _run(options, keyset, wd, hls_rel="master.m3u8" if fmt.hls else None,
+                result = _run(options, keyset, plan_factory(wd),
+                              hls_rel="master.m3u8" if fmt.hls else None,
                               mpd_rel="manifest.mpd" if fmt.dash and pkg.mpd else None,
                               out_dir=out.path, fmt=fmt)
         else:
-            result = _run(options, keyset, input_path(src.parent, ""),
+            result = _run(options, keyset, plan_factory(input_path(src.parent, "")),
                           hls_rel=src.name if kind == "hls" else None,
                           mpd_rel=src.name if kind == "dash" else None, out_dir=out.path,
                           fmt=fmt)
+        if options.before_publish is not None:
+            options.before_publish(out.path)
         final = out.commit()
     return VodResult(output=final, scheme=result.scheme, format=fmt, manifests=result.manifests,
                      tracks=result.tracks, segments=result.segments, bytes_in=result.bytes_in,
@@ -196,10 +234,9 @@ def _keys(source: RawKeys | SpekeKeys | KeySource | KeySet, fmt: OutputFormat,
     return source(scheme)
 
 
-def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None,
+def _run(options: VodOptions, keyset: KeySet, plan: Plan, *, hls_rel: str | None,
          mpd_rel: str | None, out_dir: Path, fmt: OutputFormat,
          generated: Mapping[str, Generated] | None = None) -> VodResult:
-    plan = Plan(root)
     plan.generated.update(generated or {})
     choice = KeyChoice(keyset=keyset, scheme=options.scheme, explicit_iv=options.iv,
                        iv_source=options.iv_source, key_uri=options.key_uri,
@@ -215,11 +252,13 @@ def _run(options: VodOptions, keyset: KeySet, root: Path, *, hls_rel: str | None
         if job is not None:
             job.prepare()
             job.check_signaling()
-    _check_output_holds_no_input(plan, options.output)
+    _check_output_holds_no_input(plan, Path(options.output))
     tracks: list[TrackSummary] = [*(hls.tracks if hls else []), *(dsh.tracks if dsh else [])]
     if not any(t.kid for t in tracks):
         raise UsageError("no track of the input matches any key; nothing would be encrypted")
     progress: Callable[[int, int], None] | None = options.progress
+    if isinstance(plan, RemotePlan):  # an s3:// package: its segments, several at a time
+        plan.prefetch(p.rel for p in plan.pieces.values())
     execute(plan, out_dir, jobs=options.jobs, progress=progress)
     manifests: list[str] = []
     if hls is not None:

@@ -1,4 +1,5 @@
-"""A small read-only ISO BMFF walker for verification: tenc/schm/frma, pssh, seig, senc.
+"""A small read-only ISO BMFF walker for verification: tenc/schm/frma, pssh, seig, senc, and per
+fragment which sample entry each traf uses (tfhd/trex) to tell clear-lead fragments apart.
 
 Independent of :mod:`speke_packager.media.mp4` on purpose: `verify` checks our own writer's
 output, so it must not share its parser.
@@ -74,6 +75,27 @@ class Tenc:
     constant_iv: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class TrafFacts:
+    """One track fragment: its sample entry and whether it carries sample encryption data."""
+
+    track_id: int
+    sample_description_index: int  # from tfhd; 0 when absent (the trex default applies)
+    has_senc: bool  # senc, or the PIFF sample encryption uuid box
+    samples: int  # trun sample counts summed
+    # sbgp 'seig': group_description_index of each sample run, (index, count) in order
+    seig_runs: tuple[tuple[int, int], ...] = ()
+    local_seig: tuple[bool, ...] = ()  # this traf's sgpd 'seig' entries: isProtected
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentFacts:
+    """One moof, in file order, with the name of the file it came from (for messages)."""
+
+    trafs: tuple[TrafFacts, ...]
+    source: str = ""
+
+
 @dataclass(slots=True)
 class Mp4Facts:
     """What verification needs from an init segment plus its media segments."""
@@ -82,8 +104,19 @@ class Mp4Facts:
     handlers: dict[int, str] = field(default_factory=dict)  # track_ID -> hdlr ('vide', 'soun')
     pssh: list[Pssh] = field(default_factory=list)  # moov and moof pssh boxes, in file order
     seig_kids: list[UUID] = field(default_factory=list)  # sgpd/seig KIDs in moofs
-    fragments: int = 0
-    senc_fragments: int = 0
+    # track_ID -> one flag per stsd entry, in order: True when protected (sinf with tenc)
+    entries: dict[int, list[bool]] = field(default_factory=dict)
+    trex_sdi: dict[int, int] = field(default_factory=dict)  # track_ID -> trex default index
+    init_seig: dict[int, list[bool]] = field(default_factory=dict)  # stbl sgpd seig isProtected
+    fragment_list: list[FragmentFacts] = field(default_factory=list)
+
+    @property
+    def fragments(self) -> int:
+        return len(self.fragment_list)
+
+    @property
+    def senc_fragments(self) -> int:
+        return sum(any(t.has_senc for t in f.trafs) for f in self.fragment_list)
 
     @property
     def kids(self) -> set[UUID]:
@@ -156,6 +189,8 @@ def _walk_trak(buf: bytes, trak: Box, facts: Mp4Facts) -> None:
     track_id = 0
     handler = ""
     entries: list[Tenc] = []
+    protected: list[bool] = []
+    seig: list[bool] = []
     for b in iter_boxes(buf, trak.body, trak.end, trak.path):
         if b.type == "tkhd":
             v, _ = _full(buf, b)
@@ -166,8 +201,11 @@ def _walk_trak(buf: bytes, trak: Box, facts: Mp4Facts) -> None:
                 if m.type == "hdlr":
                     handler = bytes(buf[m.body + 8 : m.body + 12]).decode("latin-1")
                 elif m.type == "minf":
+                    for g in _find(buf, m, ("stbl", "sgpd")):
+                        seig.extend(_walk_sgpd(buf, g, facts))
                     for s in _find(buf, m, ("stbl", "stsd")):
                         for e in _sample_entries(buf, s):
+                            protected.append(False)
                             start = _entry_children_start(buf, e)
                             if start is None or start > e.end:
                                 continue
@@ -176,8 +214,11 @@ def _walk_trak(buf: bytes, trak: Box, facts: Mp4Facts) -> None:
                                     t = _parse_sinf(buf, c)
                                     if t is not None:
                                         entries.append(t)
+                                        protected[-1] = t.is_protected
     facts.tracks[track_id] = entries
     facts.handlers[track_id] = handler
+    facts.entries[track_id] = protected
+    facts.init_seig[track_id] = seig
 
 
 def _find(buf: bytes, box: Box, names: tuple[str, ...]) -> Iterator[Box]:
@@ -189,11 +230,13 @@ def _find(buf: bytes, box: Box, names: tuple[str, ...]) -> Iterator[Box]:
             yield from _find(buf, b, names[1:])
 
 
-def _walk_sgpd(buf: bytes, box: Box, facts: Mp4Facts) -> None:
+def _walk_sgpd(buf: bytes, box: Box, facts: Mp4Facts) -> list[bool]:
+    """Record the KIDs of an sgpd 'seig'; returns each entry's isProtected (empty if no seig)."""
     v, _ = _full(buf, box)
     p = box.body + 4
     if bytes(buf[p : p + 4]) != b"seig":
-        return
+        return []
+    prot: list[bool] = []
     p += 4
     default_length = 0
     if v == 1:
@@ -211,13 +254,67 @@ def _walk_sgpd(buf: bytes, box: Box, facts: Mp4Facts) -> None:
         if p + 20 > box.end:
             raise Mp4FormatError("seig entry truncated", box_path=box.path)
         facts.seig_kids.append(UUID(bytes=bytes(buf[p + 4 : p + 20])))
+        prot.append(bool(buf[p + 2]))
         if not length:
             length = 20 + ((1 + buf[p + 20]) if buf[p + 2] and buf[p + 3] == 0 else 0)
         p += length
+    return prot
 
 
-def read_mp4_facts(buf: bytes) -> Mp4Facts:
-    """Walk the top level of init + segments and collect the encryption signaling."""
+def _walk_sbgp(buf: bytes, box: Box) -> tuple[tuple[int, int], ...] | None:
+    """The (group_description_index, sample_count) runs of an sbgp 'seig', else None."""
+    v, _ = _full(buf, box)
+    p = box.body + 4
+    if bytes(buf[p : p + 4]) != b"seig":
+        return None
+    p += 8 if v == 1 else 4  # grouping_type_parameter
+    if p + 4 > box.end:
+        raise Mp4FormatError("sbgp truncated", box_path=box.path)
+    (count,) = struct.unpack_from(">I", buf, p)
+    if p + 4 + 8 * count > box.end:
+        raise Mp4FormatError("sbgp entries truncated", box_path=box.path)
+    runs = struct.unpack_from(f">{2 * count}I", buf, p + 4)
+    return tuple((runs[2 * i + 1], runs[2 * i]) for i in range(count))
+
+
+def _walk_traf(buf: bytes, traf: Box, facts: Mp4Facts) -> TrafFacts:
+    track_id = sdi = samples = 0
+    has_senc = False
+    runs: tuple[tuple[int, int], ...] = ()
+    local: list[bool] = []
+    for t in iter_boxes(buf, traf.body, traf.end, traf.path):
+        if t.type == "tfhd":
+            _, flags = _full(buf, t)
+            if t.body + 8 > t.end:
+                raise Mp4FormatError("tfhd too short", box_path=t.path)
+            (track_id,) = struct.unpack_from(">I", buf, t.body + 4)
+            if flags & 0x000002:
+                off = t.body + 8 + (8 if flags & 0x000001 else 0)
+                if off + 4 > t.end:
+                    raise Mp4FormatError("tfhd lacks its sample_description_index",
+                                         box_path=t.path)
+                (sdi,) = struct.unpack_from(">I", buf, off)
+        elif t.type == "trun":
+            if t.body + 8 > t.end:
+                raise Mp4FormatError("trun too short", box_path=t.path)
+            samples += struct.unpack_from(">I", buf, t.body + 4)[0]
+        elif t.type == "sgpd":
+            local.extend(_walk_sgpd(buf, t, facts))
+        elif t.type == "sbgp":
+            found = _walk_sbgp(buf, t)
+            if found is not None:
+                runs = found
+        elif t.type == "senc" or (
+            t.type == "uuid" and bytes(buf[t.start + 8 : t.start + 24]).hex()
+            == "a2394f525a9b4f14a2446c427c648df4"
+        ):
+            has_senc = True
+    return TrafFacts(track_id, sdi, has_senc, samples, runs, tuple(local))
+
+
+def read_mp4_facts(buf: bytes, source: str = "") -> Mp4Facts:
+    """Walk the top level of init + segments and collect the encryption signaling.
+    ``source`` names the file in the fragments' messages."""
     facts = Mp4Facts()
     for top in iter_boxes(buf):
         if top.type == "moov":
@@ -226,22 +323,19 @@ def read_mp4_facts(buf: bytes) -> Mp4Facts:
                     _walk_trak(buf, b, facts)
                 elif b.type == "pssh":
                     facts.pssh.append(_pssh(buf, b))
+                elif b.type == "mvex":
+                    for x in iter_boxes(buf, b.body, b.end, b.path):
+                        if x.type == "trex" and x.body + 12 <= x.end:
+                            tid, default_sdi = struct.unpack_from(">II", buf, x.body + 4)
+                            facts.trex_sdi[tid] = default_sdi
         elif top.type == "moof":
-            facts.fragments += 1
-            has_senc = False
+            trafs: list[TrafFacts] = []
             for b in iter_boxes(buf, top.body, top.end, top.path):
                 if b.type == "pssh":
                     facts.pssh.append(_pssh(buf, b))
                 elif b.type == "traf":
-                    for t in iter_boxes(buf, b.body, b.end, b.path):
-                        if t.type == "sgpd":
-                            _walk_sgpd(buf, t, facts)
-                        elif t.type == "senc" or (
-                            t.type == "uuid" and bytes(buf[t.start + 8 : t.start + 24]).hex()
-                            == "a2394f525a9b4f14a2446c427c648df4"
-                        ):
-                            has_senc = True
-            facts.senc_fragments += int(has_senc)
+                    trafs.append(_walk_traf(buf, b, facts))
+            facts.fragment_list.append(FragmentFacts(tuple(trafs), source))
     return facts
 
 

@@ -19,6 +19,7 @@ from ..constants import (
 from ..drm.pssh import Pssh, PsshError, parse_pssh
 from ..errors import ManifestError, MediaError
 from .boxes import Mp4Facts
+from .fragments import classify_fragments
 from .package import KeyTag, Package, Rendition
 from .report import RenditionReport
 from .signaling import decode_data_uri, parse_hex_kid, parse_playready_object, widevine_kids
@@ -76,8 +77,8 @@ def check_tenc(rep: RenditionReport, facts: Mp4Facts) -> UUID | None:
         kid = kid or t.kid
     rep.kids = sorted({str(t.kid) for t in tencs} | {str(k) for k in facts.seig_kids})
     if facts.fragments:
-        rep.add("senc", facts.senc_fragments == facts.fragments,
-                f"{facts.senc_fragments}/{facts.fragments} fragments carry sample encryption data")
+        summary = classify_fragments(facts)
+        rep.add("senc", summary.ok, summary.detail())
     return kid
 
 

@@ -21,6 +21,7 @@ from uuid import UUID
 
 from ..constants import KEYFORMAT_IDENTITY, Packaging, Scheme
 from ..errors import SpekePackagerError, ToolError
+from ..storage import S3Options, is_s3
 from .boxes import Mp4Facts, read_mp4_facts
 from .checks import (
     check_dash_signaling,
@@ -33,6 +34,7 @@ from .decode import DecodeError, frame_hashes, keyed_input, scrub, stream_kinds
 from .keys import KeySource, write_private
 from .package import KeyTag, Rendition, discover
 from .references import Reference, compare, concat_rendition
+from .remote import staged
 from .report import RenditionReport, VerifyReport
 
 __all__ = ["package_protection", "verify_package"]
@@ -63,14 +65,17 @@ def _av_streams(kinds: list[str]) -> Iterator[tuple[str, str]]:
 def _mp4_facts(r: Rendition) -> Mp4Facts:
     facts = read_mp4_facts(r.init.read()) if r.init is not None else Mp4Facts()
     for seg in r.segments:
-        f = read_mp4_facts(seg.read())
+        f = read_mp4_facts(seg.read(), source=seg.path.name)
         facts.pssh.extend(f.pssh)
         facts.seig_kids.extend(f.seig_kids)
-        facts.fragments += f.fragments
-        facts.senc_fragments += f.senc_fragments
+        facts.fragment_list.extend(f.fragment_list)
         for tid, entries in f.tracks.items():  # self-initialising segments (SegmentBase)
             facts.tracks.setdefault(tid, entries)
             facts.handlers.setdefault(tid, f.handlers.get(tid, ""))
+            facts.entries.setdefault(tid, f.entries.get(tid, []))
+            facts.init_seig.setdefault(tid, f.init_seig.get(tid, []))
+        for tid, sdi in f.trex_sdi.items():
+            facts.trex_sdi.setdefault(tid, sdi)
     return facts
 
 
@@ -248,6 +253,7 @@ def verify_package(
     keys: Mapping[UUID, bytes] | None = None,
     clearkey_license_url: str | None = None,
     fetch_key_uris: bool = True,
+    storage: S3Options | None = None,
 ) -> VerifyReport:
     """Verify every rendition of the package in ``directory`` against the clear ``reference``:
     a media file, a clear HLS or DASH manifest, or a folder of them (see :mod:`.references`).
@@ -255,7 +261,16 @@ def verify_package(
     Keys come from ``keys`` (KID -> 16 bytes), a W3C ClearKey licence server, or (HLS) the
     playlist's key URIs when ``fetch_key_uris``. Returns a report; mismatches do not raise
     (call :meth:`VerifyReport.raise_for_failure`). Missing tools raise :class:`ToolError`.
+
+    ``directory`` and ``reference`` may be ``s3://`` URLs (a package prefix, a media file or
+    clear manifest): they are downloaded first (:mod:`.remote`; ``storage``: the endpoint...).
     """
+    if is_s3(directory) or is_s3(reference):
+        with staged(directory, reference, storage) as (local_dir, local_ref):
+            report = verify_package(local_dir, local_ref, keys=keys,
+                                    clearkey_license_url=clearkey_license_url,
+                                    fetch_key_uris=fetch_key_uris)
+        return VerifyReport(str(directory), str(reference), report.renditions)
     root = Path(directory).resolve()
     pkg = discover(root)
     ks = KeySource(keys or {}, clearkey_license_url, fetch_key_uris, root)

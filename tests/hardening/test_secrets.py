@@ -169,6 +169,28 @@ def ran(session: Session, tmp_path_factory: pytest.TempPathFactory) -> Session:
     s.run("verify-wrong-key", "verify", str(out2), "--reference", str(src),
           "--key", f"{KID_HEX}:{bytes(16).hex()}", expect=None)
 
+    # encrypt-batch: a SPEKE row, a raw-key row and a bad row; its report and manifests too
+    import json
+
+    s.keys |= _learn_keys(s, "sec-batch", "--scheme", "cenc")
+    jobs = s.tmp / "batch.jsonl"
+    rows = [{"id": "b1", "input": str(src), "output": str(s.tmp / "batch-speke"),
+             "content_id": "sec-batch", "drm": "widevine,playready,clearkey", "scheme": "cenc",
+             "format": "dash"},
+            {"id": "b2", "input": str(src), "output": str(s.tmp / "batch-raw"),
+             "key": [f"{KID_HEX}:{KEY.hex()}"], "drm": "clearkey", "scheme": "cbcs",
+             "format": "dash"},
+            {"id": "b3", "input": str(src), "output": str(s.tmp / "batch-bad"),
+             "key": [f"{KID_HEX}:{KEY.hex()[:-1]}"]}]
+    jobs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = s.tmp / "batch-report.json"
+    s.run("batch", "encrypt-batch", str(jobs), "--workers", "1", "--speke-url",
+          f"{s.url}/speke", "--report", str(report), expect=1)
+    s.texts["batch:report"] = report.read_text()
+    assert '"failed": 1' in s.texts["batch:report"]
+    s.add_package("batch-speke", s.tmp / "batch-speke")
+    s.add_package("batch-raw", s.tmp / "batch-raw")
+
     # error paths: a malformed key, an input that does not exist, a key server with bad MACs
     bad = KEY.hex()[:-1]
     s.keys.add(bytes.fromhex(KEY.hex()[:-2] + "00"))  # near-miss spelling of the bad one

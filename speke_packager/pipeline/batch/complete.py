@@ -1,0 +1,122 @@
+"""The completion manifest of one batch asset: ``.speke-packager-complete.json``.
+
+Written by the worker as the last file of the output folder, while the folder still has its
+temporary name (:attr:`~..options.VodOptions.before_publish`), so a published output always
+holds it. It lists every other file of the output with its size and SHA-256, the asset's job
+fingerprint (the options and key source of its row, never a key) and its KIDs. A re-run of the
+batch skips an asset whose output matches its manifest, and redoes one whose output is missing,
+changed, or was made for other options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..._io import write_text_atomic
+
+MARKER = ".speke-packager-complete.json"
+_FORMAT = 1
+_MAX_MARKER = 64 << 20  # a manifest larger than this is not ours
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(root: Path) -> dict[str, Path]:
+    """Every regular file below ``root`` but the manifest, by its POSIX path relative to root."""
+    out: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel != MARKER:
+                out[rel] = p
+    return out
+
+
+def write_marker(root: Path, *, asset: str, fingerprint: str, kids: list[str],
+                 version: str) -> dict[str, Any]:
+    """Hash every file below ``root`` and write the manifest there (last); returns it."""
+    files = {rel: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for rel, p in sorted(_files(root).items())}
+    doc: dict[str, Any] = {"format": _FORMAT, "speke_packager": version, "asset": asset,
+                           "fingerprint": fingerprint, "kids": kids, "files": files}
+    write_text_atomic(root / MARKER, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class OutputState:
+    """What the coordinator found at an asset's output folder."""
+
+    complete: bool  # matches its manifest and this job's fingerprint: skip
+    ours: bool  # holds a completion manifest (complete or not): may be replaced
+    exists: bool  # a non-empty folder (or a non-folder) is there
+    reason: str = ""  # why an existing output is not complete
+    bytes: int = 0  # of a complete output
+
+
+def read_marker(root: Path) -> dict[str, Any] | None:
+    path = root / MARKER
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_MARKER:
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT \
+            or not isinstance(doc.get("files"), dict):
+        return None
+    return doc
+
+
+def output_state(root: Path, fingerprint: str, *, check: str = "sha256") -> OutputState:
+    """Is ``root`` the complete output of the job with ``fingerprint``?
+
+    ``check``: "sha256" (read every file) or "size" (sizes and names only, for a quick resume
+    of a large catalogue on storage that is trusted not to change bytes in place)."""
+    if not root.exists() and not root.is_symlink():
+        return OutputState(complete=False, ours=False, exists=False)
+    if not root.is_dir():
+        return OutputState(complete=False, ours=False, exists=True, reason="not a folder")
+    doc = read_marker(root)
+    if doc is None:
+        empty = not any(root.iterdir())
+        return OutputState(complete=False, ours=False, exists=not empty,
+                           reason="no completion manifest")
+    if doc.get("fingerprint") != fingerprint:
+        return OutputState(complete=False, ours=True, exists=True,
+                           reason="made for other options or another input")
+    want: dict[str, Any] = doc["files"]
+    have = _files(root)
+    if set(have) != set(want):
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        return OutputState(complete=False, ours=True, exists=True, reason=what)
+    total = 0
+    for rel, path in have.items():
+        meta = want[rel]
+        if not isinstance(meta, dict):
+            return OutputState(complete=False, ours=True, exists=True, reason=f"bad entry {rel}")
+        size = path.stat().st_size
+        if size != meta.get("bytes"):
+            return OutputState(complete=False, ours=True, exists=True,
+                               reason=f"{rel} changed size")
+        if check == "sha256" and sha256_file(path) != meta.get("sha256"):
+            return OutputState(complete=False, ours=True, exists=True,
+                               reason=f"{rel} changed (checksum)")
+        total += size
+    return OutputState(complete=True, ours=True, exists=True, bytes=total)
