@@ -286,3 +286,40 @@ def test_key_outage_grace_then_typed_stop(tmp_path: Path) -> None:
         assert facts.senc_fragments == facts.fragments == 1
         (kid,) = facts.kids
         assert {t.keyid for t in tags[name].values()} == {kid.bytes}
+
+
+def test_ffmpeg_dash_input_raw_key(tmp_path: Path) -> None:
+    """FFmpeg's DASH muxer as the encoder (its run over when encrypt-live starts: a static MPD
+    ends the presentation at once): both Representations published in HLS and DASH, cbcs
+    with one raw key, every segment decrypting to the clear one's frames."""
+    ffmpeg = find_tool("ffmpeg")
+    assert ffmpeg is not None
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error",
+                    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=4",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
+                    "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-keyint_min", "25",
+                    "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    "-f", "dash", "-seg_duration", "1", "-streaming", "0", "-use_template", "1",
+                    "-use_timeline", "1", "-window_size", "0", str(src / "live.mpd")],
+                   check=True, capture_output=True)
+    packager = _encrypt_live(src, out, "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}",
+                             "--drm", "clearkey", "--window", "20")
+    _, stderr = packager.communicate(timeout=120)
+    assert packager.returncode == 0, stderr[-2000:]
+    assert 'type="static"' in (out / "manifest.mpd").read_text()
+    for rendition, rep, stream in (("video", 0, "v:0"), ("audio", 1, "a:0")):
+        names = _published(out, f"{rendition}.m3u8")
+        assert len(names) >= 4
+        init = (out / rendition / "init-0.mp4").read_bytes()
+        clear_init = (src / f"init-stream{rep}.m4s").read_bytes()
+        for i, name in enumerate(names):
+            enc_f, clear_f = tmp_path / f"e-{rendition}{i}.mp4", tmp_path / f"c-{rendition}{i}.mp4"
+            enc_f.write_bytes(init + (out / name).read_bytes())
+            clear_f.write_bytes(clear_init + (src / f"chunk-stream{rep}-{i + 1:05d}.m4s"
+                                              ).read_bytes())
+            ref = _frames(clear_f, stream)
+            assert ref and _frames(enc_f, stream, RAW_KEY) == ref, (rendition, i)
+            if len(ref) >= 10:
+                assert _frames(enc_f, stream, WRONG_KEY) != ref
