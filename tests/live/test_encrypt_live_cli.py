@@ -323,3 +323,41 @@ def test_ffmpeg_dash_input_raw_key(tmp_path: Path) -> None:
             assert ref and _frames(enc_f, stream, RAW_KEY) == ref, (rendition, i)
             if len(ref) >= 10:
                 assert _frames(enc_f, stream, WRONG_KEY) != ref
+
+
+def test_encoder_restart_continues(tmp_path: Path) -> None:
+    """The encoder dies (SIGKILL, no ENDLIST) and a new run starts over in the same folder
+    (sequence numbers and timestamps from 0 again, its files overwritten): encrypt-live goes on,
+    one EXT-X-DISCONTINUITY in each media playlist, a new DASH Period, consecutive numbers."""
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    packager = _encrypt_live(src, out, "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}", "--drm",
+                             "clearkey", "--idle-timeout", "10", "--window", "30")
+    first = _ffmpeg_live(src, 30, fmp4=True)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _wait(lambda: len(_published(out, "video.m3u8")) >= 3, 60, packager)
+        first.kill()
+        first.wait()
+        time.sleep(1)
+        second = _ffmpeg_live(src, 3, fmp4=True)
+        assert second.wait(60) == 0
+        _, stderr = packager.communicate(timeout=60)
+    finally:
+        for p in (packager, first, second):
+            if p is not None:
+                _stop(p)
+    assert packager.returncode == 0, stderr[-2000:]
+    assert "the encoder restarted" in stderr
+    for rendition in ("video", "audio"):
+        text = (out / f"{rendition}.m3u8").read_text()
+        assert text.count("#EXT-X-DISCONTINUITY\n") == 1 and text.rstrip().endswith(
+            "#EXT-X-ENDLIST")
+        names = _published(out, f"{rendition}.m3u8")
+        assert names == [f"{rendition}/{i}.m4s" for i in range(len(names))]
+        assert len(names) >= 5
+        for name in names:
+            facts = read_mp4_facts((out / rendition / "init-0.mp4").read_bytes()
+                                   + (out / name).read_bytes())
+            assert facts.senc_fragments == facts.fragments == 1
+    assert (out / "manifest.mpd").read_text().count("<Period ") == 2
