@@ -117,7 +117,7 @@ def _key_source(args: argparse.Namespace, scheme: Scheme, container: str, rotati
     return SpekeKeySource(client, contract, schedule=sched), None
 
 
-_START_WAIT = 0.5  # seconds after the first complete segment for the other tracks to show up
+_START_WAIT = 1.0  # seconds after the first complete segment for the other tracks to show up
 
 
 class _Live:
@@ -181,11 +181,16 @@ class _Live:
         return out
 
     def ready(self, tracks: list[str], now: float) -> bool:
+        """Start once every track seen has a complete segment and ``_START_WAIT`` seconds
+        passed since the first one (an encoder writes its renditions' playlists one after the
+        other: one not seen yet would be left out), or two segment durations later anyway."""
         if self.packager is not None or self.first_at is None:
             return False
+        waited = now - self.first_at
         have = {m.track for m in self.pending}
-        return all(t in have for t in tracks) or now - self.first_at >= max(
-            _START_WAIT, 3 * self.args.poll_interval) * 8
+        longest = max(m.duration for m in self.pending)
+        return (all(t in have for t in tracks) and waited >= _START_WAIT) or \
+            waited >= 2 * longest + _START_WAIT
 
     def start(self, tracks: list[str]) -> None:
         from datetime import UTC, datetime
