@@ -1,6 +1,6 @@
 """A real browser follows live key changes: FFmpeg encodes a test source in real time into clear
 live HLS (fMP4, 1 s segments), ``speke-packager encrypt-live`` encrypts it as it comes with keys
-rotating every 2 s over SPEKE (the local key server), and while it is live Shaka Player plays
+rotating every 2 s over SPEKE (the local key server; cenc, then cbcs), and while it is live Shaka Player plays
 the dynamic DASH MPD and hls.js the HLS playlists in headless Chromium, ClearKey licences
 answered with the key server's keys. Each player must pass at least two key-period boundaries
 with no error and ask licences for at least three KIDs; with wrong keys (the same KIDs, other
@@ -49,8 +49,9 @@ def _published(out: Path) -> int:
     return sum(1 for ln in p.read_text().splitlines() if ln and not ln.startswith("#"))
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStream]:
+@pytest.fixture(scope="module", params=["cenc", "cbcs"])
+def live(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStream]:
     ffmpeg = find_tool("ffmpeg")
     assert ffmpeg is not None
     root = tmp_path_factory.mktemp("live-browser")
@@ -61,7 +62,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStream]:
         packager = subprocess.Popen(
             [sys.executable, "-m", "speke_packager", "encrypt-live", str(src), str(out),
              "--poll-interval", "0.1", "--speke-url", ks.speke_url, "--content-id", CONTENT_ID,
-             "--drm", "clearkey,widevine", "--scheme", "cenc", "--rotation", str(ROTATION),
+             "--drm", "clearkey,widevine", "--scheme", request.param, "--rotation", str(ROTATION),
              "--window", "30", "--clearkey-license-url", "/clearkey/license"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         enc = subprocess.Popen(
