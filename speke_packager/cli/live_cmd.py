@@ -79,6 +79,9 @@ def _check_key_options(args: argparse.Namespace) -> list[str]:
     if args.packaging:
         raise UsageError("encrypt-live derives the SPEKE packaging from the encoder's "
                          "segments; drop --packaging")
+    if args.key_periods_per_request > 1 and args.speke_version != "1.0":
+        raise UsageError("--key-periods-per-request above 1 needs --speke-version 1.0 (SPEKE "
+                         "v2 asks for one key period per request)")
     return specs
 
 
@@ -223,7 +226,8 @@ class _Live:
                                  f"{scheme.value} over {container}")
             fmt = "hls"
         policy = LiveKeyPolicy(lead=args.key_lead, grace=args.key_grace,
-                               retries=max(0, args.retries))
+                               retries=max(0, args.retries), wait=args.key_wait,
+                               periods_per_request=args.key_periods_per_request)
         target = max(1, math.ceil(max(m.duration for m in self.pending) * 1.5 - 1e-6))
         self.packager = LivePackager(
             source, schedule, scheme, self.out, renditions, hls=fmt in ("hls", "both"),
@@ -393,6 +397,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="when a key period's keys are missing, keep using the previous "
                    "period's keys for this many seconds of media time (logged at every "
                    "segment), then stop with an error (default 0: stop at once)")
+    p.add_argument("--key-wait", type=float, default=2.0, metavar="SECONDS",
+                   help="with --key-grace: how long a segment waits for its period's keys "
+                   "still being fetched before the previous keys stand in (default 2)")
+    p.add_argument("--key-periods-per-request", type=int, default=1, metavar="N",
+                   help="key periods asked for in one SPEKE request (more than 1: SPEKE v1 "
+                   "only; default 1)")
     p.add_argument("--poll-interval", type=_positive, default=0.25, metavar="SECONDS",
                    help="how often INPUT_DIR is looked at (default 0.25)")
     p.add_argument("--settle", type=float, default=None, metavar="SECONDS",

@@ -241,6 +241,8 @@ def test_errors_one_line(tmp_path: Path) -> None:
         (["--rotation", "2", "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}"], "--rotation needs"),
         ([], "no keys"),
         (["--window", "0", "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}"], "--window"),
+        (["--speke-url", "http://127.0.0.1:9/speke", "--content-id", "c",
+          "--key-periods-per-request", "2"], "--speke-version 1.0"),
     ):
         res = subprocess.run([sys.executable, "-m", "speke_packager", "encrypt-live",
                               str(tmp_path / "in"), str(tmp_path / "out"), "--idle-timeout",
@@ -361,3 +363,29 @@ def test_encoder_restart_continues(tmp_path: Path) -> None:
                                    + (out / name).read_bytes())
             assert facts.senc_fragments == facts.fragments == 1
     assert (out / "manifest.mpd").read_text().count("<Period ") == 2
+
+
+def test_speke_v1_several_periods_per_request(tmp_path: Path) -> None:
+    """SPEKE v1 with --key-periods-per-request 4: 1 s key periods, a request for every four."""
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    with KeyServer(host="127.0.0.1", port=0, seed="encrypt-live-cli") as ks:
+        packager = _encrypt_live(src, out, "--speke-url", ks.speke_url, "--content-id",
+                                 "live-cli-v1", "--drm", "clearkey", "--scheme", "cenc",
+                                 "--rotation", "1", "--speke-version", "1.0",
+                                 "--key-periods-per-request", "4", "--window", "20")
+        ffmpeg = _ffmpeg_live(src, 8, fmp4=True)
+        try:
+            assert ffmpeg.wait(60) == 0
+            _, stderr = packager.communicate(timeout=60)
+        finally:
+            _stop(packager)
+            _stop(ffmpeg)
+        requests = ks.request_count("/speke")
+    assert packager.returncode == 0, stderr[-2000:]
+    text = (out / "video.m3u8").read_text()
+    maps = _maps(text)
+    kids = {next(iter(read_mp4_facts((out / init).read_bytes()).kids))
+            for init in set(maps.values())}
+    assert len(kids) >= 7  # a key per 1 s period
+    assert requests <= len(kids) // 4 + 2
