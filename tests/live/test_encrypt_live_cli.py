@@ -389,3 +389,22 @@ def test_speke_v1_several_periods_per_request(tmp_path: Path) -> None:
             for init in set(maps.values())}
     assert len(kids) >= 7  # a key per 1 s period
     assert requests <= len(kids) // 4 + 2
+
+
+def test_ctrl_c_ends_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) ends the presentation like SIGTERM: EXT-X-ENDLIST, exit 0."""
+    src, out = tmp_path / "clear", tmp_path / "enc"
+    src.mkdir()
+    packager = _encrypt_live(src, out, "--key", f"{RAW_KID.hex}:{RAW_KEY.hex()}",
+                             "--key-uri", "https://keys.example/{kid}")
+    ffmpeg = _ffmpeg_live(src, 30, fmp4=False)
+    try:
+        _wait(lambda: len(_published(out)) >= 2, 60, packager)
+        packager.send_signal(signal.SIGINT)
+        _, stderr = packager.communicate(timeout=30)
+    finally:
+        _stop(packager)
+        _stop(ffmpeg)
+    assert packager.returncode == 0, stderr[-2000:]
+    assert "stopped by SIGINT" in stderr
+    assert (out / "live.m3u8").read_text().rstrip().endswith("#EXT-X-ENDLIST")
