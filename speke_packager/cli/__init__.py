@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "conformance_cmd",  # conformance
     "keyserver_cmd",  # keyserver
     "vod_cmd",  # encrypt-vod
+    "live_cmd",  # encrypt-live
     "batch_cmd",  # encrypt-batch
     "verify_cmd",  # verify, serve
     "demo_cmd",  # demo

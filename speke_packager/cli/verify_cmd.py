@@ -89,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="connections served at once; more get 503 (default 512)")
     s.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="deadline for a whole request and keep-alive idle time (default 30)")
+    s.add_argument("--segment-max-age", type=int, default=60, metavar="SECONDS",
+                   help="how long browsers may cache media segments (default 60; 0: never); "
+                   "manifests are never cached, so a live package plays as it is written")
     s.add_argument("--check", action="store_true",
                    help="play in headless Chromium, print JSON, exit non-zero if playback fails")
     s.add_argument("--seconds", type=float, default=5.0, help="how long --check plays")
@@ -160,7 +163,8 @@ def _serve(args: argparse.Namespace) -> int:
     keys = _keys(args.key, args.key_file)
     with PackageServer(args.directory, keys=keys, host=args.host, port=args.port,
                        max_connections=args.max_connections,
-                       request_timeout=args.request_timeout) as srv:
+                       request_timeout=args.request_timeout,
+                       segment_max_age=args.segment_max_age) as srv:
         url = srv.player_url(args.player, args.manifest, license_url=args.license_url)
         if args.check:
             result = check_playback(url, seconds=args.seconds, chromium=args.chromium)

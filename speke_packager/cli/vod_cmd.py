@@ -40,13 +40,41 @@ FORMAT_CHOICES = ("hls", "dash", "both")
 _HEX_IV = re.compile(r"(?:0[xX])?([0-9a-fA-F]{32})")
 
 
-def _iv(text: str | None) -> bytes | None:
+def parse_iv(text: str | None) -> bytes | None:
     if text is None:
         return None
     m = _HEX_IV.fullmatch(text.strip())
     if not m:
         raise UsageError("--iv must be 32 hex digits (16 bytes)")
     return bytes.fromhex(m.group(1))
+
+
+def raw_key_specs(args: argparse.Namespace) -> list[str]:
+    """The ``--key-file`` lines, then the ``--key`` values (of :func:`add_raw_key_arguments`)."""
+    specs = list(args.key or [])
+    if args.key_file:
+        from ..pipeline.rawkeys import read_key_file
+
+        specs = read_key_file(args.key_file) + specs
+    return specs
+
+
+def add_raw_key_arguments(p: argparse.ArgumentParser) -> None:
+    """``--key``, ``--key-file``, ``--iv``, ``--key-uri``, ``--clearkey-license-url`` (shared by
+    ``encrypt-vod`` and ``encrypt-live``)."""
+    raw = p.add_argument_group("raw keys (instead of SPEKE)")
+    raw.add_argument("--key", action="append", metavar="[video=|audio=]KID:KEY",
+                     help="content key, 32 hex digits each; repeatable with video=/audio= "
+                     "(visible to local users in the process list: prefer --key-file)")
+    raw.add_argument("--key-file", type=Path, metavar="FILE",
+                     help="read the --key values from FILE, one [video=|audio=]KID:KEY per line "
+                     "(# comments; keep it chmod 600)")
+    raw.add_argument("--iv", metavar="HEX", help="explicit 16-byte IV (32 hex digits) for "
+                     "AES-128, SAMPLE-AES and cbcs (default: the key server's, else random)")
+    raw.add_argument("--key-uri", metavar="URL", help="HLS identity key URI (serves the 16 raw "
+                     "key bytes); {kid} is replaced by the KID in hex")
+    raw.add_argument("--clearkey-license-url", metavar="URL",
+                     help="W3C ClearKey licence URL for the DASH ContentProtection (dashif:Laurl)")
 
 
 def key_source_from_args(
@@ -58,11 +86,7 @@ def key_source_from_args(
     makes the SPEKE client (encrypt-batch shares one per key server URL)."""
     from ..pipeline.keysource import RawKeys, SpekeKeys
 
-    specs = list(args.key or [])
-    if args.key_file:
-        from ..pipeline.rawkeys import read_key_file
-
-        specs = read_key_file(args.key_file) + specs
+    specs = raw_key_specs(args)
     if specs and args.speke_url:
         raise UsageError("give either --speke-url or --key/--key-file, not both")
     if specs:
@@ -122,7 +146,7 @@ def vod_options_from_args(args: argparse.Namespace,
         segment_duration=args.segment_duration, clear_lead=args.clear_lead,
         jobs=args.jobs if args.jobs else default_jobs(),
         force=args.force, key_uri=args.key_uri,
-        clearkey_license_url=args.clearkey_license_url, iv=_iv(args.iv),
+        clearkey_license_url=args.clearkey_license_url, iv=parse_iv(args.iv),
         progress=progress, segmenter=getattr(args, "segmenter", None),
         storage=storage_options(args))
 
@@ -171,19 +195,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    raw = p.add_argument_group("raw keys (instead of SPEKE)")
-    raw.add_argument("--key", action="append", metavar="[video=|audio=]KID:KEY",
-                     help="content key, 32 hex digits each; repeatable with video=/audio= "
-                     "(visible to local users in the process list: prefer --key-file)")
-    raw.add_argument("--key-file", type=Path, metavar="FILE",
-                     help="read the --key values from FILE, one [video=|audio=]KID:KEY per line "
-                     "(# comments; keep it chmod 600)")
-    raw.add_argument("--iv", metavar="HEX", help="explicit 16-byte IV (32 hex digits) for "
-                     "AES-128, SAMPLE-AES and cbcs (default: the key server's, else random)")
-    raw.add_argument("--key-uri", metavar="URL", help="HLS identity key URI (serves the 16 raw "
-                     "key bytes); {kid} is replaced by the KID in hex")
-    raw.add_argument("--clearkey-license-url", metavar="URL",
-                     help="W3C ClearKey licence URL for the DASH ContentProtection (dashif:Laurl)")
+    add_raw_key_arguments(p)
     add_speke_arguments(p)
     add_storage_arguments(p)
     p.set_defaults(func=_handler)

@@ -92,6 +92,25 @@ _WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (names, not a bind)
 MAX_LICENCE_BODY = 64 << 10
 
 
+_MANIFESTS = (".m3u8", ".mpd")
+_SEGMENTS = (".m4s", ".mp4", ".ts", ".aac", ".m4a", ".m4v", ".cmfv", ".cmfa", ".vtt", ".webvtt")
+
+
+def cache_control(path: str, segment_max_age: int) -> str:
+    """The ``Cache-Control`` of a response: manifests are never cached (a live playlist or MPD
+    changes at every segment: ``no-cache, no-store``), package media segments may be cached
+    ``segment_max_age`` seconds (their names are not reused within a live run; 0: not cached),
+    everything else (keys, licences, pages) is ``no-store``. No ``ETag`` or ``Last-Modified``
+    is ever sent, so no conditional request can answer an old manifest."""
+    low = path.lower()
+    if low.startswith("/package/"):
+        if low.endswith(_MANIFESTS):
+            return "no-cache, no-store, must-revalidate, max-age=0"
+        if low.endswith(_SEGMENTS) and segment_max_age > 0:
+            return f"public, max-age={segment_max_age}"
+    return "no-store"
+
+
 def _hostile(path: str) -> bool:
     """NUL, control characters or backslashes in a decoded path: refused before any lookup."""
     return any(ord(c) < 0x20 or c in "\x7f\\" for c in path)
@@ -107,13 +126,13 @@ class _Handler(BoundedHandler):
 
     def _cors(self, path: str) -> None:
         """CORS for the package and player files only; never on the key routes (a page of
-        another origin must not read keys)."""
+        another origin must not read keys). Caching: see :func:`cache_control`."""
         if not path.startswith(_KEY_ROUTES):
             self.send_header("Access-Control-Allow-Origin", "*")
             self.send_header("Access-Control-Allow-Headers", "*")
             self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
             self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache_control(path, self.server.segment_max_age))
 
     def _path(self) -> str:
         return unquote(urlsplit(self.path).path)
@@ -228,7 +247,7 @@ class _Handler(BoundedHandler):
             self._json(exc.status, {"error": exc.reason})
             return
         self.server.note("license", [str(k) for k in kids])
-        answer = license_response(kids, session, self.server.keys.get)
+        answer = license_response(kids, session, self.server.key)
         if answer is None:
             self._json(404, {"error": "unknown KID"})
             return
@@ -240,7 +259,7 @@ class _Handler(BoundedHandler):
             self._send(400, b"expected /keys/<32 hex KID>\n")
             return
         self.server.note("key", [str(kid)])
-        key = self.server.keys.get(kid)
+        key = self.server.key(kid)
         if key is None:
             self._send(404, b"unknown KID\n")
         else:
@@ -302,9 +321,13 @@ class _Handler(BoundedHandler):
 class _Server(BoundedHTTPServer):
     def __init__(self, addr: tuple[str, int], root: Path, keys: Mapping[UUID, bytes],
                  node_modules: Path, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 segment_max_age: int = 0,
+                 key_lookup: Callable[[UUID], bytes | None] | None = None) -> None:
         super().__init__(addr, _Handler, max_connections=max_connections,
                          request_timeout=request_timeout)
+        self.segment_max_age = segment_max_age
+        self.key_lookup = key_lookup
         self.root = root
         self.keys = dict(keys)
         self.node_modules = node_modules
@@ -317,6 +340,15 @@ class _Server(BoundedHTTPServer):
         self.allowed_hosts = frozenset(
             {f"{n.lower()}:{port}" for n in names} | ({n.lower() for n in names} if port == 80
                                                       else set()))
+
+    def key(self, kid: UUID) -> bytes | None:
+        """The key handed out for ``kid``: the given keys, else ``key_lookup``'s."""
+        key = self.keys.get(kid)
+        if key is None and self.key_lookup is not None:
+            key = self.key_lookup(kid)
+            if key is not None and len(key) != 16:
+                raise UsageError(f"the key lookup gave {len(key)} bytes for KID {kid}")
+        return key
 
     def note(self, kind: str, kids: list[str]) -> None:
         with self._lock:
@@ -336,6 +368,11 @@ class _Server(BoundedHTTPServer):
 class PackageServer:
     """Serve ``directory`` with key endpoints and player pages on ``host:port`` (0 = any).
 
+    Files are looked up at each request, so a live package's new segments and rewritten
+    manifests are served as they appear; manifests are never cached, media segments for
+    ``segment_max_age`` seconds (see :func:`cache_control`). ``key_lookup``: called for a KID
+    that ``keys`` lacks (a live package whose key periods bring new KIDs while it is served).
+
     A context manager; ``url`` is the origin, :meth:`player_url` a player page for a manifest.
     """
 
@@ -344,7 +381,11 @@ class PackageServer:
                  host: str = "127.0.0.1", port: int = 0,
                  node_modules: str | os.PathLike[str] | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 segment_max_age: int = 60,
+                 key_lookup: Callable[[UUID], bytes | None] | None = None) -> None:
+        if not 0 <= segment_max_age <= 31_536_000:
+            raise UsageError("--segment-max-age must be between 0 and 31536000 seconds")
         if max_connections < 1 or not 0 < request_timeout <= 3600:
             raise UsageError("--max-connections must be at least 1 and --request-timeout "
                              "between 0 and 3600 seconds")
@@ -360,7 +401,9 @@ class PackageServer:
         try:
             self._server = _Server((host, port), self.root, keys or {}, nm,
                                    max_connections=max_connections,
-                                   request_timeout=request_timeout)
+                                   request_timeout=request_timeout,
+                                   segment_max_age=segment_max_age,
+                                   key_lookup=key_lookup)
         except OSError as exc:
             raise OutputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._thread: threading.Thread | None = None
@@ -406,7 +449,8 @@ class PackageServer:
             raise UsageError(f"unknown player {player!r} (choose {', '.join(PLAYERS)})")
         rel = quote(self.manifest(player, manifest))
         url = f"{self.url}/player/{player}.html?manifest=/package/{rel}"
-        lic = license_url or ("/clearkey/license" if self._server.keys else None)
+        lic = license_url or ("/clearkey/license" if self._server.keys or
+                              self._server.key_lookup is not None else None)
         if lic:
             url += f"&license={quote(lic, safe='')}"
         return url
