@@ -106,13 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                     seg = waiting.pop(0)
                     base = seg.start_time if base is None else base
                     t = max(0.0, seg.start_time - base)
-                    # an audio segment may run a few ms into the next key period: it stays
-                    # in the period of its start
-                    end = package.schedule.bounds(package.schedule.index(t))[1]
-                    duration = min(seg.duration, end - t) if t + seg.duration < end + 0.05 \
-                        else seg.duration
                     pub = package.add_segment(names[seg.track], seg.data, start_time=t,
-                                              duration=duration)
+                                              duration=seg.duration)
                     note = "  <- key change" if pub.key_changed else ""
                     print(f"{pub.uri:16} t={t:6.2f}s  period {pub.period}  KID {pub.kid}{note}",
                           flush=True)

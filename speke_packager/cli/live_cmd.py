@@ -279,15 +279,6 @@ class _Live:
             self.offset, self.base, restart = self.end_time, seg.start_time, True
         t = max(0.0, seg.start_time - self.base + self.offset)
         duration = max(seg.duration, 1e-3)
-        # audio segments of an encoder do not end exactly where video ones do (whole AAC
-        # frames): one that starts in a key period and runs a few milliseconds into the next
-        # stays in its period (keys change at segment starts); its EXTINF loses the overrun
-        # (DASH takes the fragment's own sample durations). A larger overrun is a rotation
-        # interval that is not a multiple of the segment duration: the packager refuses it.
-        schedule = self.packager.schedule
-        end = schedule.bounds(schedule.index(t))[1]
-        if end < t + duration <= end + min(0.1 * duration, 0.05):
-            duration = end - t
         pub = self.packager.add_segment(self.names[seg.track], seg.data, start_time=t,
                                         duration=duration,
                                         discontinuity=restart or seg.discontinuity)

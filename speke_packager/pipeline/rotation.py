@@ -59,13 +59,15 @@ class RotationSchedule:
         start = self.t0 + index * self.interval
         return start, start + self.interval
 
-    def segment_periods(self, starts: list[float], ends: list[float]) -> list[int]:
-        """The period of each segment, by its start; a segment crossing a boundary raises
-        (keys change at segment boundaries only: align the interval to the segments)."""
+    def segment_periods(self, starts: list[float], ends: list[float], *,
+                        overrun: float = 1e-6) -> list[int]:
+        """The period of each segment, by its start; a segment running more than ``overrun``
+        seconds past its period's end raises (keys change at segment boundaries only: align the
+        interval to the segments)."""
         out = []
         for s, e in zip(starts, ends, strict=True):
             i = self.index(s)
-            if e - 1e-6 > self.bounds(i)[1]:
+            if e - max(overrun, 1e-6) > self.bounds(i)[1]:
                 raise UsageError(f"the segment at {s:.3f}s crosses a key-period boundary; use "
                                  "an interval that is a multiple of the segment duration")
             out.append(i)

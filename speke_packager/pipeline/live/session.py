@@ -27,6 +27,7 @@ from .periods import KeyCache, LiveKeyPolicy, PeriodKeys, PeriodKeySource
 __all__ = ["LiveSegment", "LiveSession"]
 
 _TS_SCHEMES = (Scheme.AES_128, Scheme.SAMPLE_AES)
+AUDIO_OVERRUN = 0.05  # seconds a segment may run past its key period's end (whole AAC frames)
 
 
 # --- the segment handed back ----------------------------------------------------------------------
@@ -288,7 +289,12 @@ class LiveSession:
         period = self.schedule.index(start_time)
         data = data if isinstance(data, bytes) else bytes(data)
         if duration is not None:
-            self.schedule.segment_periods([start_time], [start_time + duration])
+            # an encoder's audio segments end on whole frames, not where the video's do: one
+            # that starts in a key period may run a few milliseconds into the next and stays
+            # in its period (keys change at segment starts); a larger overrun is an interval
+            # that is not a multiple of the segment duration
+            self.schedule.segment_periods([start_time], [start_time + duration],
+                                          overrun=min(0.1 * duration, AUDIO_OVERRUN))
         r = self._rendition(rendition, data)
         if r.init is None and self.scheme not in _TS_SCHEMES:
             raise UnsupportedMediaError(f"MPEG-TS segments cannot carry {self.scheme.value}")
