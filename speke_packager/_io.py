@@ -62,13 +62,21 @@ _STALE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)\.[^.]+\.partial|old-(?P<o
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie (killed, not yet reaped: in a container
+    whose init does not reap orphans it stays one) has stopped writing: not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # no procfs (not Linux), or it just ended
+        return True
+    # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces and parentheses)
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def remove_stale_partials(target: str | os.PathLike[str]) -> list[Path]:
