@@ -201,3 +201,27 @@ def test_batch_s3_on_a_dask_tls_cluster(moto_server: str, bucket: str, keyserver
                     "--speke-url", keyserver.speke_url)
     assert res.returncode == 0, res.stderr
     assert {a["status"] for a in json.loads(report.read_text())["assets"]} == {"skipped"}
+
+
+def test_batch_s3_prefix_not_ours_and_bad_url(moto_server: str, bucket: str, keyserver: Any,
+                                              media: Any, tmp_path: Path) -> None:
+    """A prefix holding objects but no completion manifest is refused without --force (and
+    left alone); a malformed s3:// URL fails its row only; nothing is encrypted for either."""
+    direct = _direct(moto_server)
+    src = _upload_sources(direct, bucket, media)
+    foreign = S3Url(bucket, "out/theirs/index.html")
+    direct.put(foreign, b"not ours")
+    rows = [_row("dash-cenc", src["h264-aac-mp4"], f"s3://{bucket}/out/theirs"),
+            {**_row("hls-cbcs", src["h264-aac-mp4"], "s3://"), "id": "bad-url"}]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    report = tmp_path / "report.json"
+    res = batch_cli(str(jobs), "--workers", "1", "--endpoint-url", moto_server, "--report",
+                    str(report), "--speke-url", keyserver.speke_url)
+    assert res.returncode == 1, res.stderr
+    assets = by_asset(json.loads(report.read_text()))
+    assert assets["dash-cenc"]["status"] == "failed"
+    assert "no completion manifest" in assets["dash-cenc"]["error"]
+    assert "--force" in assets["dash-cenc"]["error"]
+    assert assets["bad-url"]["status"] == "failed" and "s3://" in assets["bad-url"]["error"]
+    assert [u.key for u, _ in direct.list_objects(S3Url(bucket, "out/"))] == [foreign.key]
+    assert keyserver.request_count("/speke") == 0

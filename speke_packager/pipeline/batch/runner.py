@@ -200,6 +200,10 @@ def job_fingerprint(options: VodOptions, keys: RawKeys | SpekeKeys) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _what(output: str) -> str:
+    return "prefix" if output.lower().startswith("s3://") else "folder"
+
+
 def _output_key_or_error(output: str | os.PathLike[str]) -> str:
     try:
         return output_key(output)
@@ -290,8 +294,8 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
             continue
         if state.exists and not state.ours and not force:
             a.status, a.error = "failed", (
-                f"output folder {job.output} exists and holds no completion manifest of "
-                "encrypt-batch; give --force to replace it")
+                f"output {_what(job.output)} {job.output} exists and holds no completion "
+                "manifest of encrypt-batch; give --force to replace it")
             emit("failed", a)
             continue
         if state.ours:
