@@ -7,6 +7,11 @@ writes (completion manifest last) and that a re-run writes nothing."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +35,10 @@ from .conftest import (
     verify_asset,
     write_jsonl,
 )
+from .test_local import _children
 
 MARKER = ".speke-packager-complete.json"
+CLAIM = ".speke-packager-partial.json"
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +77,7 @@ def _check_published_last(proxy: Any, bucket: str, prefix: str, local: Path) -> 
     """The completion manifest is the last object written under ``prefix``, after the
     playlists / MPD; it lists every other object with its size and SHA-256."""
     puts = _puts(proxy, bucket, prefix)
-    assert puts and puts[-1] == MARKER, puts
+    assert puts and puts[-1] == MARKER and puts[0] == CLAIM, puts
     assert puts.count(MARKER) == 1
     for manifest in ("master.m3u8", "manifest.mpd"):
         if (local / manifest).exists():
@@ -79,7 +86,8 @@ def _check_published_last(proxy: Any, bucket: str, prefix: str, local: Path) -> 
     files = {p.relative_to(local).as_posix(): p.stat().st_size
              for p in local.rglob("*") if p.is_file() and p.name != MARKER}
     assert {k: v["bytes"] for k, v in doc["files"].items()} == files
-    assert sorted(puts[:-1]) == sorted(files)  # each object written once
+    assert sorted(puts[1:-1]) == sorted(files)  # each object written once
+    assert CLAIM not in files  # (downloaded: every object under the prefix)
 
 
 def test_batch_s3_local_workers_every_scheme_resume_and_missing_input(
@@ -225,3 +233,60 @@ def test_batch_s3_prefix_not_ours_and_bad_url(moto_server: str, bucket: str, key
     assert assets["bad-url"]["status"] == "failed" and "s3://" in assets["bad-url"]["error"]
     assert [u.key for u, _ in direct.list_objects(S3Url(bucket, "out/"))] == [foreign.key]
     assert keyserver.request_count("/speke") == 0
+
+
+
+def test_batch_s3_coordinator_killed_mid_upload_then_rerun_resumes(
+        moto_server: str, proxy: Any, bucket: str, keyserver: Any, media: Any,
+        tmp_path: Path) -> None:
+    """SIGKILL of the coordinator and its worker while an asset's objects go up (the MPD's PUT
+    held back by the proxy): the prefix is left with the worker's claim and segments but no
+    completion manifest; the re-run redoes that asset without --force, and its output is
+    complete and decrypts."""
+    direct = _direct(moto_server)
+    src = _upload_sources(direct, bucket, media)
+    rows = [_row("dash-cenc", src["h264-aac-mp4"], f"s3://{bucket}/out/dash-cenc")]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    report = tmp_path / "report.json"
+    args = [str(jobs), "--workers", "1", "--endpoint-url", proxy.url, "--report", str(report),
+            "--speke-url", keyserver.speke_url]
+    proxy.state.delay = ("PUT", "manifest.mpd", 3.0)
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-batch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    prefix = S3Url(bucket, "out/dash-cenc/")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.method == "PUT" and r.key.endswith(".m4s") and r.status == 200
+                      for r in list(proxy.state.log)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait()
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    time.sleep(3.5)  # a held-back PUT still in the proxy reaches the server meanwhile
+    proxy.state.delay = None
+    left = {prefix.rel_of(u) for u, _ in direct.list_objects(prefix)}
+    assert CLAIM in left and MARKER not in left, left
+    assert any(str(r).endswith(".m4s") for r in left)
+
+    proxy.state.log.clear()
+    res = batch_cli(*args)
+    assert res.returncode == 0, res.stderr
+    doc = by_asset(json.loads(report.read_text()))["dash-cenc"]
+    assert doc["status"] == "done" and "did not finish" in doc["redone_because"]
+    folder = tmp_path / "dl"
+    download_tree(direct, prefix, folder)
+    _check_published_last(proxy, bucket, "out/dash-cenc/", folder)
+    verify_asset("dash-cenc", folder, media, keyserver, tmp_path)

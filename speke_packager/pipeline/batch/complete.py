@@ -24,9 +24,12 @@ from typing import Any
 
 from ..._io import write_text_atomic
 from ...errors import ObjectNotFoundError
-from ...storage import ObjectStore, S3Options, S3Url, location
+from ...storage import ObjectStore, S3Options, S3Url, is_s3, location
 
 MARKER = ".speke-packager-complete.json"
+# an s3:// output being written by a batch worker (put before its first object, deleted after
+# the completion manifest is up): a prefix a killed run left half-written is still "ours"
+CLAIM = ".speke-packager-partial.json"
 _FORMAT = 1
 _MAX_MARKER = 64 << 20  # a manifest larger than this is not ours
 _CHUNK = 1 << 20
@@ -172,6 +175,9 @@ def remote_output_state(store: ObjectStore, prefix: S3Url, fingerprint: str, *,
     if not have:
         return OutputState(complete=False, ours=False, exists=False)
     marker = have.pop(MARKER, None)
+    if marker is None and CLAIM in have:
+        return OutputState(complete=False, ours=True, exists=True,
+                           reason="an earlier run did not finish")
     doc: dict[str, Any] | None = None
     if marker is not None and marker[0] <= _MAX_MARKER:
         try:
@@ -205,3 +211,30 @@ def remote_output_state(store: ObjectStore, prefix: S3Url, fingerprint: str, *,
                                reason=f"{rel} changed (checksum)")
         total += size
     return OutputState(complete=True, ours=True, exists=True, bytes=total)
+
+
+class OutputClaim:
+    """The claim of a worker on an ``s3://`` output (nothing for a local folder, which is built
+    under a temporary name). :meth:`put` before encryption; :meth:`release` after a failure
+    (the run's own objects are already removed); after a success the publication removed it
+    (it is an object of the earlier prefix that the new package does not rewrite)."""
+
+    def __init__(self, output: str | os.PathLike[str], storage: S3Options | None) -> None:
+        self.url: S3Url | None = None
+        self.store: ObjectStore | None = None
+        if is_s3(output):
+            self.url = S3Url.parse(str(output)).as_prefix().join(CLAIM)
+            self.store = ObjectStore(storage)
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
+
+    def put(self, asset: str, fingerprint: str) -> None:
+        if self.url is not None and self.store is not None:
+            body = json.dumps({"format": _FORMAT, "asset": asset, "fingerprint": fingerprint})
+            self.store.put(self.url, body.encode(), "application/json")
+
+    def release(self) -> None:
+        if self.url is not None and self.store is not None:
+            self.store.delete(self.url)
