@@ -258,16 +258,20 @@ class RemoteRun:
         self._seen = len(plan.placed)
 
     def publish(self, result: VodResult) -> VodResult:
-        """Upload the package when the output is an ``s3://`` prefix: segments and any other
-        file the run made (in parallel), then ``result.manifests`` in order, then the files
-        the caller's ``before_publish`` hook wrote (e.g. a completion manifest), one by one:
-        when the last of them is visible, the whole package is. The result then names the
+        """Upload the package when the output is an ``s3://`` prefix: segments (in parallel),
+        then ``result.manifests`` in order, then any other file of the folder that the run did
+        not make as a segment (e.g. a playlist written outside ``result.manifests``), then the
+        files the caller's ``before_publish`` hook wrote (e.g. a completion manifest), one by
+        one: when the last of them is visible, the whole package is. The result then names the
         prefix."""
         if self.publication is None:
             return result
         out = Path(result.output)
-        last = [r for r in self.hook_files if r not in set(result.manifests)]
-        self.publication.upload_tree(out, [*result.manifests, *last])
+        made = {p.rel for p in self._plan.pieces.values()} if self._plan is not None else None
+        hook = [r for r in self.hook_files if r not in set(result.manifests)]
+        known = set(result.manifests) | set(hook) | (made or set())
+        extra = [] if made is None else [r for r in local_files(out) if r not in known]
+        self.publication.upload_tree(out, [*result.manifests, *extra, *hook])
         self.publication.remove_stale()
         return dataclasses.replace(result, output=str(self.publication.dest))
 

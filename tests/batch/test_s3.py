@@ -220,7 +220,8 @@ def test_batch_s3_prefix_not_ours_and_bad_url(moto_server: str, bucket: str, key
     foreign = S3Url(bucket, "out/theirs/index.html")
     direct.put(foreign, b"not ours")
     rows = [_row("dash-cenc", src["h264-aac-mp4"], f"s3://{bucket}/out/theirs"),
-            {**_row("hls-cbcs", src["h264-aac-mp4"], "s3://"), "id": "bad-url"}]
+            {**_row("hls-cbcs", src["h264-aac-mp4"], "s3://"), "id": "bad-url"},
+            {**_row("hls-cbcs", src["h264-aac-mp4"], f"s3://{bucket}/"), "id": "bucket"}]
     jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
     report = tmp_path / "report.json"
     res = batch_cli(str(jobs), "--workers", "1", "--endpoint-url", moto_server, "--report",
@@ -231,6 +232,8 @@ def test_batch_s3_prefix_not_ours_and_bad_url(moto_server: str, bucket: str, key
     assert "no completion manifest" in assets["dash-cenc"]["error"]
     assert "--force" in assets["dash-cenc"]["error"]
     assert assets["bad-url"]["status"] == "failed" and "s3://" in assets["bad-url"]["error"]
+    assert assets["bucket"]["status"] == "failed"
+    assert "whole bucket" in assets["bucket"]["error"]
     assert [u.key for u, _ in direct.list_objects(S3Url(bucket, "out/"))] == [foreign.key]
     assert keyserver.request_count("/speke") == 0
 

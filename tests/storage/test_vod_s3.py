@@ -373,8 +373,7 @@ def test_files_of_the_before_publish_hook_go_up_last(store: ObjectStore, s3opts:
                                                      bucket: str, proxy: S3Proxy,
                                                      clear_src: Path) -> None:
     """What ``before_publish`` writes into the finished local folder (encrypt-batch's
-    completion manifest) is stored after every segment and manifest; a stray file the run made
-    that is neither goes up with the segments."""
+    completion manifest) is stored after every segment and manifest."""
     seen: list[list[str]] = []
 
     def hook(folder: Path) -> None:

@@ -167,6 +167,9 @@ def output_key(output: str | os.PathLike[str]) -> str:
     """One output location, spelt one way: an absolute local path, or ``s3://bucket/key/``."""
     where = location(output)
     if isinstance(where, S3Url):
+        if not where.key.strip("/"):
+            raise UsageError(f"the output {where} is a whole bucket; give a prefix "
+                             "(s3://bucket/folder)")
         return str(where.as_prefix())
     return str(Path(where).absolute())
 
@@ -177,6 +180,8 @@ def job_fingerprint(options: VodOptions, keys: RawKeys | SpekeKeys) -> str:
     and contract, or the raw keys' KIDs and track types: never a key value; a changed raw key
     with the same KID is not noticed, re-run with ``--force``)."""
     name, stamp = _input_stamp(options)
+    if name.startswith("s3://"):  # the same URL on another store is another object
+        name += f" at {options.storage.endpoint_url if options.storage else None}"
     doc: dict[str, Any] = {
         "input": name, "stamp": stamp,
         "scheme": options.scheme.value,
