@@ -293,3 +293,47 @@ def test_batch_s3_coordinator_killed_mid_upload_then_rerun_resumes(
     download_tree(direct, prefix, folder)
     _check_published_last(proxy, bucket, "out/dash-cenc/", folder)
     verify_asset("dash-cenc", folder, media, keyserver, tmp_path)
+
+
+def test_batch_s3_ctrl_c_leaves_no_partial_prefix(moto_server: str, proxy: Any, bucket: str,
+                                                  keyserver: Any, media: Any,
+                                                  tmp_path: Path) -> None:
+    """Ctrl-C while objects go up (every PUT slowed by the proxy): exit 130, and each asset's
+    prefix is either its complete package (done) or empty, claim included (cancelled)."""
+    direct = _direct(moto_server)
+    src = _upload_sources(direct, bucket, media)
+    picked = ("dash-cenc", "hls-cbcs", "hls-aes128")
+    rows = [_row(a, src[GOOD[a][3]], f"s3://{bucket}/out/{a}") for a in picked]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    report = tmp_path / "report.json"
+    proxy.state.delay = ("PUT", "/out/", 0.15)
+    proc = subprocess.Popen([sys.executable, "-m", "speke_packager", "encrypt-batch", str(jobs),
+                             "--workers", "2", "--endpoint-url", proxy.url, "--report",
+                             str(report), "--speke-url", keyserver.speke_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.method == "PUT" and r.status == 200 and "/out/" in r.key
+                      and not r.key.endswith(".json") for r in list(proxy.state.log)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    proxy.state.delay = None
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    doc = json.loads(report.read_text())
+    assert doc["interrupted"] is True and doc["totals"]["cancelled"] >= 1
+    for a in doc["assets"]:
+        prefix = S3Url(bucket, f"out/{a['asset']}/")
+        left = {prefix.rel_of(u) for u, _ in direct.list_objects(prefix)}
+        if a["status"] == "done":
+            assert MARKER in left and CLAIM not in left, left
+        else:
+            assert a["status"] == "cancelled" and not left, (a, left)
