@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..constants import Scheme
 from ..errors import SpekePackagerError, UsageError
 from .keys_cmd import add_speke_arguments, speke_client_from_args
+from .storage_args import add_storage_arguments
 from .vod_cmd import FORMAT_CHOICES, key_source_from_args, vod_options_from_args
 
 if TYPE_CHECKING:
@@ -253,7 +254,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "process; the assets are encrypted by worker processes (--executor local) or a Dask "
         "cluster (tls://HOST:PORT). A re-run skips every asset whose output is complete "
         "(checked against its .speke-packager-complete.json); one failing asset never stops "
-        "the others.")
+        "the others. A row's input and output may be s3://bucket/key URLs (object storage "
+        "options below apply to every row).")
     p.add_argument("jobs_file", metavar="JOBS", help="jobs file (.jsonl or .csv)")
     p.add_argument("--executor", default="local", metavar="local|tls://HOST:PORT|dask://HOST:PORT",
                    help="where assets run (default local); dask:// is plain TCP and needs "
@@ -269,7 +271,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="redo every asset and replace existing output folders")
     p.add_argument("--resume-check", choices=["sha256", "size"], default="sha256",
                    help="how a re-run checks an existing output against its completion "
-                   "manifest (default sha256: read every file)")
+                   "manifest (default sha256: read every file, from object storage too; size: "
+                   "names and sizes only)")
     p.add_argument("--worker-retries", type=int, default=2, metavar="N",
                    help="run an asset again up to N times when its worker dies (default 2)")
     p.add_argument("--key-requests", type=int, default=2, metavar="N",
@@ -292,4 +295,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     o.add_argument("--clearkey-license-url", metavar="URL",
                    help="W3C ClearKey licence URL for the DASH ContentProtection")
     add_speke_arguments(p)
+    add_storage_arguments(p)  # for s3:// inputs and outputs, shared by every row
     p.set_defaults(func=_handler)

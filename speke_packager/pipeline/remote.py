@@ -121,6 +121,36 @@ def _check_overlap(src: S3Url, dst: S3Url, package: bool) -> None:
                          f"{src.parent}; choose a prefix outside it")
 
 
+def remote_precheck(options: VodOptions) -> tuple[VodOptions, str | None]:
+    """Without downloading anything (for a coordinator that checks many assets up front):
+    HEAD of an ``s3://`` input (:class:`ObjectNotFoundError` when it is missing) and its kind
+    (suffix, else its first bytes), the output prefix's rules. Returns the options with
+    placeholder local paths for the remaining checks, and the input's kind (None for a local
+    input, which the caller checks as usual)."""
+    store = ObjectStore(options.storage)
+    src, dst = location(options.input), location(options.output)
+    stage = Path(tempfile.gettempdir()) / "speke-s3-precheck"
+    kind: str | None = None
+    local_in: Path | str = options.input
+    if isinstance(src, S3Url):
+        try:
+            store.head(src)
+        except ObjectNotFoundError as exc:
+            raise ObjectNotFoundError(f"input {src} does not exist ({exc.code})",
+                                      url=str(src), code=exc.code) from None
+        kind = _remote_kind(store, src)
+        local_in = stage / "input" / src.name
+    local_out: Path | str = options.output
+    if isinstance(dst, S3Url):
+        if not dst.key.strip("/"):
+            raise UsageError(f"the output {dst} is a whole bucket; give a prefix "
+                             "(s3://bucket/folder)")
+        if isinstance(src, S3Url):
+            _check_overlap(src, dst, kind != "media")
+        local_out = stage / "output"
+    return dataclasses.replace(options, input=local_in, output=local_out), kind
+
+
 class RemoteRun:
     """Stages an ``encrypt_vod`` run whose input and/or output is in object storage:
     ``local`` are the options to run locally, :meth:`plan_factory` builds the input's plan,
@@ -140,6 +170,7 @@ class RemoteRun:
         self._plan: Plan | None = None
         self._out_fd: int | None = None
         self._seen = 0
+        self.hook_files: list[str] = []  # written by options.before_publish: published last
         self._tmp = Path(tempfile.mkdtemp(prefix="speke-s3-"))
         try:
             self.local = self._stage()
@@ -188,8 +219,17 @@ class RemoteRun:
             local_out = self._tmp / "output"
         else:
             local_out = Path(dst)
+        hook = self._before_publish if self.options.before_publish is not None else None
         return dataclasses.replace(self.options, input=local_in, output=local_out,
-                                   progress=self._progress)
+                                   progress=self._progress, before_publish=hook)
+
+    def _before_publish(self, folder: Path) -> None:
+        """The caller's hook; the files it adds (e.g. a completion manifest) are noted to be
+        published after everything else, the manifests included."""
+        assert self.options.before_publish is not None
+        before = set(local_files(folder))
+        self.options.before_publish(folder)
+        self.hook_files = [r for r in local_files(folder) if r not in before]
 
     def plan_factory(self, root: Path) -> Plan:
         """The input's plan (a :class:`RemotePlan` for an ``s3://`` package); kept so that
@@ -218,17 +258,20 @@ class RemoteRun:
         self._seen = len(plan.placed)
 
     def publish(self, result: VodResult) -> VodResult:
-        """Upload the package when the output is an ``s3://`` prefix: segments, then
-        ``result.manifests``, then any other file of the folder (one the run did not make as a
-        segment or manifest, e.g. a completion manifest a caller wrote before publication).
-        The result then names the prefix."""
+        """Upload the package when the output is an ``s3://`` prefix: segments (in parallel),
+        then ``result.manifests`` in order, then any other file of the folder that the run did
+        not make as a segment (e.g. a playlist written outside ``result.manifests``), then the
+        files the caller's ``before_publish`` hook wrote (e.g. a completion manifest), one by
+        one: when the last of them is visible, the whole package is. The result then names the
+        prefix."""
         if self.publication is None:
             return result
         out = Path(result.output)
         made = {p.rel for p in self._plan.pieces.values()} if self._plan is not None else None
-        known = set(result.manifests) | (made or set())
+        hook = [r for r in self.hook_files if r not in set(result.manifests)]
+        known = set(result.manifests) | set(hook) | (made or set())
         extra = [] if made is None else [r for r in local_files(out) if r not in known]
-        self.publication.upload_tree(out, [*result.manifests, *extra])
+        self.publication.upload_tree(out, [*result.manifests, *extra, *hook])
         self.publication.remove_stale()
         return dataclasses.replace(result, output=str(self.publication.dest))
 

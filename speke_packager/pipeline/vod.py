@@ -27,7 +27,7 @@ from .hls_job import Contexts, HlsJob
 from .keysource import RawKeys, SpekeKeys
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Generated, Plan, execute
-from .remote import RemotePlan, RemoteRun
+from .remote import RemotePlan, RemoteRun, remote_precheck
 from .segmenter import MEDIA_SUFFIXES, check_tools, segment_media
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,15 @@ def check_vod(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource |
     input (a regular file; its kind), the options, the output format against the input and the
     scheme, the DRM systems of a :class:`RawKeys` / :class:`SpekeKeys` source, the output
     folder against the input. Returns (input kind: 'hls', 'dash' or 'media', output format).
-    ``encrypt-batch`` runs it for every asset up front, on the coordinator."""
+    ``encrypt-batch`` runs it for every asset up front, on the coordinator. An ``s3://``
+    input is checked with a HEAD and (when its suffix does not tell) one small ranged read."""
+    kind: str | None = None
+    if is_s3(options.input) or is_s3(options.output):
+        options, kind = remote_precheck(options)
+    if kind is not None:
+        fmt = _check(options, kind, key_source)
+        use_native(options, kind)
+        return kind, fmt
     src = Path(options.input)
     if not src.exists():
         raise UsageError(f"input {src} does not exist")

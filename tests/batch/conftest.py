@@ -16,6 +16,7 @@ from uuid import UUID
 
 import pytest
 
+from tests.s3server import aws_env, bucket, moto_server, proxy  # noqa: F401 (test_s3.py)
 from tests.vod.conftest import concat, frames, key_file, key_lines, packages, tenc  # noqa: F401
 
 # (scheme, format, drm, source) of the five good assets: every scheme, both formats

@@ -367,3 +367,38 @@ def test_options_are_checked_before_the_input_is_downloaded(
         encrypt_vod(dataclasses.replace(base, scheme=Scheme.AES_128,
                                         format=OutputFormat.DASH), _keys())
     assert {r.method for r in proxy.state.log} == {"HEAD"}  # no byte of the input was read
+
+
+def test_files_of_the_before_publish_hook_go_up_last(store: ObjectStore, s3opts: S3Options,
+                                                     bucket: str, proxy: S3Proxy,
+                                                     clear_src: Path) -> None:
+    """What ``before_publish`` writes into the finished local folder (encrypt-batch's
+    completion manifest) is stored after every segment and manifest."""
+    seen: list[list[str]] = []
+
+    def hook(folder: Path) -> None:
+        seen.append(local_files(folder))
+        (folder / "zz-last.json").write_text("{}")
+        (folder / ".a-marker.json").write_text("{}")  # sorts before everything
+
+    proxy.state.log.clear()
+    out = f"s3://{bucket}/out/hooked"
+    encrypt_vod(VodOptions(input=str(clear_src), output=out, scheme=Scheme.CBCS,
+                           format=OutputFormat.BOTH, segment_duration=2, storage=s3opts,
+                           key_uri=KEY_URI, before_publish=hook), _keys())
+    prefix = f"/{bucket}/out/hooked/"
+    mine = [w[len(prefix):] for w in proxy.state.writes() if w.startswith(prefix)]
+    assert sorted(mine[-2:]) == [".a-marker.json", "zz-last.json"], mine
+    assert sorted(mine[:-2]) == sorted(seen[0])  # everything else before, each once
+    assert mine[-3] in ("master.m3u8", "manifest.mpd")
+    # a failing hook publishes nothing
+    proxy.state.log.clear()
+
+    def broken(folder: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        encrypt_vod(VodOptions(input=str(clear_src), output=f"s3://{bucket}/out/broken",
+                               scheme=Scheme.CBCS, format=OutputFormat.DASH, segment_duration=2,
+                               storage=s3opts, before_publish=broken), _keys())
+    assert not store.any_under(S3Url(bucket, "out/broken/"))

@@ -6,6 +6,11 @@ holds it. It lists every other file of the output with its size and SHA-256, the
 fingerprint (the options and key source of its row, never a key) and its KIDs. A re-run of the
 batch skips an asset whose output matches its manifest, and redoes one whose output is missing,
 changed, or was made for other options.
+
+For an ``s3://`` output the manifest is written the same way into the local folder the package
+is built in, and :class:`~speke_packager.storage.Publication` uploads it last, after the
+segments and the playlists / MPD: a prefix that holds it holds the whole package. The resume
+check lists the prefix (:func:`remote_output_state`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ..._io import write_text_atomic
+from ...errors import ObjectNotFoundError
+from ...storage import ObjectStore, S3Options, S3Url, is_s3, location
 
 MARKER = ".speke-packager-complete.json"
+# an s3:// output being written by a batch worker (put before its first object, deleted after
+# the completion manifest is up): a prefix a killed run left half-written is still "ours"
+CLAIM = ".speke-packager-partial.json"
 _FORMAT = 1
 _MAX_MARKER = 64 << 20  # a manifest larger than this is not ours
 _CHUNK = 1 << 20
@@ -73,8 +83,15 @@ def read_marker(root: Path) -> dict[str, Any] | None:
     try:
         if not path.is_file() or path.stat().st_size > _MAX_MARKER:
             return None
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _parse_marker(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _parse_marker(data: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except ValueError:
         return None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT \
             or not isinstance(doc.get("files"), dict):
@@ -120,3 +137,104 @@ def output_state(root: Path, fingerprint: str, *, check: str = "sha256") -> Outp
                                reason=f"{rel} changed (checksum)")
         total += size
     return OutputState(complete=True, ours=True, exists=True, bytes=total)
+
+
+def output_state_at(output: str | os.PathLike[str], fingerprint: str, *,
+                    check: str = "sha256", storage: S3Options | None = None) -> OutputState:
+    """:func:`output_state` of a local folder or of an ``s3://`` prefix
+    (:func:`remote_output_state`)."""
+    where = location(output)
+    if isinstance(where, S3Url):
+        return remote_output_state(ObjectStore(storage), where, fingerprint, check=check)
+    return output_state(Path(where), fingerprint, check=check)
+
+
+def sha256_object(store: ObjectStore, url: S3Url, size: int, etag: str) -> str:
+    """SHA-256 of an object read in ranged GETs (an object replaced meanwhile is an error)."""
+    h = hashlib.sha256()
+    pos, step = 0, 8 * _CHUNK
+    while pos < size:
+        data = store.get_range(url, pos, min(step, size - pos), etag=etag or None)
+        if not data:
+            break
+        h.update(data)
+        pos += len(data)
+    return h.hexdigest()
+
+
+def remote_output_state(store: ObjectStore, prefix: S3Url, fingerprint: str, *,
+                        check: str = "sha256") -> OutputState:
+    """:func:`output_state` of an ``s3://`` output prefix: one LIST (names and sizes of every
+    object under it), the completion manifest read, then with ``check="sha256"`` every other
+    object read back and hashed against the SHA-256 the manifest recorded before upload (an
+    ETag is not a content hash under every store and encryption mode, so it is not trusted
+    for this); ``check="size"`` compares names and sizes only."""
+    base = prefix.as_prefix()
+    have = {rel: meta for rel, meta in store.inventory(base).items()
+            if rel and not rel.endswith("/")}  # (the "folder" objects some tools make)
+    if not have:
+        return OutputState(complete=False, ours=False, exists=False)
+    marker = have.pop(MARKER, None)
+    if marker is None and CLAIM in have:
+        return OutputState(complete=False, ours=True, exists=True,
+                           reason="an earlier run did not finish")
+    doc: dict[str, Any] | None = None
+    if marker is not None and marker[0] <= _MAX_MARKER:
+        try:
+            doc = _parse_marker(store.get_range(base.join(MARKER), 0, marker[0],
+                                                etag=marker[1] or None))
+        except ObjectNotFoundError:
+            doc = None
+    if doc is None:
+        return OutputState(complete=False, ours=False, exists=True,
+                           reason="no completion manifest")
+    if doc.get("fingerprint") != fingerprint:
+        return OutputState(complete=False, ours=True, exists=True,
+                           reason="made for other options or another input")
+    want: dict[str, Any] = doc["files"]
+    if set(have) != set(want):
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        return OutputState(complete=False, ours=True, exists=True, reason=what)
+    total = 0
+    for rel, (size, etag) in sorted(have.items()):
+        meta = want[rel]
+        if not isinstance(meta, dict):
+            return OutputState(complete=False, ours=True, exists=True, reason=f"bad entry {rel}")
+        if size != meta.get("bytes"):
+            return OutputState(complete=False, ours=True, exists=True,
+                               reason=f"{rel} changed size")
+        if check == "sha256" and sha256_object(store, base.join(rel), size, etag) \
+                != meta.get("sha256"):
+            return OutputState(complete=False, ours=True, exists=True,
+                               reason=f"{rel} changed (checksum)")
+        total += size
+    return OutputState(complete=True, ours=True, exists=True, bytes=total)
+
+
+class OutputClaim:
+    """The claim of a worker on an ``s3://`` output (nothing for a local folder, which is built
+    under a temporary name). :meth:`put` before encryption; :meth:`release` after a failure
+    (the run's own objects are already removed); after a success the publication removed it
+    (it is an object of the earlier prefix that the new package does not rewrite)."""
+
+    def __init__(self, output: str | os.PathLike[str], storage: S3Options | None) -> None:
+        self.url: S3Url | None = None
+        self.store: ObjectStore | None = None
+        if is_s3(output):
+            self.url = S3Url.parse(str(output)).as_prefix().join(CLAIM)
+            self.store = ObjectStore(storage)
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
+
+    def put(self, asset: str, fingerprint: str) -> None:
+        if self.url is not None and self.store is not None:
+            body = json.dumps({"format": _FORMAT, "asset": asset, "fingerprint": fingerprint})
+            self.store.put(self.url, body.encode(), "application/json")
+
+    def release(self) -> None:
+        if self.url is not None and self.store is not None:
+            self.store.delete(self.url)

@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ...errors import SpekePackagerError, UsageError
+from ...errors import ObjectNotFoundError, SpekePackagerError, UsageError
 from ...model import KeySet
-from ...storage import is_s3
+from ...storage import ObjectStore, S3Url, location
 from ..keysource import RawKeys, SpekeKeys
 from ..options import VodOptions
 from ..rawkeys import raw_keyset
-from .complete import OutputState, output_state
+from .complete import OutputState, output_state_at
 from .worker import AssetTask, SealedKeys, one_line
 
 log = logging.getLogger(__name__)
@@ -145,18 +145,45 @@ class BatchReport:
 
 # ---- fingerprint of a job: what its completion manifest was made for ------------------------
 
-def job_fingerprint(options: VodOptions, keys: RawKeys | SpekeKeys) -> str:
-    """SHA-256 of the asset's options, its top input file's size and mtime, and its key source
-    (the SPEKE URL and contract, or the raw keys' KIDs and track types: never a key value; a
-    changed raw key with the same KID is not noticed, re-run with ``--force``)."""
-    src = Path(options.input)
+def _input_stamp(options: VodOptions) -> tuple[str, list[int | str]]:
+    """The top input's name and what tells a changed input: (size, mtime) of a local file,
+    (size, ETag) of an ``s3://`` object (an empty stamp when it is missing)."""
+    where = location(options.input)
+    if isinstance(where, S3Url):
+        try:
+            size, etag = ObjectStore(options.storage).head(where)
+        except ObjectNotFoundError:
+            return str(where), []
+        return str(where), [size, etag]
+    src = Path(where)
     try:
         st = src.stat()
-        stamp: list[int] = [st.st_size, st.st_mtime_ns]
     except OSError:
-        stamp = []
+        return str(src.absolute()), []
+    return str(src.absolute()), [st.st_size, st.st_mtime_ns]
+
+
+def output_key(output: str | os.PathLike[str]) -> str:
+    """One output location, spelt one way: an absolute local path, or ``s3://bucket/key/``."""
+    where = location(output)
+    if isinstance(where, S3Url):
+        if not where.key.strip("/"):
+            raise UsageError(f"the output {where} is a whole bucket; give a prefix "
+                             "(s3://bucket/folder)")
+        return str(where.as_prefix())
+    return str(Path(where).absolute())
+
+
+def job_fingerprint(options: VodOptions, keys: RawKeys | SpekeKeys) -> str:
+    """SHA-256 of the asset's options, its top input's size and mtime (an ``s3://`` object's
+    size and ETag: a package's segments are not stamped), and its key source (the SPEKE URL
+    and contract, or the raw keys' KIDs and track types: never a key value; a changed raw key
+    with the same KID is not noticed, re-run with ``--force``)."""
+    name, stamp = _input_stamp(options)
+    if name.startswith("s3://"):  # the same URL on another store is another object
+        name += f" at {options.storage.endpoint_url if options.storage else None}"
     doc: dict[str, Any] = {
-        "input": str(src.absolute()), "stamp": stamp,
+        "input": name, "stamp": stamp,
         "scheme": options.scheme.value,
         "format": options.format.value if options.format else None,
         "segment_duration": options.segment_duration, "clear_lead": options.clear_lead,
@@ -176,6 +203,17 @@ def job_fingerprint(options: VodOptions, keys: RawKeys | SpekeKeys) -> str:
                       "drm": [d.label for d in keys.drm]}
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _what(output: str) -> str:
+    return "prefix" if output.lower().startswith("s3://") else "folder"
+
+
+def _output_key_or_error(output: str | os.PathLike[str]) -> str:
+    try:
+        return output_key(output)
+    except SpekePackagerError as exc:  # a malformed s3:// URL
+        return "!" + one_line(exc)
 
 
 def _fetch_keys(options: VodOptions, keys: RawKeys | SpekeKeys) -> KeySet:
@@ -212,7 +250,7 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
     report = BatchReport(executor=executor.name, slots=executor.slots, started=_now())
     emit: Events = on_event or (lambda e, a: None)
     todo: deque[tuple[BatchJob, AssetReport, str, bool]] = deque()
-    seen_out: dict[Path, str] = {}
+    seen_out: dict[str, str] = {}
     seen_id: set[str] = set()
     candidates: list[tuple[BatchJob, AssetReport]] = []
     for job in jobs:
@@ -221,17 +259,16 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
         a._started = time.monotonic()
         if job.error is not None or job.options is None or job.keys is None:
             a.status, a.error = "failed", job.error or "bad row"
-        elif is_s3(job.options.input) or is_s3(job.options.output):
-            a.status, a.error = "failed", ("encrypt-batch reads and writes local paths only; "
-                                           "s3:// rows are not supported yet")
         elif job.asset in seen_id:
             a.status, a.error = "failed", f"asset id {job.asset} is used by an earlier row"
-        elif Path(job.options.output).absolute() in seen_out:
+        elif (out_key := _output_key_or_error(job.options.output)) in seen_out:
             a.status, a.error = "failed", (f"output {job.output} is also the output of asset "
-                                           f"{seen_out[Path(job.options.output).absolute()]}")
+                                           f"{seen_out[out_key]}")
+        elif out_key.startswith("!"):
+            a.status, a.error = "failed", out_key[1:]
         else:
             seen_id.add(job.asset)
-            seen_out[Path(job.options.output).absolute()] = job.asset
+            seen_out[out_key] = job.asset
             candidates.append((job, a))
         if a.status == "failed":
             emit("failed", a)
@@ -241,7 +278,8 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
         assert job.options is not None and job.keys is not None
         try:
             fp = job_fingerprint(job.options, job.keys)
-            return fp, output_state(Path(job.options.output), fp, check=resume_check)
+            return fp, output_state_at(job.options.output, fp, check=resume_check,
+                                       storage=job.options.storage)
         except Exception as exc:
             return exc
 
@@ -261,8 +299,8 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
             continue
         if state.exists and not state.ours and not force:
             a.status, a.error = "failed", (
-                f"output folder {job.output} exists and holds no completion manifest of "
-                "encrypt-batch; give --force to replace it")
+                f"output {_what(job.output)} {job.output} exists and holds no completion "
+                "manifest of encrypt-batch; give --force to replace it")
             emit("failed", a)
             continue
         if state.ours:
@@ -361,8 +399,9 @@ def run_batch(jobs: Sequence[BatchJob], executor: BatchExecutor, *, force: bool 
                 record(fut, a, None)
             elif job.options is not None and a.status != "done":
                 try:
-                    state = output_state(Path(job.options.output), task.fingerprint, check="size")
-                except OSError:
+                    state = output_state_at(job.options.output, task.fingerprint, check="size",
+                                            storage=job.options.storage)
+                except (OSError, SpekePackagerError):
                     continue
                 if state.complete:
                     a.status, a.error, a.bytes_out = "done", None, state.bytes

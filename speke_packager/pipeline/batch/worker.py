@@ -11,6 +11,7 @@ timings, bytes, one-line error) without key material.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -24,7 +25,7 @@ from typing import Any
 from ...errors import SpekePackagerError
 from ...model import KeySet
 from ..options import VodOptions
-from .complete import write_marker
+from .complete import OutputClaim, write_marker
 
 # progress(asset id, done, total): set in each worker process by its executor
 ProgressSink = Callable[[str, int, int], None]
@@ -160,12 +161,21 @@ def encrypt_asset(task: AssetTask, sealed: SealedKeys) -> dict[str, Any]:
         notes.append(f"--jobs {jobs} ignored: this worker process is daemonic (a Dask worker); "
                      "run more single-threaded worker processes instead")
         jobs = 1
-    options = replace(task.options, force=task.options.force or task.replace, jobs=jobs,
-                      progress=_progress(task), before_publish=seal)
+    claim = OutputClaim(task.options.output, task.options.storage)
+    # an s3:// output: the claim is put first, so the publication must accept a non-empty
+    # prefix (the coordinator already refused one this batch did not make, unless --force)
+    options = replace(task.options, force=task.options.force or task.replace or claim.remote,
+                      jobs=jobs, progress=_progress(task), before_publish=seal)
     where = f"{socket.gethostname()}:{os.getpid()}"
     _BUSY[0] = True
     try:
-        result = encrypt_vod(options, keyset)
+        claim.put(task.asset, task.fingerprint)
+        try:
+            result = encrypt_vod(options, keyset)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                claim.release()  # (left behind, it only makes the next run redo the asset)
+            raise
     except Exception as exc:
         return {"status": "failed", "error": one_line(exc), "worker": where,
                 "encrypt_seconds": round(time.monotonic() - started, 3), "warnings": notes}
