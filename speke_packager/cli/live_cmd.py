@@ -4,7 +4,10 @@ in another folder, keys rotating every ``--rotation`` seconds over SPEKE.
 
 Each segment is taken once the encoder's manifest lists it and it stopped changing
 (:class:`~speke_packager.pipeline.live.watch.FolderWatcher`), encrypted with its key period's
-key, written atomically, and then the playlists are rewritten. Ctrl-C or SIGTERM end the
+key, written atomically, and then the playlists are rewritten. OUTPUT may be an ``s3://bucket/prefix``
+(``--endpoint-url`` for S3-compatible stores): each object is one PutObject, segments before
+the manifests that name them; a write that fails after botocore's retries stops publishing with
+the one-line error and exit code 9, and the manifests are not ended. Ctrl-C or SIGTERM end the
 presentation (``EXT-X-ENDLIST``) and exit 0; so does the encoder ending its own stream, or
 ``--idle-timeout`` seconds without a new segment. A key that cannot be had stops publishing with
 a one-line error and a non-zero exit (no clear segment, no segment with an unannounced key).
@@ -31,12 +34,14 @@ from .keys_cmd import (
     drms_from_args,
     speke_client_from_args,
 )
+from .storage_args import add_storage_arguments, storage_options
 from .vod_cmd import add_raw_key_arguments, parse_iv, raw_key_specs
 
 if TYPE_CHECKING:
     from ..model import KeySet
     from ..pipeline.live import LivePackager, PeriodKeySource
     from ..pipeline.live.watch import MediaSegment
+    from ..storage import S3Options
 
 log = logging.getLogger("speke_packager.live")
 
@@ -129,9 +134,11 @@ class _Live:
     appear; segments are buffered until then. Media time: the encoder's, from its first
     segment on (time 0 of the key schedule); an encoder restart continues the timeline."""
 
-    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+    def __init__(self, args: argparse.Namespace, out: Path | str,
+                 storage: S3Options | None = None) -> None:
         self.args = args
         self.out = out
+        self.storage = storage
         self.packager: LivePackager | None = None
         self.inits: dict[str, bytes] = {}
         self.pending: list[MediaSegment] = []
@@ -233,7 +240,7 @@ class _Live:
             source, schedule, scheme, self.out, renditions, hls=fmt in ("hls", "both"),
             dash=fmt in ("dash", "both"), window=args.window, key_uri=args.key_uri, drms=drms,
             clearkey_license_url=args.clearkey_license_url, key_policy=policy,
-            target_duration=target)
+            target_duration=target, storage=self.storage)
         print(f"speke-packager: encrypting {', '.join(self.names.values())} ({container}) of "
               f"{args.input_dir} into {self.out} ({scheme.value}, "
               + (f"keys rotating every {rotation:g}s" if rotation else "one key period")
@@ -293,10 +300,41 @@ class _Live:
             self.packager.close(end=end and self.segments > 0)
 
 
+def _check_output(args: argparse.Namespace) -> Path | str:
+    """OUTPUT as a folder or an ``s3://`` prefix, checked before the encoder is followed: a
+    non-empty folder or prefix is refused without ``--force`` (as encrypt-vod does; with
+    ``--force`` the package is written over what is there, nothing is deleted first). For a
+    prefix this is also the first request to the store: a wrong endpoint or credentials fail
+    here, before any key is fetched."""
+    from .._io import check_output_folder
+    from ..storage import ObjectStore, S3Url, is_s3
+
+    text = str(args.output_dir)
+    storage = storage_options(args)
+    if not is_s3(text):
+        if storage is not None:
+            raise UsageError("--endpoint-url, --s3-region and --s3-profile are for an s3:// "
+                             "OUTPUT")
+        out = Path(text)
+        check_output_folder(out, force=args.force)
+        return out
+    url = S3Url.parse(text)
+    if not url.key.strip("/"):
+        raise UsageError(f"the output {url} is a whole bucket; give a prefix "
+                         "(s3://bucket/folder)")
+    if not args.force:
+        from ..errors import StorageError
+
+        prefix = url.as_prefix()
+        if ObjectStore(storage).any_under(prefix):
+            raise StorageError(f"{prefix} is not empty (use --force to write into it)",
+                               url=str(prefix), code="NotEmpty")
+    return text
+
+
 def _handler(args: argparse.Namespace) -> int:
     import time
 
-    from .._io import check_output_folder
     from ..errors import KeyRotationError
     from ..pipeline.live.watch import FolderWatcher, InitSegment, MediaSegment, StreamEnded
 
@@ -305,12 +343,11 @@ def _handler(args: argparse.Namespace) -> int:
     if args.key_grace < 0:
         raise UsageError("--key-grace must not be negative")
     _check_key_options(args)
-    out = Path(args.output_dir)
-    check_output_folder(out, force=args.force)
+    out = _check_output(args)
     watcher = FolderWatcher(args.input_dir, manifest=args.manifest,
                             poll_interval=args.poll_interval, settle=args.settle,
                             segment_timeout=args.segment_timeout)
-    live = _Live(args, out)
+    live = _Live(args, out, storage_options(args))
     reason = "the encoder ended its stream"
     ok = False
     last = time.monotonic()
@@ -365,11 +402,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="INPUT_DIR is the folder a clear live encoder writes to (FFmpeg's HLS muxer "
         "with fMP4 or MPEG-TS segments, or its DASH muxer); each segment is taken once the "
         "encoder's playlist/MPD lists it and it stopped changing, encrypted with its key "
-        "period's key and published in OUTPUT_DIR with live playlists. Ctrl-C or SIGTERM end "
-        "the presentation (EXT-X-ENDLIST) and exit 0.",
+        "period's key and published in OUTPUT (a folder, or an s3://bucket/prefix: see "
+        "--endpoint-url) with live playlists. Ctrl-C or SIGTERM end the presentation "
+        "(EXT-X-ENDLIST) and exit 0; a write to object storage failing after its retries "
+        "stops publishing with exit code 9 and the presentation not ended.",
     )
     p.add_argument("input_dir", type=Path, help="folder the clear encoder writes to")
-    p.add_argument("output_dir", type=Path, help="folder for the encrypted live package")
+    p.add_argument("output_dir", metavar="OUTPUT",
+                   help="folder or s3://bucket/prefix for the encrypted live package")
     p.add_argument("--manifest", metavar="NAME",
                    help="the encoder's playlist or MPD in INPUT_DIR to follow (default: its MPD, "
                    "else every HLS media playlist)")
@@ -405,8 +445,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--idle-timeout", type=_positive, default=None, metavar="SECONDS",
                    help="end the presentation when the encoder wrote nothing for this long "
                    "(default: wait for the encoder's end or a signal)")
-    p.add_argument("--force", action="store_true", help="write into a non-empty OUTPUT_DIR")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty OUTPUT folder or s3:// prefix")
     add_raw_key_arguments(p)
     add_speke_arguments(p)
+    add_storage_arguments(p)
     # a muxed HLS rendition (FFmpeg's default) takes one key for its video and audio
     p.set_defaults(func=_handler, video_preset="SHARED", audio_preset="SHARED")

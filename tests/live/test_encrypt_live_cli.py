@@ -54,7 +54,7 @@ def _ffmpeg_live(folder: Path, seconds: int, *, fmp4: bool) -> subprocess.Popen[
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _encrypt_live(src: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+def _encrypt_live(src: Path, out: Path | str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "speke_packager", "--log-level", "info",
                              "encrypt-live", str(src), str(out), "--poll-interval", "0.1",
