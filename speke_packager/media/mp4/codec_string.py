@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .boxes import iter_boxes, sample_entry_prefix_len
 
-__all__ = ["codec_string"]
+__all__ = ["codec_string", "known_codec_string"]
 
 _PARSED = frozenset({b"avc1", b"avc3", b"hvc1", b"hev1", b"mp4a", b"vp09", b"Opus"})
 
@@ -23,12 +23,14 @@ def _descriptor(buf: bytes, pos: int) -> tuple[int, int, int]:
     return tag, pos, min(pos + size, len(buf))
 
 
-def _mp4a(esds: bytes) -> str:
-    """``mp4a.40.N`` from an esds payload (after version/flags)."""
+def _mp4a(esds: bytes) -> str | None:
+    """``mp4a.40.N`` from an esds payload (after version/flags); None when the ES or decoder
+    config descriptor cannot be read (``mp4a.40.2`` when only the AudioSpecificConfig is
+    missing)."""
     try:
         tag, p, _ = _descriptor(esds, 4)
         if tag != 3:
-            return "mp4a.40.2"
+            return None
         flags = esds[p + 2]
         p += 3
         if flags & 0x80:
@@ -39,7 +41,7 @@ def _mp4a(esds: bytes) -> str:
             p += 2
         tag, p, _ = _descriptor(esds, p)
         if tag != 4:
-            return "mp4a.40.2"
+            return None
         oti = esds[p]
         if oti != 0x40:
             return f"mp4a.{oti:02x}"
@@ -51,7 +53,7 @@ def _mp4a(esds: bytes) -> str:
             aot = 32 + (((esds[q] & 7) << 3) | (esds[q + 1] >> 5))
         return f"mp4a.40.{aot}"
     except IndexError:
-        return "mp4a.40.2"
+        return None
 
 
 def _hvcc(c: bytes, fourcc: str) -> str:
@@ -67,27 +69,43 @@ def _hvcc(c: bytes, fourcc: str) -> str:
     return out + "".join(f".{b:02X}" for b in cons)
 
 
-def codec_string(entry: bytes) -> str:
-    """The codecs string of a whole sample entry box (``avc1.64001f``, ``hvc1.1.6.L93.B0``,
-    ``mp4a.40.2``, ``ac-3``, ``ec-3``, ``vp09.00.10.08``, ``opus``)."""
+def _read(entry: bytes) -> tuple[str | None, str]:
+    """(the codecs string when the codec is one we describe and its configuration is readable,
+    else None; what :func:`codec_string` says instead)."""
     fourcc = entry[4:8]
     name = fourcc.decode("latin-1")
+    if fourcc in (b"ac-3", b"ec-3"):
+        return name, name
     if fourcc not in _PARSED:
-        return name  # (ac-3, ec-3, and codecs we do not describe further)
+        return None, name  # (codecs we do not describe further)
     payload = entry[8:]
     n = sample_entry_prefix_len(fourcc, payload, name) or 0
     kids = {b.type: bytes(entry[8 + b.payload_start:8 + b.end])
             for b in iter_boxes(payload, n, path=name)}
     if fourcc in (b"avc1", b"avc3") and len(kids.get(b"avcC", b"")) >= 4:
         c = kids[b"avcC"]
-        return f"{name}.{c[1]:02x}{c[2]:02x}{c[3]:02x}"
+        return f"{name}.{c[1]:02x}{c[2]:02x}{c[3]:02x}", name
     if fourcc in (b"hvc1", b"hev1") and len(kids.get(b"hvcC", b"")) >= 13:
-        return _hvcc(kids[b"hvcC"], name)
+        return _hvcc(kids[b"hvcC"], name), name
     if fourcc == b"mp4a" and b"esds" in kids:
-        return _mp4a(kids[b"esds"])
+        return _mp4a(kids[b"esds"]), "mp4a.40.2"
     if fourcc == b"vp09" and len(kids.get(b"vpcC", b"")) >= 7:
         v = kids[b"vpcC"]
-        return f"vp09.{v[4]:02d}.{v[5]:02d}.{v[6] >> 4:02d}"
+        return f"vp09.{v[4]:02d}.{v[5]:02d}.{v[6] >> 4:02d}", name
     if fourcc == b"Opus":
-        return "opus"
-    return name
+        return "opus", name
+    return None, name
+
+
+def codec_string(entry: bytes) -> str:
+    """The codecs string of a whole sample entry box (``avc1.64001f``, ``hvc1.1.6.L93.B0``,
+    ``mp4a.40.2``, ``ac-3``, ``ec-3``, ``vp09.00.10.08``, ``opus``); the bare fourcc for a
+    codec we do not describe (``mp4a.40.2`` for an unreadable esds)."""
+    known, fallback = _read(entry)
+    return known if known is not None else fallback
+
+
+def known_codec_string(entry: bytes) -> str | None:
+    """As :func:`codec_string`, but None where that would fall back to a guess or the bare
+    fourcc (manifests then leave the codecs attribute out)."""
+    return _read(entry)[0]

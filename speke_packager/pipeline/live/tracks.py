@@ -1,14 +1,15 @@
 """What the live manifests need to know about a rendition, read from its media: the RFC 6381
-codecs string of an fMP4 init (H.264 from ``avcC``, AAC from ``esds``), the timescale, and the
+codecs string of an fMP4 init (:mod:`speke_packager.media.mp4.codec_string`), the timescale, and the
 decode time and duration of a CMAF segment (``tfdt`` and the ``trun`` sample durations)."""
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...errors import Mp4FormatError, UnsupportedMediaError
 from ...media.mp4.boxes import Node, iter_boxes, parse_tree
+from ...media.mp4.codec_string import known_codec_string
 from ...media.mp4.init import TrackSetup, parse_init
 from ...model import TrackKind
 
@@ -36,67 +37,11 @@ class InitFacts:
     default_duration: int
 
 
-def _avc(config: bytes, fourcc: str) -> str | None:
-    if len(config) < 4:
-        return None
-    return f"{fourcc}.{config[1]:02x}{config[2]:02x}{config[3]:02x}"
-
-
-def _descriptor(buf: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, body start, body length) of an MPEG-4 descriptor at ``pos``."""
-    tag = buf[pos]
-    pos += 1
-    length = 0
-    for _ in range(4):
-        b = buf[pos]
-        pos += 1
-        length = length << 7 | (b & 0x7F)
-        if not b & 0x80:
-            break
-    return tag, pos, length
-
-
-def _aac(esds: bytes) -> str | None:
-    """``mp4a.40.<AOT>`` from an esds payload (after version/flags), None if unreadable."""
-    try:
-        tag, pos, _ = _descriptor(esds, 4)
-        if tag != 0x03:
-            return None
-        flags = esds[pos + 2]
-        pos += 3
-        if flags & 0x80:
-            pos += 2
-        if flags & 0x40:
-            pos += 1 + esds[pos]
-        if flags & 0x20:
-            pos += 2
-        tag, pos, _ = _descriptor(esds, pos)
-        if tag != 0x04:
-            return None
-        oti = esds[pos]
-        if oti != 0x40:
-            return f"mp4a.{oti:02x}"
-        tag, pos, _ = _descriptor(esds, pos + 13)
-        if tag != 0x05:
-            return "mp4a.40.2"
-        aot = esds[pos] >> 3
-        if aot == 31:
-            aot = 32 + ((esds[pos] & 0x07) << 3 | esds[pos + 1] >> 5)
-        return f"mp4a.40.{aot}"
-    except IndexError:
-        return None
-
-
 def _codecs(t: TrackSetup, entry: Node | None) -> str | None:
-    fourcc = t.fourcc.decode("latin-1")
-    if fourcc in ("avc1", "avc3"):
-        return _avc(t.config, fourcc)
-    if fourcc == "mp4a" and entry is not None:
-        esds = entry.find(b"esds")
-        return _aac(esds.payload) if esds is not None else None
-    if fourcc in ("ac-3", "ec-3", "Opus"):
-        return {"ac-3": "ac-3", "ec-3": "ec-3", "Opus": "opus"}[fourcc]
-    return None
+    if entry is None:
+        return None
+    # An already-protected entry (encv/enca) is described by its original format (frma).
+    return known_codec_string(replace(entry, type=t.fourcc).to_bytes())
 
 
 def init_facts(init: bytes) -> InitFacts:
