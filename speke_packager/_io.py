@@ -16,10 +16,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import ManifestError, OutputError, UnsafeInputError
 
 log = logging.getLogger("speke_packager")
+_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -342,20 +344,26 @@ def writev_all(fd: int, parts: Sequence[Buffer]) -> int:
     return total
 
 
-def write_parts_atomic(path: str | os.PathLike[str], parts: Sequence[Buffer]) -> int:
-    """``parts`` into a temporary file beside ``path``, renamed over it once complete; returns
-    the byte count. No fsync (an error or a killed process never leaves a partial ``path``;
-    durability across a power cut is the caller's business). Raises :class:`OutputError`."""
+def write_fd_atomic(path: str | os.PathLike[str], fill: Callable[[int], _T], *,
+                    mode: int = 0o666, make_folder: bool = False) -> _T:
+    """``fill(fd)`` on a new temporary file beside ``path``, renamed over it once ``fill``
+    returns; returns what ``fill`` returns. No fsync (an error or a killed process never
+    leaves a partial ``path``; durability across a power cut is the caller's business).
+    ``mode`` is the new file's permission bits (before the umask); ``make_folder`` creates
+    the missing folders first. An ``OSError`` becomes :class:`OutputError` naming ``path``;
+    any other exception propagates; either way the temporary file is removed."""
     target = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(target))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        if make_folder:
+            os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         try:
-            total = writev_all(fd, parts)
+            result = fill(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
@@ -367,4 +375,10 @@ def write_parts_atomic(path: str | os.PathLike[str], parts: Sequence[Buffer]) ->
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return total
+    return result
+
+
+def write_parts_atomic(path: str | os.PathLike[str], parts: Sequence[Buffer]) -> int:
+    """``parts`` into a temporary file beside ``path``, renamed over it once complete; returns
+    the byte count (:func:`write_fd_atomic`). Raises :class:`OutputError`."""
+    return write_fd_atomic(path, lambda fd: writev_all(fd, parts))

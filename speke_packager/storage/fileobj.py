@@ -4,13 +4,12 @@ buffer, and a multipart writer with bounded memory."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import io
 import os
-import secrets
 from collections.abc import Callable
 from typing import Any
 
+from .._io import write_fd_atomic
 from ..errors import OutputError, StorageError, UsageError
 from .store import ObjectStore
 from .url import S3Url
@@ -291,40 +290,21 @@ def download_file(store: ObjectStore, url: S3Url, path: str | os.PathLike[str], 
     beside ``path`` and renamed when complete (no fsync: a cache, not a publication). Returns
     the size; raises :class:`StorageError` (or :class:`OutputError` for the local file)."""
     size, etag = store.head(url)
-    target = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(target))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        try:
-            part = part_size_for(size, store.part_size)
+    part = part_size_for(size, store.part_size)
 
-            def fetch(n: int) -> dict[str, Any]:
-                start = (n - 1) * part
-                want = min(part, size - start)
-                data = store.get_range(url, start, want, etag=etag)
-                if len(data) != want:
-                    raise StorageError(f"{url}: short read ({len(data)} of {want} bytes at "
-                                       f"{start})", url=str(url), code="ShortRead")
-                if os.pwrite(fd, data, start) != want:  # (regular files: never short)
-                    raise OSError(5, "short write")
-                return {}
+    def fill(fd: int) -> None:
+        def fetch(n: int) -> dict[str, Any]:
+            start = (n - 1) * part
+            want = min(part, size - start)
+            data = store.get_range(url, start, want, etag=etag)
+            if len(data) != want:
+                raise StorageError(f"{url}: short read ({len(data)} of {want} bytes at "
+                                   f"{start})", url=str(url), code="ShortRead")
+            if os.pwrite(fd, data, start) != want:  # (regular files: never short)
+                raise OSError(5, "short write")
+            return {}
 
-            _bounded_map(fetch, range(1, -(-size // part) + 1),
-                         width or store.options.concurrency)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        _bounded_map(fetch, range(1, -(-size // part) + 1), width or store.options.concurrency)
+
+    write_fd_atomic(path, fill, mode=0o600, make_folder=True)
     return size
