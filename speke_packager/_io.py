@@ -378,7 +378,19 @@ def write_fd_atomic(path: str | os.PathLike[str], fill: Callable[[int], _T], *,
     return result
 
 
-def write_parts_atomic(path: str | os.PathLike[str], parts: Sequence[Buffer]) -> int:
+def write_parts_atomic(path: str | os.PathLike[str], parts: Sequence[Buffer], *,
+                       make_folder: bool = False) -> int:
     """``parts`` into a temporary file beside ``path``, renamed over it once complete; returns
-    the byte count (:func:`write_fd_atomic`). Raises :class:`OutputError`."""
-    return write_fd_atomic(path, lambda fd: writev_all(fd, parts))
+    the byte count (:func:`write_fd_atomic`; ``make_folder``: create the missing folders
+    first). Raises :class:`OutputError`."""
+    return write_fd_atomic(path, lambda fd: writev_all(fd, parts), make_folder=make_folder)
+
+
+def remove_file(path: str | os.PathLike[str]) -> None:
+    """Remove the file ``path``; a missing one is not an error. :class:`OutputError` else."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot delete {os.fspath(path)}: {exc.strerror or exc}") from None

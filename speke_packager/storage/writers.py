@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .._io import write_parts_atomic
-from ..errors import OutputError, StorageError, StorageWriteError
+from .._io import remove_file, write_parts_atomic
+from ..errors import StorageError, StorageWriteError
 from .client import S3Options
 from .fileobj import MultipartWriter
 from .publish import content_type
@@ -51,21 +51,10 @@ class LocalWriter:
         return f"LocalWriter({str(self.root)!r})"
 
     def write(self, rel_path: str, data: Data) -> None:
-        target = self.root / safe_rel(rel_path)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-        write_parts_atomic(target, [data])
+        write_parts_atomic(self.root / safe_rel(rel_path), [data], make_folder=True)
 
     def delete(self, rel_path: str) -> None:
-        target = self.root / safe_rel(rel_path)
-        try:
-            target.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise OutputError(f"cannot delete {target}: {exc.strerror or exc}") from None
+        remove_file(self.root / safe_rel(rel_path))
 
 
 class ObjectWriter:

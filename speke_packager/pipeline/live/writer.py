@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..._io import write_bytes_atomic, write_parts_atomic
+from ..._io import remove_file, write_bytes_atomic, write_parts_atomic
 from ...errors import OutputError, UsageError
 from ...storage import ObjectStore, ObjectWriter, S3Options, S3Url, content_type
 
@@ -135,10 +135,4 @@ class FolderWriter:
             write_parts_atomic(path, [data])
 
     def delete(self, rel_path: str) -> None:
-        path = self.root / check_rel_path(rel_path)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise OutputError(f"cannot delete {path}: {exc.strerror or exc}") from None
+        remove_file(self.root / check_rel_path(rel_path))
