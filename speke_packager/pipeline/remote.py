@@ -36,7 +36,7 @@ from ..storage import (
 )
 from .options import VodOptions, VodResult
 from .plan import Plan
-from .segmenter import MEDIA_SUFFIXES
+from .segmenter import sniff_kind
 
 
 class RemotePlan(Plan):
@@ -92,20 +92,7 @@ class RemotePlan(Plan):
 
 
 def _remote_kind(store: ObjectStore, src: S3Url) -> str:
-    suffix = os.path.splitext(src.name)[1].lower()
-    if suffix in (".m3u8", ".m3u"):
-        return "hls"
-    if suffix == ".mpd":
-        return "dash"
-    if suffix in MEDIA_SUFFIXES:
-        return "media"
-    head = store.get_range(src, 0, 512)
-    if head.lstrip(b"\xef\xbb\xbf").startswith(b"#EXTM3U"):
-        return "hls"
-    if b"<MPD" in head:
-        return "dash"
-    raise UsageError(f"{src}: not an HLS playlist, DASH MPD or media file "
-                     f"({', '.join(sorted(MEDIA_SUFFIXES))})")
+    return sniff_kind(src.name, lambda: store.get_range(src, 0, 512), str(src))
 
 
 def _check_overlap(src: S3Url, dst: S3Url, package: bool) -> None:

@@ -9,14 +9,35 @@ encryption.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._tools import FFMPEG_SEGMENT, FFPROBE_SEGMENT, TOOLS_EXTRA, find_tool
-from ..errors import ToolError, UnsupportedMediaError
+from ..errors import ToolError, UnsupportedMediaError, UsageError
 
 MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".m4a", ".mov", ".ts", ".mts", ".m2ts", ".mkv"})
+
+
+def sniff_kind(name: str, head: Callable[[], bytes], shown: str) -> str:
+    """'hls', 'dash' or 'media' from the suffix of the file name ``name``, else from the first
+    512 bytes ``head()`` returns; :class:`UsageError` naming ``shown`` when neither tells."""
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix in (".m3u8", ".m3u"):
+        return "hls"
+    if suffix == ".mpd":
+        return "dash"
+    if suffix in MEDIA_SUFFIXES:
+        return "media"
+    first = head()
+    if first.lstrip(b"\xef\xbb\xbf").startswith(b"#EXTM3U"):
+        return "hls"
+    if b"<MPD" in first:
+        return "dash"
+    raise UsageError(f"{shown}: not an HLS playlist, DASH MPD or media file "
+                     f"({', '.join(sorted(MEDIA_SUFFIXES))})")
 
 
 @dataclass(frozen=True, slots=True)

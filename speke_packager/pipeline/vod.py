@@ -28,7 +28,7 @@ from .keysource import RawKeys, SpekeKeys
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
 from .plan import Generated, Plan, execute
 from .remote import RemotePlan, RemoteRun, remote_precheck
-from .segmenter import MEDIA_SUFFIXES, check_tools, segment_media
+from .segmenter import check_tools, segment_media, sniff_kind
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,12 @@ _TS_SCHEMES = (Scheme.AES_128, Scheme.SAMPLE_AES)
 
 def input_kind(path: Path) -> str:
     """'hls', 'dash' or 'media' from the input's suffix (then its first bytes)."""
-    suffix = path.suffix.lower()
-    if suffix in (".m3u8", ".m3u"):
-        return "hls"
-    if suffix == ".mpd":
-        return "dash"
-    if suffix in MEDIA_SUFFIXES:
-        return "media"
-    with path.open("rb") as fh:
-        head = fh.read(512)
-    if head.lstrip(b"\xef\xbb\xbf").startswith(b"#EXTM3U"):
-        return "hls"
-    if b"<MPD" in head:
-        return "dash"
-    raise UsageError(f"{path}: not an HLS playlist, DASH MPD or media file "
-                     f"({', '.join(sorted(MEDIA_SUFFIXES))})")
+
+    def head() -> bytes:
+        with path.open("rb") as fh:
+            return fh.read(512)
+
+    return sniff_kind(path.name, head, str(path))
 
 
 def default_format(kind: str, scheme: Scheme) -> OutputFormat:
