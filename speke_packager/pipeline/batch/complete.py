@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,36 @@ def _parse_marker(data: bytes) -> dict[str, Any] | None:
     return doc
 
 
+def _against(doc: dict[str, Any], fingerprint: str, names: list[str],
+             size: Callable[[str], int], sha256: Callable[[str, int], str], *,
+             check: str) -> OutputState:
+    """The state of an output that holds the files ``names`` (checked in this order; ``size``
+    and ``sha256`` read one of them) against its completion manifest ``doc``."""
+    if doc.get("fingerprint") != fingerprint:
+        return OutputState(complete=False, ours=True, exists=True,
+                           reason="made for other options or another input")
+    want: dict[str, Any] = doc["files"]
+    if set(names) != set(want):
+        missing = sorted(set(want) - set(names))
+        extra = sorted(set(names) - set(want))
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        return OutputState(complete=False, ours=True, exists=True, reason=what)
+    total = 0
+    for rel in names:
+        meta = want[rel]
+        if not isinstance(meta, dict):
+            return OutputState(complete=False, ours=True, exists=True, reason=f"bad entry {rel}")
+        n = size(rel)
+        if n != meta.get("bytes"):
+            return OutputState(complete=False, ours=True, exists=True,
+                               reason=f"{rel} changed size")
+        if check == "sha256" and sha256(rel, n) != meta.get("sha256"):
+            return OutputState(complete=False, ours=True, exists=True,
+                               reason=f"{rel} changed (checksum)")
+        total += n
+    return OutputState(complete=True, ours=True, exists=True, bytes=total)
+
+
 def output_state(root: Path, fingerprint: str, *, check: str = "sha256") -> OutputState:
     """Is ``root`` the complete output of the job with ``fingerprint``?
 
@@ -113,30 +144,9 @@ def output_state(root: Path, fingerprint: str, *, check: str = "sha256") -> Outp
         empty = not any(root.iterdir())
         return OutputState(complete=False, ours=False, exists=not empty,
                            reason="no completion manifest")
-    if doc.get("fingerprint") != fingerprint:
-        return OutputState(complete=False, ours=True, exists=True,
-                           reason="made for other options or another input")
-    want: dict[str, Any] = doc["files"]
     have = _files(root)
-    if set(have) != set(want):
-        missing = sorted(set(want) - set(have))
-        extra = sorted(set(have) - set(want))
-        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-        return OutputState(complete=False, ours=True, exists=True, reason=what)
-    total = 0
-    for rel, path in have.items():
-        meta = want[rel]
-        if not isinstance(meta, dict):
-            return OutputState(complete=False, ours=True, exists=True, reason=f"bad entry {rel}")
-        size = path.stat().st_size
-        if size != meta.get("bytes"):
-            return OutputState(complete=False, ours=True, exists=True,
-                               reason=f"{rel} changed size")
-        if check == "sha256" and sha256_file(path) != meta.get("sha256"):
-            return OutputState(complete=False, ours=True, exists=True,
-                               reason=f"{rel} changed (checksum)")
-        total += size
-    return OutputState(complete=True, ours=True, exists=True, bytes=total)
+    return _against(doc, fingerprint, list(have), lambda rel: have[rel].stat().st_size,
+                    lambda rel, _: sha256_file(have[rel]), check=check)
 
 
 def output_state_at(output: str | os.PathLike[str], fingerprint: str, *,
@@ -188,29 +198,9 @@ def remote_output_state(store: ObjectStore, prefix: S3Url, fingerprint: str, *,
     if doc is None:
         return OutputState(complete=False, ours=False, exists=True,
                            reason="no completion manifest")
-    if doc.get("fingerprint") != fingerprint:
-        return OutputState(complete=False, ours=True, exists=True,
-                           reason="made for other options or another input")
-    want: dict[str, Any] = doc["files"]
-    if set(have) != set(want):
-        missing = sorted(set(want) - set(have))
-        extra = sorted(set(have) - set(want))
-        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-        return OutputState(complete=False, ours=True, exists=True, reason=what)
-    total = 0
-    for rel, (size, etag) in sorted(have.items()):
-        meta = want[rel]
-        if not isinstance(meta, dict):
-            return OutputState(complete=False, ours=True, exists=True, reason=f"bad entry {rel}")
-        if size != meta.get("bytes"):
-            return OutputState(complete=False, ours=True, exists=True,
-                               reason=f"{rel} changed size")
-        if check == "sha256" and sha256_object(store, base.join(rel), size, etag) \
-                != meta.get("sha256"):
-            return OutputState(complete=False, ours=True, exists=True,
-                               reason=f"{rel} changed (checksum)")
-        total += size
-    return OutputState(complete=True, ours=True, exists=True, bytes=total)
+    return _against(doc, fingerprint, sorted(have), lambda rel: have[rel][0],
+                    lambda rel, size: sha256_object(store, base.join(rel), size, have[rel][1]),
+                    check=check)
 
 
 class OutputClaim:
