@@ -107,8 +107,9 @@ class ObjectStore:
         assert last is not None
         raise storage_error(last, url, "read") from None
 
-    def list_objects(self, prefix: S3Url) -> Iterator[tuple[S3Url, int]]:
-        """Every object whose key starts with ``prefix.key`` (and its size), in key order."""
+    def _listing(self, prefix: S3Url) -> Iterator[dict[str, Any]]:
+        """The ListObjectsV2 entries (``Key``, ``Size``, ``ETag``...) of every object whose key
+        starts with ``prefix.key``, in key order, one LIST page per 1000 objects."""
         token: str | None = None
         while True:
             kw: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key}
@@ -118,33 +119,23 @@ class ObjectStore:
                 r = self.client.list_objects_v2(**kw)
             except client_errors() as exc:
                 raise storage_error(exc, prefix, "list") from None
-            for item in r.get("Contents", ()):
-                yield S3Url(prefix.bucket, item["Key"]), int(item["Size"])
+            yield from r.get("Contents", ())
             if not r.get("IsTruncated"):
                 return
             token = r.get("NextContinuationToken")
+
+    def list_objects(self, prefix: S3Url) -> Iterator[tuple[S3Url, int]]:
+        """Every object whose key starts with ``prefix.key`` (and its size), in key order."""
+        for item in self._listing(prefix):
+            yield S3Url(prefix.bucket, item["Key"]), int(item["Size"])
 
     def inventory(self, prefix: S3Url) -> dict[str, tuple[int, str]]:
         """{path relative to ``prefix``: (size, ETag)} of every object under it (one LIST
         page per 1000 objects; no object is read). For a manifest of what a run published,
         or to check later that a package is still complete and unchanged."""
         base = prefix.as_prefix()
-        out: dict[str, tuple[int, str]] = {}
-        token: str | None = None
-        while True:
-            kw: dict[str, Any] = {"Bucket": base.bucket, "Prefix": base.key}
-            if token:
-                kw["ContinuationToken"] = token
-            try:
-                r = self.client.list_objects_v2(**kw)
-            except client_errors() as exc:
-                raise storage_error(exc, base, "list") from None
-            for item in r.get("Contents", ()):
-                out[item["Key"][len(base.key):]] = (int(item["Size"]),
-                                                    str(item.get("ETag", "")))
-            if not r.get("IsTruncated"):
-                return out
-            token = r.get("NextContinuationToken")
+        return {item["Key"][len(base.key):]: (int(item["Size"]), str(item.get("ETag", "")))
+                for item in self._listing(base)}
 
     def any_under(self, prefix: S3Url) -> bool:
         try:
