@@ -37,7 +37,12 @@ from ..constants import Scheme
 from ..errors import SpekePackagerError, UsageError
 from .keys_cmd import add_speke_arguments, speke_client_from_args
 from .storage_args import add_storage_arguments
-from .vod_cmd import FORMAT_CHOICES, key_source_from_args, vod_options_from_args
+from .vod_cmd import (
+    FORMAT_CHOICES,
+    add_layout_arguments,
+    key_source_from_args,
+    vod_options_from_args,
+)
 
 if TYPE_CHECKING:
     from ..keys.client import SpekeClient
@@ -285,12 +290,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="allow a plain-TCP scheduler (content keys cross the network "
                    "unencrypted: a trusted network only)")
     o = p.add_argument_group("defaults of every row")
-    o.add_argument("--format", choices=FORMAT_CHOICES,
-                   help="output manifests (default: as the input; both for a media file)")
-    o.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
-                   help="segment length for a media-file input (default 6)")
-    o.add_argument("--clear-lead", type=float, default=0.0, metavar="S",
-                   help="leave the first S seconds clear (default 0)")
+    add_layout_arguments(o)
     o.add_argument("--key-uri", metavar="URL", help="HLS identity key URI ({kid} replaced)")
     o.add_argument("--clearkey-license-url", metavar="URL",
                    help="W3C ClearKey licence URL for the DASH ContentProtection")

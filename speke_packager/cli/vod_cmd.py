@@ -77,6 +77,18 @@ def add_raw_key_arguments(p: argparse.ArgumentParser) -> None:
                      help="W3C ClearKey licence URL for the DASH ContentProtection (dashif:Laurl)")
 
 
+def add_layout_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--format``, ``--segment-duration``, ``--clear-lead`` (read by
+    :func:`vod_options_from_args`; shared by ``encrypt-vod`` and ``encrypt-batch``, where they
+    are the defaults of every row)."""
+    p.add_argument("--format", choices=FORMAT_CHOICES,
+                   help="output manifests (default: as the input; both for a media file)")
+    p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
+                   help="segment length for a media-file input (default 6; cut at key frames)")
+    p.add_argument("--clear-lead", type=float, default=0.0, metavar="S",
+                   help="leave the first S seconds clear (default 0)")
+
+
 def key_source_from_args(
     args: argparse.Namespace,
     client: Callable[[argparse.Namespace], SpekeClient] = speke_client_from_args,
@@ -180,16 +192,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("input", help="clear .m3u8, .mpd or media file (path or s3:// URL)")
     p.add_argument("--output", "-o", required=True,
                    help="output folder or s3://bucket/prefix")
-    p.add_argument("--format", choices=FORMAT_CHOICES,
-                   help="output manifests (default: as the input; both for a media file)")
-    p.add_argument("--segment-duration", type=float, default=6.0, metavar="S",
-                   help="segment length for a media-file input (default 6; cut at key frames)")
+    add_layout_arguments(p)
     p.add_argument("--segmenter", choices=("native", "ffmpeg"),
                    help="how a media file is segmented: native (MP4/MOV to CMAF for cenc/cbcs, "
                    "encrypted as it is cut; the default where it applies) or ffmpeg (any "
                    "container, and MPEG-TS for aes-128/sample-aes)")
-    p.add_argument("--clear-lead", type=float, default=0.0, metavar="S",
-                   help="leave the first S seconds clear (default 0)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="segments encrypted in parallel (default: the cores)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
