@@ -25,6 +25,7 @@ TFHD_FLAGS = 0x000020
 TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
 TRUN_DATA_OFFSET = 0x000001
 TRUN_FIRST_FLAGS = 0x000004
+TRUN_DURATION = 0x000100
 TRUN_SIZE = 0x000200
 
 
@@ -122,7 +123,7 @@ def parse_moof(buf: bytes | bytearray | memoryview, moof: Box,
                                      box_path=trun_node.path)
             if tflags & TRUN_SIZE:
                 values = struct.unpack_from(f">{count * fields}I", p, rs)
-                k = bin(tflags & 0x100).count("1")
+                k = bin(tflags & TRUN_DURATION).count("1")
                 sizes = list(values[k::fields])
             else:
                 sizes = [size] * count

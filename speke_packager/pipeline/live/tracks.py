@@ -10,17 +10,18 @@ from dataclasses import dataclass, replace
 from ...errors import Mp4FormatError, UnsupportedMediaError
 from ...media.mp4.boxes import Node, iter_boxes, parse_tree
 from ...media.mp4.codec_string import known_codec_string
+from ...media.mp4.fragment import (
+    TFHD_BASE_DATA_OFFSET,
+    TFHD_DURATION,
+    TFHD_SDI,
+    TRUN_DATA_OFFSET,
+    TRUN_DURATION,
+    TRUN_FIRST_FLAGS,
+)
 from ...media.mp4.init import TrackSetup, parse_init
 from ...model import TrackKind
 
 __all__ = ["InitFacts", "fragment_timing", "init_facts"]
-
-_TFHD_BASE_DATA_OFFSET = 0x01
-_TFHD_SDI = 0x02
-_TFHD_DURATION = 0x08
-_TRUN_DATA_OFFSET = 0x001
-_TRUN_FIRST_FLAGS = 0x004
-_TRUN_DURATION = 0x100
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +89,18 @@ def fragment_timing(data: bytes | bytearray | memoryview, default_duration: int)
 def _traf_duration(traf: Node, default: int) -> int:
     p = traf.need(b"tfhd").payload
     flags = int.from_bytes(p[1:4], "big")
-    pos = 8 + 8 * bool(flags & _TFHD_BASE_DATA_OFFSET) + 4 * bool(flags & _TFHD_SDI)
-    if flags & _TFHD_DURATION:
+    pos = 8 + 8 * bool(flags & TFHD_BASE_DATA_OFFSET) + 4 * bool(flags & TFHD_SDI)
+    if flags & TFHD_DURATION:
         default = struct.unpack_from(">I", p, pos)[0]
     total = 0
     for trun in traf.find_all(b"trun"):
         q = trun.payload
         tflags = int.from_bytes(q[1:4], "big")
         count = struct.unpack_from(">I", q, 4)[0]
-        if not tflags & _TRUN_DURATION:
+        if not tflags & TRUN_DURATION:
             total += count * default
             continue
-        rs = 8 + 4 * bool(tflags & _TRUN_DATA_OFFSET) + 4 * bool(tflags & _TRUN_FIRST_FLAGS)
+        rs = 8 + 4 * bool(tflags & TRUN_DATA_OFFSET) + 4 * bool(tflags & TRUN_FIRST_FLAGS)
         fields = bin(tflags & 0xF00).count("1")
         values = struct.unpack_from(f">{count * fields}I", q, rs)
         total += sum(values[0::fields])
