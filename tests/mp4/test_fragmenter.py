@@ -14,7 +14,7 @@ import pytest
 
 from fixtures.media import framemd5
 from speke_packager.constants import Scheme
-from speke_packager.media.mp4.codec_string import codec_string
+from speke_packager.media.mp4.codec_string import codec_string, known_codec_string
 from speke_packager.media.mp4.fragmenter import TrackFragmenter, cut_movie
 from speke_packager.media.mp4.sample_table import read_movie
 from speke_packager.pipeline.options import OutputFormat, VodOptions
@@ -191,3 +191,25 @@ def test_codec_strings(media: Callable[[str], Path]) -> None:
         assert len(got) == len(prefixes)
         for g, p in zip(got, prefixes, strict=True):
             assert g.startswith(p), (name, got)
+        # every codec here is described: the strict reader says the same
+        assert [known_codec_string(t.stsd[16:]) for t in movie.tracks] == got
+
+
+def test_known_codec_string_gives_none_where_codec_string_guesses(
+        media: Callable[[str], Path]) -> None:
+    src = media("h264-aac-mp4")
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        movie = read_movie(fd, src.name)
+    finally:
+        os.close(fd)
+    entries = {bytes(t.stsd[20:24]): bytes(t.stsd[16:]) for t in movie.tracks}
+    aac = bytearray(entries[b"mp4a"])
+    i = aac.find(b"esds")
+    assert i > 0 and aac[i + 8] == 0x03  # the ES_Descriptor tag after version/flags
+    aac[i + 8] = 0x00  # not an ES_Descriptor: unreadable
+    assert codec_string(bytes(aac)) == "mp4a.40.2"
+    assert known_codec_string(bytes(aac)) is None
+    other = b"fLaC".join((entries[b"mp4a"][:4], entries[b"mp4a"][8:]))
+    assert codec_string(other) == "fLaC"
+    assert known_codec_string(other) is None
