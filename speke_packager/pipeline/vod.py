@@ -82,6 +82,9 @@ def _check(options: VodOptions, kind: str, source: object) -> OutputFormat:
         raise UsageError("--segment-duration must be positive")
     if options.clear_lead < 0:
         raise UsageError("--clear-lead cannot be negative")
+    if options.single_file and options.clear_lead > 0 and fmt.dash:
+        raise UsageError("--clear-lead with --single-file works for HLS only (--format hls): "
+                         "a DASH SegmentBase rendition has one protection for the whole file")
     if options.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if options.iv is not None and len(options.iv) != 16:

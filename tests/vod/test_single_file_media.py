@@ -172,6 +172,62 @@ def test_single_file_package_from_mp4(scheme: str, media, tmp_path: Path) -> Non
         assert frames(out / uri, stream, key=WRONG) != want
 
 
+@pytest.mark.parametrize("fmt", ["hls", "dash"])
+def test_single_file_one_format(fmt: str, media, tmp_path: Path) -> None:
+    """Only one manifest reads the files: the sidx is still rewritten for the encrypted
+    fragments (HLS does not reference it, players and tools still read it)."""
+    src = media("h264-aac-mp4")
+    out = tmp_path / "out"
+    res = cli("encrypt-vod", str(src), "-o", str(out), "--scheme", "cenc", "--key", KEYSPEC,
+              "--key-uri", _KEY_URI, "--segment-duration", "1", "--single-file", "--format",
+              fmt, "--quiet")
+    assert res.returncode == 0, res.stderr
+    for k in ("0", "1"):
+        data = (out / k / "media.mp4").read_bytes()
+        boxes = _top_boxes(data)
+        moov, sidx = boxes[1], boxes[2]
+        frags = _check_single_file(out / k / "media.mp4", (0, moov[1] + moov[2] - 1),
+                                   (sidx[1], sidx[1] + sidx[2] - 1))
+        if fmt == "hls":
+            assert _hls_ranges((out / f"media_{k}.m3u8").read_text())[2] == frags
+    assert frames(out / "0" / "media.mp4", "v:0", key=KEY) == frames(src, "v:0")
+    ok = cli("verify", str(out), "--reference", str(src), "--key", KEYSPEC,
+             "--no-fetch-key-uris")
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+
+
+def test_single_file_hls_clear_lead(media, tmp_path: Path) -> None:
+    """--format hls --clear-lead: the leading fragments stay clear inside the one file (no
+    senc), the rest is encrypted, the sidx matches, every frame decrypts."""
+    src = media("h264-aac-mp4")
+    out = tmp_path / "out"
+    res = cli("encrypt-vod", str(src), "-o", str(out), "--scheme", "cenc", "--key", KEYSPEC,
+              "--key-uri", _KEY_URI, "--segment-duration", "1", "--single-file", "--format",
+              "hls", "--clear-lead", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+    path = out / "0" / "media.mp4"
+    data = path.read_bytes()
+    boxes = _top_boxes(data)
+    moofs = [data[o:o + n] for k, o, n in boxes if k == b"moof"]
+    assert b"senc" not in moofs[0] and all(b"senc" in m for m in moofs[1:])
+    _sidx_matches(data, boxes)
+    assert frames(path, "v:0", key=KEY) == frames(src, "v:0")
+    ok = cli("verify", str(out), "--reference", str(src), "--key", KEYSPEC,
+             "--no-fetch-key-uris")
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+
+
+def _sidx_matches(data: bytes, boxes: list[tuple[bytes, int, int]]) -> None:
+    s = next(b for b in boxes if b[0] == b"sidx")
+    _, _, first, refs = _sidx(data[s[1]:s[1] + s[2]])
+    pos = s[1] + s[2] + first
+    moofs = [o for k, o, _ in boxes if k == b"moof"]
+    for (_, size, _), at in zip(refs, moofs, strict=True):
+        assert pos == at
+        pos += size
+    assert pos == len(data)
+
+
 def test_single_file_output_does_not_depend_on_jobs(media, tmp_path: Path) -> None:
     src = media("h264-aac-mp4")
     trees = []
@@ -213,6 +269,7 @@ def test_single_file_memory_is_bounded_by_a_segment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("extra", "words"), [
     (["--segmenter", "ffmpeg"], "cannot be combined with --segmenter ffmpeg"),
     (["--scheme", "aes-128"], "needs an MP4/MOV input"),
+    (["--clear-lead", "2"], "works for HLS only"),
 ])
 def test_single_file_refusals(extra: list[str], words: str, media, tmp_path: Path) -> None:
     res = cli("encrypt-vod", str(media("h264-aac-mp4")), "-o", str(tmp_path / "out"), "--key",
