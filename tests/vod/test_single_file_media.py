@@ -287,3 +287,29 @@ def test_single_file_refused_for_a_package_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="applies to a media-file input"):
         encrypt_vod(VodOptions(input=mpd, output=tmp_path / "o", scheme=Scheme.CENC,
                                single_file=True), raw_keyset([KEYSPEC], Scheme.CENC))
+
+
+def test_batch_row_single_file(media, tmp_path: Path) -> None:
+    """An encrypt-batch row with ``single_file: true`` gets the same single-file layout (and
+    a row without it the usual segments); both verify against the source."""
+    import json
+    import sys
+
+    src = media("h264-aac-mp4")
+    rows = [{"id": "one", "input": str(src), "output": str(tmp_path / "one"), "scheme": "cbcs",
+             "key": KEYSPEC, "key_uri": _KEY_URI, "single_file": True},
+            {"id": "many", "input": str(src), "output": str(tmp_path / "many"),
+             "scheme": "cbcs", "key": KEYSPEC, "key_uri": _KEY_URI, "single_file": "false"}]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = subprocess.run([sys.executable, "-m", "speke_packager", "encrypt-batch", str(jobs),
+                          "--workers", "1"], capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert (tmp_path / "one" / "0" / "media.mp4").is_file()
+    assert not list((tmp_path / "one" / "0").glob("segment_*"))
+    assert list((tmp_path / "many" / "0").glob("segment_*.m4s"))
+    for a in ("one", "many"):
+        ok = cli("verify", str(tmp_path / a), "--reference", str(src), "--key", KEYSPEC,
+                 "--no-fetch-key-uris")
+        assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
