@@ -8,6 +8,12 @@ DASH muxer lays them out) and returns the media segments as :class:`Generated` f
 plan: each is built from the input in a worker's reused buffer, encrypted there by the same
 transform as any clear CMAF segment, and written once. The manifest jobs read the description
 exactly as they read a package that FFmpeg wrote.
+
+With ``single_file`` (``--single-file``) each track is instead one :class:`NativeSingleFile`
+(init, a ``sidx`` of the clear fragment sizes, the fragments without ``styp``) described by a
+SegmentBase MPD and byte-range playlists, as a single-file package on disk would be; the plan
+asks for it part by part (each fragment made and encrypted like a segment) and rewrites the
+``sidx`` from where the encrypted fragments landed.
 """
 
 from __future__ import annotations
