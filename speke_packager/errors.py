@@ -36,9 +36,24 @@ from __future__ import annotations
 
 
 class SpekePackagerError(Exception):
-    """Base class of every error raised by speke-packager."""
+    """Base class of every error raised by speke-packager.
+
+    Every one pickles with its class and attributes (keyword-only constructor arguments
+    included), so an error raised in a worker process (encrypt-vod's pool, encrypt-batch, Dask)
+    arrives typed."""
 
     exit_code = 1
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type[SpekePackagerError], args: tuple[object, ...],
+                   state: dict[str, object]) -> SpekePackagerError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class UsageError(SpekePackagerError):

@@ -61,7 +61,7 @@ def _row_namespace(args: argparse.Namespace, row: Row, base: Path) -> argparse.N
     f = row.fields
     for name in ("scheme", "format", "content_id", "speke_url", "speke_version",
                  "video_preset", "audio_preset", "explicit_iv", "key", "iv", "segment_duration",
-                 "clear_lead", "key_uri", "clearkey_license_url"):
+                 "clear_lead", "key_uri", "clearkey_license_url", "single_file"):
         if name in f:
             setattr(ns, name, f[name])
     if "drm" in f:

@@ -160,6 +160,7 @@ def vod_options_from_args(args: argparse.Namespace,
         force=args.force, key_uri=args.key_uri,
         clearkey_license_url=args.clearkey_license_url, iv=parse_iv(args.iv),
         progress=progress, segmenter=getattr(args, "segmenter", None),
+        single_file=bool(getattr(args, "single_file", False)),
         storage=storage_options(args))
 
 
@@ -197,6 +198,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="how a media file is segmented: native (MP4/MOV to CMAF for cenc/cbcs, "
                    "encrypted as it is cut; the default where it applies) or ffmpeg (any "
                    "container, and MPEG-TS for aes-128/sample-aes)")
+    p.add_argument("--single-file", action="store_true",
+                   help="a media-file input: one file per rendition (init, sidx, fragments) "
+                   "addressed by byte ranges (DASH SegmentBase, HLS EXT-X-BYTERANGE) instead "
+                   "of one file per segment (native segmenter only)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="segments encrypted in parallel (default: the cores)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")

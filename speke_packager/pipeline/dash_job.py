@@ -16,7 +16,7 @@ from ..model import KeyEntry
 from .contexts import Mp4Context
 from .hls_job import Contexts, resolve
 from .options import TrackSummary
-from .plan import Piece, Plan
+from .plan import GeneratedFile, Piece, Plan
 
 _EPS = 1e-6
 
@@ -99,11 +99,15 @@ class DashJob:
 
     def _single_file(self, segs: dash.RepresentationSegments, rid: str) -> _Rep:
         rel = self._rel(segs.media[0].url)
-        fd = self.plan.open(rel)
-        try:
-            init_box, sidx, frags = split_single_file(fd, rel)
-        finally:
-            os.close(fd)
+        gen = self.plan.generated.get(rel)
+        if isinstance(gen, GeneratedFile):  # a native single-file rendition: known layout
+            init_box, sidx, frags = gen.layout()
+        else:
+            fd = self.plan.open(rel)
+            try:
+                init_box, sidx, frags = split_single_file(fd, rel)
+            finally:
+                os.close(fd)
         ctx = self.ctx.mp4_context(rel, 0, init_box.size)
         rep = _Rep(segs, ctx)
         rep.init_piece = self.plan.add(Piece(rel, 0, init_box.size, ctx.init_transform(),

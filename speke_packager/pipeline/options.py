@@ -66,6 +66,9 @@ class VodOptions:
     # how a media file is segmented: "native" (MP4/MOV with cenc/cbcs: our fragmenter, the
     # segments encrypted as they are cut), "ffmpeg", or None: native where it applies
     segmenter: str | None = None
+    # a media file: one file per rendition (init, sidx, fragments) addressed by byte ranges
+    # (DASH SegmentBase, HLS EXT-X-BYTERANGE) instead of one file per segment; native only
+    single_file: bool = False
     storage: S3Options | None = None
     # called with the finished output folder, still under its temporary name, just before it is
     # published (encrypt-batch writes its completion manifest there, so it is never missing

@@ -32,11 +32,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._io import ThreadScratch, input_exists, open_input, writev_all
 from ..crypto import cipher_calls_release_gil
 from ..errors import ManifestError, MediaError, OutputError, SpekePackagerError
+
+if TYPE_CHECKING:
+    from ..media.mp4.layout import Span
 
 Transform = Callable[[bytes], bytes]
 Part = bytes | bytearray | memoryview
@@ -68,6 +71,27 @@ class Generated(Protocol):
     def produce(self) -> memoryview:
         """The file's bytes in a reused per-thread buffer that the caller may change in place;
         valid until the next call in this thread."""
+        ...
+
+
+@runtime_checkable
+class GeneratedFile(Protocol):
+    """A generated file read by byte ranges only (a native single-file rendition: init, sidx,
+    fragments); every range the plan asks for is one of its parts, and no byte lies between
+    them."""
+
+    size: int
+
+    def produce(self) -> memoryview: ...
+
+    def produce_range(self, offset: int, length: int) -> memoryview:
+        """The part at ``offset`` (``length`` bytes) in a reused per-thread buffer that the
+        caller may change in place."""
+        ...
+
+    def layout(self) -> tuple[Span, Span | None, list[tuple[int, int]]]:
+        """(init span, sidx span or None, fragment (offset, length)s), as
+        :func:`..media.mp4.layout.split_single_file` finds them in a file."""
         ...
 
 
@@ -128,6 +152,9 @@ class Plan:
              *, what: str = "segment") -> bytes:
         """Bytes of an input file (or a range of it); a missing file or short range raises."""
         gen = self.generated.get(rel)
+        if isinstance(gen, GeneratedFile) and offset is not None:
+            return bytes(gen.produce_range(offset, length if length is not None
+                                           else gen.size - offset))
         if gen is not None:
             whole = bytes(gen.produce())
             start = offset or 0
@@ -275,9 +302,13 @@ def _run_piece(plan: Plan, piece: Piece, target: Path) -> tuple[int, int]:
 def _run_generated(gen: Generated, piece: Piece, target: Path) -> tuple[int, int]:
     """A generated file: made in a reused buffer, transformed there (in place where the
     transform can), written once."""
-    if piece.offset is not None:
+    if piece.offset is None:
+        buf = gen.produce()
+    elif isinstance(gen, GeneratedFile):
+        buf = gen.produce_range(piece.offset, piece.length if piece.length is not None
+                                else gen.size - piece.offset)
+    else:
         raise ManifestError(f"{piece.rel}: byte ranges of a generated segment")
-    buf = gen.produce()
     out_fd = _create(target)
     try:
         what = str(target)
@@ -357,6 +388,13 @@ def _gap_copy(plan: Plan, rel: str, span: tuple[int, int | None], out_fd: int, w
               ) -> int:
     """Copy input bytes [start, end) of ``rel`` to ``out_fd``; returns the count."""
     start, end = span
+    gen = plan.generated.get(rel)
+    if gen is not None:  # made by parts: every byte belongs to a piece
+        size = gen.size if isinstance(gen, GeneratedFile) else start
+        if (size if end is None else min(end, size)) > start:
+            raise ManifestError(f"{rel}: bytes from {start} of a generated file belong to no "
+                                "piece")
+        return 0
     fd = plan.open(rel)
     try:
         size = os.fstat(fd).st_size

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .._io import AtomicDirectory, input_path, open_input
@@ -26,7 +26,7 @@ from .contexts import KeyChoice
 from .hls_job import Contexts, HlsJob
 from .keysource import RawKeys, SpekeKeys
 from .options import KeySource, OutputFormat, TrackSummary, VodOptions, VodResult
-from .plan import Generated, Plan, execute
+from .plan import Generated, Piece, Plan, execute
 from .remote import RemotePlan, RemoteRun, remote_precheck
 from .segmenter import check_tools, segment_media, sniff_kind
 
@@ -73,6 +73,9 @@ def _check(options: VodOptions, kind: str, source: object) -> OutputFormat:
         raise UsageError("--segment-duration must be positive")
     if options.clear_lead < 0:
         raise UsageError("--clear-lead cannot be negative")
+    if options.single_file and options.clear_lead > 0 and fmt.dash:
+        raise UsageError("--clear-lead with --single-file works for HLS only (--format hls): "
+                         "a DASH SegmentBase rendition has one protection for the whole file")
     if options.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if options.iv is not None and len(options.iv) != 16:
@@ -91,12 +94,21 @@ def use_native(options: VodOptions, kind: str) -> bool:
     choice = options.segmenter
     if choice not in (None, "native", "ffmpeg"):
         raise UsageError(f"--segmenter must be native or ffmpeg, not {choice!r}")
+    if options.single_file and kind != "media":
+        raise UsageError("--single-file applies to a media-file input (a package keeps its "
+                         "own layout)")
+    if options.single_file and choice == "ffmpeg":
+        raise UsageError("--single-file needs the native segmenter (MP4/MOV input, cenc or "
+                         "cbcs); it cannot be combined with --segmenter ffmpeg")
     if kind != "media" or choice == "ffmpeg":
         return False
     # (imported here: the fragmenter and the MP4 code are not loaded for a package input)
     from .native import NATIVE_SUFFIXES
 
     fits = Path(options.input).suffix.lower() in NATIVE_SUFFIXES
+    if options.single_file and not (fits and options.scheme not in _TS_SCHEMES):
+        raise UsageError(f"--single-file needs an MP4/MOV input "
+                         f"({', '.join(sorted(NATIVE_SUFFIXES))}) and cenc or cbcs")
     if choice == "native":
         if not fits:
             raise UsageError(f"the native segmenter reads {', '.join(sorted(NATIVE_SUFFIXES))} "
@@ -196,12 +208,14 @@ def _encrypt(options: VodOptions, key_source: RawKeys | SpekeKeys | KeySource | 
                                              dir=out.path.parent) as work:
                 npkg: NativePackage = fragment_media(top, Path(work),
                                                      seconds=options.segment_duration,
-                                                     hls=fmt.hls, dash=fmt.dash)
+                                                     hls=fmt.hls, dash=fmt.dash,
+                                                     single_file=options.single_file)
                 try:
                     result = _run(options, keyset, plan_factory(Path(work)),
                                   hls_rel="master.m3u8" if fmt.hls else None,
                                   mpd_rel="manifest.mpd" if fmt.dash else None,
-                                  out_dir=out.path, fmt=fmt, generated=npkg.generated)
+                                  out_dir=out.path, fmt=fmt, generated=npkg.generated,
+                                  pieces=npkg.index_pieces())
                 finally:
                     npkg.close()
         elif kind == "media":
@@ -239,8 +253,11 @@ def _keys(source: RawKeys | SpekeKeys | KeySource | KeySet, fmt: OutputFormat,
 
 def _run(options: VodOptions, keyset: KeySet, plan: Plan, *, hls_rel: str | None,
          mpd_rel: str | None, out_dir: Path, fmt: OutputFormat,
-         generated: Mapping[str, Generated] | None = None) -> VodResult:
+         generated: Mapping[str, Generated] | None = None,
+         pieces: Sequence[Piece] = ()) -> VodResult:
     plan.generated.update(generated or {})
+    for p in pieces:  # (a native single file's sidx: whichever manifests read the file)
+        plan.add(p)
     choice = KeyChoice(keyset=keyset, scheme=options.scheme, explicit_iv=options.iv,
                        iv_source=options.iv_source, key_uri=options.key_uri,
                        clear_lead=options.clear_lead > 0)

@@ -104,8 +104,8 @@ def ffmpeg_hls_ts_aes128(src_ts: Path, out: Path, tmp: Path) -> Path:
     return out / "master.m3u8"
 
 
-def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str, *, clearkey_hls: bool = False
-                ) -> Path:
+def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str, *, clearkey_hls: bool = False,
+                extra: tuple[str, ...] = ()) -> Path:
     """Our own product, through its CLI, with a raw key (root-relative key URLs for `serve`).
     ``clearkey_hls``: the raw key signalled as ClearKey (``--drm clearkey``) and no identity
     key URI, so the HLS gets only the ClearKey tag."""
@@ -114,7 +114,7 @@ def encrypt_vod(src: Path, out: Path, scheme: str, fmt: str, *, clearkey_hls: bo
     rc = cli_main(["encrypt-vod", str(src), "--output", str(out), "--scheme", scheme,
                    "--format", fmt, "--segment-duration", "2", "--key", f"{KID.hex}:{KEY.hex()}",
                    *keyuri, *drm, "--clearkey-license-url", "/clearkey/license",
-                   "--quiet", "--jobs", "1"])
+                   "--quiet", "--jobs", "1", *extra])
     assert rc == 0
     return out
 

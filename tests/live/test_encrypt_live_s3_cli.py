@@ -25,7 +25,7 @@ from lxml import etree
 
 from speke_packager.storage import ObjectStore, S3Options, S3Url
 from speke_packager.verify.boxes import read_mp4_facts
-from tests.storage.conftest import aws_env, bucket, moto_server, proxy  # noqa: F401
+from tests.s3server import aws_env, bucket, moto_server, proxy  # noqa: F401
 from tests.storage.s3proxy import Fault, S3Proxy
 
 from .test_encrypt_live_cli import (
@@ -44,6 +44,11 @@ from .test_s3 import PREFIX, M, _replay
 pytestmark = pytest.mark.interop
 
 RAW = f"{RAW_KID.hex}:{RAW_KEY.hex()}"
+
+
+@pytest.fixture(autouse=True)
+def _aws(aws_env: None) -> None:
+    """Fake credentials only, no user configuration (as in tests/storage)."""
 
 
 def _get(store: ObjectStore, bucket: str, rel: str) -> bytes | None:

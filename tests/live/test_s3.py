@@ -34,7 +34,7 @@ from speke_packager.pipeline.live import (
 from speke_packager.pipeline.live.writer import live_cache_control, live_content_type
 from speke_packager.pipeline.rotation import RotationSchedule
 from speke_packager.storage import ObjectStore, S3Options, S3Url
-from tests.storage.conftest import aws_env, bucket, moto_server, proxy  # noqa: F401
+from tests.s3server import aws_env, bucket, moto_server, proxy  # noqa: F401
 from tests.storage.s3proxy import Fault, S3Proxy
 
 from .conftest import SEGMENT, Rendition
@@ -46,6 +46,11 @@ M = f"{{{NS_MPD}}}"
 DRMS = (DrmSystem.WIDEVINE, DrmSystem.PLAYREADY, DrmSystem.CLEARKEY, DrmSystem.AES128)
 PREFIX = "live/ch1"
 MANIFESTS = ("master.m3u8", "video.m3u8", "audio.m3u8", "manifest.mpd")
+
+
+@pytest.fixture(autouse=True)
+def _aws(aws_env: None) -> None:
+    """Fake credentials only, no user configuration (as in tests/storage)."""
 
 
 def _source(ks: KeyServer, cid: str) -> SpekeKeySource:

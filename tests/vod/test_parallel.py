@@ -110,7 +110,13 @@ def _bad_box(data: bytes) -> bytes:
 
 
 def _unpicklable(data: bytes) -> bytes:
-    raise KeyServerHTTPError("odd", status=500)
+    err = KeyServerHTTPError("odd", status=500)
+    err.hook = lambda: None  # type: ignore[attr-defined]  # a lambda does not pickle
+    raise err
+
+
+def _keyword_only(data: bytes) -> bytes:
+    raise KeyServerHTTPError("teapot", status=418, request_id="r-1")
 
 
 def _files(root: Path) -> None:
@@ -206,6 +212,19 @@ def test_worker_errors_arrive_typed(tmp_path: Path, transform: Callable[[bytes],
         execute(_plan(src, transform), out, jobs=2, processes=processes)
     assert isinstance(info.value, MediaError if processes else SpekePackagerError)
     assert not [p for p in out.rglob(".speke-pieces*")]
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
+def test_keyword_only_errors_cross_the_process_boundary(tmp_path: Path, processes: bool) -> None:
+    """An error whose constructor takes keyword-only arguments arrives as itself, attributes
+    and all (SpekePackagerError pickles its class and attributes)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _files(src)
+    out.mkdir()
+    with pytest.raises(KeyServerHTTPError, match="teapot") as info:
+        execute(_plan(src, _keyword_only), out, jobs=2, processes=processes)
+    assert (info.value.status, info.value.request_id) == (418, "r-1")
+    assert info.value.exit_code == KeyServerHTTPError.exit_code
 
 
 def test_missing_segment_is_a_manifest_error_from_a_worker(tmp_path: Path) -> None:

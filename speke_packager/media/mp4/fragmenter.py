@@ -145,8 +145,10 @@ class _Layout:
 class TrackFragmenter:
     """One track of a progressive file, cut into CMAF segments."""
 
-    def __init__(self, movie: Movie, track: TrackTable, starts: np.ndarray) -> None:
+    def __init__(self, movie: Movie, track: TrackTable, starts: np.ndarray, *,
+                 styp: bool = True) -> None:
         self.movie = movie
+        self.styp = styp  # False: fragments start at their moof (single-file renditions)
         self.track = track
         self.starts = starts
         self.ends = np.append(starts[1:], track.count).astype(np.int64)
@@ -210,6 +212,29 @@ class TrackFragmenter:
         mvex = box_bytes(b"mvex", trex)
         return ftyp + box_bytes(b"moov", mvhd + trak + mvex)
 
+    # ---- segment index ----------------------------------------------------------------------
+    def sidx(self, sizes: list[int]) -> bytes:
+        """A sidx box with one reference per segment (``sizes``: their byte sizes), the
+        segments following it directly; earliest presentation time from the first segment's
+        composition times, every reference starting with a SAP of type 1."""
+        t = self.track
+        a, b = int(self.starts[0]), int(self.ends[0])
+        ept = max(0, int(np.min(t.dts[a:b] + t.cts[a:b].astype(np.int64)))) if b > a else 0
+        durs = self.segment_durations()
+        if len(sizes) != durs.shape[0] or len(sizes) > 0xFFFF:
+            raise MediaError(f"track {t.track_id}: {len(sizes)} segments do not fit one sidx")
+        refs = np.empty((len(sizes), 3), ">u4")
+        refs[:, 0] = sizes
+        refs[:, 1] = durs
+        refs[:, 2] = 0x90000000  # starts_with_SAP = 1, SAP_type = 1, SAP_delta_time = 0
+        if int(refs[:, 0].max(initial=0)) >= 1 << 31 or np.any(durs >= 1 << 32):
+            raise MediaError(f"track {t.track_id}: a segment is too large for a sidx")
+        if ept >= 1 << 32:
+            head = struct.pack(">IIQQHH", TRACK_ID, t.timescale, ept, 0, 0, len(sizes))
+            return full_box(b"sidx", 1, 0, head + refs.tobytes())
+        head = struct.pack(">IIIIHH", TRACK_ID, t.timescale, ept, 0, 0, len(sizes))
+        return full_box(b"sidx", 0, 0, head + refs.tobytes())
+
     # ---- media segments ---------------------------------------------------------------------
     def _layout(self, i: int) -> _Layout:
         t = self.track
@@ -245,7 +270,7 @@ class TrackFragmenter:
                 + struct.pack(">i", moof_len + len(mdat_head)) + rec.tobytes())
         moof = (struct.pack(">I4s", moof_len, b"moof") + mfhd
                 + struct.pack(">I4s", traf_len, b"traf") + tfhd + tfdt + trun)
-        styp = box_bytes(b"styp", b"msdh" + bytes(4) + b"msdhmsix")
+        styp = box_bytes(b"styp", b"msdh" + bytes(4) + b"msdhmsix") if self.styp else b""
         head = styp + moof + mdat_head
         # runs of adjacent samples: one read each
         offs = t.offsets[a:b]

@@ -24,6 +24,8 @@ One row per asset. Field names are ``encrypt-vod``'s option names, with ``_`` or
 ``iv``                      explicit IV, 32 hex digits
 ``segment_duration``        seconds (media-file input)
 ``clear_lead``              seconds
+``single_file``             true / false: one file per rendition (media-file input, native
+                            segmenter; see ``encrypt-vod --single-file``)
 ``key_uri``                 HLS identity key URI (``{kid}`` is replaced)
 ``clearkey_license_url``    ClearKey licence URL for the DASH ContentProtection
 ==========================  ====================================================================
@@ -46,7 +48,7 @@ from ...errors import UsageError
 FIELDS = frozenset({
     "id", "input", "output", "scheme", "format", "content_id", "drm", "speke_url",
     "speke_version", "video_preset", "audio_preset", "explicit_iv", "key", "key_file", "iv",
-    "segment_duration", "clear_lead", "key_uri", "clearkey_license_url",
+    "segment_duration", "clear_lead", "key_uri", "clearkey_license_url", "single_file",
 })
 _NUMBERS = frozenset({"segment_duration", "clear_lead"})
 _MAX_FILE = 256 << 20
@@ -99,7 +101,7 @@ def _normalise(line: int, raw: dict[str, Any]) -> Row:
                     v = float(v)
                 except (TypeError, ValueError):
                     raise ValueError(f"{name} must be a number") from None
-            elif name == "explicit_iv":
+            elif name in ("explicit_iv", "single_file"):
                 v = _bool(name, v)
             elif name in ("drm", "key"):
                 if isinstance(v, list) and all(isinstance(x, str) for x in v):

@@ -190,6 +190,8 @@ def job_fingerprint(options: VodOptions, keys: RawKeys | SpekeKeys) -> str:
         "key_uri": options.key_uri, "clearkey_license_url": options.clearkey_license_url,
         "iv": options.iv.hex() if options.iv else None,
     }
+    if options.single_file:  # (only when set: earlier completion manifests stay valid)
+        doc["single_file"] = True
     if isinstance(keys, SpekeKeys):
         c = keys.contract
         doc["speke"] = {"url": keys.client.url, "content_id": c.content_id,
