@@ -357,9 +357,13 @@ def _proc_piece(token: int, i: int) -> tuple[int, int]:
     except SpekePackagerError as exc:
         try:
             pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own object, just pickled)
-        except Exception:  # an error class that cannot cross the process boundary
-            raise MediaError(str(exc)) from None
-        raise
+        except Exception:  # an error that cannot cross the process boundary
+            fallback = MediaError(str(exc))
+        else:
+            raise
+    # raised outside the handler: no __context__ chain back to the unpicklable error (a
+    # reducer that pickles the chain, such as the one Dask's workers install, would fail on it)
+    raise fallback
 
 
 def _executor(run: _Run, token: int, jobs: int, total: int, processes: bool | None

@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import mimetypes
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from ..errors import StorageError
 from .fileobj import download_file, upload_file
 from .store import ObjectStore
 from .url import S3Url, safe_rel
+
+UNCERTAIN_SETTLE = 1.0  # seconds before the second DELETE of interrupted uploads
 
 _TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl", ".mpd": "application/dash+xml",
@@ -72,6 +75,7 @@ class Publication:
         self._begun = False
         self._pool: cf.ThreadPoolExecutor | None = None
         self._early: dict[str, cf.Future[int]] = {}
+        self._uncertain: list[S3Url] = []  # uploads interrupted before their answer
 
     def check(self) -> None:
         """Refuse a non-empty destination without ``force`` (call before long work)."""
@@ -88,14 +92,20 @@ class Publication:
     def upload(self, root: Path | int, rel: str) -> int:
         """Upload ``rel`` of the folder ``root`` (a path, or an open folder descriptor)."""
         url = self.dest.join(rel)
-        if isinstance(root, int):
-            n = upload_file(self.store, rel, url, content_type=content_type(rel), width=1,
-                            dir_fd=root)
-        else:
-            n = upload_file(self.store, root / rel, url, content_type=content_type(rel),
-                            width=1)
+        # recorded before the request: an upload interrupted after the store took the body but
+        # before its answer arrived (SIGTERM in this thread) is still removed by a rollback
+        # (deleting a key that never landed is harmless)
         self._record(url)
-        return n
+        try:
+            if isinstance(root, int):
+                return upload_file(self.store, rel, url, content_type=content_type(rel),
+                                   width=1, dir_fd=root)
+            return upload_file(self.store, root / rel, url, content_type=content_type(rel),
+                               width=1)
+        except BaseException:
+            with self._lock:  # its PUT may still land after a rollback's DELETE
+                self._uncertain.append(url)
+            raise
 
     def begin(self) -> None:
         """Check the destination (and, with ``force``, note what it holds) and accept early
@@ -191,9 +201,15 @@ class Publication:
         with self._lock:
             urls = list(self.written)
             self.written.clear()
+            uncertain, self._uncertain = self._uncertain, []
         if not urls:
             return
         failed = self.store.delete_many(urls)
+        if uncertain and not failed:
+            # an interrupted PUT that a proxy or the store still held can land after the
+            # DELETE: give it a moment, then delete those keys once more
+            time.sleep(UNCERTAIN_SETTLE)
+            failed = self.store.delete_many(uncertain)
         if failed:
             left = [u for u, _ in failed]
             why = f"{cause}; " if cause is not None else ""

@@ -214,6 +214,19 @@ def test_worker_errors_arrive_typed(tmp_path: Path, transform: Callable[[bytes],
     assert not [p for p in out.rglob(".speke-pieces*")]
 
 
+def test_unpicklable_error_with_a_chain_pickling_reducer(tmp_path: Path) -> None:
+    """Dask's workers install tblib's exception reducers, which pickle the __context__ chain:
+    the MediaError that stands in for an unpicklable error must not drag that error along
+    (it did: the pool broke with "Can't pickle local object")."""
+    pytest.importorskip("tblib.pickling_support").install()
+    src, out = tmp_path / "in", tmp_path / "out"
+    _files(src)
+    out.mkdir()
+    with pytest.raises(MediaError, match="odd") as info:
+        execute(_plan(src, _unpicklable), out, jobs=2, processes=True)
+    assert not isinstance(info.value, KeyServerHTTPError)
+
+
 @pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
 def test_keyword_only_errors_cross_the_process_boundary(tmp_path: Path, processes: bool) -> None:
     """An error whose constructor takes keyword-only arguments arrives as itself, attributes
